@@ -1,0 +1,312 @@
+// omnimodel._runtime: load a GGUF in the compiled runtime, run its graph on numpy inputs, read any
+// captured intermediate, and reach ggml's own quantizers so tests can hold our encoders to them.
+//
+// The model API goes through the public C API on purpose: the parity harness then exercises
+// exactly what robot code links against, status codes included.
+#include "omnimodel.h"
+
+#include "ggml-cpu.h"
+#include "ggml.h"
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+namespace py = pybind11;
+
+namespace {
+
+// Python-side exception carrying the C API status. Created once at import.
+PyObject * g_error_type = nullptr;
+
+[[noreturn]] void raise_status(omnimodel_status st, const std::string & msg) {
+    py::object exc = py::reinterpret_steal<py::object>(PyObject_CallFunction(g_error_type, "s", msg.c_str()));
+    if (!exc) throw py::error_already_set();
+    exc.attr("code")   = static_cast<int>(st);
+    exc.attr("status") = omnimodel_status_string(st);
+    PyErr_SetObject(g_error_type, exc.ptr());
+    throw py::error_already_set();
+}
+
+void check(omnimodel_status st, const omnimodel_context * ctx) {
+    if (st != OMNIMODEL_OK) raise_status(st, omnimodel_last_error(ctx));
+}
+
+omnimodel_backend parse_backend(const std::string & s) {
+    if (s == "auto") return OMNIMODEL_BACKEND_AUTO;
+    if (s == "cpu") return OMNIMODEL_BACKEND_CPU;
+    if (s == "gpu" || s == "cuda") return OMNIMODEL_BACKEND_GPU;
+    throw py::value_error("backend must be 'auto', 'cpu' or 'gpu', got '" + s + "'");
+}
+
+// numpy shape (row-major) -> ggml ne (ne[0] fastest) and back.
+py::array_t<float> to_numpy(const std::vector<float> & data, int32_t n_dims, const int64_t * ne) {
+    std::vector<py::ssize_t> shape;
+    for (int i = std::max(n_dims, 1) - 1; i >= 0; --i) shape.push_back(static_cast<py::ssize_t>(ne[i]));
+    py::array_t<float> out(shape);
+    std::copy(data.begin(), data.end(), out.mutable_data());
+    return out;
+}
+
+class Model {
+public:
+    Model(const std::string & path, int n_threads, bool use_mmap, const std::string & backend, int gpu_device,
+          bool verbose) {
+        omnimodel_params p = omnimodel_default_params();
+        p.n_threads        = n_threads;
+        p.use_mmap         = use_mmap;
+        p.backend          = parse_backend(backend);
+        p.gpu_device       = gpu_device;
+        p.verbose          = verbose;
+        omnimodel_status st;
+        {
+            py::gil_scoped_release nogil;
+            st = omnimodel_load(path.c_str(), p, &ctx_);
+        }
+        check(st, nullptr);
+    }
+    ~Model() { close(); }
+
+    void close() {
+        omnimodel_free(ctx_);
+        ctx_ = nullptr;
+    }
+
+    omnimodel_context * ctx() const {
+        if (ctx_ == nullptr) throw py::value_error("the model is closed");
+        return ctx_;
+    }
+
+    std::string architecture() const { return omnimodel_architecture(ctx()); }
+    std::string backend_name() const { return omnimodel_backend_name(ctx()); }
+
+    py::list tensors() const {
+        py::list out;
+        const int64_t n = omnimodel_n_tensors(ctx());
+        for (int64_t i = 0; i < n; ++i) {
+            omnimodel_tensor_info ti{};
+            check(omnimodel_get_tensor_info(ctx(), i, &ti), ctx());
+            py::tuple shape(ti.n_dims);
+            for (int d = 0; d < ti.n_dims; ++d) shape[d] = ti.ne[ti.n_dims - 1 - d];
+            py::dict row;
+            row["name"]      = ti.name;
+            row["type"]      = ti.type;
+            row["type_name"] = ti.type_name;
+            row["shape"]     = shape;  // numpy / PyTorch order
+            row["n_bytes"]   = ti.n_bytes;
+            out.append(row);
+        }
+        return out;
+    }
+
+    int64_t meta_int(const std::string & key) const {
+        int64_t v = 0;
+        check(omnimodel_meta_int(ctx(), key.c_str(), &v), ctx());
+        return v;
+    }
+    double meta_float(const std::string & key) const {
+        double v = 0;
+        check(omnimodel_meta_float(ctx(), key.c_str(), &v), ctx());
+        return v;
+    }
+    std::string meta_str(const std::string & key) const {
+        const char * v = nullptr;
+        check(omnimodel_meta_string(ctx(), key.c_str(), &v), ctx());
+        return v;
+    }
+
+    void set_n_threads(int n) { check(omnimodel_set_n_threads(ctx(), n), ctx()); }
+
+    py::dict run(const py::dict & inputs, const std::vector<std::string> & capture) {
+        check(omnimodel_clear_inputs(ctx()), ctx());
+        for (auto item : inputs) {
+            const std::string name = py::str(item.first);
+            auto arr = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(item.second);
+            if (!arr) throw py::type_error("input '" + name + "' is not convertible to a float32 array");
+            if (arr.ndim() < 1 || arr.ndim() > OMNIMODEL_MAX_DIMS) {
+                raise_status(OMNIMODEL_ERR_SHAPE, "input '" + name + "' must have 1 to 4 dimensions, got " +
+                                                      std::to_string(arr.ndim()));
+            }
+            int64_t ne[OMNIMODEL_MAX_DIMS] = {1, 1, 1, 1};
+            for (py::ssize_t d = 0; d < arr.ndim(); ++d) ne[arr.ndim() - 1 - d] = arr.shape(d);
+            check(omnimodel_set_input(ctx(), name.c_str(), arr.data(), static_cast<int32_t>(arr.ndim()), ne), ctx());
+        }
+        std::vector<const char *> names;
+        for (auto & c : capture) names.push_back(c.c_str());
+        check(omnimodel_set_capture(ctx(), names.data(), names.size()), ctx());
+        omnimodel_status st;
+        {
+            py::gil_scoped_release nogil;
+            st = omnimodel_compute(ctx());
+        }
+        check(st, ctx());
+        return results();
+    }
+
+    py::dict results() const {
+        py::dict out;
+        const size_t n = omnimodel_n_results(ctx());
+        for (size_t i = 0; i < n; ++i) {
+            const char * name = omnimodel_result_name(ctx(), i);
+            out[name]         = result(name);
+        }
+        return out;
+    }
+
+    py::array_t<float> result(const std::string & name) const {
+        int32_t n_dims = 0;
+        int64_t ne[OMNIMODEL_MAX_DIMS];
+        check(omnimodel_result_shape(ctx(), name.c_str(), &n_dims, ne), ctx());
+        size_t n = 1;
+        for (int i = 0; i < OMNIMODEL_MAX_DIMS; ++i) n *= static_cast<size_t>(ne[i]);
+        std::vector<float> data(n);
+        check(omnimodel_result_get(ctx(), name.c_str(), data.data(), data.size()), ctx());
+        return to_numpy(data, n_dims, ne);
+    }
+
+private:
+    omnimodel_context * ctx_ = nullptr;
+};
+
+// ---- ggml's own quantizers ---------------------------------------------------------------------
+
+const ggml_type_traits * traits_or_throw(int type_id) {
+    if (type_id < 0 || type_id >= GGML_TYPE_COUNT) {
+        throw py::value_error("unknown ggml type id " + std::to_string(type_id));
+    }
+    const ggml_type_traits * tr = ggml_get_type_traits(static_cast<ggml_type>(type_id));
+    if (tr->blck_size == 0 || tr->type_size == 0) {
+        throw py::value_error("ggml type id " + std::to_string(type_id) + " was removed from ggml");
+    }
+    return tr;
+}
+
+bool can_quantize(ggml_type t) {
+    switch (t) {
+        case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16:
+        case GGML_TYPE_Q1_0: case GGML_TYPE_Q2_0: case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1:
+        case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1: case GGML_TYPE_Q8_0: case GGML_TYPE_MXFP4: case GGML_TYPE_NVFP4:
+        case GGML_TYPE_Q2_K: case GGML_TYPE_Q3_K: case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: case GGML_TYPE_Q6_K:
+        case GGML_TYPE_TQ1_0: case GGML_TYPE_TQ2_0:
+        case GGML_TYPE_IQ2_XXS: case GGML_TYPE_IQ2_XS: case GGML_TYPE_IQ2_S: case GGML_TYPE_IQ3_XXS:
+        case GGML_TYPE_IQ3_S: case GGML_TYPE_IQ1_S: case GGML_TYPE_IQ1_M: case GGML_TYPE_IQ4_NL: case GGML_TYPE_IQ4_XS:
+            return true;
+        default:
+            return false;
+    }
+}
+
+py::dict type_info(int type_id) {
+    const ggml_type_traits * tr = traits_or_throw(type_id);
+    const auto t = static_cast<ggml_type>(type_id);
+    py::dict d;
+    d["name"]             = tr->type_name;
+    d["block_size"]       = tr->blck_size;
+    d["type_size"]        = tr->type_size;
+    d["is_quantized"]     = tr->is_quantized;
+    d["requires_imatrix"] = ggml_quantize_requires_imatrix(t);
+    d["can_quantize"]     = can_quantize(t);
+    d["can_dequantize"]   = tr->to_float != nullptr;
+    return d;
+}
+
+py::array_t<uint8_t> ggml_quantize(int type_id, py::array_t<float, py::array::c_style | py::array::forcecast> x,
+                                   std::optional<py::array_t<float, py::array::c_style | py::array::forcecast>> imatrix) {
+    const ggml_type_traits * tr = traits_or_throw(type_id);
+    const auto t = static_cast<ggml_type>(type_id);
+    if (!can_quantize(t)) throw py::value_error(std::string("ggml cannot quantize to ") + tr->type_name);
+    if (x.ndim() != 2) throw py::value_error("x must be 2-D (rows, n_per_row)");
+    const int64_t nrows = x.shape(0), n_per_row = x.shape(1);
+    if (n_per_row <= 0 || n_per_row % tr->blck_size != 0) {
+        throw py::value_error(std::string(tr->type_name) + " needs rows that are a multiple of " +
+                              std::to_string(tr->blck_size) + " elements, got " + std::to_string(n_per_row));
+    }
+    const float * im = nullptr;
+    if (imatrix) {
+        if (imatrix->ndim() != 1 || imatrix->shape(0) != n_per_row) {
+            throw py::value_error("imatrix must be 1-D with n_per_row = " + std::to_string(n_per_row) + " values");
+        }
+        im = imatrix->data();
+    } else if (ggml_quantize_requires_imatrix(t)) {
+        throw py::value_error(std::string("ggml requires an importance matrix for ") + tr->type_name);
+    }
+    const size_t row_size = ggml_row_size(t, n_per_row);
+    py::array_t<uint8_t> out({static_cast<py::ssize_t>(nrows), static_cast<py::ssize_t>(row_size)});
+    if (nrows > 0) {
+        const float * src = x.data();
+        uint8_t *     dst = out.mutable_data();
+        py::gil_scoped_release nogil;
+        ggml_quantize_chunk(t, src, dst, 0, nrows, n_per_row, im);
+    }
+    return out;
+}
+
+py::array_t<float> ggml_dequantize(int type_id, py::array_t<uint8_t, py::array::c_style | py::array::forcecast> data,
+                                   int64_t n_per_row) {
+    const ggml_type_traits * tr = traits_or_throw(type_id);
+    const auto t = static_cast<ggml_type>(type_id);
+    if (tr->to_float == nullptr) throw py::value_error(std::string("ggml cannot dequantize ") + tr->type_name);
+    if (n_per_row <= 0 || n_per_row % tr->blck_size != 0) {
+        throw py::value_error("n_per_row must be a positive multiple of " + std::to_string(tr->blck_size));
+    }
+    const size_t row_size = ggml_row_size(t, n_per_row);
+    if (data.ndim() != 2 || static_cast<size_t>(data.shape(1)) != row_size) {
+        throw py::value_error("data must be 2-D (rows, " + std::to_string(row_size) + ") for " + tr->type_name +
+                              " rows of " + std::to_string(n_per_row));
+    }
+    const int64_t nrows = data.shape(0);
+    py::array_t<float> out({static_cast<py::ssize_t>(nrows), static_cast<py::ssize_t>(n_per_row)});
+    if (nrows > 0) {
+        const uint8_t * src = data.data();
+        float *         dst = out.mutable_data();
+        py::gil_scoped_release nogil;
+        tr->to_float(src, dst, nrows * n_per_row);
+    }
+    return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_runtime, m) {
+    m.doc() = "omnimodel's compiled runtime and ggml's quantizers";
+
+    py::object base = py::module_::import("builtins").attr("RuntimeError");
+    g_error_type    = PyErr_NewExceptionWithDoc("omnimodel._runtime.RuntimeStatusError",
+                                                "A C API call failed; .code is the omnimodel_status, .status its name.",
+                                                base.ptr(), nullptr);
+    m.attr("RuntimeStatusError") = py::handle(g_error_type);
+
+    m.def("version", &omnimodel_version, "omnimodel runtime version");
+    m.def("ggml_version", &omnimodel_ggml_version, "version of the ggml compiled in");
+    m.def("status_string", [](int code) { return omnimodel_status_string(static_cast<omnimodel_status>(code)); });
+
+    py::class_<Model>(m, "Model")
+        .def(py::init<const std::string &, int, bool, const std::string &, int, bool>(), py::arg("path"),
+             py::arg("n_threads") = 0, py::arg("use_mmap") = true, py::arg("backend") = "auto",
+             py::arg("gpu_device") = 0, py::arg("verbose") = false)
+        .def_property_readonly("architecture", &Model::architecture)
+        .def_property_readonly("backend_name", &Model::backend_name)
+        .def("tensors", &Model::tensors, "tensors in the file: name, type, type_name, shape (PyTorch order), n_bytes")
+        .def("meta_int", &Model::meta_int, py::arg("key"))
+        .def("meta_float", &Model::meta_float, py::arg("key"))
+        .def("meta_str", &Model::meta_str, py::arg("key"))
+        .def("set_n_threads", &Model::set_n_threads, py::arg("n_threads"))
+        .def("run", &Model::run, py::arg("inputs"), py::arg("capture") = std::vector<std::string>{},
+             "Set inputs (name -> float array), compute, and return outputs plus captured intermediates. "
+             "capture=['*'] keeps every named intermediate.")
+        .def("results", &Model::results)
+        .def("result", &Model::result, py::arg("name"))
+        .def("close", &Model::close)
+        .def("__enter__", [](Model & self) -> Model & { return self; })
+        .def("__exit__", [](Model & self, py::args) { self.close(); });
+
+    m.def("ggml_type_info", &type_info, py::arg("type_id"));
+    m.def("ggml_quantize", &ggml_quantize, py::arg("type_id"), py::arg("x"), py::arg("imatrix") = py::none(),
+          "ggml_quantize_chunk over a (rows, n_per_row) float32 matrix; returns (rows, row_bytes) uint8");
+    m.def("ggml_dequantize", &ggml_dequantize, py::arg("type_id"), py::arg("data"), py::arg("n_per_row"),
+          "ggml's to_float over (rows, row_bytes) uint8; returns (rows, n_per_row) float32");
+}

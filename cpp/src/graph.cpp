@@ -1,0 +1,185 @@
+#include "graph.hpp"
+
+#include "archs/archs.hpp"
+#include "error.hpp"
+
+#include <mutex>
+
+namespace omni {
+
+norm_kind parse_norm_kind(const std::string & s) {
+    if (s == "layer") return norm_kind::layer;
+    if (s == "rms") return norm_kind::rms;
+    fail(OMNIMODEL_ERR_UNSUPPORTED, format("unknown norm kind '%s' (expected 'layer' or 'rms')", s.c_str()));
+}
+
+act_kind parse_act_kind(const std::string & s) {
+    if (s == "none") return act_kind::none;
+    if (s == "relu") return act_kind::relu;
+    if (s == "silu") return act_kind::silu;
+    if (s == "gelu" || s == "gelu_erf") return act_kind::gelu_erf;
+    if (s == "gelu_tanh") return act_kind::gelu_tanh;
+    fail(OMNIMODEL_ERR_UNSUPPORTED,
+         format("unknown activation '%s' (expected none, relu, silu, gelu, gelu_tanh)", s.c_str()));
+}
+
+std::string shape_str(const ggml_tensor * t) {
+    std::string s = "[";
+    const int   n = ggml_n_dims(t);
+    for (int i = 0; i < n; ++i) {
+        s += std::to_string(t->ne[i]);
+        if (i + 1 < n) s += ", ";
+    }
+    return s + "]";
+}
+
+graph_builder::graph_builder(const model & m_, ggml_context * ctx0_, const std::map<std::string, host_tensor> & inputs)
+    : m(m_), ctx0(ctx0_), host_inputs_(inputs) {}
+
+ggml_tensor * graph_builder::input(const std::string & name) {
+    for (auto & kv : inputs_) {
+        if (kv.first == name) return kv.second;
+    }
+    auto it = host_inputs_.find(name);
+    if (it == host_inputs_.end()) {
+        fail(OMNIMODEL_ERR_NOT_FOUND, format("the %s graph needs input '%s', which was not set",
+                                             m.architecture().c_str(), name.c_str()));
+    }
+    const host_tensor & h = it->second;
+    ggml_tensor * t = ggml_new_tensor(ctx0, GGML_TYPE_F32, 4, h.ne.data());
+    ggml_set_name(t, name.c_str());
+    ggml_set_input(t);
+    inputs_.emplace_back(name, t);
+    return t;
+}
+
+ggml_tensor * graph_builder::weight(const std::string & name) const {
+    ggml_tensor * t = m.find(name);
+    if (t == nullptr) {
+        fail(OMNIMODEL_ERR_NOT_FOUND, format("tensor '%s' is missing from '%s' (architecture %s)", name.c_str(),
+                                             m.path().c_str(), m.architecture().c_str()));
+    }
+    return t;
+}
+
+ggml_tensor * graph_builder::weight(const std::string & name, std::initializer_list<int64_t> ne) const {
+    ggml_tensor * t = weight(name);
+    int i = 0;
+    bool ok = true;
+    for (int64_t want : ne) {
+        ok = ok && t->ne[i] == want;
+        ++i;
+    }
+    for (; i < GGML_MAX_DIMS; ++i) ok = ok && t->ne[i] == 1;
+    if (!ok) {
+        std::string want = "[";
+        size_t k = 0;
+        for (int64_t v : ne) want += std::to_string(v) + (++k < ne.size() ? ", " : "");
+        fail(OMNIMODEL_ERR_SHAPE, format("tensor '%s' has shape %s (ggml order), expected %s]", name.c_str(),
+                                         shape_str(t).c_str(), want.c_str()));
+    }
+    return t;
+}
+
+ggml_tensor * graph_builder::weight_opt(const std::string & name) const { return m.find(name); }
+
+ggml_tensor * graph_builder::name(ggml_tensor * t, const std::string & name) {
+    if (name.size() >= GGML_MAX_NAME) {
+        fail(OMNIMODEL_ERR_INTERNAL, format("intermediate name '%s' is longer than ggml allows (%d)",
+                                            name.c_str(), GGML_MAX_NAME - 1));
+    }
+    ggml_set_name(t, name.c_str());
+    return t;
+}
+
+void graph_builder::output(ggml_tensor * t, const std::string & name_) {
+    // An already-named intermediate keeps its name (so it stays capturable under it); the output
+    // name is how the result is reported.
+    if (ggml_get_name(t)[0] == '\0') name(t, name_);
+    ggml_set_output(t);
+    outputs_.emplace_back(name_, t);
+}
+
+ggml_tensor * graph_builder::build_linear(ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
+    if (x->ne[0] != w->ne[0]) {
+        fail(OMNIMODEL_ERR_SHAPE, format("'%s' expects inputs of width %lld but got %s ('%s')", ggml_get_name(w),
+                                         (long long) w->ne[0], shape_str(x).c_str(), ggml_get_name(x)));
+    }
+    if (w->ne[2] != 1 || w->ne[3] != 1) {
+        fail(OMNIMODEL_ERR_SHAPE, format("'%s' is not a matrix: %s", ggml_get_name(w), shape_str(w).c_str()));
+    }
+    ggml_tensor * y = ggml_mul_mat(ctx0, w, x);
+    if (b != nullptr) {
+        if (ggml_nelements(b) != w->ne[1]) {
+            fail(OMNIMODEL_ERR_SHAPE, format("bias '%s' has %lld elements, expected %lld", ggml_get_name(b),
+                                             (long long) ggml_nelements(b), (long long) w->ne[1]));
+        }
+        y = ggml_add(ctx0, y, b);
+    }
+    return y;
+}
+
+ggml_tensor * graph_builder::build_norm(ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, norm_kind kind, float eps) {
+    ggml_tensor * y = kind == norm_kind::rms ? ggml_rms_norm(ctx0, x, eps) : ggml_norm(ctx0, x, eps);
+    for (ggml_tensor * p : {w, b}) {
+        if (p != nullptr && ggml_nelements(p) != x->ne[0]) {
+            fail(OMNIMODEL_ERR_SHAPE, format("norm parameter '%s' has %lld elements, expected %lld", ggml_get_name(p),
+                                             (long long) ggml_nelements(p), (long long) x->ne[0]));
+        }
+    }
+    if (w != nullptr) y = ggml_mul(ctx0, y, w);
+    if (b != nullptr) y = ggml_add(ctx0, y, b);
+    return y;
+}
+
+ggml_tensor * graph_builder::build_act(ggml_tensor * x, act_kind kind) {
+    switch (kind) {
+        case act_kind::none: return x;
+        case act_kind::relu: return ggml_relu(ctx0, x);
+        case act_kind::silu: return ggml_silu(ctx0, x);
+        case act_kind::gelu_erf: return ggml_gelu_erf(ctx0, x);
+        case act_kind::gelu_tanh: return ggml_gelu(ctx0, x);
+    }
+    return x;
+}
+
+// ---------------------------------------------------------------------------------------------
+// registry
+
+namespace {
+
+std::mutex & registry_mutex() {
+    static std::mutex mu;
+    return mu;
+}
+
+std::map<std::string, build_fn> & registry() {
+    // Built-ins are listed here rather than self-registering from static initialisers, which a
+    // static link would silently drop.
+    static std::map<std::string, build_fn> r = {
+        {"omni-mlp", build_omni_mlp},
+    };
+    return r;
+}
+
+}  // namespace
+
+void register_architecture(const std::string & name, build_fn fn) {
+    std::lock_guard<std::mutex> lock(registry_mutex());
+    registry()[name] = fn;
+}
+
+build_fn find_architecture(const std::string & name) {
+    std::lock_guard<std::mutex> lock(registry_mutex());
+    auto it = registry().find(name);
+    return it == registry().end() ? nullptr : it->second;
+}
+
+std::vector<std::string> architecture_names() {
+    std::lock_guard<std::mutex> lock(registry_mutex());
+    std::vector<std::string> names;
+    for (auto & kv : registry()) names.push_back(kv.first);
+    return names;
+}
+
+}  // namespace omni

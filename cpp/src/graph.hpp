@@ -1,0 +1,75 @@
+// The C++ API that architecture graphs are written against.
+//
+// An architecture is one function `void build_<arch>(graph_builder & gb)` that reads hyper-parameters
+// from the model's metadata, takes weights and inputs from the builder, composes the shared blocks
+// (build_linear, build_norm, build_act, ...) and names every intermediate it wants to be
+// capturable. The builder validates shapes before ggml sees them, because ggml's own checks abort
+// the process and robot code must get an error instead.
+#pragma once
+
+#include "model.hpp"
+
+#include <array>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace omni {
+
+struct host_tensor {
+    std::vector<float>     data;
+    int32_t                n_dims = 0;
+    std::array<int64_t, 4> ne{1, 1, 1, 1};
+};
+
+enum class norm_kind { layer, rms };
+enum class act_kind { none, relu, silu, gelu_erf, gelu_tanh };
+
+norm_kind   parse_norm_kind(const std::string & s);  // "layer" | "rms"
+act_kind    parse_act_kind(const std::string & s);   // "none" | "relu" | "silu" | "gelu" (erf) | "gelu_tanh"
+std::string shape_str(const ggml_tensor * t);
+
+class graph_builder {
+public:
+    graph_builder(const model & m, ggml_context * ctx0, const std::map<std::string, host_tensor> & inputs);
+
+    const model &  m;
+    ggml_context * ctx0;
+
+    // A graph input shaped like the host data the caller provided (F32).
+    ggml_tensor * input(const std::string & name);
+
+    // Weights. `weight` fails with NOT_FOUND naming the tensor; the shaped overload also checks ne.
+    ggml_tensor * weight(const std::string & name) const;
+    ggml_tensor * weight(const std::string & name, std::initializer_list<int64_t> ne) const;
+    ggml_tensor * weight_opt(const std::string & name) const;
+
+    // Name an intermediate (so it can be captured) and return it, for chaining.
+    ggml_tensor * name(ggml_tensor * t, const std::string & name);
+    // Mark a graph output; outputs are always readable after compute.
+    void output(ggml_tensor * t, const std::string & name);
+
+    // y = x W^T + b for a PyTorch-layout weight W [out, in] (ggml ne = {in, out}).
+    ggml_tensor * build_linear(ggml_tensor * x, ggml_tensor * w, ggml_tensor * b = nullptr);
+    // Normalise over ne[0], then scale by w and shift by b (each optional).
+    ggml_tensor * build_norm(ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, norm_kind kind, float eps);
+    ggml_tensor * build_act(ggml_tensor * x, act_kind kind);
+
+    const std::vector<std::pair<std::string, ggml_tensor *>> & outputs() const { return outputs_; }
+    const std::vector<std::pair<std::string, ggml_tensor *>> & inputs() const { return inputs_; }
+
+private:
+    const std::map<std::string, host_tensor> &         host_inputs_;
+    std::vector<std::pair<std::string, ggml_tensor *>> outputs_;
+    std::vector<std::pair<std::string, ggml_tensor *>> inputs_;
+};
+
+using build_fn = void (*)(graph_builder & gb);
+
+// Architectures known to this runtime, by general.architecture.
+void                     register_architecture(const std::string & name, build_fn fn);
+build_fn                 find_architecture(const std::string & name);  // nullptr when unknown
+std::vector<std::string> architecture_names();
+
+}  // namespace omni

@@ -1,0 +1,57 @@
+// The object behind the opaque omnimodel_context: a model, its backends and scheduler, the host
+// copies of inputs and of the results of the last compute.
+#pragma once
+
+#include "graph.hpp"
+#include "model.hpp"
+#include "omnimodel.h"
+
+#include "ggml-backend.h"
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace omni {
+
+class runtime {
+public:
+    runtime(const std::string & path, const omnimodel_params & params);
+    ~runtime();
+    runtime(const runtime &)             = delete;
+    runtime & operator=(const runtime &) = delete;
+
+    const model & get_model() const { return *model_; }
+    const char *  backend_name() const;
+
+    void set_n_threads(int32_t n);
+    void set_input(const std::string & name, const float * data, int32_t n_dims, const int64_t * ne);
+    void clear_inputs() { inputs_.clear(); }
+    void set_capture(const std::vector<std::string> & names);
+    void compute();
+
+    const std::vector<std::string> &           result_names() const { return result_order_; }
+    const host_tensor &                        result(const std::string & name) const;
+
+private:
+    static bool eval_callback(ggml_tensor * t, bool ask, void * user_data);
+    bool        wants(const ggml_tensor * t) const;
+    void        keep(const std::string & name, const ggml_tensor * t);
+
+    omnimodel_params                   params_;
+    ggml_backend_t                     backend_gpu_ = nullptr;
+    ggml_backend_t                     backend_cpu_ = nullptr;
+    ggml_backend_sched_t               sched_       = nullptr;
+    std::unique_ptr<model>             model_;
+    build_fn                           build_ = nullptr;
+    std::map<std::string, host_tensor> inputs_;
+    std::set<std::string>              capture_;
+    bool                               capture_all_ = false;
+    std::map<std::string, host_tensor> results_;
+    std::vector<std::string>           result_order_;
+    std::vector<uint8_t>               graph_meta_;
+};
+
+}  // namespace omni

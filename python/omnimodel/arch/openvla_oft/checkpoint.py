@@ -1,0 +1,324 @@
+"""Load a Hugging Face OpenVLA-OFT checkpoint directory into the reference model.
+
+Layout read (as in ``moojink/openvla-7b-oft-finetuned-libero-*``)::
+
+    config.json                              Prismatic/OpenVLA config
+    model.safetensors.index.json             weight_map: tensor name -> shard file
+    model-0000{i}-of-0000{n}.safetensors     LoRA-merged VLA weights (bf16)   [or one model.safetensors]
+    preprocessor_config.json                 per-tower pixel normalisation (optional: defaults)
+    dataset_statistics.json                  {dataset_key: {action: {...}, proprio: {...}}}
+    tokenizer.json / tokenizer.model         Llama tokenizer (+ <PAD>)
+    action_head--{step}_checkpoint.pt        L1RegressionActionHead, DDP keys "module.model.*"
+    proprio_projector--{step}_checkpoint.pt  ProprioProjector, DDP keys "module.fc1.*" (optional)
+
+Refused with a message: FiLM (``vision_backbone--*_checkpoint.pt``), diffusion heads
+(``noisy_action_projector--*`` or ``noise_predictor.*`` keys). ``lora_adapter/`` is ignored: the
+safetensors already hold the merged weights. Every problem raises ``CheckpointError`` naming the file
+and, where there is one, the tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+from safetensors import safe_open
+
+from .config import ConfigError, OpenVLAOFTConfig, build_config
+from .modeling import OpenVLAOFT
+from .normalization import DatasetNormStats, action_dim_of, parse_norm_stats, resolve_unnorm_key
+from .tokenizer import PromptTokenizer, load_prompt_tokenizer
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint file is missing, unreadable or inconsistent."""
+
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+_COMPONENT_RE = r"^{name}--(?P<step>\d+|latest)_checkpoint\.pt$"
+ACTION_HEAD_PREFIX = "action_head."
+PROPRIO_PREFIX = "proprio_projector."
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    root: Path
+    config: Path
+    shards: tuple[Path, ...]
+    weight_map: Optional[dict[str, str]]  # None for a single unsharded file
+    dataset_statistics: Optional[Path]
+    preprocessor_config: Optional[Path]
+    action_head: Path
+    proprio_projector: Optional[Path]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path.name}: missing in {path.parent}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path.name}: not valid JSON ({exc})") from exc
+
+
+def _find_component(root: Path, name: str, required: bool) -> Optional[Path]:
+    pattern = re.compile(_COMPONENT_RE.format(name=re.escape(name)))
+    found = sorted(p for p in root.iterdir() if pattern.match(p.name))
+    if len(found) > 1:
+        raise CheckpointError(f"{root}: several {name}--*_checkpoint.pt files ({[p.name for p in found]}); keep one")
+    if not found:
+        if required:
+            raise CheckpointError(f"{root}: no {name}--<step>_checkpoint.pt file (needed for the L1-regression head)")
+        return None
+    return found[0]
+
+
+def locate_files(checkpoint_dir: str | Path) -> CheckpointFiles:
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: not a directory")
+    if _find_component(root, "vision_backbone", required=False) is not None:
+        raise CheckpointError(
+            f"{root}: has a vision_backbone--*_checkpoint.pt, i.e. a FiLM (OFT+) checkpoint; FiLM is not supported"
+        )
+    if _find_component(root, "noisy_action_projector", required=False) is not None:
+        raise CheckpointError(f"{root}: has a noisy_action_projector--*_checkpoint.pt (diffusion head); not supported")
+    config = root / "config.json"
+    if not config.is_file():
+        raise CheckpointError(f"config.json: missing in {root}")
+
+    index_path = root / INDEX_FILE
+    if index_path.is_file():
+        index = _read_json(index_path)
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{INDEX_FILE}: no 'weight_map'")
+        shard_names = sorted(set(weight_map.values()))
+        missing = [s for s in shard_names if not (root / s).is_file()]
+        if missing:
+            users = sorted(k for k, v in weight_map.items() if v == missing[0])
+            raise CheckpointError(
+                f"{INDEX_FILE}: shard file(s) {missing} missing from {root} (e.g. '{users[0]}' lives in {missing[0]})"
+            )
+        shards = tuple(root / s for s in shard_names)
+    elif (root / SINGLE_FILE).is_file():
+        weight_map, shards = None, (root / SINGLE_FILE,)
+    else:
+        raise CheckpointError(f"{root}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
+
+    def optional(name: str) -> Optional[Path]:
+        return root / name if (root / name).is_file() else None
+
+    return CheckpointFiles(
+        root=root,
+        config=config,
+        shards=shards,
+        weight_map=weight_map,
+        dataset_statistics=optional("dataset_statistics.json"),
+        preprocessor_config=optional("preprocessor_config.json"),
+        action_head=_find_component(root, "action_head", required=True),
+        proprio_projector=_find_component(root, "proprio_projector", required=False),
+    )
+
+
+def read_vla_tensors(files: CheckpointFiles) -> dict[str, torch.Tensor]:
+    """All tensors of the (sharded) safetensors, checked against the index in both directions."""
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in files.shards:
+        try:
+            with safe_open(str(shard), framework="pt") as f:
+                for key in f.keys():
+                    if key in tensors:
+                        raise CheckpointError(f"{shard.name}: tensor '{key}' also appears in another shard")
+                    if files.weight_map is not None and files.weight_map.get(key) != shard.name:
+                        raise CheckpointError(
+                            f"{shard.name}: holds '{key}' but {INDEX_FILE} maps it to {files.weight_map.get(key)!r}"
+                        )
+                    tensors[key] = f.get_tensor(key)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # safetensors raises SafetensorError / OSError for corrupt files
+            raise CheckpointError(f"{shard.name}: cannot read safetensors file ({exc})") from exc
+    if files.weight_map is not None:
+        absent = sorted(set(files.weight_map) - set(tensors))
+        if absent:
+            raise CheckpointError(
+                f"{INDEX_FILE}: maps '{absent[0]}' to {files.weight_map[absent[0]]} but that shard lacks it"
+                + (f" ({len(absent) - 1} more)" if len(absent) > 1 else "")
+            )
+    return tensors
+
+
+def load_component_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """``torch.load(weights_only=True)`` and strip DDP's ``module.`` prefix (upstream's own loader does too)."""
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path.name}: cannot be loaded with torch.load(weights_only=True) ({exc})") from exc
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path.name}: expected a flat state dict of tensors")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def _shape_of(state: Mapping[str, torch.Tensor], key: str, path: Path, ndim: int) -> tuple[int, ...]:
+    if key not in state:
+        raise CheckpointError(f"{path.name}: missing tensor 'module.{key}'")
+    shape = tuple(state[key].shape)
+    if len(shape) != ndim:
+        raise CheckpointError(f"{path.name}: tensor 'module.{key}' has shape {shape}, expected {ndim}-D")
+    return shape
+
+
+def _describe_head(state: Mapping[str, torch.Tensor], path: Path) -> tuple[int, int, int, int]:
+    """-> (input_dim, hidden_dim, action_dim, num_blocks) of an L1-regression head state dict."""
+    if any(k.startswith("noise_predictor.") for k in state):
+        raise CheckpointError(f"{path.name}: a diffusion action head (noise_predictor.*); only L1 regression is supported")
+    in_dim = _shape_of(state, "model.layer_norm1.weight", path, 1)[0]
+    hidden, fc1_in = _shape_of(state, "model.fc1.weight", path, 2)
+    action_dim, fc2_in = _shape_of(state, "model.fc2.weight", path, 2)
+    if fc1_in != in_dim or fc2_in != hidden:
+        raise CheckpointError(
+            f"{path.name}: inconsistent head: layer_norm1 {in_dim}, fc1 {(hidden, fc1_in)}, fc2 {(action_dim, fc2_in)}"
+        )
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"model\.mlp_resnet_blocks\.(\d+)\.", k))}
+    if blocks != set(range(len(blocks))):
+        raise CheckpointError(f"{path.name}: mlp_resnet_blocks indices {sorted(blocks)} are not 0..n-1")
+    return in_dim, hidden, action_dim, len(blocks)
+
+
+def load_state_into(model: OpenVLAOFT, tensors: dict[str, torch.Tensor], origin: dict[str, str]) -> None:
+    """Strict load with errors that name the file and tensor; casts to the model's dtype."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    if missing:
+        raise CheckpointError(
+            f"missing tensor '{missing[0]}' (expected in {_expected_file(missing[0])})"
+            + (f"; {len(missing) - 1} more missing" if len(missing) > 1 else "")
+        )
+    unexpected = [k for k in tensors if k not in expected]
+    if unexpected:
+        raise CheckpointError(
+            f"{origin[unexpected[0]]}: unexpected tensor '{unexpected[0]}' for this config"
+            + (f" ({len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
+        )
+    for key, ref in expected.items():
+        got = tensors[key]
+        if tuple(got.shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"{origin[key]}: tensor '{key}' has shape {tuple(got.shape)}, the config implies {tuple(ref.shape)}"
+            )
+        if not got.is_floating_point():
+            raise CheckpointError(f"{origin[key]}: tensor '{key}' has non-float dtype {got.dtype}")
+    with torch.no_grad():
+        model.load_state_dict({k: tensors[k].to(expected[k].dtype) for k in expected}, strict=True)
+
+
+def _expected_file(key: str) -> str:
+    if key.startswith(ACTION_HEAD_PREFIX):
+        return "action_head--*_checkpoint.pt"
+    if key.startswith(PROPRIO_PREFIX):
+        return "proprio_projector--*_checkpoint.pt"
+    return "the model safetensors"
+
+
+@dataclass
+class LoadedCheckpoint:
+    config: OpenVLAOFTConfig
+    model: OpenVLAOFT
+    tokenizer: PromptTokenizer
+    norm_stats: DatasetNormStats
+    files: CheckpointFiles
+    tensor_origin: dict[str, str]  # state-dict key -> file it came from
+
+
+def load_checkpoint(
+    checkpoint_dir: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    unnorm_key: Optional[str] = None,
+    platform: Optional[str] = None,
+    num_images: Optional[int] = None,
+    num_actions_chunk: Optional[int] = None,
+    tokenizer_file: str = "tokenizer.json",
+) -> LoadedCheckpoint:
+    """Read every file, build the config, instantiate the model and load all weights (strict)."""
+    files = locate_files(checkpoint_dir)
+    hf_config = _read_json(files.config)
+    if not isinstance(hf_config, dict):
+        raise CheckpointError("config.json: not a JSON object")
+    preprocessor = _read_json(files.preprocessor_config) if files.preprocessor_config else None
+
+    # Upstream replaces config.json's norm_stats wholesale with dataset_statistics.json when present.
+    if files.dataset_statistics is not None:
+        all_stats, stats_source = _read_json(files.dataset_statistics), "dataset_statistics.json"
+    else:
+        all_stats, stats_source = hf_config.get("norm_stats") or {}, "config.json norm_stats"
+    key = resolve_unnorm_key(all_stats, unnorm_key, stats_source)
+
+    head_state = load_component_state_dict(files.action_head)
+    head_in, head_hidden, head_action_dim, head_blocks = _describe_head(head_state, files.action_head)
+    proprio_state: dict[str, torch.Tensor] = {}
+    proprio_dim = None
+    if files.proprio_projector is not None:
+        proprio_state = load_component_state_dict(files.proprio_projector)
+        proprio_dim = _shape_of(proprio_state, "fc1.weight", files.proprio_projector, 2)[1]
+
+    config = build_config(
+        hf_config,
+        preprocessor_config=preprocessor,
+        dataset_key=key,
+        stats_action_dim=action_dim_of(all_stats, key, stats_source),
+        head_action_dim=head_action_dim,
+        head_hidden_dim=head_hidden,
+        head_num_blocks=head_blocks,
+        proprio_dim=proprio_dim,
+        platform=platform,
+        num_images=num_images,
+        num_actions_chunk=num_actions_chunk,
+    )
+    if head_in != config.action_head.input_dim:
+        raise CheckpointError(
+            f"{files.action_head.name}: tensor 'module.model.layer_norm1.weight' has {head_in} features, expected "
+            f"llm hidden {config.llm.hidden_size} x action dim {head_action_dim} = {config.action_head.input_dim}"
+        )
+    norm_stats = parse_norm_stats(all_stats, key, config.platform.normalization, stats_source, config.use_proprio)
+    if config.use_proprio and norm_stats.proprio.dim != config.proprio_projector.proprio_dim:
+        raise CheckpointError(
+            f"{files.proprio_projector.name}: projects {config.proprio_projector.proprio_dim}-D proprio but "
+            f"{stats_source}['{key}']['proprio'] is {norm_stats.proprio.dim}-D"
+        )
+
+    tensors: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    vla = read_vla_tensors(files)
+    for k, v in vla.items():
+        tensors[k] = v
+        origin[k] = files.weight_map[k] if files.weight_map is not None else SINGLE_FILE
+    for prefix, state, path in (
+        (ACTION_HEAD_PREFIX, head_state, files.action_head),
+        (PROPRIO_PREFIX, proprio_state, files.proprio_projector),
+    ):
+        for k, v in state.items():
+            tensors[prefix + k] = v
+            origin[prefix + k] = path.name
+
+    model = OpenVLAOFT(config).to(dtype)
+    load_state_into(model, tensors, origin)
+    model.eval()
+    tokenizer = load_prompt_tokenizer(files.root, config.prompt, config.bos_token_id, prefer=tokenizer_file)
+    if tokenizer.encoder.vocab_size() > config.llm.vocab_size:
+        raise CheckpointError(
+            f"{tokenizer.source}: {tokenizer.encoder.vocab_size()} tokens but the embedding has {config.llm.vocab_size} rows"
+        )
+    return LoadedCheckpoint(config, model, tokenizer, norm_stats, files, origin)
+
+
+__all__ = [
+    "CheckpointError", "CheckpointFiles", "LoadedCheckpoint", "locate_files", "read_vla_tensors",
+    "load_component_state_dict", "load_state_into", "load_checkpoint",
+]

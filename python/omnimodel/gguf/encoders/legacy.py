@@ -1,0 +1,86 @@
+"""Q8_0 and Q4_0: one fp16 scale per block of 32 and signed integer codes, ``y = q*d``.
+
+ggml's reference maps the largest-magnitude element to -8 (Q4_0) or +-127 (Q8_0) and rounds against the
+unrounded scale. Here the scale is searched for the weighted objective, the signed code range is used on
+whichever side helps (Q8_0 may store -128), and the codes are rounded against the stored fp16 scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..types import GGMLType
+from .codec import BlockCodec, f16_bytes, f16_from_bytes
+from .scales import BlockScales
+from .search import Data, fit_symmetric, fp16_pair, ls_symmetric, round_symmetric
+
+
+class SymmetricBlockCodec(BlockCodec):
+    def __init__(self, ggml_type: GGMLType, qlo: int, qhi: int, levels: np.ndarray, n_lloyd: int, n_fp16_iter: int):
+        self.ggml_type = ggml_type
+        self.qlo, self.qhi = qlo, qhi
+        self.levels = levels
+        self.n_lloyd = n_lloyd
+        self.n_fp16_iter = n_fp16_iter
+
+    def fit(self, x: np.ndarray, w: np.ndarray) -> BlockScales:
+        data = Data.of(x, w)
+        S, _ = fit_symmetric(data, self.qlo, self.qhi, self.levels, self.n_lloyd)
+        best_d = np.zeros(S.shape)
+        best_e = data.x2.copy()
+        # Alternate: fp16 scale (both neighbours scored on the codes they induce) -> exact codes -> LS scale.
+        for _ in range(self.n_fp16_iter):
+            S_next = S
+            for dc in fp16_pair(S):
+                mom = data.moments(round_symmetric(data.x, dc, self.qlo, self.qhi))
+                e = mom.error(dc)
+                better = e < best_e
+                best_d = np.where(better, dc, best_d)
+                best_e = np.where(better, e, best_e)
+                S_next = np.where(better, ls_symmetric(mom)[0], S_next)
+            S = S_next
+        return BlockScales(self.ggml_type, best_d.astype(np.float16))
+
+    def codes(self, x: np.ndarray, scales: BlockScales) -> np.ndarray:
+        d = scales.d.astype(np.float64)
+        return round_symmetric(np.asarray(x, dtype=np.float64), d, self.qlo, self.qhi).astype(np.int16)
+
+    def values(self, codes: np.ndarray, scales: BlockScales) -> np.ndarray:
+        return codes.astype(np.float32) * scales.d.astype(np.float32)[..., None]
+
+
+class Q8_0Codec(SymmetricBlockCodec):
+    def __init__(self) -> None:
+        # 8-bit rounding noise barely depends on the scale; a few candidates plus the refits suffice.
+        levels = np.array([-128.49, -127.5, -126.0, 127.49, 126.0])
+        super().__init__(GGMLType.Q8_0, -128, 127, levels, n_lloyd=2, n_fp16_iter=2)
+
+    def pack(self, codes: np.ndarray, scales: BlockScales) -> np.ndarray:
+        out = np.empty(codes.shape[:2] + (34,), dtype=np.uint8)
+        out[..., 0:2] = f16_bytes(scales.d)
+        out[..., 2:] = codes.astype(np.int8).view(np.uint8)
+        return out
+
+    def unpack(self, raw: np.ndarray) -> tuple[np.ndarray, BlockScales]:
+        d = f16_from_bytes(raw[..., 0:2])
+        codes = np.ascontiguousarray(raw[..., 2:]).view(np.int8).astype(np.int16)
+        return codes, BlockScales(self.ggml_type, d)
+
+
+class Q4_0Codec(SymmetricBlockCodec):
+    def __init__(self) -> None:
+        levels = np.concatenate([-np.linspace(5.5, 9.5, 17), np.linspace(5.0, 7.5, 6)])
+        super().__init__(GGMLType.Q4_0, -8, 7, levels, n_lloyd=4, n_fp16_iter=2)
+
+    def pack(self, codes: np.ndarray, scales: BlockScales) -> np.ndarray:
+        u = (codes + 8).astype(np.uint8)
+        out = np.empty(codes.shape[:2] + (18,), dtype=np.uint8)
+        out[..., 0:2] = f16_bytes(scales.d)
+        out[..., 2:] = u[..., :16] | (u[..., 16:] << 4)
+        return out
+
+    def unpack(self, raw: np.ndarray) -> tuple[np.ndarray, BlockScales]:
+        d = f16_from_bytes(raw[..., 0:2])
+        qs = raw[..., 2:].astype(np.int16)
+        codes = np.concatenate([qs & 15, qs >> 4], axis=-1) - 8
+        return codes, BlockScales(self.ggml_type, d)

@@ -1,0 +1,119 @@
+"""Where a GGUF file came from and what it achieved: the `omnimodel.*` keys and the numbers behind them.
+
+The writer stores these numbers and `omnimodel inspect` recomputes them from the tensor table, so both
+go through the functions here and cannot disagree about what "bits per weight" means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+import gguf
+
+from omnimodel.gguf.types import GGMLType
+
+KEY_VERSION = "omnimodel.version"
+KEY_METHOD = "omnimodel.method"
+KEY_TARGET_BPW = "omnimodel.target_bpw"
+KEY_ACHIEVED_BPW = "omnimodel.achieved_bpw"
+KEY_ACHIEVED_BPW_TOTAL = "omnimodel.achieved_bpw_total"
+
+PROVENANCE_KEYS: frozenset[str] = frozenset(
+    {KEY_VERSION, KEY_METHOD, KEY_TARGET_BPW, KEY_ACHIEVED_BPW, KEY_ACHIEVED_BPW_TOTAL}
+)
+
+#: llama.h's `enum llama_ftype` value for Q2_0; gguf-py 0.19 predates it.
+LLAMA_FTYPE_MOSTLY_Q2_0 = 41
+
+_L = gguf.LlamaFileType
+# K-quants map to the "_M" mixes because that is what llama.cpp reports for a file it has to guess.
+_FILE_TYPE_OF: dict[GGMLType, int] = {
+    GGMLType.F32: _L.ALL_F32,
+    GGMLType.F16: _L.MOSTLY_F16,
+    GGMLType.BF16: _L.MOSTLY_BF16,
+    GGMLType.Q4_0: _L.MOSTLY_Q4_0,
+    GGMLType.Q4_1: _L.MOSTLY_Q4_1,
+    GGMLType.Q5_0: _L.MOSTLY_Q5_0,
+    GGMLType.Q5_1: _L.MOSTLY_Q5_1,
+    GGMLType.Q8_0: _L.MOSTLY_Q8_0,
+    GGMLType.Q2_K: _L.MOSTLY_Q2_K,
+    GGMLType.Q3_K: _L.MOSTLY_Q3_K_M,
+    GGMLType.Q4_K: _L.MOSTLY_Q4_K_M,
+    GGMLType.Q5_K: _L.MOSTLY_Q5_K_M,
+    GGMLType.Q6_K: _L.MOSTLY_Q6_K,
+    GGMLType.IQ2_XXS: _L.MOSTLY_IQ2_XXS,
+    GGMLType.IQ2_XS: _L.MOSTLY_IQ2_XS,
+    GGMLType.IQ2_S: _L.MOSTLY_IQ2_S,
+    GGMLType.IQ3_XXS: _L.MOSTLY_IQ3_XXS,
+    GGMLType.IQ3_S: _L.MOSTLY_IQ3_S,
+    GGMLType.IQ1_S: _L.MOSTLY_IQ1_S,
+    GGMLType.IQ1_M: _L.MOSTLY_IQ1_M,
+    GGMLType.IQ4_NL: _L.MOSTLY_IQ4_NL,
+    GGMLType.IQ4_XS: _L.MOSTLY_IQ4_XS,
+    GGMLType.TQ1_0: _L.MOSTLY_TQ1_0,
+    GGMLType.TQ2_0: _L.MOSTLY_TQ2_0,
+    GGMLType.MXFP4: _L.MOSTLY_MXFP4_MOE,
+    GGMLType.NVFP4: _L.MOSTLY_NVFP4,
+    GGMLType.Q1_0: _L.MOSTLY_Q1_0,
+    GGMLType.Q2_0: LLAMA_FTYPE_MOSTLY_Q2_0,
+}
+
+
+class TensorLike(Protocol):
+    """What the statistics need from a tensor; both the writer's and the reader's records qualify."""
+
+    @property
+    def ggml_type(self) -> GGMLType: ...
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def n_elements(self) -> int: ...
+
+    @property
+    def n_bytes(self) -> int: ...
+
+
+def is_matrix(t: TensorLike) -> bool:
+    """Tensors we count as quantizable weights: norms and biases (1-D) stay out of the headline bpw."""
+    return len(t.shape) >= 2
+
+
+def bits_per_weight(tensors: Iterable[TensorLike], *, matrices_only: bool) -> float:
+    """Stored bits per element; 0.0 when nothing qualifies, so callers never divide by zero."""
+    selected = [t for t in tensors if is_matrix(t) or not matrices_only]
+    n_elements = sum(t.n_elements for t in selected)
+    if n_elements == 0:
+        return 0.0
+    return 8.0 * sum(t.n_bytes for t in selected) / n_elements
+
+
+def dominant_type(tensors: Sequence[TensorLike]) -> GGMLType | None:
+    """The type holding the most elements among the matrices (all tensors if there are no matrices)."""
+    pool = [t for t in tensors if is_matrix(t)] or list(tensors)
+    totals: dict[GGMLType, int] = {}
+    for t in pool:
+        totals[t.ggml_type] = totals.get(t.ggml_type, 0) + t.n_elements
+    if not totals:
+        return None
+    # Ties go to the lower type id so the result never depends on tensor order.
+    return max(sorted(totals), key=lambda gt: totals[gt])
+
+
+def llama_file_type(tensors: Sequence[TensorLike]) -> int:
+    """`general.file_type` for these tensors, in llama.cpp's `llama_ftype` numbering."""
+    dominant = dominant_type(tensors)
+    if dominant is None:
+        return int(_L.ALL_F32)
+    return int(_FILE_TYPE_OF.get(dominant, _L.GUESSED))
+
+
+def file_type_name(ftype: int) -> str:
+    if ftype == LLAMA_FTYPE_MOSTLY_Q2_0:
+        return "MOSTLY_Q2_0"
+    try:
+        return _L(ftype).name
+    except ValueError:
+        return f"unknown ({ftype})"
