@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
 from omnimodel.arch.openvla_oft import (
     CheckpointError,
     ConfigError,
     MiniatureSpec,
+    OpenVLAOFT,
     load_checkpoint,
     load_policy,
     predict_action,
@@ -24,9 +23,9 @@ from omnimodel.arch.openvla_oft import (
     unused_parameter_prefixes,
     write_miniature,
 )
-from omnimodel.arch.openvla_oft import OpenVLAOFT
 from omnimodel.arch.openvla_oft.config import build_config
 from omnimodel.arch.openvla_oft.preprocess import images_to_pixel_values
+from safetensors.torch import load_file, save_file
 
 torch.set_num_threads(1)
 SPEC = MiniatureSpec(seed=0)
@@ -62,19 +61,34 @@ def copy_dir(mini_dir: Path, tmp_path: Path) -> Path:
 
 def test_miniature_has_real_file_layout(mini_dir: Path) -> None:
     names = {p.name for p in mini_dir.iterdir()}
-    assert {"config.json", "model.safetensors.index.json", "dataset_statistics.json", "preprocessor_config.json",
-            "tokenizer.json", "tokenizer.model", "action_head--150000_checkpoint.pt",
-            "proprio_projector--150000_checkpoint.pt"} <= names
+    assert {
+        "config.json",
+        "model.safetensors.index.json",
+        "dataset_statistics.json",
+        "preprocessor_config.json",
+        "tokenizer.json",
+        "tokenizer.model",
+        "action_head--150000_checkpoint.pt",
+        "proprio_projector--150000_checkpoint.pt",
+    } <= names
     assert {f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)} <= names
     keys = set(json.loads((mini_dir / "model.safetensors.index.json").read_text())["weight_map"])
     # spot-check the real checkpoint's tensor names (reference section 1.8)
-    for k in ("vision_backbone.featurizer.cls_token", "vision_backbone.featurizer.reg_token",
-              "vision_backbone.featurizer.blocks.0.ls1.scale_factor", "vision_backbone.featurizer.blocks.2.attn.qkv.weight",
-              "vision_backbone.fused_featurizer.attn_pool.latent", "vision_backbone.fused_featurizer.attn_pool.kv.weight",
-              "vision_backbone.fused_featurizer.blocks.1.mlp.fc2.bias", "projector.fc3.weight",
-              "language_model.model.embed_tokens.weight", "language_model.model.layers.1.self_attn.o_proj.weight",
-              "language_model.model.layers.0.mlp.gate_proj.weight", "language_model.model.norm.weight",
-              "language_model.lm_head.weight"):
+    for k in (
+        "vision_backbone.featurizer.cls_token",
+        "vision_backbone.featurizer.reg_token",
+        "vision_backbone.featurizer.blocks.0.ls1.scale_factor",
+        "vision_backbone.featurizer.blocks.2.attn.qkv.weight",
+        "vision_backbone.fused_featurizer.attn_pool.latent",
+        "vision_backbone.fused_featurizer.attn_pool.kv.weight",
+        "vision_backbone.fused_featurizer.blocks.1.mlp.fc2.bias",
+        "projector.fc3.weight",
+        "language_model.model.embed_tokens.weight",
+        "language_model.model.layers.1.self_attn.o_proj.weight",
+        "language_model.model.layers.0.mlp.gate_proj.weight",
+        "language_model.model.norm.weight",
+        "language_model.lm_head.weight",
+    ):
         assert k in keys, k
     assert not any("ls1" in k for k in keys if "fused_featurizer" in k)  # SigLIP has no LayerScale
     head = torch.load(mini_dir / "action_head--150000_checkpoint.pt", weights_only=True)
@@ -111,7 +125,10 @@ def test_miniature_is_deterministic(tmp_path: Path, mini_dir: Path) -> None:
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (mini_dir / "tokenizer.model").read_bytes() == (again / "tokenizer.model").read_bytes()
     other = write_miniature(tmp_path / "other", MiniatureSpec(seed=1))
-    a, b = load_file(mini_dir / "model-00001-of-00003.safetensors"), load_file(other / "model-00001-of-00003.safetensors")
+    a, b = (
+        load_file(mini_dir / "model-00001-of-00003.safetensors"),
+        load_file(other / "model-00001-of-00003.safetensors"),
+    )
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
@@ -122,10 +139,12 @@ def test_loader_round_trips_every_tensor(mini_dir: Path) -> None:
     weight_map = json.loads((mini_dir / "model.safetensors.index.json").read_text())["weight_map"]
     for shard in sorted(set(weight_map.values())):
         on_disk.update(load_file(mini_dir / shard))
-    for prefix, name in (("action_head.", "action_head--150000_checkpoint.pt"),
-                         ("proprio_projector.", "proprio_projector--150000_checkpoint.pt")):
+    for prefix, name in (
+        ("action_head.", "action_head--150000_checkpoint.pt"),
+        ("proprio_projector.", "proprio_projector--150000_checkpoint.pt"),
+    ):
         for k, v in torch.load(mini_dir / name, weights_only=True).items():
-            on_disk[prefix + k[len("module."):]] = v
+            on_disk[prefix + k[len("module.") :]] = v
     assert set(on_disk) == set(state)
     for k, v in on_disk.items():
         assert torch.equal(state[k], v.float()), k  # bf16 -> fp32 is exact
@@ -194,7 +213,7 @@ def test_sequence_assembly(policy, observation) -> None:
     assert torch.equal(x[p0:p1], emb[prompt[0, 1:]])
     with torch.no_grad():
         patches = model.projector(model.vision_backbone(pixels))[0]
-        assert torch.equal(x[lay.patches[0]:lay.patches[1]], patches)
+        assert torch.equal(x[lay.patches[0] : lay.patches[1]], patches)
         assert torch.equal(x[lay.proprio_position], model.proprio_projector(proprio)[0])
 
 
@@ -208,12 +227,12 @@ def test_head_reads_the_position_before_each_action_slot(policy, observation) ->
         start = lay.num_prefix + (prompt.shape[1] - 1)
         assert lay.head_read == (start, start + 56) and start == lay.action_slots[0] - 1
         hidden = out.last_hidden_states
-        assert torch.equal(model.action_head(hidden[:, start:start + 56]), out.normalized_actions)
+        assert torch.equal(model.action_head(hidden[:, start : start + 56]), out.normalized_actions)
         for shift in (-1, 1):
-            shifted = model.action_head(hidden[:, start + shift:start + shift + 56])
+            shifted = model.action_head(hidden[:, start + shift : start + shift + 56])
             assert (shifted - out.normalized_actions).abs().max() > 1e-3, shift
         # the head reshapes (1, 56, D) into 8 steps of 7 concatenated slot states
-        step3 = model.action_head.model(hidden[:, start + 21:start + 28].reshape(1, -1))
+        step3 = model.action_head.model(hidden[:, start + 21 : start + 28].reshape(1, -1))
         assert torch.allclose(step3, out.normalized_actions[:, 3], atol=1e-6)
 
 
@@ -240,7 +259,7 @@ def test_preprocess_uses_saved_bf16_normalisation(policy, mini_dir: Path) -> Non
     for tower in (0, 1):
         mean = torch.tensor(pre[tower]["mean"])[:, None, None]
         std = torch.tensor(pre[tower]["std"])[:, None, None]
-        assert torch.equal(pixels[0, 6 + 3 * tower:9 + 3 * tower], (x - mean) / std)
+        assert torch.equal(pixels[0, 6 + 3 * tower : 9 + 3 * tower], (x - mean) / std)
     big, _ = random_observation(SPEC, seed=3, image_hw=(96, 128))
     assert images_to_pixel_values(big, policy.config.vision, 2).shape == (1, 12, 56, 56)
 
@@ -256,14 +275,22 @@ def test_unused_tensors_do_not_matter_and_hooks_fire(mini_dir: Path, observation
             if name.startswith(tuple(prefixes)):
                 p.add_(1.0)
     fired: dict[str, tuple] = {}
-    names = ["vision_backbone.featurizer.blocks.1", "vision_backbone.featurizer.blocks.2",
-             "vision_backbone.fused_featurizer.blocks.1", "projector", "proprio_projector",
-             "language_model.model.layers.1", "language_model.model.norm", "action_head"]
+    names = [
+        "vision_backbone.featurizer.blocks.1",
+        "vision_backbone.featurizer.blocks.2",
+        "vision_backbone.fused_featurizer.blocks.1",
+        "projector",
+        "proprio_projector",
+        "language_model.model.layers.1",
+        "language_model.model.norm",
+        "action_head",
+    ]
     mods = dict(pol.model.named_modules())
 
     def record(name: str):
         def hook(module, args, output) -> None:  # returning None keeps the output unchanged
             fired[name] = tuple(output.shape)
+
         return hook
 
     handles = [mods[n].register_forward_hook(record(n)) for n in names]
@@ -285,9 +312,14 @@ def test_llama_matches_transformers(policy) -> None:
     transformers = pytest.importorskip("transformers")
     cfg = policy.config.llm
     hc = transformers.LlamaConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
-        num_key_value_heads=cfg.num_key_value_heads, rms_norm_eps=cfg.rms_norm_eps, rope_theta=cfg.rope_theta,
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads,
+        rms_norm_eps=cfg.rms_norm_eps,
+        rope_theta=cfg.rope_theta,
         max_position_embeddings=cfg.max_position_embeddings,
     )
     hc._attn_implementation = "eager"
@@ -304,15 +336,33 @@ def test_llama_matches_transformers(policy) -> None:
 def test_full_size_config_matches_released_checkpoint() -> None:
     """The real LIBERO config builds exactly the released tensors (reference 1.8/1.9/2.3/2.4 counts)."""
     hf = {
-        "model_type": "openvla", "arch_specifier": "no-align+fused-gelu-mlp", "use_fused_vision_backbone": True,
+        "model_type": "openvla",
+        "arch_specifier": "no-align+fused-gelu-mlp",
+        "use_fused_vision_backbone": True,
         "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
-        "timm_override_act_layers": [None, None], "image_sizes": [224, 224], "image_resize_strategy": "resize-naive",
-        "pad_token_id": 32000, "pad_to_multiple_of": 64,
+        "timm_override_act_layers": [None, None],
+        "image_sizes": [224, 224],
+        "image_resize_strategy": "resize-naive",
+        "pad_token_id": 32000,
+        "pad_to_multiple_of": 64,
         "text_config": {"model_type": "llama", "pad_token_id": 32000, "torch_dtype": "bfloat16", "vocab_size": 32064},
     }
-    cfg = build_config(hf, preprocessor_config=None, dataset_key="libero_10_no_noops", stats_action_dim=7,
-                       head_action_dim=7, head_hidden_dim=4096, head_num_blocks=2, proprio_dim=8)
-    assert (cfg.llm.hidden_size, cfg.llm.num_hidden_layers, cfg.llm.rms_norm_eps, cfg.llm.rope_theta) == (4096, 32, 1e-6, 1e4)
+    cfg = build_config(
+        hf,
+        preprocessor_config=None,
+        dataset_key="libero_10_no_noops",
+        stats_action_dim=7,
+        head_action_dim=7,
+        head_hidden_dim=4096,
+        head_num_blocks=2,
+        proprio_dim=8,
+    )
+    assert (cfg.llm.hidden_size, cfg.llm.num_hidden_layers, cfg.llm.rms_norm_eps, cfg.llm.rope_theta) == (
+        4096,
+        32,
+        1e-6,
+        1e4,
+    )
     assert cfg.num_prefix_embeddings == 2 * 256 + 1 and cfg.num_action_slots == 56
     with torch.device("meta"):
         state = OpenVLAOFT(cfg).state_dict()
@@ -378,8 +428,11 @@ def test_missing_tensor_is_named(copy_dir: Path) -> None:
 def test_index_and_shard_disagree(copy_dir: Path) -> None:
     index_path = copy_dir / "model.safetensors.index.json"
     index = json.loads(index_path.read_text())
-    index["weight_map"]["projector.fc2.bias"] = "model-00003-of-00003.safetensors" if index["weight_map"][
-        "projector.fc2.bias"] != "model-00003-of-00003.safetensors" else "model-00001-of-00003.safetensors"
+    index["weight_map"]["projector.fc2.bias"] = (
+        "model-00003-of-00003.safetensors"
+        if index["weight_map"]["projector.fc2.bias"] != "model-00003-of-00003.safetensors"
+        else "model-00001-of-00003.safetensors"
+    )
     index_path.write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match=r"'projector\.fc2\.bias'.*model\.safetensors\.index\.json"):
         load_checkpoint(copy_dir)
@@ -390,8 +443,11 @@ def test_mismatched_action_head_shape(copy_dir: Path) -> None:
     head = torch.load(path, weights_only=True)
     head["module.model.mlp_resnet_blocks.0.ffn.1.weight"] = torch.zeros(64, 65, dtype=torch.bfloat16)
     torch.save(head, path)
-    with pytest.raises(CheckpointError, match=r"action_head--150000_checkpoint\.pt: tensor 'action_head\.model\."
-                                              r"mlp_resnet_blocks\.0\.ffn\.1\.weight' has shape \(64, 65\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"action_head--150000_checkpoint\.pt: tensor 'action_head\.model\."
+        r"mlp_resnet_blocks\.0\.ffn\.1\.weight' has shape \(64, 65\)",
+    ):
         load_checkpoint(copy_dir)
 
 

@@ -93,7 +93,9 @@ def _activation(x: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(f"unknown activation {kind!r}")
 
 
-def reference_forward(model: MLPModel, x: np.ndarray, *, stored: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def reference_forward(
+    model: MLPModel, x: np.ndarray, *, stored: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
     """Every named intermediate of the runtime graph, in float64, from the stored weights."""
     cfg = model.config
     w = stored if stored is not None else model.stored_weights()

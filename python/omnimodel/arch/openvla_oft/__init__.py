@@ -11,11 +11,25 @@ Public API:
 from .checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from .config import ConfigError, OpenVLAOFTConfig
 from .miniature import MiniatureSpec, random_observation, write_miniature
-from .modeling import OpenVLAOFT, OFTForwardOutput, SequenceLayout, unused_parameter_prefixes
+from .modeling import OFTForwardOutput, OpenVLAOFT, SequenceLayout, unused_parameter_prefixes
 from .policy import OpenVLAOFTPolicy, PolicyOutput, load_policy, predict_action, run_policy
 
 __all__ = [
-    "CheckpointError", "ConfigError", "LoadedCheckpoint", "MiniatureSpec", "OFTForwardOutput", "OpenVLAOFT",
-    "OpenVLAOFTConfig", "OpenVLAOFTPolicy", "PolicyOutput", "SequenceLayout", "load_checkpoint", "load_policy",
-    "predict_action", "random_observation", "run_policy", "unused_parameter_prefixes", "write_miniature",
+    "CheckpointError",
+    "ConfigError",
+    "LoadedCheckpoint",
+    "MiniatureSpec",
+    "OFTForwardOutput",
+    "OpenVLAOFT",
+    "OpenVLAOFTConfig",
+    "OpenVLAOFTPolicy",
+    "PolicyOutput",
+    "SequenceLayout",
+    "load_checkpoint",
+    "load_policy",
+    "predict_action",
+    "random_observation",
+    "run_policy",
+    "unused_parameter_prefixes",
+    "write_miniature",
 ]

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -50,11 +51,11 @@ class CheckpointFiles:
     root: Path
     config: Path
     shards: tuple[Path, ...]
-    weight_map: Optional[dict[str, str]]  # None for a single unsharded file
-    dataset_statistics: Optional[Path]
-    preprocessor_config: Optional[Path]
+    weight_map: dict[str, str] | None  # None for a single unsharded file
+    dataset_statistics: Path | None
+    preprocessor_config: Path | None
     action_head: Path
-    proprio_projector: Optional[Path]
+    proprio_projector: Path | None
 
 
 def _read_json(path: Path) -> Any:
@@ -66,7 +67,7 @@ def _read_json(path: Path) -> Any:
         raise CheckpointError(f"{path.name}: not valid JSON ({exc})") from exc
 
 
-def _find_component(root: Path, name: str, required: bool) -> Optional[Path]:
+def _find_component(root: Path, name: str, required: bool) -> Path | None:
     pattern = re.compile(_COMPONENT_RE.format(name=re.escape(name)))
     found = sorted(p for p in root.iterdir() if pattern.match(p.name))
     if len(found) > 1:
@@ -111,7 +112,7 @@ def locate_files(checkpoint_dir: str | Path) -> CheckpointFiles:
     else:
         raise CheckpointError(f"{root}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
 
-    def optional(name: str) -> Optional[Path]:
+    def optional(name: str) -> Path | None:
         return root / name if (root / name).is_file() else None
 
     return CheckpointFiles(
@@ -162,7 +163,7 @@ def load_component_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path.name}: cannot be loaded with torch.load(weights_only=True) ({exc})") from exc
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path.name}: expected a flat state dict of tensors")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
 def _shape_of(state: Mapping[str, torch.Tensor], key: str, path: Path, ndim: int) -> tuple[int, ...]:
@@ -177,7 +178,9 @@ def _shape_of(state: Mapping[str, torch.Tensor], key: str, path: Path, ndim: int
 def _describe_head(state: Mapping[str, torch.Tensor], path: Path) -> tuple[int, int, int, int]:
     """-> (input_dim, hidden_dim, action_dim, num_blocks) of an L1-regression head state dict."""
     if any(k.startswith("noise_predictor.") for k in state):
-        raise CheckpointError(f"{path.name}: a diffusion action head (noise_predictor.*); only L1 regression is supported")
+        raise CheckpointError(
+            f"{path.name}: a diffusion action head (noise_predictor.*); only L1 regression is supported"
+        )
     in_dim = _shape_of(state, "model.layer_norm1.weight", path, 1)[0]
     hidden, fc1_in = _shape_of(state, "model.fc1.weight", path, 2)
     action_dim, fc2_in = _shape_of(state, "model.fc2.weight", path, 2)
@@ -240,10 +243,10 @@ def load_checkpoint(
     checkpoint_dir: str | Path,
     *,
     dtype: torch.dtype = torch.float32,
-    unnorm_key: Optional[str] = None,
-    platform: Optional[str] = None,
-    num_images: Optional[int] = None,
-    num_actions_chunk: Optional[int] = None,
+    unnorm_key: str | None = None,
+    platform: str | None = None,
+    num_images: int | None = None,
+    num_actions_chunk: int | None = None,
     tokenizer_file: str = "tokenizer.json",
 ) -> LoadedCheckpoint:
     """Read every file, build the config, instantiate the model and load all weights (strict)."""
@@ -313,12 +316,19 @@ def load_checkpoint(
     tokenizer = load_prompt_tokenizer(files.root, config.prompt, config.bos_token_id, prefer=tokenizer_file)
     if tokenizer.encoder.vocab_size() > config.llm.vocab_size:
         raise CheckpointError(
-            f"{tokenizer.source}: {tokenizer.encoder.vocab_size()} tokens but the embedding has {config.llm.vocab_size} rows"
+            f"{tokenizer.source}: {tokenizer.encoder.vocab_size()} tokens but the embedding has "
+            f"{config.llm.vocab_size} rows"
         )
     return LoadedCheckpoint(config, model, tokenizer, norm_stats, files, origin)
 
 
 __all__ = [
-    "CheckpointError", "CheckpointFiles", "LoadedCheckpoint", "locate_files", "read_vla_tensors",
-    "load_component_state_dict", "load_state_into", "load_checkpoint",
+    "CheckpointError",
+    "CheckpointFiles",
+    "LoadedCheckpoint",
+    "locate_files",
+    "read_vla_tensors",
+    "load_component_state_dict",
+    "load_state_into",
+    "load_checkpoint",
 ]

@@ -19,9 +19,10 @@ This module is pure (dicts in, frozen dataclasses out); ``checkpoint.py`` does t
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -99,12 +100,28 @@ class _ViTArch:
 # pretrained tag. mlp_hidden_dim = int(embed_dim * mlp_ratio): 1152 * 3.7362 -> 4304 for So400m.
 KNOWN_VITS: dict[str, _ViTArch] = {
     "vit_large_patch14_reg4_dinov2": _ViTArch(
-        patch_size=14, embed_dim=1024, depth=24, num_heads=16, mlp_hidden_dim=4096,
-        class_token=True, reg_tokens=4, no_embed_class=True, layer_scale=True, attn_pool=False,
+        patch_size=14,
+        embed_dim=1024,
+        depth=24,
+        num_heads=16,
+        mlp_hidden_dim=4096,
+        class_token=True,
+        reg_tokens=4,
+        no_embed_class=True,
+        layer_scale=True,
+        attn_pool=False,
     ),
     "vit_so400m_patch14_siglip_224": _ViTArch(
-        patch_size=14, embed_dim=1152, depth=27, num_heads=16, mlp_hidden_dim=4304,
-        class_token=False, reg_tokens=0, no_embed_class=False, layer_scale=False, attn_pool=True,
+        patch_size=14,
+        embed_dim=1152,
+        depth=27,
+        num_heads=16,
+        mlp_hidden_dim=4304,
+        class_token=False,
+        reg_tokens=0,
+        no_embed_class=False,
+        layer_scale=False,
+        attn_pool=True,
     ),
 }
 
@@ -187,7 +204,7 @@ class LlamaConfig:
     rms_norm_eps: float
     rope_theta: float
     max_position_embeddings: int
-    pad_token_id: Optional[int] = None
+    pad_token_id: int | None = None
 
     @property
     def head_dim(self) -> int:
@@ -256,7 +273,7 @@ class OpenVLAOFTConfig:
     projector: ProjectorConfig
     llm: LlamaConfig
     action_head: ActionHeadConfig
-    proprio_projector: Optional[ProprioProjectorConfig]
+    proprio_projector: ProprioProjectorConfig | None
     platform: PlatformConfig
     num_images: int
     num_actions_chunk: int
@@ -303,9 +320,7 @@ def _vit_from_id(timm_id: str, image_size: int, overrides: Mapping[str, Any], wh
     base_id = timm_id.split(".", 1)[0]
     arch = KNOWN_VITS.get(base_id)
     if arch is None:
-        raise ConfigError(
-            f"{where}: unsupported timm vision tower '{timm_id}'; known: {sorted(KNOWN_VITS)}"
-        )
+        raise ConfigError(f"{where}: unsupported timm vision tower '{timm_id}'; known: {sorted(KNOWN_VITS)}")
     unknown = set(overrides) - set(_OVERRIDABLE_VIT_FIELDS)
     if unknown:
         raise ConfigError(f"{where}: '{VISION_OVERRIDES_KEY}' has unknown fields {sorted(unknown)}")
@@ -319,7 +334,9 @@ def _vit_from_id(timm_id: str, image_size: int, overrides: Mapping[str, Any], wh
     return ViTConfig(timm_model_id=timm_id, image_size=image_size, **arch.__dict__)
 
 
-def parse_image_normalization(preprocessor_config: Optional[Mapping[str, Any]]) -> tuple[ImageNormalization, ImageNormalization]:
+def parse_image_normalization(
+    preprocessor_config: Mapping[str, Any] | None,
+) -> tuple[ImageNormalization, ImageNormalization]:
     """Per-tower mean/std, as ``PrismaticImageProcessor.apply_transform`` applies them.
 
     ``apply_transform`` uses ``tvf_normalize_params``. The released files store those as bf16-rounded
@@ -337,7 +354,10 @@ def parse_image_normalization(preprocessor_config: Optional[Mapping[str, Any]]) 
         params = preprocessor_config["tvf_normalize_params"]
         pairs = [(p.get("mean"), p.get("std")) for p in params]
     else:
-        pairs = list(zip(_require(preprocessor_config, "means", where), _require(preprocessor_config, "stds", where)))
+        means, stds = _require(preprocessor_config, "means", where), _require(preprocessor_config, "stds", where)
+        if len(means) != len(stds):
+            raise ConfigError(f"{where}: {len(means)} means but {len(stds)} stds")
+        pairs = list(zip(means, stds, strict=True))
     if len(pairs) != 2:
         raise ConfigError(f"{where}: expected normalisation for 2 vision towers, found {len(pairs)}")
     out = []
@@ -350,10 +370,14 @@ def parse_image_normalization(preprocessor_config: Optional[Mapping[str, Any]]) 
     return out[0], out[1]
 
 
-def parse_vision_config(hf_config: Mapping[str, Any], preprocessor_config: Optional[Mapping[str, Any]]) -> VisionBackboneConfig:
+def parse_vision_config(
+    hf_config: Mapping[str, Any], preprocessor_config: Mapping[str, Any] | None
+) -> VisionBackboneConfig:
     where = "config.json"
     if not _require(hf_config, "use_fused_vision_backbone", where):
-        raise ConfigError(f"{where}: use_fused_vision_backbone is false; only the fused DINOv2+SigLIP backbone is supported")
+        raise ConfigError(
+            f"{where}: use_fused_vision_backbone is false; only the fused DINOv2+SigLIP backbone is supported"
+        )
     timm_ids = list(_require(hf_config, "timm_model_ids", where))
     image_sizes = list(_require(hf_config, "image_sizes", where))
     if len(timm_ids) != 2 or len(image_sizes) != 2:
@@ -441,7 +465,7 @@ def check_model_kind(hf_config: Mapping[str, Any]) -> None:
 
 def select_platform(
     dataset_key: str,
-    platform: Optional[str] = None,
+    platform: str | None = None,
 ) -> PlatformConfig:
     """Pick the upstream constants row: by explicit name, else by the dataset key (as upstream's argv sniff)."""
     if platform is not None:
@@ -460,16 +484,16 @@ def select_platform(
 def build_config(
     hf_config: Mapping[str, Any],
     *,
-    preprocessor_config: Optional[Mapping[str, Any]],
+    preprocessor_config: Mapping[str, Any] | None,
     dataset_key: str,
     stats_action_dim: int,
     head_action_dim: int,
     head_hidden_dim: int,
     head_num_blocks: int,
-    proprio_dim: Optional[int],
-    platform: Optional[str] = None,
-    num_images: Optional[int] = None,
-    num_actions_chunk: Optional[int] = None,
+    proprio_dim: int | None,
+    platform: str | None = None,
+    num_images: int | None = None,
+    num_actions_chunk: int | None = None,
 ) -> OpenVLAOFTConfig:
     """Assemble the full config; the dims read off weight files are cross-checked against each other."""
     check_model_kind(hf_config)
@@ -505,9 +529,26 @@ def build_config(
 
 
 __all__: Sequence[str] = (
-    "ConfigError", "ViTConfig", "KNOWN_VITS", "VISION_OVERRIDES_KEY", "ImageNormalization", "VisionBackboneConfig",
-    "ProjectorConfig", "LLAMA_DEFAULTS", "LlamaConfig", "ActionHeadConfig", "ProprioProjectorConfig",
-    "NormalizationType", "PlatformConfig", "PLATFORMS", "PromptConfig", "OpenVLAOFTConfig",
-    "parse_image_normalization", "parse_vision_config", "parse_llama_config", "check_model_kind",
-    "select_platform", "build_config",
+    "ConfigError",
+    "ViTConfig",
+    "KNOWN_VITS",
+    "VISION_OVERRIDES_KEY",
+    "ImageNormalization",
+    "VisionBackboneConfig",
+    "ProjectorConfig",
+    "LLAMA_DEFAULTS",
+    "LlamaConfig",
+    "ActionHeadConfig",
+    "ProprioProjectorConfig",
+    "NormalizationType",
+    "PlatformConfig",
+    "PLATFORMS",
+    "PromptConfig",
+    "OpenVLAOFTConfig",
+    "parse_image_normalization",
+    "parse_vision_config",
+    "parse_llama_config",
+    "check_model_kind",
+    "select_platform",
+    "build_config",
 )

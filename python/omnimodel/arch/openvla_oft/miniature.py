@@ -18,7 +18,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,10 +66,30 @@ class MiniatureSpec:
 # ---------------------------------------------------------------------------------------------------
 
 _VERBS = ["put", "pick up", "open", "close", "turn on", "push", "place", "stack", "move", "lift"]
-_OBJECTS = ["the black bowl", "the red mug", "the cream cheese", "the top drawer", "the stove", "the ketchup",
-            "the alphabet soup", "the wine bottle", "the plate", "the butter", "the microwave", "the basket"]
-_PLACES = ["on the plate", "in the basket", "on the stove", "in the top drawer of the cabinet",
-           "on top of the cabinet", "next to the cookie box", "on the left plate", "in the tray"]
+_OBJECTS = [
+    "the black bowl",
+    "the red mug",
+    "the cream cheese",
+    "the top drawer",
+    "the stove",
+    "the ketchup",
+    "the alphabet soup",
+    "the wine bottle",
+    "the plate",
+    "the butter",
+    "the microwave",
+    "the basket",
+]
+_PLACES = [
+    "on the plate",
+    "in the basket",
+    "on the stove",
+    "in the top drawer of the cabinet",
+    "on top of the cabinet",
+    "next to the cookie box",
+    "on the left plate",
+    "in the tray",
+]
 
 
 def training_corpus() -> list[str]:
@@ -99,7 +119,10 @@ def train_sentencepiece(vocab_size: int) -> bytes:
         normalization_rule_name="identity",
         add_dummy_prefix=True,
         character_coverage=1.0,
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
         num_threads=1,
         shuffle_input_sentence=False,
         minloglevel=2,
@@ -122,8 +145,10 @@ def build_tokenizer_json(spm_model: bytes, pad_token: str) -> str:
     vocab = {sp.IdToPiece(i): i for i in range(sp.GetPieceSize())}
     mergeable = {p: i for p, i in vocab.items() if not (sp.IsControl(i) or sp.IsUnknown(i) or sp.IsByte(i))}
     merges = []
-    for piece, pid in sorted(mergeable.items(), key=lambda kv: kv[1]):
-        local = [(piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in mergeable and piece[k:] in mergeable]
+    for piece, _ in sorted(mergeable.items(), key=lambda kv: kv[1]):
+        local = [
+            (piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in mergeable and piece[k:] in mergeable
+        ]
         merges += sorted(local, key=lambda lr: (vocab[lr[0]], vocab[lr[1]]))
 
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
@@ -202,7 +227,7 @@ def _preprocessor_config(size: int) -> dict[str, Any]:
         "tvf_do_letterbox": False,
         "tvf_letterbox_fill": None,
         "tvf_normalize_params": [
-            {"inplace": False, "mean": _bf16_round(m), "std": _bf16_round(s)} for m, s in zip(MEANS, STDS)
+            {"inplace": False, "mean": _bf16_round(m), "std": _bf16_round(s)} for m, s in zip(MEANS, STDS, strict=True)
         ],
         "tvf_resize_params": [{"antialias": True, "interpolation": 3, "max_size": None, "size": [size, size]}] * 2,
         "use_fused_vision_backbone": True,
@@ -213,8 +238,8 @@ def _stats_entry(gen: torch.Generator, dim: int, with_mask: bool) -> dict[str, A
     low = (-0.2 - torch.rand(dim, generator=gen, dtype=torch.float64)).tolist()
     high = (0.2 + torch.rand(dim, generator=gen, dtype=torch.float64)).tolist()
     entry: dict[str, Any] = {
-        "mean": [0.5 * (lo + hi) for lo, hi in zip(low, high)],
-        "std": [0.25 * (hi - lo) for lo, hi in zip(low, high)],
+        "mean": [0.5 * (lo + hi) for lo, hi in zip(low, high, strict=True)],
+        "std": [0.25 * (hi - lo) for lo, hi in zip(low, high, strict=True)],
         "max": [hi * 1.1 for hi in high],
         "min": [lo * 1.1 for lo in low],
         "q01": low,
@@ -262,7 +287,7 @@ def _split_shards(state: dict[str, torch.Tensor], n: int) -> list[dict[str, torc
     return shards
 
 
-def write_miniature(out_dir: str | Path, spec: Optional[MiniatureSpec] = None) -> Path:
+def write_miniature(out_dir: str | Path, spec: MiniatureSpec | None = None) -> Path:
     """Write the miniature checkpoint into ``out_dir`` (created if needed) and return its path."""
     spec = spec or MiniatureSpec()
     plat = PLATFORMS[spec.platform]
@@ -277,39 +302,72 @@ def write_miniature(out_dir: str | Path, spec: Optional[MiniatureSpec] = None) -
     (out / "tokenizer.model").write_bytes(spm_model)
     (out / "tokenizer.json").write_text(build_tokenizer_json(spm_model, "<PAD>"))
     _write_json(out / "added_tokens.json", {"<PAD>": pad_id})
-    _write_json(out / "special_tokens_map.json", {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<PAD>", "unk_token": "<unk>"})
-    _write_json(out / "tokenizer_config.json", {
-        "add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<PAD>",
-        "unk_token": "<unk>", "legacy": False, "model_max_length": 2048, "padding_side": "right",
-        "tokenizer_class": "LlamaTokenizer", "clean_up_tokenization_spaces": False,
-    })
+    _write_json(
+        out / "special_tokens_map.json",
+        {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<PAD>", "unk_token": "<unk>"},
+    )
+    _write_json(
+        out / "tokenizer_config.json",
+        {
+            "add_bos_token": True,
+            "add_eos_token": False,
+            "bos_token": "<s>",
+            "eos_token": "</s>",
+            "pad_token": "<PAD>",
+            "unk_token": "<unk>",
+            "legacy": False,
+            "model_max_length": 2048,
+            "padding_side": "right",
+            "tokenizer_class": "LlamaTokenizer",
+            "clean_up_tokenization_spaces": False,
+        },
+    )
 
     # Statistics: config.json carries a base-model entry; dataset_statistics.json (which wins) the fine-tune's.
     base_stats = {"bridge_orig": {"action": _stats_entry(gen, 7, True), "num_transitions": 1, "num_trajectories": 1}}
-    dataset_stats = {spec.dataset_key: {
-        "action": _stats_entry(gen, plat.action_dim, True),
-        "proprio": _stats_entry(gen, plat.proprio_dim, False),
-        "num_transitions": 1000, "num_trajectories": 10,
-    }}
+    dataset_stats = {
+        spec.dataset_key: {
+            "action": _stats_entry(gen, plat.action_dim, True),
+            "proprio": _stats_entry(gen, plat.proprio_dim, False),
+            "num_transitions": 1000,
+            "num_trajectories": 10,
+        }
+    }
     hf_config = _hf_config(spec, vocab_rows, pad_id, base_stats)
     preprocessor = _preprocessor_config(spec.image_size)
     _write_json(out / "config.json", hf_config)
     _write_json(out / "preprocessor_config.json", preprocessor)
     _write_json(out / "dataset_statistics.json", dataset_stats)
-    _write_json(out / "generation_config.json", {"_from_model_config": True, "bos_token_id": 1, "eos_token_id": 2,
-                                                 "pad_token_id": pad_id, "transformers_version": "4.40.1"})
+    _write_json(
+        out / "generation_config.json",
+        {
+            "_from_model_config": True,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "pad_token_id": pad_id,
+            "transformers_version": "4.40.1",
+        },
+    )
 
     # Weights: build the reference model for this config and fill it deterministically.
     config = build_config(
-        hf_config, preprocessor_config=preprocessor, dataset_key=spec.dataset_key,
-        stats_action_dim=plat.action_dim, head_action_dim=plat.action_dim, head_hidden_dim=spec.llm_hidden,
-        head_num_blocks=2, proprio_dim=plat.proprio_dim if spec.use_proprio else None,
+        hf_config,
+        preprocessor_config=preprocessor,
+        dataset_key=spec.dataset_key,
+        stats_action_dim=plat.action_dim,
+        head_action_dim=plat.action_dim,
+        head_hidden_dim=spec.llm_hidden,
+        head_num_blocks=2,
+        proprio_dim=plat.proprio_dim if spec.use_proprio else None,
     )
     model = OpenVLAOFT(config)
     state = {name: _init_tensor(name, t.shape, gen) for name, t in model.state_dict().items()}
 
-    vla = {k: v.to(torch.bfloat16).contiguous() for k, v in state.items()
-           if not k.startswith(("action_head.", "proprio_projector."))}
+    vla = {
+        k: v.to(torch.bfloat16).contiguous()
+        for k, v in state.items()
+        if not k.startswith(("action_head.", "proprio_projector."))
+    }
     weight_map: dict[str, str] = {}
     shards = _split_shards(vla, spec.num_shards)
     for i, shard in enumerate(shards, start=1):
@@ -317,15 +375,24 @@ def write_miniature(out_dir: str | Path, spec: Optional[MiniatureSpec] = None) -
         save_file(shard, str(out / name), metadata={"format": "pt"})
         weight_map.update({k: name for k in shard})
     total = sum(t.numel() * t.element_size() for t in vla.values())
-    _write_json(out / "model.safetensors.index.json", {"metadata": {"total_size": total},
-                                                       "weight_map": dict(sorted(weight_map.items()))})
+    _write_json(
+        out / "model.safetensors.index.json",
+        {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))},
+    )
 
     # DDP-wrapped component state dicts ("module." prefix), as finetune.py saves them.
-    head = {"module." + k[len("action_head."):]: v.to(torch.bfloat16) for k, v in state.items() if k.startswith("action_head.")}
+    head = {
+        "module." + k[len("action_head.") :]: v.to(torch.bfloat16)
+        for k, v in state.items()
+        if k.startswith("action_head.")
+    }
     torch.save(head, out / f"action_head--{spec.step}_checkpoint.pt")
     if spec.use_proprio:
-        proprio = {"module." + k[len("proprio_projector."):]: v.float()
-                   for k, v in state.items() if k.startswith("proprio_projector.")}
+        proprio = {
+            "module." + k[len("proprio_projector.") :]: v.float()
+            for k, v in state.items()
+            if k.startswith("proprio_projector.")
+        }
         torch.save(proprio, out / f"proprio_projector--{spec.step}_checkpoint.pt")
     return out
 
@@ -334,7 +401,9 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
-def random_observation(spec: MiniatureSpec, seed: int = 1, image_hw: Optional[tuple[int, int]] = None) -> tuple[list[np.ndarray], np.ndarray]:
+def random_observation(
+    spec: MiniatureSpec, seed: int = 1, image_hw: tuple[int, int] | None = None
+) -> tuple[list[np.ndarray], np.ndarray]:
     """Deterministic uint8 camera images (model size unless ``image_hw``) and a raw proprio vector."""
     plat = PLATFORMS[spec.platform]
     rng = np.random.default_rng(seed)

@@ -26,7 +26,6 @@ also uses (``last_hidden_states[:, num_patches:-1]`` against ``labels[:, 1:]``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +37,8 @@ from .config import (
     OpenVLAOFTConfig,
     ProjectorConfig,
     ProprioProjectorConfig,
-    ViTConfig,
     VisionBackboneConfig,
+    ViTConfig,
 )
 
 # ==================================================================================================
@@ -194,7 +193,8 @@ class PrismaticVisionBackbone(nn.Module):
         expected = 6 * self.num_images
         if pixel_values.ndim != 4 or pixel_values.shape[1] != expected:
             raise ValueError(
-                f"pixel_values must be (B, {expected}, H, W) for {self.num_images} image(s), got {tuple(pixel_values.shape)}"
+                f"pixel_values must be (B, {expected}, H, W) for {self.num_images} image(s), "
+                f"got {tuple(pixel_values.shape)}"
             )
         per_image = []
         for img in torch.split(pixel_values, 6, dim=1):
@@ -235,7 +235,9 @@ class LlamaRMSNorm(nn.Module):
         return self.weight * h.to(dtype)
 
 
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_cos_sin(
+    positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """HF LlamaRotaryEmbedding: half-split ("rotate_half") layout, angles in fp32 (fp64 for fp64 runs)."""
     compute = torch.float64 if dtype == torch.float64 else torch.float32
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).to(compute) / head_dim))
@@ -413,7 +415,7 @@ class SequenceLayout:
         return 1, 1 + self.num_prefix - (1 if self.has_proprio else 0)
 
     @property
-    def proprio_position(self) -> Optional[int]:
+    def proprio_position(self) -> int | None:
         return self.num_prefix if self.has_proprio else None
 
     @property
@@ -480,10 +482,14 @@ class OpenVLAOFT(nn.Module):
         return torch.cat([prompt_ids, slots.to(prompt_ids.device), stop.to(prompt_ids.device)], dim=1)
 
     def build_inputs_embeds(
-        self, pixel_values: torch.Tensor, prompt_ids: torch.Tensor, proprio: Optional[torch.Tensor]
+        self, pixel_values: torch.Tensor, prompt_ids: torch.Tensor, proprio: torch.Tensor | None
     ) -> tuple[torch.Tensor, SequenceLayout]:
         layout = self.layout(prompt_ids.shape[1])
-        if prompt_ids.ndim != 2 or prompt_ids.shape[1] < 2 or not bool((prompt_ids[:, 0] == self.cfg.bos_token_id).all()):
+        if (
+            prompt_ids.ndim != 2
+            or prompt_ids.shape[1] < 2
+            or not bool((prompt_ids[:, 0] == self.cfg.bos_token_id).all())
+        ):
             raise ValueError(f"prompt_ids must be (B, L>=2) starting with BOS id {self.cfg.bos_token_id}")
         text_embeds = self.language_model.model.embed_tokens(self.full_input_ids(prompt_ids))
         # Zero the action-slot inputs ("empty action embeddings"); positions still come from RoPE.
@@ -507,7 +513,7 @@ class OpenVLAOFT(nn.Module):
         return embeds, layout
 
     def forward(
-        self, pixel_values: torch.Tensor, prompt_ids: torch.Tensor, proprio: Optional[torch.Tensor] = None
+        self, pixel_values: torch.Tensor, prompt_ids: torch.Tensor, proprio: torch.Tensor | None = None
     ) -> OFTForwardOutput:
         """pixel_values (B, 6*num_images, H, W); prompt_ids (B, L) = BOS .. "▁"; proprio (B, P) normalised."""
         embeds, layout = self.build_inputs_embeds(pixel_values, prompt_ids, proprio)
@@ -523,7 +529,11 @@ class OpenVLAOFT(nn.Module):
 
 
 def unused_parameter_prefixes(cfg: OpenVLAOFTConfig) -> list[str]:
-    """Name prefixes of checkpoint tensors that cannot influence OFT's L1-regression output (a runtime may skip them)."""
+    """Name prefixes of checkpoint tensors that cannot influence OFT's L1-regression output.
+
+    A runtime may skip them: the last block and final norm of each ViT (Prismatic reads block depth-2),
+    SigLIP's MAP head, and the LM head (the L1 head replaces token decoding).
+    """
     names: list[str] = []
     for tower_name, vit in (("featurizer", cfg.vision.featurizer), ("fused_featurizer", cfg.vision.fused_featurizer)):
         prefix = f"vision_backbone.{tower_name}"
@@ -537,7 +547,15 @@ def unused_parameter_prefixes(cfg: OpenVLAOFTConfig) -> list[str]:
 
 
 __all__ = [
-    "OpenVLAOFT", "OFTForwardOutput", "SequenceLayout", "PrismaticVisionBackbone", "VisionTransformer",
-    "PrismaticProjector", "LlamaForCausalLM", "LlamaModel", "L1RegressionActionHead", "ProprioProjector",
+    "OpenVLAOFT",
+    "OFTForwardOutput",
+    "SequenceLayout",
+    "PrismaticVisionBackbone",
+    "VisionTransformer",
+    "PrismaticProjector",
+    "LlamaForCausalLM",
+    "LlamaModel",
+    "L1RegressionActionHead",
+    "ProprioProjector",
     "unused_parameter_prefixes",
 ]

@@ -12,8 +12,9 @@ Formulas are upstream's (``OpenVLAForActionPrediction._unnormalize_actions`` and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import numpy as np
 
@@ -54,10 +55,10 @@ class DatasetNormStats:
     key: str
     normalization: NormalizationType
     action: BoundsStats
-    proprio: Optional[BoundsStats]
+    proprio: BoundsStats | None
 
 
-def resolve_unnorm_key(all_stats: Mapping[str, Any], unnorm_key: Optional[str], source: str) -> str:
+def resolve_unnorm_key(all_stats: Mapping[str, Any], unnorm_key: str | None, source: str) -> str:
     if not all_stats:
         raise ConfigError(f"{source}: no dataset statistics found")
     if unnorm_key is None:
@@ -87,7 +88,9 @@ def parse_norm_stats(
     proprio = None
     if need_proprio:
         if "proprio" not in entry:
-            raise ConfigError(f"{source}['{key}']: missing 'proprio' statistics (the checkpoint has a proprio projector)")
+            raise ConfigError(
+                f"{source}['{key}']: missing 'proprio' statistics (the checkpoint has a proprio projector)"
+            )
         proprio = _bounds_from(entry["proprio"], norm, f"{source}['{key}']['proprio']")
     return DatasetNormStats(key=key, normalization=norm, action=action, proprio=proprio)
 
@@ -108,6 +111,11 @@ def normalize_proprio(proprio: np.ndarray, stats: BoundsStats) -> np.ndarray:
 
 
 __all__ = [
-    "BoundsStats", "DatasetNormStats", "resolve_unnorm_key", "action_dim_of", "parse_norm_stats",
-    "unnormalize_actions", "normalize_proprio",
+    "BoundsStats",
+    "DatasetNormStats",
+    "resolve_unnorm_key",
+    "action_dim_of",
+    "parse_norm_stats",
+    "unnormalize_actions",
+    "normalize_proprio",
 ]

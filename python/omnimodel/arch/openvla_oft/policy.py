@@ -10,9 +10,9 @@ so a runtime under test can be fed exactly what the reference saw.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ class OpenVLAOFTPolicy:
     norm_stats: DatasetNormStats
 
     @classmethod
-    def from_checkpoint(cls, loaded: LoadedCheckpoint) -> "OpenVLAOFTPolicy":
+    def from_checkpoint(cls, loaded: LoadedCheckpoint) -> OpenVLAOFTPolicy:
         return cls(loaded.config, loaded.model, loaded.tokenizer, loaded.norm_stats)
 
 
@@ -49,12 +49,12 @@ class PolicyOutput:
     prompt_ids: torch.Tensor  # (1, L): BOS .. "▁"
     input_ids: torch.Tensor  # (1, L + A + 1): with action placeholders and the stop token
     pixel_values: torch.Tensor  # (1, 6 * num_images, S, S)
-    proprio: Optional[torch.Tensor]  # (1, P) normalised, as fed to the proprio projector
+    proprio: torch.Tensor | None  # (1, P) normalised, as fed to the proprio projector
     layout: SequenceLayout
     action_hidden_states: torch.Tensor  # (1, A, D)
 
 
-def _prepare_proprio(policy: OpenVLAOFTPolicy, proprio: Optional[np.ndarray], normalized: bool) -> Optional[torch.Tensor]:
+def _prepare_proprio(policy: OpenVLAOFTPolicy, proprio: np.ndarray | None, normalized: bool) -> torch.Tensor | None:
     cfg = policy.config
     if not cfg.use_proprio:
         if proprio is not None:
@@ -78,7 +78,7 @@ def run_policy(
     policy: OpenVLAOFTPolicy,
     images: Sequence[np.ndarray],
     instruction: str,
-    proprio: Optional[np.ndarray] = None,
+    proprio: np.ndarray | None = None,
     *,
     proprio_is_normalized: bool = False,
 ) -> PolicyOutput:
@@ -104,7 +104,7 @@ def predict_action(
     policy: OpenVLAOFTPolicy,
     images: Sequence[np.ndarray],
     instruction: str,
-    proprio: Optional[np.ndarray] = None,
+    proprio: np.ndarray | None = None,
     *,
     proprio_is_normalized: bool = False,
 ) -> np.ndarray:

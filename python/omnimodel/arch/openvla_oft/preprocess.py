@@ -13,7 +13,7 @@ that must match us bit-for-bit should be fed images at the model resolution.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

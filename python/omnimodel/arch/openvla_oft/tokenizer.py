@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Protocol
 
 from .config import ConfigError, PromptConfig
 
 
 class _Encoder(Protocol):
     def encode_with_bos(self, text: str) -> list[int]: ...
-    def piece_id(self, piece: str) -> Optional[int]: ...
+    def piece_id(self, piece: str) -> int | None: ...
     def vocab_size(self) -> int: ...
 
 
@@ -35,7 +35,7 @@ class _HFTokenizersEncoder:
     def encode_with_bos(self, text: str) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=True).ids)
 
-    def piece_id(self, piece: str) -> Optional[int]:
+    def piece_id(self, piece: str) -> int | None:
         return self._tok.token_to_id(piece)
 
     def vocab_size(self) -> int:
@@ -56,7 +56,7 @@ class _SentencePieceEncoder:
     def encode_with_bos(self, text: str) -> list[int]:
         return [self._bos] + list(self._sp.EncodeAsIds(text))
 
-    def piece_id(self, piece: str) -> Optional[int]:
+    def piece_id(self, piece: str) -> int | None:
         pid = self._sp.PieceToId(piece)
         return None if pid == self._sp.unk_id() and piece != self._sp.IdToPiece(pid) else pid
 
@@ -105,7 +105,9 @@ def load_prompt_tokenizer(
     empty_id = encoder.piece_id(prompt.empty_piece)
     if empty_id is None:
         raise ConfigError(f"{path.name}: vocabulary has no '{prompt.empty_piece}' piece (Llama id 29871)")
-    return PromptTokenizer(encoder=encoder, prompt=prompt, bos_token_id=bos_token_id, empty_piece_id=empty_id, source=path.name)
+    return PromptTokenizer(
+        encoder=encoder, prompt=prompt, bos_token_id=bos_token_id, empty_piece_id=empty_id, source=path.name
+    )
 
 
 __all__ = ["PromptTokenizer", "load_prompt_tokenizer"]

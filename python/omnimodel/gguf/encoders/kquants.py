@@ -232,36 +232,42 @@ class SymmetricKCodec(_KCodec):
 
 
 def _affine_levels(K: int) -> list[float]:
-    return [K + 0.45, K, K - 0.5, K - 1.0, K - 2.0, K + 1.0]
+    return [K, K + 0.45, K - 0.5, K - 1.0, K - 2.0, K + 1.0]
+
+
+def _offsets(half_width: float, n: int) -> np.ndarray:
+    # offset 0 (the plain min..max mapping) first, so exact ties keep it
+    grid = np.linspace(-half_width, half_width, n)
+    return np.concatenate([[0.0], grid[grid != 0.0]])
 
 
 def make_codecs() -> dict[GGMLType, BlockCodec]:
     return {
         GGMLType.Q2_K: AffineKCodec(
-            GGMLType.Q2_K, 3, np.linspace(-1.2, 1.2, 25), n_lloyd=4, super_levels=_affine_levels(15), n_iter=4
+            GGMLType.Q2_K, 3, _offsets(1.2, 25), n_lloyd=4, super_levels=_affine_levels(15), n_iter=4
         ),
         GGMLType.Q4_K: AffineKCodec(
-            GGMLType.Q4_K, 15, np.linspace(-1.5, 1.5, 16), n_lloyd=3, super_levels=_affine_levels(63), n_iter=3
+            GGMLType.Q4_K, 15, _offsets(1.5, 16), n_lloyd=3, super_levels=_affine_levels(63), n_iter=3
         ),
         GGMLType.Q5_K: AffineKCodec(
-            GGMLType.Q5_K, 31, np.linspace(-1.5, 1.5, 11), n_lloyd=3, super_levels=_affine_levels(63), n_iter=3
+            GGMLType.Q5_K, 31, _offsets(1.5, 11), n_lloyd=3, super_levels=_affine_levels(63), n_iter=3
         ),
         GGMLType.Q3_K: SymmetricKCodec(
             GGMLType.Q3_K,
             -4,
             3,
-            np.concatenate([-np.linspace(2.5, 5.0, 11), np.linspace(2.5, 3.5, 5)]),
+            np.concatenate([[-4.0], -np.linspace(2.5, 5.0, 11), np.linspace(2.5, 3.5, 5)]),
             n_lloyd=4,
-            super_levels=[-32.45, -32.0, -31.5, -31.0, -30.0, 31.45, 31.0, 30.0],
+            super_levels=[-32.0, -32.45, -31.5, -31.0, -30.0, 31.45, 31.0, 30.0],
             n_iter=4,
         ),
         GGMLType.Q6_K: SymmetricKCodec(
             GGMLType.Q6_K,
             -32,
             31,
-            np.concatenate([-np.linspace(29.0, 33.5, 10), np.linspace(29.0, 31.5, 6)]),
+            np.concatenate([[-32.0], -np.linspace(29.0, 33.5, 10), np.linspace(29.0, 31.5, 6)]),
             n_lloyd=3,
-            super_levels=[-128.45, -128.0, -127.5, -127.0, -126.0, 127.45, 127.0, 126.0],
+            super_levels=[-128.0, -128.45, -127.5, -127.0, -126.0, 127.45, 127.0, 126.0],
             n_iter=3,
         ),
     }

@@ -12,7 +12,7 @@ import numpy as np
 from ..types import GGMLType
 from .codec import BlockCodec, f16_bytes, f16_from_bytes
 from .scales import BlockScales
-from .search import Data, fit_symmetric, fp16_pair, ls_symmetric, round_symmetric
+from .search import Data, fit_symmetric, fp16, fp16_pair, ls_symmetric, round_symmetric
 
 
 class SymmetricBlockCodec(BlockCodec):
@@ -25,7 +25,7 @@ class SymmetricBlockCodec(BlockCodec):
 
     def fit(self, x: np.ndarray, w: np.ndarray) -> BlockScales:
         data = Data.of(x, w)
-        S, _ = fit_symmetric(data, self.qlo, self.qhi, self.levels, self.n_lloyd)
+        S, _ = fit_symmetric(data, self.qlo, self.qhi, self.levels, self.n_lloyd, project=fp16)
         best_d = np.zeros(S.shape)
         best_e = data.x2.copy()
         # Alternate: fp16 scale (both neighbours scored on the codes they induce) -> exact codes -> LS scale.
@@ -51,8 +51,9 @@ class SymmetricBlockCodec(BlockCodec):
 
 class Q8_0Codec(SymmetricBlockCodec):
     def __init__(self) -> None:
-        # 8-bit rounding noise barely depends on the scale; a few candidates plus the refits suffice.
-        levels = np.array([-128.49, -127.5, -126.0, 127.49, 126.0])
+        # 8-bit rounding noise barely depends on the scale, so the candidates mostly pick the code the
+        # extreme lands on; that choice still matters where fp16's precision of d dominates (flat blocks).
+        levels = np.array([-128.0, 127.0, -127.0, 126.0, -126.0, 125.0, -125.0, -124.0])
         super().__init__(GGMLType.Q8_0, -128, 127, levels, n_lloyd=2, n_fp16_iter=2)
 
     def pack(self, codes: np.ndarray, scales: BlockScales) -> np.ndarray:
@@ -69,7 +70,7 @@ class Q8_0Codec(SymmetricBlockCodec):
 
 class Q4_0Codec(SymmetricBlockCodec):
     def __init__(self) -> None:
-        levels = np.concatenate([-np.linspace(5.5, 9.5, 17), np.linspace(5.0, 7.5, 6)])
+        levels = np.concatenate([[-8.0], -np.linspace(5.5, 9.5, 17), np.linspace(5.0, 7.5, 6)])
         super().__init__(GGMLType.Q4_0, -8, 7, levels, n_lloyd=4, n_fp16_iter=2)
 
     def pack(self, codes: np.ndarray, scales: BlockScales) -> np.ndarray:
