@@ -27,9 +27,17 @@ from omnimodel.arch.openvla_oft.config import build_config
 from omnimodel.arch.openvla_oft.preprocess import images_to_pixel_values
 from safetensors.torch import load_file, save_file
 
-torch.set_num_threads(1)
 SPEC = MiniatureSpec(seed=0)
 INSTRUCTION = "Put the black bowl on the plate"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The models are tiny: one thread is fastest and leaves the shared cores alone."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -382,6 +390,27 @@ def test_float64_run_agrees_with_float32(mini_dir: Path, policy, observation) ->
     np.testing.assert_allclose(a32, a64, rtol=0, atol=1e-4)
 
 
+def test_batched_forward_matches_single(policy, observation) -> None:
+    pixels, prompt, proprio = _inputs(policy, observation)
+    pixels2, prompt2, proprio2 = _inputs(policy, random_observation(SPEC, seed=7), "Put the red mug on the plate")
+    assert prompt.shape == prompt2.shape
+    with torch.no_grad():
+        both = policy.model(torch.cat([pixels, pixels2]), torch.cat([prompt, prompt2]), torch.cat([proprio, proprio2]))
+        one = policy.model(pixels2, prompt2, proprio2)
+    torch.testing.assert_close(both.normalized_actions[1], one.normalized_actions[0], rtol=0, atol=1e-5)
+
+
+def test_checkpoint_without_proprio(tmp_path: Path) -> None:
+    spec = MiniatureSpec(seed=3, use_proprio=False, llm_layers=1)
+    pol = load_policy(write_miniature(tmp_path / "noprop", spec))
+    assert not (tmp_path / "noprop" / "proprio_projector--150000_checkpoint.pt").exists()
+    images, _ = random_observation(spec, seed=2)
+    out = run_policy(pol, images, INSTRUCTION)
+    assert out.actions.shape == (8, 7) and out.layout.num_prefix == 32 and out.layout.proprio_position is None
+    with pytest.raises(ValueError, match="no proprio projector"):
+        predict_action(pol, images, INSTRUCTION, np.zeros(8))
+
+
 def test_aloha_platform_bounds_normalisation(tmp_path: Path) -> None:
     spec = MiniatureSpec(seed=2, platform="aloha", llm_layers=1)
     pol = load_policy(write_miniature(tmp_path / "aloha", spec))
@@ -409,6 +438,19 @@ def test_corrupted_safetensors(copy_dir: Path) -> None:
     shard = copy_dir / "model-00001-of-00003.safetensors"
     shard.write_bytes(shard.read_bytes()[:200])
     with pytest.raises(CheckpointError, match=r"model-00001-of-00003\.safetensors: cannot read"):
+        load_checkpoint(copy_dir)
+
+
+def test_non_finite_weights_are_named(copy_dir: Path) -> None:
+    path = copy_dir / "action_head--150000_checkpoint.pt"
+    head = torch.load(path, weights_only=True)
+    head["module.model.fc2.bias"][3] = float("nan")
+    torch.save(head, path)
+    with pytest.raises(
+        CheckpointError,
+        match=r"action_head--150000_checkpoint\.pt: tensor 'action_head\.model\.fc2\.bias'"
+        r" contains NaN",
+    ):
         load_checkpoint(copy_dir)
 
 
@@ -478,6 +520,17 @@ def test_film_and_diffusion_are_refused(copy_dir: Path) -> None:
     with pytest.raises(CheckpointError, match="FiLM"):
         load_checkpoint(copy_dir)
     film.unlink()
+    index_path = copy_dir / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    shard = copy_dir / index["weight_map"]["projector.fc1.weight"]
+    tensors = load_file(shard)
+    film_key = "vision_backbone.featurizer.blocks.0.scale.weight"
+    tensors[film_key] = torch.zeros(32, 64, dtype=torch.bfloat16)
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    index["weight_map"][film_key] = shard.name
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match=r"'vision_backbone\.featurizer\.blocks\.0\.scale\.weight'.*FiLM"):
+        load_checkpoint(copy_dir)
     torch.save({}, copy_dir / "noisy_action_projector--150000_checkpoint.pt")
     with pytest.raises(CheckpointError, match="diffusion"):
         load_checkpoint(copy_dir)

@@ -42,6 +42,8 @@ class CheckpointError(ConfigError):
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 _COMPONENT_RE = r"^{name}--(?P<step>\d+|latest)_checkpoint\.pt$"
+# FiLMedVisionTransformerBlock wraps each ViT block as ``.block`` and adds ``.scale`` / ``.shift`` linears.
+_FILM_KEY = re.compile(r"vision_backbone\.(fused_)?featurizer\.blocks\.\d+\.(block|scale|shift)\.")
 ACTION_HEAD_PREFIX = "action_head."
 PROPRIO_PREFIX = "proprio_projector."
 
@@ -127,32 +129,52 @@ def locate_files(checkpoint_dir: str | Path) -> CheckpointFiles:
     )
 
 
-def read_vla_tensors(files: CheckpointFiles) -> dict[str, torch.Tensor]:
-    """All tensors of the (sharded) safetensors, checked against the index in both directions."""
-    tensors: dict[str, torch.Tensor] = {}
+@dataclass(frozen=True)
+class TensorRef:
+    """Where one state-dict tensor comes from; safetensors data is read only when copied into the model."""
+
+    file: str  # file name, for messages
+    shape: tuple[int, ...]
+    is_float: bool
+    tensor: torch.Tensor | None = None  # already in memory (the component .pt files)
+    path: Path | None = None  # safetensors file to read it from
+
+
+_SAFETENSORS_FLOATS = {"F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"}
+
+
+def scan_vla_tensors(files: CheckpointFiles) -> dict[str, TensorRef]:
+    """Names, shapes and dtypes of the (sharded) safetensors, checked against the index in both directions."""
+    refs: dict[str, TensorRef] = {}
     for shard in files.shards:
         try:
             with safe_open(str(shard), framework="pt") as f:
                 for key in f.keys():
-                    if key in tensors:
-                        raise CheckpointError(f"{shard.name}: tensor '{key}' also appears in another shard")
+                    if key in refs:
+                        raise CheckpointError(f"{shard.name}: tensor '{key}' also appears in {refs[key].file}")
                     if files.weight_map is not None and files.weight_map.get(key) != shard.name:
                         raise CheckpointError(
                             f"{shard.name}: holds '{key}' but {INDEX_FILE} maps it to {files.weight_map.get(key)!r}"
                         )
-                    tensors[key] = f.get_tensor(key)
+                    view = f.get_slice(key)
+                    refs[key] = TensorRef(
+                        file=shard.name,
+                        shape=tuple(view.get_shape()),
+                        is_float=view.get_dtype() in _SAFETENSORS_FLOATS,
+                        path=shard,
+                    )
         except CheckpointError:
             raise
         except Exception as exc:  # safetensors raises SafetensorError / OSError for corrupt files
             raise CheckpointError(f"{shard.name}: cannot read safetensors file ({exc})") from exc
     if files.weight_map is not None:
-        absent = sorted(set(files.weight_map) - set(tensors))
+        absent = sorted(set(files.weight_map) - set(refs))
         if absent:
             raise CheckpointError(
                 f"{INDEX_FILE}: maps '{absent[0]}' to {files.weight_map[absent[0]]} but that shard lacks it"
                 + (f" ({len(absent) - 1} more)" if len(absent) > 1 else "")
             )
-    return tensors
+    return refs
 
 
 def load_component_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -194,31 +216,63 @@ def _describe_head(state: Mapping[str, torch.Tensor], path: Path) -> tuple[int, 
     return in_dim, hidden, action_dim, len(blocks)
 
 
-def load_state_into(model: OpenVLAOFT, tensors: dict[str, torch.Tensor], origin: dict[str, str]) -> None:
-    """Strict load with errors that name the file and tensor; casts to the model's dtype."""
+def load_state_into(model: OpenVLAOFT, refs: Mapping[str, TensorRef]) -> None:
+    """Strict load with errors that name the file and tensor; casts to the model's dtype.
+
+    Everything is validated from shapes before any data is read, then tensors are copied one shard at a
+    time, so the peak memory is the model plus one tensor (the real 7.5B model: ~30 GB in fp32).
+    """
     expected = model.state_dict()
-    missing = [k for k in expected if k not in tensors]
+    film = [k for k in refs if _FILM_KEY.search(k)]
+    if film:
+        raise CheckpointError(
+            f"{refs[film[0]].file}: tensor '{film[0]}' belongs to a FiLM-wrapped vision block (OFT+); "
+            "FiLM is not supported"
+        )
+    missing = [k for k in expected if k not in refs]
     if missing:
         raise CheckpointError(
             f"missing tensor '{missing[0]}' (expected in {_expected_file(missing[0])})"
             + (f"; {len(missing) - 1} more missing" if len(missing) > 1 else "")
         )
-    unexpected = [k for k in tensors if k not in expected]
+    unexpected = [k for k in refs if k not in expected]
     if unexpected:
         raise CheckpointError(
-            f"{origin[unexpected[0]]}: unexpected tensor '{unexpected[0]}' for this config"
+            f"{refs[unexpected[0]].file}: unexpected tensor '{unexpected[0]}' for this config"
             + (f" ({len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
         )
     for key, ref in expected.items():
-        got = tensors[key]
-        if tuple(got.shape) != tuple(ref.shape):
+        got = refs[key]
+        if got.shape != tuple(ref.shape):
             raise CheckpointError(
-                f"{origin[key]}: tensor '{key}' has shape {tuple(got.shape)}, the config implies {tuple(ref.shape)}"
+                f"{got.file}: tensor '{key}' has shape {got.shape}, the config implies {tuple(ref.shape)}"
             )
-        if not got.is_floating_point():
-            raise CheckpointError(f"{origin[key]}: tensor '{key}' has non-float dtype {got.dtype}")
+        if not got.is_float:
+            raise CheckpointError(f"{got.file}: tensor '{key}' is not a floating-point tensor")
+    by_file: dict[Path | None, list[str]] = {}
+    for key in expected:
+        by_file.setdefault(refs[key].path, []).append(key)
+
+    def copy(key: str, tensor: torch.Tensor) -> None:
+        # NaN/Inf weights mean a damaged file (there are no checksums to catch it otherwise)
+        if not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{refs[key].file}: tensor '{key}' contains NaN or Inf values")
+        expected[key].copy_(tensor)
+
     with torch.no_grad():
-        model.load_state_dict({k: tensors[k].to(expected[k].dtype) for k in expected}, strict=True)
+        for path, keys in by_file.items():
+            if path is None:  # in-memory component tensors
+                for key in keys:
+                    copy(key, refs[key].tensor)
+                continue
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    for key in keys:
+                        copy(key, f.get_tensor(key))
+            except CheckpointError:
+                raise
+            except Exception as exc:
+                raise CheckpointError(f"{path.name}: cannot read tensor data ({exc})") from exc
 
 
 def _expected_file(key: str) -> str:
@@ -296,22 +350,16 @@ def load_checkpoint(
             f"{stats_source}['{key}']['proprio'] is {norm_stats.proprio.dim}-D"
         )
 
-    tensors: dict[str, torch.Tensor] = {}
-    origin: dict[str, str] = {}
-    vla = read_vla_tensors(files)
-    for k, v in vla.items():
-        tensors[k] = v
-        origin[k] = files.weight_map[k] if files.weight_map is not None else SINGLE_FILE
+    refs = scan_vla_tensors(files)
     for prefix, state, path in (
         (ACTION_HEAD_PREFIX, head_state, files.action_head),
         (PROPRIO_PREFIX, proprio_state, files.proprio_projector),
     ):
         for k, v in state.items():
-            tensors[prefix + k] = v
-            origin[prefix + k] = path.name
+            refs[prefix + k] = TensorRef(file=path.name, shape=tuple(v.shape), is_float=v.is_floating_point(), tensor=v)
 
     model = OpenVLAOFT(config).to(dtype)
-    load_state_into(model, tensors, origin)
+    load_state_into(model, refs)
     model.eval()
     tokenizer = load_prompt_tokenizer(files.root, config.prompt, config.bos_token_id, prefer=tokenizer_file)
     if tokenizer.encoder.vocab_size() > config.llm.vocab_size:
@@ -319,15 +367,17 @@ def load_checkpoint(
             f"{tokenizer.source}: {tokenizer.encoder.vocab_size()} tokens but the embedding has "
             f"{config.llm.vocab_size} rows"
         )
+    origin = {k: ref.file for k, ref in refs.items()}
     return LoadedCheckpoint(config, model, tokenizer, norm_stats, files, origin)
 
 
 __all__ = [
     "CheckpointError",
+    "TensorRef",
     "CheckpointFiles",
     "LoadedCheckpoint",
     "locate_files",
-    "read_vla_tensors",
+    "scan_vla_tensors",
     "load_component_state_dict",
     "load_state_into",
     "load_checkpoint",

@@ -240,7 +240,8 @@ def rope_cos_sin(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """HF LlamaRotaryEmbedding: half-split ("rotate_half") layout, angles in fp32 (fp64 for fp64 runs)."""
     compute = torch.float64 if dtype == torch.float64 else torch.float32
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).to(compute) / head_dim))
+    steps = torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).to(compute)
+    inv_freq = 1.0 / (theta ** (steps / head_dim))
     freqs = positions.to(compute)[:, None] * inv_freq[None, :]
     emb = torch.cat([freqs, freqs], dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -484,13 +485,13 @@ class OpenVLAOFT(nn.Module):
     def build_inputs_embeds(
         self, pixel_values: torch.Tensor, prompt_ids: torch.Tensor, proprio: torch.Tensor | None
     ) -> tuple[torch.Tensor, SequenceLayout]:
-        layout = self.layout(prompt_ids.shape[1])
         if (
             prompt_ids.ndim != 2
             or prompt_ids.shape[1] < 2
             or not bool((prompt_ids[:, 0] == self.cfg.bos_token_id).all())
         ):
             raise ValueError(f"prompt_ids must be (B, L>=2) starting with BOS id {self.cfg.bos_token_id}")
+        layout = self.layout(prompt_ids.shape[1])
         text_embeds = self.language_model.model.embed_tokens(self.full_input_ids(prompt_ids))
         # Zero the action-slot inputs ("empty action embeddings"); positions still come from RoPE.
         text_len = text_embeds.shape[1]
@@ -498,13 +499,13 @@ class OpenVLAOFT(nn.Module):
         is_slot[prompt_ids.shape[1] : prompt_ids.shape[1] + self.cfg.num_action_slots] = True
         text_embeds = text_embeds * (~is_slot)[None, :, None].to(text_embeds.dtype)
 
-        prefix = self.projector(self.vision_backbone(pixel_values.to(text_embeds.dtype)))
+        prefix = self.projector(self.vision_backbone(pixel_values.to(text_embeds.device, text_embeds.dtype)))
         if prefix.shape[0] != prompt_ids.shape[0]:
             raise ValueError(f"batch mismatch: {prefix.shape[0]} image sets vs {prompt_ids.shape[0]} prompts")
         if self.proprio_projector is not None:
             if proprio is None:
                 raise ValueError("this checkpoint has a proprio projector: proprio is required")
-            proprio = proprio.reshape(prefix.shape[0], -1).to(prefix.dtype)
+            proprio = proprio.reshape(prefix.shape[0], -1).to(prefix.device, prefix.dtype)
             prefix = torch.cat([prefix, self.proprio_projector(proprio).unsqueeze(1)], dim=1)
         elif proprio is not None:
             raise ValueError("this checkpoint has no proprio projector: pass proprio=None")

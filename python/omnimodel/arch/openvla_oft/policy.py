@@ -86,8 +86,9 @@ def run_policy(
     pixel_values = images_to_pixel_values(images, cfg.vision, cfg.num_images)
     proprio_t = _prepare_proprio(policy, proprio, proprio_is_normalized)
     prompt_ids = torch.tensor([policy.tokenizer.encode_prompt(instruction)], dtype=torch.long)
-    out = policy.model(pixel_values, prompt_ids, proprio_t)
-    normalized = out.normalized_actions[0].float().numpy()
+    device = policy.model.language_model.model.embed_tokens.weight.device
+    out = policy.model(pixel_values, prompt_ids.to(device), proprio_t)
+    normalized = out.normalized_actions[0].float().cpu().numpy()
     return PolicyOutput(
         actions=unnormalize_actions(normalized, policy.norm_stats.action),
         normalized_actions=normalized,
@@ -96,7 +97,7 @@ def run_policy(
         pixel_values=pixel_values,
         proprio=proprio_t,
         layout=out.layout,
-        action_hidden_states=out.action_hidden_states,
+        action_hidden_states=out.action_hidden_states.cpu(),
     )
 
 

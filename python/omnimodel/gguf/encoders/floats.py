@@ -2,7 +2,9 @@
 
 ggml receives float32, so wider inputs are first rounded to float32 (a float64 -> float16 cast would
 round once instead of twice and could differ from ggml in the last bit). Non-finite values pass through
-with ggml's semantics: F16 overflows to inf, and BF16 keeps NaN quiet by setting bit 6 of the result.
+with ggml's semantics: F16 overflows to inf and turns every NaN into the canonical sign|0x7E00, BF16 keeps
+a NaN's payload but forces it quiet by setting bit 6; decoding F16 quiets NaN payloads like ggml's
+bit-twiddling fp16 -> fp32 conversion does.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ def encode_float(x: np.ndarray, t: GGMLType) -> np.ndarray:
     if t == GGMLType.F32:
         out = x32.astype("<f4")
     elif t == GGMLType.F16:
-        with np.errstate(over="ignore"):
-            out = x32.astype("<f2")
+        with np.errstate(over="ignore", invalid="ignore"):
+            bits = x32.astype("<f2").view("<u2")
+        sign = (x32.view(np.uint32) >> 16).astype(np.uint16) & np.uint16(0x8000)
+        out = np.where(np.isnan(x32), sign | np.uint16(0x7E00), bits).astype("<u2")
     elif t == GGMLType.BF16:
         out = fp32_to_bf16_bits(x32).astype("<u2")
     else:
@@ -42,7 +46,9 @@ def decode_float(data: np.ndarray, t: GGMLType, n_per_row: int) -> np.ndarray:
     if t == GGMLType.F32:
         return raw.view("<f4").reshape(rows, n_per_row).astype(np.float32)
     if t == GGMLType.F16:
-        return raw.view("<f2").reshape(rows, n_per_row).astype(np.float32)
+        y = raw.view("<f2").reshape(rows, n_per_row).astype(np.float32)
+        bits = y.view(np.uint32)
+        return np.where(np.isnan(y), bits | np.uint32(0x00400000), bits).view(np.float32)
     if t == GGMLType.BF16:
         bits = raw.view("<u2").reshape(rows, n_per_row).astype(np.uint32) << 16
         return bits.view(np.float32)

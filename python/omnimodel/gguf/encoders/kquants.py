@@ -36,6 +36,7 @@ from .search import (
     round_affine,
     round_symmetric,
     safe_div,
+    span_offsets,
     super_scale_search,
 )
 
@@ -67,15 +68,17 @@ class AffineKCodec(_KCodec):
         self,
         ggml_type: GGMLType,
         qhi: int,
-        offsets: Sequence[float],
+        ranges: Sequence[tuple[float, float]],
         n_lloyd: int,
         super_levels: Sequence[float],
         n_iter: int,
+        polish: bool = True,
     ) -> None:
         super().__init__(ggml_type)
+        self.polish = polish
         self.qhi = qhi
         self.K = self.layout.sc_range[1]
-        self.offsets = offsets
+        self.ranges = ranges
         self.n_lloyd = n_lloyd
         self.super_levels = super_levels
         self.n_iter = n_iter
@@ -135,7 +138,7 @@ class AffineKCodec(_KCodec):
 
     def fit(self, x: np.ndarray, w: np.ndarray) -> BlockScales:
         sub = Data.of(self._sub(x), self._sub(w))
-        S, M, _ = fit_affine(sub, self.qhi, self.offsets, self.n_lloyd)
+        S, M, _ = fit_affine(sub, self.qhi, self.ranges, self.n_lloyd)
         mom = sub.moments(round_affine(sub.x, S, M, self.qhi))
         d = super_scale_search(S, mom.sqq, 0, self.K, self.super_levels)
         dmin = super_scale_search(M, mom.sw, 0, self.K, self.super_levels)
@@ -156,9 +159,34 @@ class AffineKCodec(_KCodec):
                          for v, b in zip((d, dmin, ls, lm), best))
             best_e = np.where(better, e, best_e)
         d, dmin, ls, lm = best
+        if self.polish:
+            ls, lm = self._polish(sub, d, dmin, ls, lm)
         return BlockScales(
             self.ggml_type, d.astype(np.float16), dmin.astype(np.float16), ls.astype(np.int16), lm.astype(np.int16)
         )
+
+    def _polish(
+        self, sub: Data, d: np.ndarray, dmin: np.ndarray, ls: np.ndarray, lm: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Neighbouring (sc, m) codes per sub-block scored by their true error after re-rounding.
+
+        The quadratic model used so far holds the element codes fixed; re-rounding them can favour a
+        neighbouring code pair. Sub-blocks are independent once (d, dmin) are fixed, so this is exact.
+        """
+        best = None
+        for i in (0.0, -1.0, 1.0):
+            for j in (0.0, -1.0, 1.0):
+                ls_c = np.clip(ls + i, 0, self.K)
+                lm_c = np.clip(lm + j, 0, self.K)
+                S_st = f32_mul(d[..., None], ls_c).astype(np.float64)
+                M_st = f32_mul(dmin[..., None], lm_c).astype(np.float64)
+                e = sub.moments(round_affine(sub.x, S_st, M_st, self.qhi)).error(S_st, M_st)
+                if best is None:
+                    best = [e, ls_c, lm_c]
+                else:
+                    better = e < best[0]
+                    best = [np.where(better, e, best[0]), np.where(better, ls_c, best[1]), np.where(better, lm_c, best[2])]
+        return best[1], best[2]
 
     def codes(self, x: np.ndarray, scales: BlockScales) -> np.ndarray:
         S, M = klayout.sub_scales(self.ggml_type, scales)
@@ -178,8 +206,10 @@ class SymmetricKCodec(_KCodec):
         n_lloyd: int,
         super_levels: Sequence[float],
         n_iter: int,
+        polish: bool = True,
     ) -> None:
         super().__init__(ggml_type)
+        self.polish = polish
         self.qlo, self.qhi = qlo, qhi
         self.slo, self.shi = self.layout.sc_range
         self.levels = levels
@@ -223,7 +253,24 @@ class SymmetricKCodec(_KCodec):
             best_d = np.where(better, d, best_d)
             best_sc = np.where(better[..., None], sc, best_sc)
             best_e = np.where(better, e, best_e)
+        if self.polish:
+            best_sc = self._polish(sub, best_d, best_sc)
         return BlockScales(self.ggml_type, best_d.astype(np.float16), sc=best_sc.astype(np.int16))
+
+    def _polish(self, sub: Data, d: np.ndarray, sc: np.ndarray) -> np.ndarray:
+        """sc +- 1 per sub-block scored by the true error after re-rounding (see AffineKCodec._polish)."""
+        best_e, best_sc = None, sc
+        for i in (0.0, -1.0, 1.0):
+            sc_c = np.clip(sc + i, self.slo, self.shi)
+            S_st = f32_mul(d[..., None], sc_c).astype(np.float64)
+            e = sub.moments(round_symmetric(sub.x, S_st, self.qlo, self.qhi)).error(S_st)
+            if best_e is None:
+                best_e = e
+            else:
+                better = e < best_e
+                best_e = np.where(better, e, best_e)
+                best_sc = np.where(better, sc_c, best_sc)
+        return best_sc
 
     def codes(self, x: np.ndarray, scales: BlockScales) -> np.ndarray:
         S, _ = klayout.sub_scales(self.ggml_type, scales)
@@ -235,22 +282,27 @@ def _affine_levels(K: int) -> list[float]:
     return [K, K + 0.45, K - 0.5, K - 1.0, K - 2.0, K + 1.0]
 
 
-def _offsets(half_width: float, n: int) -> np.ndarray:
+def _offsets(qhi: int, half_width: float, n: int) -> list[tuple[float, float]]:
     # offset 0 (the plain min..max mapping) first, so exact ties keep it
     grid = np.linspace(-half_width, half_width, n)
-    return np.concatenate([[0.0], grid[grid != 0.0]])
+    return span_offsets(qhi, np.concatenate([[0.0], grid[grid != 0.0]]))
+
+
+def _ranges_2d(los: Sequence[float], his: Sequence[float]) -> list[tuple[float, float]]:
+    # With only 4 levels, where the low end sits matters as much as the span, so Q2_K searches both.
+    return [(a, b) for a in los for b in his]
 
 
 def make_codecs() -> dict[GGMLType, BlockCodec]:
     return {
         GGMLType.Q2_K: AffineKCodec(
-            GGMLType.Q2_K, 3, _offsets(1.2, 25), n_lloyd=4, super_levels=_affine_levels(15), n_iter=4
+            GGMLType.Q2_K, 3, _ranges_2d(np.linspace(0.0, 0.16, 5), np.linspace(0.0, -0.16, 5)), n_lloyd=3, super_levels=_affine_levels(15), n_iter=3
         ),
         GGMLType.Q4_K: AffineKCodec(
-            GGMLType.Q4_K, 15, _offsets(1.5, 16), n_lloyd=3, super_levels=_affine_levels(63), n_iter=3
+            GGMLType.Q4_K, 15, _offsets(15, 1.5, 16), n_lloyd=2, super_levels=_affine_levels(63), n_iter=2
         ),
         GGMLType.Q5_K: AffineKCodec(
-            GGMLType.Q5_K, 31, _offsets(1.5, 11), n_lloyd=3, super_levels=_affine_levels(63), n_iter=3
+            GGMLType.Q5_K, 31, _offsets(31, 1.5, 11), n_lloyd=2, super_levels=_affine_levels(63), n_iter=2
         ),
         GGMLType.Q3_K: SymmetricKCodec(
             GGMLType.Q3_K,
