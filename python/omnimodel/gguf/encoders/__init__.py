@@ -16,6 +16,7 @@ ggml's own quantizer through ``omnimodel._runtime``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -109,7 +110,7 @@ def _codec(t: GGMLType) -> BlockCodec:
     return _CODECS[t]
 
 
-def _chunks(rows: int, n: int):
+def _chunks(rows: int, n: int) -> Iterator[tuple[int, int]]:
     step = max(1, CHUNK_ELEMENTS // max(n, 1))
     for r0 in range(0, rows, step):
         yield r0, min(rows, r0 + step)
@@ -233,7 +234,9 @@ def decode(data: object, ggml_type: GGMLType | int | str, n_per_row: int) -> np.
     if raw.dtype != np.uint8:
         raise ValueError(f"data must be uint8 bytes, got dtype {raw.dtype}")
     if raw.size % max(row_bytes, 1) or (raw.ndim == 2 and raw.shape[1] != row_bytes):
-        raise ValueError(f"{t.name} rows of {n_per_row} elements take {row_bytes} bytes; got data of shape {raw.shape}")
+        raise ValueError(
+            f"{t.name} rows of {n_per_row} elements take {row_bytes} bytes; got data of shape {raw.shape}"
+        )
     raw = raw.reshape(-1, row_bytes)
     if t in _FLOAT_TYPES:
         return floats.decode_float(raw, t, int(n_per_row))
@@ -241,7 +244,8 @@ def decode(data: object, ggml_type: GGMLType | int | str, n_per_row: int) -> np.
         import gguf
         import gguf.quants
 
-        return np.asarray(gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(int(t))), dtype=np.float32).reshape(raw.shape[0], n_per_row)
+        values = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(int(t)))
+        return np.asarray(values, dtype=np.float32).reshape(raw.shape[0], int(n_per_row))
     codec = _codec(t)
     codes, scales = codec.unpack(raw.reshape(raw.shape[0], -1, info.type_size))
     return codec.values(codes, scales).reshape(raw.shape[0], int(n_per_row))

@@ -24,7 +24,8 @@ def fp32_to_bf16_bits(x32: np.ndarray) -> np.ndarray:
 
 
 def encode_float(x: np.ndarray, t: GGMLType) -> np.ndarray:
-    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
     rows = x32.shape[0]
     if t == GGMLType.F32:
         out = x32.astype("<f4")

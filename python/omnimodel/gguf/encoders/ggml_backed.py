@@ -7,6 +7,8 @@ which gives the same bytes because ggml quantizes rows independently.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 
 from ..types import REQUIRES_IMPORTANCE, GGMLType
@@ -14,7 +16,7 @@ from ..types import REQUIRES_IMPORTANCE, GGMLType
 _ROWS_PER_CALL = 256
 
 
-def _runtime():  # imported lazily so the numpy encoders work without the compiled extension
+def _runtime() -> ModuleType:  # imported lazily so the numpy encoders work without the compiled extension
     try:
         from omnimodel import _runtime
     except ImportError as e:  # pragma: no cover - depends on the build
@@ -27,7 +29,9 @@ def _runtime():  # imported lazily so the numpy encoders work without the compil
 def encode_ggml(x: np.ndarray, t: GGMLType, importance: np.ndarray | None) -> np.ndarray:
     """x float (rows, n); importance None, float32 (n,) or float32 (rows, n) (already validated)."""
     if importance is None and t in REQUIRES_IMPORTANCE:
-        raise ValueError(f"{t.name} requires an importance vector (ggml refuses to quantize it without an imatrix)")
+        raise ValueError(
+            f"{t.name} requires an importance vector (ggml refuses to quantize it without an imatrix)"
+        )
     rt = _runtime()
     rows = x.shape[0]
     parts: list[np.ndarray] = []

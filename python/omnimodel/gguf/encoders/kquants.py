@@ -29,6 +29,7 @@ from .scales import SCALE_LAYOUTS, BlockScales
 from .search import (
     Data,
     Moments,
+    RunningBest,
     fit_affine,
     fit_symmetric,
     fp16_pair,
@@ -50,6 +51,11 @@ class _KCodec(BlockCodec):
 
     def _sub(self, a: np.ndarray) -> np.ndarray:
         return a.reshape(a.shape[:-1] + (self.n_sub, self.sublen))
+
+    @staticmethod
+    def _stored(d: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """The sub-block value ggml decodes: fp32(d*code), as float64."""
+        return f32_mul(d[..., None], codes).astype(np.float64)
 
     def pack(self, codes: np.ndarray, scales: BlockScales) -> np.ndarray:
         return klayout.pack(self.ggml_type, codes, scales)
@@ -93,20 +99,14 @@ class AffineKCodec(_KCodec):
         d_ = d[..., None]
         dm_ = dmin[..., None]
         r = np.rint(safe_div(S_opt, np.broadcast_to(d_, S_opt.shape)))
-        best_e = np.full(S_opt.shape, np.inf)
-        best_ls = np.zeros(S_opt.shape)
-        best_lm = np.zeros(S_opt.shape)
-        for k in (-1.0, 0.0, 1.0):
+        best = RunningBest(np.full(S_opt.shape, np.inf), np.zeros(S_opt.shape), np.zeros(S_opt.shape))
+        for k in (0.0, -1.0, 1.0):
             ls = np.clip(r + k, 0, self.K)
             S = d_ * ls
             M = np.maximum(mom.best_min(S), 0.0)
             lm = np.clip(np.rint(safe_div(M, np.broadcast_to(dm_, M.shape))), 0, self.K)
-            e = mom.error(S, dm_ * lm)
-            better = e < best_e
-            best_e = np.where(better, e, best_e)
-            best_ls = np.where(better, ls, best_ls)
-            best_lm = np.where(better, lm, best_lm)
-        return best_ls, best_lm
+            best.offer(mom.error(S, dm_ * lm), ls, lm)
+        return best.params[0], best.params[1]
 
     @staticmethod
     def _total(mom: Moments, d: np.ndarray, dmin: np.ndarray, ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
@@ -125,16 +125,11 @@ class AffineKCodec(_KCodec):
         ok = det > 1e-9 * A * B
         d_new = np.where(ok, safe_div(P * B - C * Q, det), safe_div(P + C * dmin, A))
         dmin_new = np.where(ok, safe_div(C * P - A * Q, det), dmin)
-        best_d, best_dm = d, dmin
-        best_e = self._total(mom, d, dmin, ls, lm)
+        best = RunningBest(self._total(mom, d, dmin, ls, lm), d, dmin)
         for dc in fp16_pair(d_new):
             for dmc in fp16_pair(dmin_new):
-                e = self._total(mom, dc, dmc, ls, lm)
-                better = e < best_e
-                best_d = np.where(better, dc, best_d)
-                best_dm = np.where(better, dmc, best_dm)
-                best_e = np.where(better, e, best_e)
-        return best_d, best_dm
+                best.offer(self._total(mom, dc, dmc, ls, lm), dc, dmc)
+        return best.params[0], best.params[1]
 
     def fit(self, x: np.ndarray, w: np.ndarray) -> BlockScales:
         sub = Data.of(self._sub(x), self._sub(w))
@@ -143,22 +138,17 @@ class AffineKCodec(_KCodec):
         d = super_scale_search(S, mom.sqq, 0, self.K, self.super_levels)
         dmin = super_scale_search(M, mom.sw, 0, self.K, self.super_levels)
 
-        shape = d.shape
-        best = (np.zeros(shape), np.zeros(shape), np.zeros(S.shape), np.zeros(S.shape))
-        best_e = sub.x2.sum(-1)  # everything zero
+        # all-zero scales (error = energy) are the fallback every stored state must beat
+        zd, zs = np.zeros(d.shape), np.zeros(S.shape)
+        best = RunningBest(sub.x2.sum(-1), zd, zd, zs, zs)
         for _ in range(self.n_iter):
             ls, lm = self._pick(mom, d, dmin)
             d, dmin = self._refit(mom, ls, lm, d, dmin)
             ls, lm = self._pick(mom, d, dmin)
-            S_st = f32_mul(d[..., None], ls).astype(np.float64)
-            M_st = f32_mul(dmin[..., None], lm).astype(np.float64)
+            S_st, M_st = self._stored(d, ls), self._stored(dmin, lm)
             mom = sub.moments(round_affine(sub.x, S_st, M_st, self.qhi))
-            e = mom.error(S_st, M_st).sum(-1)
-            better = e < best_e
-            best = tuple(np.where(better if v.ndim == 2 else better[..., None], v, b)
-                         for v, b in zip((d, dmin, ls, lm), best))
-            best_e = np.where(better, e, best_e)
-        d, dmin, ls, lm = best
+            best.offer(mom.error(S_st, M_st).sum(-1), d, dmin, ls, lm)
+        d, dmin, ls, lm = best.params
         if self.polish:
             ls, lm = self._polish(sub, d, dmin, ls, lm)
         return BlockScales(
@@ -173,24 +163,19 @@ class AffineKCodec(_KCodec):
         The quadratic model used so far holds the element codes fixed; re-rounding them can favour a
         neighbouring code pair. Sub-blocks are independent once (d, dmin) are fixed, so this is exact.
         """
-        best = None
+        best = RunningBest(np.full(ls.shape, np.inf), ls, lm)
         for i in (0.0, -1.0, 1.0):
             for j in (0.0, -1.0, 1.0):
                 ls_c = np.clip(ls + i, 0, self.K)
                 lm_c = np.clip(lm + j, 0, self.K)
-                S_st = f32_mul(d[..., None], ls_c).astype(np.float64)
-                M_st = f32_mul(dmin[..., None], lm_c).astype(np.float64)
-                e = sub.moments(round_affine(sub.x, S_st, M_st, self.qhi)).error(S_st, M_st)
-                if best is None:
-                    best = [e, ls_c, lm_c]
-                else:
-                    better = e < best[0]
-                    best = [np.where(better, e, best[0]), np.where(better, ls_c, best[1]), np.where(better, lm_c, best[2])]
-        return best[1], best[2]
+                S_st, M_st = self._stored(d, ls_c), self._stored(dmin, lm_c)
+                best.offer(sub.moments(round_affine(sub.x, S_st, M_st, self.qhi)).error(S_st, M_st), ls_c, lm_c)
+        return best.params[0], best.params[1]
 
     def codes(self, x: np.ndarray, scales: BlockScales) -> np.ndarray:
         S, M = klayout.sub_scales(self.ggml_type, scales)
-        q = round_affine(self._sub(np.asarray(x, dtype=np.float64)), S.astype(np.float64), M.astype(np.float64), self.qhi)
+        xs = self._sub(np.asarray(x, dtype=np.float64))
+        q = round_affine(xs, S.astype(np.float64), M.astype(np.float64), self.qhi)
         return q.reshape(x.shape).astype(np.int16)
 
 
@@ -224,14 +209,10 @@ class SymmetricKCodec(_KCodec):
 
     def _refit(self, mom: Moments, sc: np.ndarray, d: np.ndarray) -> np.ndarray:
         d_new = safe_div((sc * mom.sxq).sum(-1), (sc * sc * mom.sqq).sum(-1))
-        best_d = d
-        best_e = mom.error(d[..., None] * sc).sum(-1)
+        best = RunningBest(mom.error(d[..., None] * sc).sum(-1), d)
         for dc in fp16_pair(d_new):
-            e = mom.error(dc[..., None] * sc).sum(-1)
-            better = e < best_e
-            best_d = np.where(better, dc, best_d)
-            best_e = np.where(better, e, best_e)
-        return best_d
+            best.offer(mom.error(dc[..., None] * sc).sum(-1), dc)
+        return best.params[0]
 
     def fit(self, x: np.ndarray, w: np.ndarray) -> BlockScales:
         sub = Data.of(self._sub(x), self._sub(w))
@@ -239,38 +220,27 @@ class SymmetricKCodec(_KCodec):
         mom = sub.moments(round_symmetric(sub.x, S, self.qlo, self.qhi))
         d = super_scale_search(S, mom.sqq, self.slo, self.shi, self.super_levels)
 
-        best_d = np.zeros(d.shape)
-        best_sc = np.zeros(S.shape)
-        best_e = sub.x2.sum(-1)
+        best = RunningBest(sub.x2.sum(-1), np.zeros(d.shape), np.zeros(S.shape))
         for _ in range(self.n_iter):
             sc = self._pick(mom, d)
             d = self._refit(mom, sc, d)
             sc = self._pick(mom, d)
-            S_st = f32_mul(d[..., None], sc).astype(np.float64)
+            S_st = self._stored(d, sc)
             mom = sub.moments(round_symmetric(sub.x, S_st, self.qlo, self.qhi))
-            e = mom.error(S_st).sum(-1)
-            better = e < best_e
-            best_d = np.where(better, d, best_d)
-            best_sc = np.where(better[..., None], sc, best_sc)
-            best_e = np.where(better, e, best_e)
+            best.offer(mom.error(S_st).sum(-1), d, sc)
+        best_d, best_sc = best.params
         if self.polish:
             best_sc = self._polish(sub, best_d, best_sc)
         return BlockScales(self.ggml_type, best_d.astype(np.float16), sc=best_sc.astype(np.int16))
 
     def _polish(self, sub: Data, d: np.ndarray, sc: np.ndarray) -> np.ndarray:
         """sc +- 1 per sub-block scored by the true error after re-rounding (see AffineKCodec._polish)."""
-        best_e, best_sc = None, sc
+        best = RunningBest(np.full(sc.shape, np.inf), sc)
         for i in (0.0, -1.0, 1.0):
             sc_c = np.clip(sc + i, self.slo, self.shi)
-            S_st = f32_mul(d[..., None], sc_c).astype(np.float64)
-            e = sub.moments(round_symmetric(sub.x, S_st, self.qlo, self.qhi)).error(S_st)
-            if best_e is None:
-                best_e = e
-            else:
-                better = e < best_e
-                best_e = np.where(better, e, best_e)
-                best_sc = np.where(better, sc_c, best_sc)
-        return best_sc
+            S_st = self._stored(d, sc_c)
+            best.offer(sub.moments(round_symmetric(sub.x, S_st, self.qlo, self.qhi)).error(S_st), sc_c)
+        return best.params[0]
 
     def codes(self, x: np.ndarray, scales: BlockScales) -> np.ndarray:
         S, _ = klayout.sub_scales(self.ggml_type, scales)
@@ -296,7 +266,12 @@ def _ranges_2d(los: Sequence[float], his: Sequence[float]) -> list[tuple[float, 
 def make_codecs() -> dict[GGMLType, BlockCodec]:
     return {
         GGMLType.Q2_K: AffineKCodec(
-            GGMLType.Q2_K, 3, _ranges_2d(np.linspace(0.0, 0.16, 5), np.linspace(0.0, -0.16, 5)), n_lloyd=3, super_levels=_affine_levels(15), n_iter=3
+            GGMLType.Q2_K,
+            3,
+            _ranges_2d(np.linspace(0.0, 0.16, 5), np.linspace(0.0, -0.16, 5)),
+            n_lloyd=3,
+            super_levels=_affine_levels(15),
+            n_iter=3,
         ),
         GGMLType.Q4_K: AffineKCodec(
             GGMLType.Q4_K, 15, _offsets(15, 1.5, 16), n_lloyd=2, super_levels=_affine_levels(63), n_iter=2

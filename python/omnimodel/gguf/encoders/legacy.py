@@ -12,11 +12,13 @@ import numpy as np
 from ..types import GGMLType
 from .codec import BlockCodec, f16_bytes, f16_from_bytes
 from .scales import BlockScales
-from .search import Data, fit_symmetric, fp16, fp16_pair, ls_symmetric, round_symmetric
+from .search import Data, RunningBest, fit_symmetric, fp16, fp16_pair, ls_symmetric, round_symmetric
 
 
 class SymmetricBlockCodec(BlockCodec):
-    def __init__(self, ggml_type: GGMLType, qlo: int, qhi: int, levels: np.ndarray, n_lloyd: int, n_fp16_iter: int):
+    def __init__(
+        self, ggml_type: GGMLType, qlo: int, qhi: int, levels: np.ndarray, n_lloyd: int, n_fp16_iter: int
+    ) -> None:
         self.ggml_type = ggml_type
         self.qlo, self.qhi = qlo, qhi
         self.levels = levels
@@ -26,20 +28,13 @@ class SymmetricBlockCodec(BlockCodec):
     def fit(self, x: np.ndarray, w: np.ndarray) -> BlockScales:
         data = Data.of(x, w)
         S, _ = fit_symmetric(data, self.qlo, self.qhi, self.levels, self.n_lloyd, project=fp16)
-        best_d = np.zeros(S.shape)
-        best_e = data.x2.copy()
         # Alternate: fp16 scale (both neighbours scored on the codes they induce) -> exact codes -> LS scale.
+        best = RunningBest(data.x2.copy(), np.zeros(S.shape), S)
         for _ in range(self.n_fp16_iter):
-            S_next = S
-            for dc in fp16_pair(S):
+            for dc in fp16_pair(best.params[1]):
                 mom = data.moments(round_symmetric(data.x, dc, self.qlo, self.qhi))
-                e = mom.error(dc)
-                better = e < best_e
-                best_d = np.where(better, dc, best_d)
-                best_e = np.where(better, e, best_e)
-                S_next = np.where(better, ls_symmetric(mom)[0], S_next)
-            S = S_next
-        return BlockScales(self.ggml_type, best_d.astype(np.float16))
+                best.offer(mom.error(dc), dc, ls_symmetric(mom)[0])
+        return BlockScales(self.ggml_type, best.params[0].astype(np.float16))
 
     def codes(self, x: np.ndarray, scales: BlockScales) -> np.ndarray:
         d = scales.d.astype(np.float64)

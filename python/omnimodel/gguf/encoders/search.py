@@ -112,11 +112,6 @@ class Data:
         wq = self.w * q
         return Moments(self.sw, self.sx, self.x2, lastsum(wq), wdot(wq, q), wdot(self.wx, q))
 
-    def group(self, shape: tuple[int, ...]) -> "Data":
-        """Same data viewed with the element axis split into sub-groups (shape replaces the last axis)."""
-        lead = self.x.shape[:-1]
-        return Data.of(self.x.reshape(lead + shape), self.w.reshape(lead + shape))
-
 
 # --------------------------------------------------------------------------------------------------------
 # codes for fixed scales: the exact per-element optimum, because the objective is separable per element
@@ -242,18 +237,24 @@ def affine_anchors(data: Data) -> list[tuple[np.ndarray, np.ndarray]]:
 TIE_TOLERANCE = 1e-12
 
 
-class _Best:
-    """Running per-group minimum of an error together with the parameters that achieved it."""
+class RunningBest:
+    """Running per-group minimum of an error together with the parameters that achieved it.
+
+    Parameters may carry trailing axes beyond the error's (e.g. one code per sub-block of a super-block).
+    """
 
     def __init__(self, err: np.ndarray, *params: np.ndarray, scale: np.ndarray | float = 0.0) -> None:
-        self.err = err
-        self.params = list(params)
+        self.err = np.asarray(err)
+        self.params = [np.asarray(p) for p in params]
         self.tol = TIE_TOLERANCE * np.asarray(scale)
 
     def offer(self, err: np.ndarray, *params: np.ndarray) -> None:
         better = err < self.err - self.tol
         self.err = np.where(better, err, self.err)
-        self.params = [np.where(better, p, b) for p, b in zip(params, self.params)]
+        self.params = [
+            np.where(better.reshape(better.shape + (1,) * (np.ndim(p) - better.ndim)), p, b)
+            for p, b in zip(params, self.params)
+        ]
 
 
 def fit_symmetric(
@@ -275,7 +276,7 @@ def fit_symmetric(
     proj = project if project is not None else (lambda v: v)
     x = data.x
     grid = _GridScratch(data)
-    best = _Best(data.x2.copy(), np.zeros(x.shape[:-1]), scale=data.x2)
+    best = RunningBest(data.x2.copy(), np.zeros(x.shape[:-1]), scale=data.x2)
     for ext in symmetric_anchors(data):
         inv_ext = safe_div(np.ones_like(ext), ext)
         for lev in levels:
@@ -284,7 +285,7 @@ def fit_symmetric(
             best.offer(mom.error(S), S)
     (S,) = best.params
     mom = data.moments(round_symmetric(x, S, qlo, qhi))
-    best = _Best(mom.error(S), S, scale=data.x2)
+    best = RunningBest(mom.error(S), S, scale=data.x2)
     for _ in range(n_lloyd):
         S = proj(ls_symmetric(mom)[0])
         mom = data.moments(round_symmetric(x, S, qlo, qhi))
@@ -310,7 +311,7 @@ def fit_affine(
     x = data.x
     grid = _GridScratch(data)
     S0, M0, e0 = ls_affine(data.moments(np.zeros_like(x)))
-    best = _Best(e0, S0, M0, scale=data.x2)
+    best = RunningBest(e0, S0, M0, scale=data.x2)
     for lo, span in affine_anchors(data):
         for a, b in ranges:
             c_lo = lo + a * span
@@ -321,7 +322,7 @@ def fit_affine(
             best.offer(e, S, M)
     S, M = best.params
     mom = data.moments(round_affine(x, S, M, qhi))
-    best = _Best(mom.error(S, M), S, M, scale=data.x2)
+    best = RunningBest(mom.error(S, M), S, M, scale=data.x2)
     for _ in range(n_lloyd):
         S, M, _ = ls_affine(mom)
         mom = data.moments(round_affine(x, S, M, qhi))
@@ -348,7 +349,7 @@ def super_scale_search(
     ext_w = _signed_extreme(v, important)
     anchors = [ext, ext_w] if np.any(ext_w != ext) else [ext]
     energy = (a * v * v).sum(-1)
-    best = _Best(energy, np.zeros(v.shape[:-1]), scale=energy)
+    best = RunningBest(energy, np.zeros(v.shape[:-1]), scale=energy)
     for anchor in anchors:
         for lev in levels:
             l = round_symmetric(v, anchor / float(lev), lo, hi)
