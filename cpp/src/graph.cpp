@@ -3,6 +3,7 @@
 #include "archs/archs.hpp"
 #include "error.hpp"
 
+#include <cstring>
 #include <mutex>
 
 namespace omni {
@@ -50,6 +51,66 @@ ggml_tensor * graph_builder::input(const std::string & name) {
     ggml_set_name(t, name.c_str());
     ggml_set_input(t);
     inputs_.emplace_back(name, t);
+    return t;
+}
+
+const host_tensor * graph_builder::host_input(const std::string & name) const {
+    auto it = host_inputs_.find(name);
+    return it == host_inputs_.end() ? nullptr : &it->second;
+}
+
+ggml_tensor * graph_builder::input_ids(const std::string & name, int64_t limit) {
+    for (auto & kv : inputs_) {
+        if (kv.first == name) return kv.second;
+    }
+    const host_tensor * h = host_input(name);
+    if (h == nullptr) {
+        fail(OMNIMODEL_ERR_NOT_FOUND, format("the %s graph needs input '%s', which was not set",
+                                             m.architecture().c_str(), name.c_str()));
+    }
+    for (size_t i = 0; i < h->data.size(); ++i) {
+        const float v = h->data[i];
+        if (v != static_cast<float>(static_cast<int64_t>(v)) || v < 0 || v >= static_cast<float>(limit)) {
+            fail(OMNIMODEL_ERR_INVALID_ARGUMENT, format("input '%s'[%zu] = %g is not an id in [0, %lld)",
+                                                        name.c_str(), i, (double) v, (long long) limit));
+        }
+    }
+    ggml_tensor * t = ggml_new_tensor(ctx0, GGML_TYPE_I32, 4, h->ne.data());
+    ggml_set_name(t, name.c_str());
+    ggml_set_input(t);
+    inputs_.emplace_back(name, t);
+    return t;
+}
+
+ggml_tensor * graph_builder::const_i32(const std::string & name, const std::vector<int32_t> & values) {
+    ggml_tensor * t = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, static_cast<int64_t>(values.size()));
+    ggml_set_name(t, name.c_str());
+    ggml_set_input(t);
+    std::vector<uint8_t> bytes(values.size() * sizeof(int32_t));
+    if (!bytes.empty()) std::memcpy(bytes.data(), values.data(), bytes.size());
+    constants_.emplace_back(t, std::move(bytes));
+    return t;
+}
+
+ggml_tensor * graph_builder::const_f32(const std::string & name, const std::vector<float> & values,
+                                       std::initializer_list<int64_t> ne) {
+    int64_t dims[GGML_MAX_DIMS] = {1, 1, 1, 1};
+    int     nd = 0;
+    int64_t n  = 1;
+    for (int64_t v : ne) {
+        dims[nd++] = v;
+        n *= v;
+    }
+    if (nd == 0 || nd > GGML_MAX_DIMS || n != static_cast<int64_t>(values.size())) {
+        fail(OMNIMODEL_ERR_INTERNAL, format("constant '%s': %zu values for the requested shape", name.c_str(),
+                                            values.size()));
+    }
+    ggml_tensor * t = ggml_new_tensor(ctx0, GGML_TYPE_F32, GGML_MAX_DIMS, dims);
+    ggml_set_name(t, name.c_str());
+    ggml_set_input(t);
+    std::vector<uint8_t> bytes(values.size() * sizeof(float));
+    if (!bytes.empty()) std::memcpy(bytes.data(), values.data(), bytes.size());
+    constants_.emplace_back(t, std::move(bytes));
     return t;
 }
 
@@ -158,6 +219,7 @@ std::map<std::string, build_fn> & registry() {
     // static link would silently drop.
     static std::map<std::string, build_fn> r = {
         {"omni-mlp", build_omni_mlp},
+        {"openvla-oft", build_openvla_oft},
     };
     return r;
 }

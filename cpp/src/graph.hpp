@@ -10,6 +10,7 @@
 #include "model.hpp"
 
 #include <array>
+#include <cstdint>
 #include <map>
 #include <string>
 #include <utility>
@@ -39,6 +40,16 @@ public:
 
     // A graph input shaped like the host data the caller provided (F32).
     ggml_tensor * input(const std::string & name);
+    // An I32 graph input (token ids for ggml_get_rows) from host data the caller provided as floats:
+    // every value must be an integer in [0, limit), else INVALID_ARGUMENT. Float is exact below 2^24.
+    ggml_tensor * input_ids(const std::string & name, int64_t limit);
+    // The caller's host data for `name`, or nullptr when it was not set (shape checks before ggml).
+    const host_tensor * host_input(const std::string & name) const;
+
+    // Constant graph inputs whose values the graph computes itself (positions, masks, statistics).
+    ggml_tensor * const_i32(const std::string & name, const std::vector<int32_t> & values);
+    ggml_tensor * const_f32(const std::string & name, const std::vector<float> & values,
+                            std::initializer_list<int64_t> ne);
 
     // Weights. `weight` fails with NOT_FOUND naming the tensor; the shaped overload also checks ne.
     ggml_tensor * weight(const std::string & name) const;
@@ -58,11 +69,13 @@ public:
 
     const std::vector<std::pair<std::string, ggml_tensor *>> & outputs() const { return outputs_; }
     const std::vector<std::pair<std::string, ggml_tensor *>> & inputs() const { return inputs_; }
+    const std::vector<std::pair<ggml_tensor *, std::vector<uint8_t>>> & constants() const { return constants_; }
 
 private:
     const std::map<std::string, host_tensor> &         host_inputs_;
     std::vector<std::pair<std::string, ggml_tensor *>> outputs_;
     std::vector<std::pair<std::string, ggml_tensor *>> inputs_;
+    std::vector<std::pair<ggml_tensor *, std::vector<uint8_t>>> constants_;
 };
 
 using build_fn = void (*)(graph_builder & gb);

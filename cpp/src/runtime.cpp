@@ -200,7 +200,17 @@ void runtime::compute() {
     }
     for (auto & in : gb.inputs()) {
         const host_tensor & h = inputs_.at(in.first);
-        ggml_backend_tensor_set(in.second, h.data.data(), 0, h.data.size() * sizeof(float));
+        if (in.second->type == GGML_TYPE_I32) {
+            // ids arrive as floats (exact below 2^24); graph_builder::input_ids checked them
+            std::vector<int32_t> ids(h.data.size());
+            for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(h.data[i]);
+            ggml_backend_tensor_set(in.second, ids.data(), 0, ids.size() * sizeof(int32_t));
+        } else {
+            ggml_backend_tensor_set(in.second, h.data.data(), 0, h.data.size() * sizeof(float));
+        }
+    }
+    for (auto & c : gb.constants()) {
+        ggml_backend_tensor_set(c.first, c.second.data(), 0, c.second.size());
     }
 
     const bool capturing = capture_all_ || !capture_.empty();

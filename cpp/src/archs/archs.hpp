@@ -7,5 +7,6 @@ namespace omni {
 class graph_builder;
 
 void build_omni_mlp(graph_builder & gb);
+void build_openvla_oft(graph_builder & gb);
 
 }  // namespace omni

@@ -1,0 +1,170 @@
+"""OpenVLA-OFT -> GGUF for the runtime's ``openvla-oft`` graph (``cpp/src/archs/openvla_oft.cpp``).
+
+    policy = load_policy(checkpoint_dir)
+    write_gguf(policy, "oft.gguf", outtype="f16")
+
+Every tensor the L1-regression forward pass uses is written under its PyTorch ``state_dict`` name
+(``unused_parameter_prefixes`` are skipped: the last ViT blocks, the towers' final norms, SigLIP's
+MAP head, the LM head). Types: ``f32`` writes everything F32; ``f16`` makes matrices (and the patch
+kernels, the token embedding) F16; ``q8_0`` makes matrices whose rows are a multiple of 32 Q8_0 and
+the rest F16. 1-D tensors (norms, biases, LayerScale) and the position / class / register embeddings
+always stay F32.
+
+Metadata (under ``openvla-oft.``): image count and size, chunk and action/proprio dims, per-tower ViT
+hyper-parameters and image normalisation (``vision.{featurizer,fused_featurizer}.*``), Llama
+hyper-parameters (``llm.*``), action head (``action_head.*``), the token ids the sequence is built
+from, ``causal_attention`` (0: OFT's bidirectional attention), the dataset statistics
+(``norm_stats.{key,type}``, ``norm_stats.{action,proprio}.{low,high,mask}`` -- low/high are q01/q99
+for bounds_q99 and min/max for bounds) and the prompt template. The vocabulary goes to
+``tokenizer.ggml.tokens`` (index = token id).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from omnimodel.gguf.types import GGMLType
+from omnimodel.gguf.writer import GGUFModelWriter
+
+from .config import ViTConfig
+from .modeling import unused_parameter_prefixes
+from .policy import OpenVLAOFTPolicy
+
+ARCH = "openvla-oft"
+OUTTYPES = ("f32", "f16", "q8_0")
+_KEEP_F32_LEAVES = ("cls_token", "reg_token", "pos_embed")
+
+
+def tensor_type(name: str, shape: tuple[int, ...], outtype: str) -> GGMLType:
+    """GGML type of one tensor for ``outtype``."""
+    if outtype not in OUTTYPES:
+        raise ValueError(f"outtype must be one of {OUTTYPES}, got {outtype!r}")
+    if outtype == "f32" or len(shape) < 2 or name.rsplit(".", 1)[-1] in _KEEP_F32_LEAVES:
+        return GGMLType.F32
+    if outtype == "q8_0" and len(shape) == 2 and shape[-1] % 32 == 0:
+        return GGMLType.Q8_0
+    return GGMLType.F16
+
+
+def exported_tensors(policy: OpenVLAOFTPolicy) -> dict[str, torch.Tensor]:
+    """The state_dict entries the runtime graph reads, by name."""
+    skip = tuple(unused_parameter_prefixes(policy.config))
+    return {k: v for k, v in policy.model.state_dict().items() if not k.startswith(skip)}
+
+
+def _vocabulary(policy: OpenVLAOFTPolicy) -> list[str]:
+    enc = policy.tokenizer.encoder
+    tok = getattr(enc, "_tok", None)
+    if tok is not None:
+        pieces = tok.get_vocab(with_added_tokens=True)
+    else:
+        sp = enc._sp
+        pieces = {sp.IdToPiece(i): i for i in range(sp.GetPieceSize())}
+    out = [""] * (max(pieces.values()) + 1)
+    for piece, i in pieces.items():
+        out[i] = piece
+    return out
+
+
+def _add_tower(w: GGUFModelWriter, name: str, vit: ViTConfig, mean, std) -> None:
+    p = f"{ARCH}.vision.{name}."
+    w.add_uint32(p + "patch_size", vit.patch_size)
+    w.add_uint32(p + "embedding_length", vit.embed_dim)
+    w.add_uint32(p + "block_count", vit.depth)
+    w.add_uint32(p + "feature_block_index", vit.feature_block_index)
+    w.add_uint32(p + "head_count", vit.num_heads)
+    w.add_uint32(p + "feed_forward_length", vit.mlp_hidden_dim)
+    w.add_uint32(p + "class_token", int(vit.class_token))
+    w.add_uint32(p + "reg_tokens", vit.reg_tokens)
+    w.add_uint32(p + "no_embed_class", int(vit.no_embed_class))
+    w.add_uint32(p + "layer_scale", int(vit.layer_scale))
+    w.add_float32(p + "layer_norm_eps", vit.layer_norm_eps)
+    w.add_string(p + "activation", "gelu" if vit.activation == "gelu_erf" else vit.activation)
+    w.add_string(p + "timm_model_id", vit.timm_model_id)
+    w.add_array(p + "image_mean", [float(v) for v in mean], "float32")
+    w.add_array(p + "image_std", [float(v) for v in std], "float32")
+
+
+def write_gguf(
+    policy: OpenVLAOFTPolicy, path: str | os.PathLike[str], outtype: str = "f32", *, causal_attention: bool = False
+) -> Path:
+    """Write ``policy`` as an ``openvla-oft`` GGUF. ``causal_attention=True`` (tests only) makes the
+    runtime's Llama causal, which OFT is not."""
+    if outtype not in OUTTYPES:
+        raise ValueError(f"outtype must be one of {OUTTYPES}, got {outtype!r}")
+    cfg = policy.config
+    k = f"{ARCH}."
+    with GGUFModelWriter(path, ARCH) as w:
+        w.add_uint32(k + "num_images", cfg.num_images)
+        w.add_uint32(k + "image_size", cfg.vision.image_size)
+        w.add_string(k + "image_resize_strategy", cfg.vision.resize_strategy)
+        w.add_uint32(k + "num_actions_chunk", cfg.num_actions_chunk)
+        w.add_uint32(k + "action_dim", cfg.action_dim)
+        w.add_uint32(k + "proprio_dim", cfg.proprio_projector.proprio_dim if cfg.use_proprio else 0)
+        w.add_uint32(k + "causal_attention", int(causal_attention))
+        w.add_uint32(k + "bos_token_id", cfg.bos_token_id)
+        w.add_uint32(k + "eos_token_id", cfg.eos_token_id)
+        w.add_uint32(k + "action_placeholder_token_id", cfg.action_placeholder_token_id)
+        w.add_string(k + "platform", cfg.platform.name)
+
+        norms = cfg.vision.normalization
+        _add_tower(w, "featurizer", cfg.vision.featurizer, norms[0].mean, norms[0].std)
+        _add_tower(w, "fused_featurizer", cfg.vision.fused_featurizer, norms[1].mean, norms[1].std)
+
+        llm = cfg.llm
+        w.add_uint32(k + "llm.block_count", llm.num_hidden_layers)
+        w.add_uint32(k + "llm.embedding_length", llm.hidden_size)
+        w.add_uint32(k + "llm.feed_forward_length", llm.intermediate_size)
+        w.add_uint32(k + "llm.head_count", llm.num_attention_heads)
+        w.add_uint32(k + "llm.head_count_kv", llm.num_key_value_heads)
+        w.add_float32(k + "llm.rms_norm_eps", llm.rms_norm_eps)
+        w.add_float32(k + "llm.rope_theta", llm.rope_theta)
+        w.add_uint32(k + "llm.vocab_size", llm.vocab_size)
+        w.add_uint32(k + "llm.context_length", llm.max_position_embeddings)
+
+        head = cfg.action_head
+        w.add_uint32(k + "action_head.num_blocks", head.num_blocks)
+        w.add_uint32(k + "action_head.hidden_dim", head.hidden_dim)
+        w.add_float32(k + "action_head.layer_norm_eps", head.layer_norm_eps)
+
+        stats = policy.norm_stats
+        w.add_string(k + "norm_stats.key", stats.key)
+        w.add_string(k + "norm_stats.type", stats.normalization.value)
+        for part, b in (("action", stats.action), ("proprio", stats.proprio)):
+            if b is None:
+                continue
+            # float64 keeps the statistics exact for Python-side (un)normalisation
+            w.add_array(k + f"norm_stats.{part}.low", [float(v) for v in b.low], "float64")
+            w.add_array(k + f"norm_stats.{part}.high", [float(v) for v in b.high], "float64")
+            w.add_array(k + f"norm_stats.{part}.mask", [int(v) for v in b.mask], "int32")
+
+        w.add_string(k + "prompt.template", cfg.prompt.template)
+        w.add_uint32(k + "prompt.lowercase_instruction", int(cfg.prompt.lowercase_instruction))
+        w.add_uint32(k + "prompt.empty_piece_id", policy.tokenizer.empty_piece_id)
+        w.add_string("tokenizer.ggml.model", "llama")
+        w.add_array("tokenizer.ggml.tokens", _vocabulary(policy), "string")
+        w.add_uint32("tokenizer.ggml.bos_token_id", cfg.bos_token_id)
+        w.add_uint32("tokenizer.ggml.eos_token_id", cfg.eos_token_id)
+
+        for name, t in exported_tensors(policy).items():
+            value = t.detach().to(torch.float32).cpu().numpy()
+            w.add_tensor(name, value, tensor_type(name, tuple(value.shape), outtype))
+    return Path(path)
+
+
+def runtime_inputs(out) -> dict[str, np.ndarray]:
+    """The runtime's inputs for what ``run_policy`` fed the reference (a ``PolicyOutput``)."""
+    inputs = {
+        "pixel_values": out.pixel_values.to(torch.float32).numpy(),
+        "input_ids": out.input_ids.to(torch.float32).numpy(),
+    }
+    if out.proprio is not None:
+        inputs["proprio"] = out.proprio.to(torch.float32).numpy()
+    return inputs
+
+
+__all__ = ["ARCH", "OUTTYPES", "write_gguf", "tensor_type", "exported_tensors", "runtime_inputs"]
