@@ -166,8 +166,7 @@ omnimodel_status omnimodel_meta_string(const omnimodel_context * ctx, const char
     return guarded(err, [&] {
         if (key == nullptr || out == nullptr) omni::fail(OMNIMODEL_ERR_INVALID_ARGUMENT, "key or out is NULL");
         const auto & m  = ctx->rt->get_model();
-        const int64_t id = m.find_key(key);
-        if (id < 0) omni::fail(OMNIMODEL_ERR_NOT_FOUND, omni::format("metadata key '%s' is missing", key));
+        const int64_t id = m.require_key(key);
         if (gguf_get_kv_type(m.gguf(), id) != GGUF_TYPE_STRING) {
             omni::fail(OMNIMODEL_ERR_FORMAT, omni::format("metadata key '%s' is not a string", key));
         }

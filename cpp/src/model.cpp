@@ -195,6 +195,14 @@ ggml_tensor * model::find(const std::string & name) const {
 
 int64_t model::find_key(const std::string & key) const { return gguf_find_key(gguf_, key.c_str()); }
 
+int64_t model::require_key(const std::string & key) const {
+    const int64_t id = find_key(key);
+    if (id < 0) {
+        fail(OMNIMODEL_ERR_NOT_FOUND, format("metadata key '%s' is missing from '%s'", key.c_str(), path_.c_str()));
+    }
+    return id;
+}
+
 namespace {
 
 bool kv_as_int(const gguf_context * g, int64_t id, int64_t & out) {
@@ -230,10 +238,7 @@ bool kv_as_float(const gguf_context * g, int64_t id, double & out) {
 }  // namespace
 
 int64_t model::get_int(const std::string & key) const {
-    const int64_t id = find_key(key);
-    if (id < 0) {
-        fail(OMNIMODEL_ERR_NOT_FOUND, format("metadata key '%s' is missing from '%s'", key.c_str(), path_.c_str()));
-    }
+    const int64_t id = require_key(key);
     int64_t v = 0;
     if (!kv_as_int(gguf_, id, v)) {
         fail(OMNIMODEL_ERR_FORMAT, format("metadata key '%s' is a %s, expected an integer", key.c_str(),
@@ -243,10 +248,7 @@ int64_t model::get_int(const std::string & key) const {
 }
 
 double model::get_float(const std::string & key) const {
-    const int64_t id = find_key(key);
-    if (id < 0) {
-        fail(OMNIMODEL_ERR_NOT_FOUND, format("metadata key '%s' is missing from '%s'", key.c_str(), path_.c_str()));
-    }
+    const int64_t id = require_key(key);
     double v = 0;
     if (!kv_as_float(gguf_, id, v)) {
         fail(OMNIMODEL_ERR_FORMAT, format("metadata key '%s' is a %s, expected a number", key.c_str(),
@@ -256,10 +258,7 @@ double model::get_float(const std::string & key) const {
 }
 
 std::string model::get_string(const std::string & key) const {
-    const int64_t id = find_key(key);
-    if (id < 0) {
-        fail(OMNIMODEL_ERR_NOT_FOUND, format("metadata key '%s' is missing from '%s'", key.c_str(), path_.c_str()));
-    }
+    const int64_t id = require_key(key);
     if (gguf_get_kv_type(gguf_, id) != GGUF_TYPE_STRING) {
         fail(OMNIMODEL_ERR_FORMAT, format("metadata key '%s' is a %s, expected a string", key.c_str(),
                                           gguf_type_name(gguf_get_kv_type(gguf_, id))));
@@ -280,10 +279,7 @@ std::string model::get_string(const std::string & key, const std::string & fallb
 }
 
 std::vector<float> model::get_float_array(const std::string & key) const {
-    const int64_t id = find_key(key);
-    if (id < 0) {
-        fail(OMNIMODEL_ERR_NOT_FOUND, format("metadata key '%s' is missing from '%s'", key.c_str(), path_.c_str()));
-    }
+    const int64_t id = require_key(key);
     if (gguf_get_kv_type(gguf_, id) != GGUF_TYPE_ARRAY) {
         fail(OMNIMODEL_ERR_FORMAT, format("metadata key '%s' is not an array", key.c_str()));
     }

@@ -55,6 +55,7 @@ public:
     // Metadata. `find_key` returns -1 when absent; the typed getters throw a NOT_FOUND/FORMAT
     // error naming the key when it is absent or of a non-convertible type.
     int64_t     find_key(const std::string & key) const;
+    int64_t     require_key(const std::string & key) const;  // like find_key, but NOT_FOUND when absent
     bool        has(const std::string & key) const { return find_key(key) >= 0; }
     int64_t     get_int(const std::string & key) const;
     double      get_float(const std::string & key) const;
