@@ -168,6 +168,86 @@ public:
         return to_numpy(data, n_dims, ne);
     }
 
+    // ---- robot side (omnimodel_predict_action and its helpers) ----
+
+    int32_t vla_query(int32_t (*fn)(omnimodel_context *)) const {
+        const int32_t v = fn(ctx());
+        if (v < 0) raise_status(OMNIMODEL_ERR_NOT_FOUND, omnimodel_last_error(ctx()));
+        return v;
+    }
+
+    // Frames as (H, W, 3) uint8 arrays; rows may be strided (a crop), pixels must be packed.
+    std::vector<omnimodel_image> frames(const py::list & images, std::vector<py::array> & keep) const {
+        std::vector<omnimodel_image> out;
+        for (size_t i = 0; i < images.size(); ++i) {
+            py::array a = py::reinterpret_borrow<py::object>(images[i]);
+            if (!py::isinstance<py::array_t<uint8_t>>(a) || a.ndim() != 3 || a.shape(2) != 3) {
+                throw py::value_error("image " + std::to_string(i) + ": expected a uint8 numpy array of shape (H, W, 3)");
+            }
+            if (a.strides(2) != 1 || a.strides(1) != 3) a = py::array_t<uint8_t, py::array::c_style>::ensure(a);
+            keep.push_back(a);
+            out.push_back({static_cast<const uint8_t *>(a.data()), static_cast<int32_t>(a.shape(1)),
+                           static_cast<int32_t>(a.shape(0)), static_cast<int32_t>(a.strides(0))});
+        }
+        return out;
+    }
+
+    // The C API takes NUL-terminated text: refuse what it would silently cut.
+    static void no_nul(const std::string & text) {
+        if (text.find('\0') != std::string::npos) throw py::value_error("text contains a NUL character");
+    }
+
+    py::array_t<float> predict_action(const py::list & images, const std::string & instruction, const py::object & proprio) {
+        no_nul(instruction);
+        std::vector<py::array> keep;
+        const std::vector<omnimodel_image> f = frames(images, keep);
+        std::vector<float> p;
+        if (!proprio.is_none()) {
+            auto arr = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(proprio);
+            if (!arr) throw py::type_error("proprio is not convertible to a float32 array");
+            p.assign(arr.data(), arr.data() + arr.size());
+        }
+        const int32_t chunk = vla_query(&omnimodel_chunk_length), dim = vla_query(&omnimodel_action_dim);
+        std::vector<float> out(static_cast<size_t>(chunk) * static_cast<size_t>(dim));
+        omnimodel_status st;
+        {
+            py::gil_scoped_release nogil;
+            st = omnimodel_predict_action(ctx(), f.data(), static_cast<int32_t>(f.size()), instruction.c_str(),
+                                          proprio.is_none() ? nullptr : p.data(), static_cast<int32_t>(p.size()),
+                                          out.data(), out.size());
+        }
+        check(st, ctx());
+        const int64_t ne[2] = {dim, chunk};
+        return to_numpy(out, 2, ne);
+    }
+
+    template <typename F>
+    std::vector<int32_t> ids_of(F fn, const std::string & text) {
+        no_nul(text);
+        size_t n = 0;
+        const omnimodel_status st = fn(ctx(), text.c_str(), nullptr, 0, &n);
+        if (st != OMNIMODEL_OK && n == 0) check(st, ctx());
+        std::vector<int32_t> ids(n);
+        check(fn(ctx(), text.c_str(), ids.data(), ids.size(), &n), ctx());
+        return ids;
+    }
+
+    std::vector<int32_t> tokenize(const std::string & text) { return ids_of(&omnimodel_tokenize, text); }
+    std::vector<int32_t> input_ids(const std::string & instruction) { return ids_of(&omnimodel_input_ids, instruction); }
+
+    py::array_t<float> preprocess_images(const py::list & images) {
+        std::vector<py::array> keep;
+        const std::vector<omnimodel_image> f = frames(images, keep);
+        size_t n = 0;
+        omnimodel_status st = omnimodel_preprocess_images(ctx(), f.data(), static_cast<int32_t>(f.size()), nullptr, 0, &n);
+        if (st != OMNIMODEL_OK && n == 0) check(st, ctx());
+        std::vector<float> px(n);
+        check(omnimodel_preprocess_images(ctx(), f.data(), static_cast<int32_t>(f.size()), px.data(), px.size(), &n), ctx());
+        const int64_t s = vla_query(&omnimodel_image_size);
+        const int64_t ne[4] = {s, s, static_cast<int64_t>(n) / (s * s), 1};
+        return to_numpy(px, 4, ne);
+    }
+
 private:
     omnimodel_context * ctx_ = nullptr;
 };
@@ -284,6 +364,21 @@ PYBIND11_MODULE(_runtime, m) {
     m.def("ggml_version", &omnimodel_ggml_version, "version of the ggml compiled in");
     m.def("status_string", [](int code) { return omnimodel_status_string(static_cast<omnimodel_status>(code)); });
 
+    // Architecture plugins (omnimodel.codegen + omnimodel.build): registers the library's graph,
+    // replacing a same-named architecture for models loaded afterwards.
+    m.def(
+        "load_plugin",
+        [](const py::object & path) {
+            const std::string p = py::str(py::module_::import("os").attr("fspath")(path));
+            omnimodel_status  st;
+            {
+                py::gil_scoped_release nogil;
+                st = omnimodel_load_plugin(p.c_str());
+            }
+            check(st, nullptr);
+        },
+        py::arg("path"), "Load an architecture plugin (.so) and register its graph; raises RuntimeStatusError.");
+
     py::class_<Model>(m, "Model")
         .def(py::init<const std::string &, int, bool, const std::string &, int, bool>(), py::arg("path"),
              py::arg("n_threads") = 0, py::arg("use_mmap") = true, py::arg("backend") = "auto",
@@ -298,6 +393,17 @@ PYBIND11_MODULE(_runtime, m) {
         .def("run", &Model::run, py::arg("inputs"), py::arg("capture") = std::vector<std::string>{},
              "Set inputs (name -> float array), compute, and return outputs plus captured intermediates. "
              "capture=['*'] keeps every named intermediate.")
+        .def("predict_action", &Model::predict_action, py::arg("images"), py::arg("instruction"),
+             py::arg("proprio") = py::none(),
+             "raw uint8 (H, W, 3) frames + instruction + raw proprio -> (chunk, action_dim) un-normalised actions")
+        .def("tokenize", &Model::tokenize, py::arg("text"), "token ids of text with the model's tokenizer, no BOS")
+        .def("input_ids", &Model::input_ids, py::arg("instruction"), "the full id sequence the graph gets")
+        .def("preprocess_images", &Model::preprocess_images, py::arg("images"), "the pixel_values the graph gets")
+        .def_property_readonly("chunk_length", [](const Model & s) { return s.vla_query(&omnimodel_chunk_length); })
+        .def_property_readonly("action_dim", [](const Model & s) { return s.vla_query(&omnimodel_action_dim); })
+        .def_property_readonly("image_size", [](const Model & s) { return s.vla_query(&omnimodel_image_size); })
+        .def_property_readonly("n_images", [](const Model & s) { return s.vla_query(&omnimodel_n_images); })
+        .def_property_readonly("proprio_dim", [](const Model & s) { return s.vla_query(&omnimodel_proprio_dim); })
         .def("results", &Model::results)
         .def("result", &Model::result, py::arg("name"))
         .def("close", &Model::close)

@@ -157,6 +157,92 @@ OMNIMODEL_API omnimodel_status omnimodel_result_shape(const omnimodel_context * 
 OMNIMODEL_API omnimodel_status omnimodel_result_get(const omnimodel_context * ctx, const char * name, float * dst,
                                                     size_t capacity);
 
+/* ---- architecture plugins ---------------------------------------------------------------- */
+
+/* Load a shared library holding a generated architecture graph (see `omnimodel.build`) and register
+ * it. The library must export `void omnimodel_plugin_register(void)`, which calls
+ * omni::register_architecture(name, fn); a plugin's architecture replaces a same-named one (built-in
+ * or from an earlier plugin) for contexts loaded afterwards. The library stays loaded for the life of
+ * the process. Loading the same path again calls its register function again (re-selecting it after
+ * another plugin replaced it); a rebuilt library needs a new path, because the system loader returns
+ * the already-open one for a known path. On failure omnimodel_last_error(NULL) tells why. */
+OMNIMODEL_API omnimodel_status omnimodel_load_plugin(const char * path);
+
+/* ==== robot side: raw observation -> action chunk (vision-language-action models) ==========
+ *
+ * For VLA architectures (e.g. "openvla-oft") the runtime does everything a robot needs without
+ * Python: it tokenises the instruction with the vocabulary stored in the file, resizes and
+ * normalises the camera images, normalises the proprio state with the dataset statistics in the
+ * file, runs the graph and returns the un-normalised action chunk. See docs/robot_integration.md.
+ *
+ *     int32_t chunk = omnimodel_chunk_length(ctx), dim = omnimodel_action_dim(ctx);
+ *     float * actions = malloc(sizeof(float) * chunk * dim);
+ *     omnimodel_image cams[2] = {{front_rgb, 640, 480, 0}, {wrist_rgb, 640, 480, 0}};
+ *     if (omnimodel_predict_action(ctx, cams, 2, "put the bowl on the plate", state, 8,
+ *                                  actions, (size_t) chunk * dim) != OMNIMODEL_OK) {
+ *         fprintf(stderr, "%s\n", omnimodel_last_error(ctx));
+ *     }
+ *     // actions[t * dim + j]: step t of the chunk, action dimension j
+ */
+
+/* One camera frame: 8-bit RGB, row-major, 3 bytes per pixel (R, G, B). Rows may be padded:
+ * stride is the number of bytes from one row's start to the next, 0 meaning 3 * width. The data is
+ * only read during the call. */
+typedef struct omnimodel_image {
+    const uint8_t * data;
+    int32_t         width;
+    int32_t         height;
+    int32_t         stride;
+} omnimodel_image;
+
+/* What the loaded VLA model expects and returns. Each returns -1 (and sets omnimodel_last_error)
+ * when ctx is NULL or the model is not a VLA with the needed metadata. */
+OMNIMODEL_API int32_t omnimodel_chunk_length(omnimodel_context * ctx); /* actions per chunk          */
+OMNIMODEL_API int32_t omnimodel_action_dim(omnimodel_context * ctx);   /* values per action          */
+OMNIMODEL_API int32_t omnimodel_image_size(omnimodel_context * ctx);   /* native side, in pixels     */
+OMNIMODEL_API int32_t omnimodel_n_images(omnimodel_context * ctx);     /* images per observation     */
+OMNIMODEL_API int32_t omnimodel_proprio_dim(omnimodel_context * ctx);  /* 0: the model takes none    */
+
+/* Predict the next action chunk from one observation.
+ *  images:      n_images frames, in the order the policy was trained with (OpenVLA-OFT: third-person
+ *               camera first, then wrist). Frames of any size are resized to the model's square
+ *               image_size; at exactly image_size x image_size the result equals the Python
+ *               preprocessing bit for bit (resizing: see docs/robot_integration.md).
+ *  instruction: NUL-terminated UTF-8 task text, e.g. "put the black bowl on the plate" (lower-cased and put into
+ *               the model's prompt template here).
+ *  proprio:     the raw (un-normalised) robot state, proprio_dim finite values; NULL and 0 for a
+ *               model without proprio.
+ *  actions_out: receives chunk_length * action_dim floats, un-normalised (ready for the robot),
+ *               action t of the chunk at actions_out[t * action_dim ...]; capacity is its size in floats.
+ * Errors: OMNIMODEL_ERR_SHAPE for a wrong image count, an empty image or a wrong proprio_dim;
+ * OMNIMODEL_ERR_INVALID_ARGUMENT for NULL pointers, a stride below 3 * width, non-finite proprio, an
+ * empty or non-UTF-8 instruction or too small a capacity; OMNIMODEL_ERR_NOT_FOUND / _FORMAT when
+ * the file lacks the tokenizer or preprocessing metadata. Replaces any inputs set with
+ * omnimodel_set_input; results stay readable as after omnimodel_compute. */
+OMNIMODEL_API omnimodel_status omnimodel_predict_action(omnimodel_context * ctx, const omnimodel_image * images,
+                                                        int32_t n_images, const char * instruction,
+                                                        const float * proprio, int32_t proprio_dim,
+                                                        float * actions_out, size_t capacity);
+
+/* Token ids of NUL-terminated UTF-8 text with the model's own tokenizer, no BOS (what the Python tokenizer gives).
+ * Writes at most capacity ids; *n_ids receives the full count. capacity too small ->
+ * OMNIMODEL_ERR_INVALID_ARGUMENT with *n_ids set, so a first call with capacity 0 (ids may be
+ * NULL) asks for the size. */
+OMNIMODEL_API omnimodel_status omnimodel_tokenize(omnimodel_context * ctx, const char * text, int32_t * ids,
+                                                  size_t capacity, size_t * n_ids);
+
+/* The whole token sequence the graph gets for an instruction: BOS, the filled-in prompt, the
+ * architecture's extras (OpenVLA-OFT: "▁", chunk_length * action_dim placeholders, EOS). Same
+ * capacity rules as omnimodel_tokenize. */
+OMNIMODEL_API omnimodel_status omnimodel_input_ids(omnimodel_context * ctx, const char * instruction, int32_t * ids,
+                                                   size_t capacity, size_t * n_ids);
+
+/* The pixel_values tensor the graph gets for n_images frames: (1, 3 * towers * n_images, S, S)
+ * row-major floats, towers' normalised copies per image. Same capacity rules (counting floats). */
+OMNIMODEL_API omnimodel_status omnimodel_preprocess_images(omnimodel_context * ctx, const omnimodel_image * images,
+                                                           int32_t n_images, float * pixels, size_t capacity,
+                                                           size_t * n_values);
+
 #ifdef __cplusplus
 }
 #endif

@@ -96,7 +96,7 @@ ggml_tensor * build_vit_block(graph_builder & gb, ggml_tensor * x, const std::st
         return ggml_cont(ctx, ggml_view_4d(ctx, qkv, hd, hp.n_head, n_tok, nb, hd * es, qkv->nb[1], qkv->nb[2],
                                            static_cast<size_t>(i) * d * es));
     };
-    ggml_tensor * attn = build_attention(gb, part(0), part(1), part(2), 1.0f / std::sqrt((float) hd), false);
+    ggml_tensor * attn = build_attention(gb, part(0), part(1), part(2), 1.0f / std::sqrt((float) hd), hp.causal);
     attn = gb.build_linear(attn, gb.weight(prefix + "attn.proj.weight", {d, d}), gb.weight_opt(prefix + "attn.proj.bias"));
     gb.name(attn, prefix + "attn");
     if (hp.layer_scale) attn = ggml_mul(ctx, attn, gb.weight(prefix + "ls1.scale_factor", {d}));
@@ -133,10 +133,9 @@ ggml_tensor * build_llama_block(graph_builder & gb, ggml_tensor * x, ggml_tensor
     k = ggml_reshape_4d(ctx, k, hd, hp.n_head_kv, n_tok, 1);
     v = ggml_reshape_4d(ctx, v, hd, hp.n_head_kv, n_tok, 1);
     // HF rotate_half == ggml NEOX: pairs (i, i + hd/2), angle pos * theta^(-2i/hd)
-    q = ggml_rope_ext(ctx, q, positions, nullptr, (int) hd, GGML_ROPE_TYPE_NEOX, 0, hp.rope_theta, 1.0f, 0.0f, 1.0f,
-                      0.0f, 0.0f);
-    k = ggml_rope_ext(ctx, k, positions, nullptr, (int) hd, GGML_ROPE_TYPE_NEOX, 0, hp.rope_theta, 1.0f, 0.0f, 1.0f,
-                      0.0f, 0.0f);
+    const int rope_mode = hp.rope == rope_kind::neox ? GGML_ROPE_TYPE_NEOX : 0;
+    q = ggml_rope_ext(ctx, q, positions, nullptr, (int) hd, rope_mode, 0, hp.rope_theta, 1.0f, 0.0f, 1.0f, 0.0f, 0.0f);
+    k = ggml_rope_ext(ctx, k, positions, nullptr, (int) hd, rope_mode, 0, hp.rope_theta, 1.0f, 0.0f, 1.0f, 0.0f, 0.0f);
     ggml_tensor * attn = build_attention(gb, q, k, v, 1.0f / std::sqrt((float) hd), hp.causal);
     attn = ggml_reshape_2d(ctx, attn, hp.n_head * hd, n_tok);
     attn = gb.build_linear(attn, gb.weight(a + "o_proj.weight", {hp.n_head * hd, d}));

@@ -39,11 +39,16 @@ struct vit_block_params {
     float     eps     = 1e-6f;
     bool      layer_scale = false;  // ls1/ls2.scale_factor (timm LayerScale, Prismatic's rename)
     act_kind  act     = act_kind::gelu_erf;
+    bool      causal  = false;  // timm ViTs attend bidirectionally; a knob so a wrong plan is expressible
 };
 
-// timm ViT block: x + ls1(attn(norm1(x))), then + ls2(mlp(norm2(x))); fused qkv, bidirectional.
+// timm ViT block: x + ls1(attn(norm1(x))), then + ls2(mlp(norm2(x))); fused qkv, bidirectional
+// unless hp.causal.
 ggml_tensor * build_vit_block(graph_builder & gb, ggml_tensor * x, const std::string & prefix,
                               const vit_block_params & hp);
+
+// RoPE pairing: neox rotates (i, i + hd/2) (HF rotate_half), normal rotates (2i, 2i + 1) (GPT-J).
+enum class rope_kind { neox, normal };
 
 struct llama_block_params {
     int64_t n_embd    = 0;
@@ -52,10 +57,11 @@ struct llama_block_params {
     int64_t n_ff      = 0;
     float   eps       = 1e-6f;
     float   rope_theta = 10000.0f;
+    rope_kind rope    = rope_kind::neox;
     bool    causal    = false;
 };
 
-// HF Llama decoder layer: RMSNorm, q/k/v/o (no bias), RoPE NEOX (half split) over the whole head,
+// HF Llama decoder layer: RMSNorm, q/k/v/o (no bias), RoPE (hp.rope; HF is neox) over the whole head,
 // attention (causal or not), RMSNorm, SwiGLU MLP. x {D, T}; positions: I32 {T}.
 ggml_tensor * build_llama_block(graph_builder & gb, ggml_tensor * x, ggml_tensor * positions,
                                 const std::string & prefix, const llama_block_params & hp);

@@ -1,6 +1,7 @@
 // The C boundary: every entry point catches everything and turns it into a status + message.
 #include "omnimodel.h"
 
+#include "c_context.hpp"
 #include "error.hpp"
 #include "runtime.hpp"
 
@@ -11,10 +12,6 @@
 #    define OMNIMODEL_VERSION_STRING "0.0.0"
 #endif
 
-struct omnimodel_context {
-    std::unique_ptr<omni::runtime> rt;
-    mutable std::string            last_error;  // set by const queries too
-};
 
 namespace {
 
@@ -51,6 +48,8 @@ omnimodel_status guarded(std::string & err, F && f) {
     } while (0)
 
 }  // namespace
+
+std::string & omni::thread_load_error() { return g_load_error; }
 
 extern "C" {
 

@@ -30,6 +30,9 @@ std::string format(const char * fmt, ...)
 // ggml reports parse failures through its log callback; we keep the recent error lines so an
 // exception can say *why* gguf rejected a file instead of just "failed".
 void        log_install(bool verbose);
+
+// The calling thread's message for omnimodel_last_error(NULL) (failed loads, plugin loads).
+std::string & thread_load_error();
 void        log_clear_recent();
 std::string log_recent_errors();
 

@@ -1,5 +1,9 @@
 """OpenVLA-OFT in the C++ runtime (``openvla-oft`` graph) against the PyTorch reference, on a miniature.
 
+The graph under test is the *generated* one: the session fixture ``generated_oft_plugin`` (tests/conftest.py)
+analyzes the miniature, plans it, renders templates/ into C++, builds the plugin and loads it, replacing the
+runtime's ``openvla-oft`` architecture.
+
 Both run on exactly the same inputs (``run_policy``'s pixel values, token ids and normalised proprio).
 Every intermediate the runtime names after a PyTorch module is compared with that module's forward-hook
 output: at F32 each must reach cosine >= 0.99999 and the action chunk must match to 1e-4 of the action
@@ -26,6 +30,14 @@ _runtime = pytest.importorskip("omnimodel._runtime")
 
 SPEC = MiniatureSpec(seed=0)
 INSTRUCTION = "Put the black bowl on the plate"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _generated_graph(generated_oft_plugin):
+    """Every test here runs on the generated graph (and the correct one, should another test have
+    loaded a wrong-knob plugin)."""
+    generated_oft_plugin.reload()
+    return generated_oft_plugin
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -158,10 +170,21 @@ def test_action_slot_alignment(policy, reference, f32_results) -> None:
     assert cosine(hidden[start + 1 : stop + 1], out.action_hidden_states[0].numpy()) < 0.99
 
 
-def test_attention_is_bidirectional(policy, observation, reference, workdir) -> None:
-    """A runtime with a causal LLM (metadata flag) disagrees with OFT and agrees with a causal reference."""
+def test_attention_is_bidirectional(policy, observation, reference, workdir, generated_oft_plugin) -> None:
+    """The plan's attn_mask knob flipped to causal, re-rendered and rebuilt: that graph disagrees with OFT
+    and agrees with a causal reference. (The correct graph is restored afterwards.)"""
+    from omnimodel.build import build_plugin
+    from omnimodel.codegen.render import render
+
     out, hooks = reference
-    causal = run_runtime(write_gguf(policy, workdir / "oft-causal.gguf", "f32", causal_attention=True), out)
+    plan = generated_oft_plugin.plan.with_knob("language_model.model", "attn_mask", "causal")
+    render(plan, workdir / "causal_src")
+    try:
+        _runtime.load_plugin(build_plugin(workdir / "causal_src", workdir / "causal_build", verbose=False))
+        causal = run_runtime(workdir / "oft-f32.gguf" if (workdir / "oft-f32.gguf").is_file()
+                             else write_gguf(policy, workdir / "oft-f32.gguf", "f32"), out)
+    finally:
+        generated_oft_plugin.reload()
     assert cosine(causal["language_model.model.layers.0"], hooks["language_model.model.layers.0"]) < 0.999
     assert np.abs(causal["normalized_actions"] - out.normalized_actions).max() > 1e-2
 

@@ -15,13 +15,16 @@ import sys
 from collections.abc import Sequence
 
 import omnimodel
-from omnimodel.cli import doctor_cmd, inspect_cmd
+from omnimodel.cli import bench_cmd, convert_cmd, doctor_cmd, inspect_cmd, validate_cmd
 from omnimodel.cli.command import Command
 from omnimodel.errors import OmnimodelError
 
 COMMANDS: list[Command] = [
     inspect_cmd.COMMAND,
     doctor_cmd.COMMAND,
+    convert_cmd.COMMAND,
+    validate_cmd.COMMAND,
+    bench_cmd.COMMAND,
 ]
 
 EXIT_OK = 0

@@ -253,6 +253,10 @@ PLATFORMS: dict[str, PlatformConfig] = {
     "libero": PlatformConfig("libero", 8, 7, 8, NormalizationType.BOUNDS_Q99, 2),
     "aloha": PlatformConfig("aloha", 25, 14, 14, NormalizationType.BOUNDS, 3),
     "bridge": PlatformConfig("bridge", 5, 7, 7, NormalizationType.BOUNDS_Q99, 1),
+    # Not upstream: omnimodel's own Meta-World benchmark (omnimodel.simbench) -- 4-D actions
+    # [dx, dy, dz, grip], 4-D proprio [hand xyz, gripper opening], third-person + gripper camera,
+    # LIBERO's chunk length and normalisation.
+    "metaworld": PlatformConfig("metaworld", 8, 4, 4, NormalizationType.BOUNDS_Q99, 2),
 }
 
 

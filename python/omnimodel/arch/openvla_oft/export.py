@@ -6,7 +6,8 @@
 Every tensor the L1-regression forward pass uses is written under its PyTorch ``state_dict`` name
 (``unused_parameter_prefixes`` are skipped: the last ViT blocks, the towers' final norms, SigLIP's
 MAP head, the LM head). Types: ``f32`` writes everything F32; ``f16`` makes matrices (and the patch
-kernels, the token embedding) F16; ``q8_0`` makes matrices whose rows are a multiple of 32 Q8_0 and
+kernels, the token embedding) F16; ``bf16`` the same in BF16 (the released checkpoints' own precision,
+so it stores their weights exactly); ``q8_0`` makes matrices whose rows are a multiple of 32 Q8_0 and
 the rest F16. 1-D tensors (norms, biases, LayerScale) and the position / class / register embeddings
 always stay F32.
 
@@ -16,12 +17,18 @@ hyper-parameters (``llm.*``), action head (``action_head.*``), the token ids the
 from, ``causal_attention`` (0: OFT's bidirectional attention), the dataset statistics
 (``norm_stats.{key,type}``, ``norm_stats.{action,proprio}.{low,high,mask}`` -- low/high are q01/q99
 for bounds_q99 and min/max for bounds) and the prompt template. The vocabulary goes to
-``tokenizer.ggml.tokens`` (index = token id).
+``tokenizer.ggml.tokens`` (index = token id) with ``token_type`` (llama.cpp's codes), and either
+``merges`` (from tokenizer.json) or ``scores`` (from tokenizer.model), so the C++ tokenizer reproduces
+the ids the Python tokenizer produces.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,25 +36,13 @@ import torch
 
 from omnimodel.gguf.types import GGMLType
 from omnimodel.gguf.writer import GGUFModelWriter
+from omnimodel.plan.types import OUTTYPES, tensor_type  # the planner owns the type rules
 
 from .config import ViTConfig
 from .modeling import unused_parameter_prefixes
 from .policy import OpenVLAOFTPolicy
 
 ARCH = "openvla-oft"
-OUTTYPES = ("f32", "f16", "q8_0")
-_KEEP_F32_LEAVES = ("cls_token", "reg_token", "pos_embed")
-
-
-def tensor_type(name: str, shape: tuple[int, ...], outtype: str) -> GGMLType:
-    """GGML type of one tensor for ``outtype``."""
-    if outtype not in OUTTYPES:
-        raise ValueError(f"outtype must be one of {OUTTYPES}, got {outtype!r}")
-    if outtype == "f32" or len(shape) < 2 or name.rsplit(".", 1)[-1] in _KEEP_F32_LEAVES:
-        return GGMLType.F32
-    if outtype == "q8_0" and len(shape) == 2 and shape[-1] % 32 == 0:
-        return GGMLType.Q8_0
-    return GGMLType.F16
 
 
 def exported_tensors(policy: OpenVLAOFTPolicy) -> dict[str, torch.Tensor]:
@@ -56,18 +51,63 @@ def exported_tensors(policy: OpenVLAOFTPolicy) -> dict[str, torch.Tensor]:
     return {k: v for k, v in policy.model.state_dict().items() if not k.startswith(skip)}
 
 
-def _vocabulary(policy: OpenVLAOFTPolicy) -> list[str]:
+# llama.cpp's token types (tokenizer.ggml.token_type), so any GGUF reader understands them.
+TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
+_BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+
+
+@dataclass
+class Vocabulary:
+    """What the C++ tokenizer (cpp/src/vla/tokenizer.cpp) needs to reproduce the Python ids.
+
+    ``merges`` (tokenizer.json: ranked "left right" pairs, Hugging Face BPE semantics, special
+    tokens split out of the raw text first) or ``scores`` (tokenizer.model: SentencePiece BPE, the
+    pair whose merged piece scores highest merges first, no special-token splitting), whichever
+    source the Python tokenizer itself reads."""
+
+    tokens: list[str]
+    token_types: list[int]
+    scores: list[float] | None
+    merges: list[str] | None
+    unk_id: int
+
+
+def _vocabulary(policy: OpenVLAOFTPolicy) -> Vocabulary:
     enc = policy.tokenizer.encoder
     tok = getattr(enc, "_tok", None)
     if tok is not None:
         pieces = tok.get_vocab(with_added_tokens=True)
-    else:
-        sp = enc._sp
-        pieces = {sp.IdToPiece(i): i for i in range(sp.GetPieceSize())}
-    out = [""] * (max(pieces.values()) + 1)
-    for piece, i in pieces.items():
-        out[i] = piece
-    return out
+        tokens = [""] * (max(pieces.values()) + 1)
+        for piece, i in pieces.items():
+            tokens[i] = piece
+        model = json.loads(tok.to_str())["model"]
+        if model.get("type") != "BPE" or not model.get("byte_fallback", False):
+            raise ValueError("tokenizer.json: only a byte-fallback BPE model (Llama's) can be exported")
+        # tokenizers writes merges as "a b" strings or [a, b] pairs depending on its version
+        merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+        unk = model.get("unk_token")
+        unk_id = pieces.get(unk, 0) if unk is not None else 0
+        added = {t.content: t.special for t in tok.get_added_tokens_decoder().values()}
+        types = []
+        for i, piece in enumerate(tokens):
+            if i == unk_id:
+                types.append(TOKEN_UNKNOWN)
+            elif piece in added:
+                types.append(TOKEN_CONTROL if added[piece] else TOKEN_USER_DEFINED)
+            elif _BYTE_PIECE.match(piece):
+                types.append(TOKEN_BYTE)
+            else:
+                types.append(TOKEN_NORMAL)
+        return Vocabulary(tokens, types, None, merges, unk_id)
+    sp = enc._sp
+    n = sp.GetPieceSize()
+    tokens = [sp.IdToPiece(i) for i in range(n)]
+    types = [
+        TOKEN_UNKNOWN if sp.IsUnknown(i) else TOKEN_CONTROL if sp.IsControl(i) else TOKEN_BYTE if sp.IsByte(i)
+        else TOKEN_UNUSED if sp.IsUnused(i) else TOKEN_NORMAL
+        for i in range(n)
+    ]
+    return Vocabulary(tokens, types, [float(sp.GetScore(i)) for i in range(n)], None, int(sp.unk_id()))
 
 
 def _add_tower(w: GGUFModelWriter, name: str, vit: ViTConfig, mean, std) -> None:
@@ -90,10 +130,16 @@ def _add_tower(w: GGUFModelWriter, name: str, vit: ViTConfig, mean, std) -> None
 
 
 def write_gguf(
-    policy: OpenVLAOFTPolicy, path: str | os.PathLike[str], outtype: str = "f32", *, causal_attention: bool = False
+    policy: OpenVLAOFTPolicy,
+    path: str | os.PathLike[str],
+    outtype: str = "f32",
+    *,
+    causal_attention: bool = False,
+    types: Mapping[str, GGMLType] | None = None,
 ) -> Path:
-    """Write ``policy`` as an ``openvla-oft`` GGUF. ``causal_attention=True`` (tests only) makes the
-    runtime's Llama causal, which OFT is not."""
+    """Write ``policy`` as an ``openvla-oft`` GGUF. ``types`` (a plan's ``tensor_types()``) overrides the
+    per-tensor GGML types; without it ``outtype``'s rules apply. ``causal_attention=True`` (tests only)
+    records a causal Llama in the metadata; generated graphs take the masking from their plan instead."""
     if outtype not in OUTTYPES:
         raise ValueError(f"outtype must be one of {OUTTYPES}, got {outtype!r}")
     cfg = policy.config
@@ -145,14 +191,25 @@ def write_gguf(
         w.add_string(k + "prompt.template", cfg.prompt.template)
         w.add_uint32(k + "prompt.lowercase_instruction", int(cfg.prompt.lowercase_instruction))
         w.add_uint32(k + "prompt.empty_piece_id", policy.tokenizer.empty_piece_id)
+        w.add_uint32(k + "prompt.append_empty_piece", int(cfg.prompt.append_empty_piece))
         w.add_string("tokenizer.ggml.model", "llama")
-        w.add_array("tokenizer.ggml.tokens", _vocabulary(policy), "string")
+        vocab = _vocabulary(policy)
+        w.add_array("tokenizer.ggml.tokens", vocab.tokens, "string")
+        w.add_array("tokenizer.ggml.token_type", vocab.token_types, "int32")
+        if vocab.scores is not None:
+            w.add_array("tokenizer.ggml.scores", vocab.scores, "float32")
+        if vocab.merges is not None:
+            w.add_array("tokenizer.ggml.merges", vocab.merges, "string")
+        w.add_uint32("tokenizer.ggml.unknown_token_id", vocab.unk_id)
+        w.add_bool("tokenizer.ggml.add_space_prefix", True)
+        w.add_bool("tokenizer.ggml.byte_fallback", True)
         w.add_uint32("tokenizer.ggml.bos_token_id", cfg.bos_token_id)
         w.add_uint32("tokenizer.ggml.eos_token_id", cfg.eos_token_id)
 
         for name, t in exported_tensors(policy).items():
             value = t.detach().to(torch.float32).cpu().numpy()
-            w.add_tensor(name, value, tensor_type(name, tuple(value.shape), outtype))
+            gt = types[name] if types is not None and name in types else tensor_type(name, tuple(value.shape), outtype)
+            w.add_tensor(name, value, gt)
     return Path(path)
 
 

@@ -1,0 +1,218 @@
+"""Predict-action latency of a convert output: the runtime against the PyTorch reference (fp32, bf16).
+
+All contenders get the same observation, the same preprocessed inputs and the same thread count. Times
+are medians over ``runs`` after ``warmup`` runs. Stages:
+
+    preprocess  images -> pixel values, prompt -> token ids, proprio normalisation (Python, shared by all)
+    vision      both ViT towers + projector + proprio projector
+    llm         the Llama stack (incl. the final norm)
+    head        the L1 action head
+``predict_action_ms`` = preprocess + model. PyTorch stages are timed with forward pre/post hooks; the
+runtime computes one ggml graph and exposes no per-stage timers, so its split is reported as null.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .convert import MODEL_FILE, REPORT_FILE, ConvertError, _load_policy
+
+_STAGE_MODULES = {
+    "vision": ("vision_backbone", "projector", "proprio_projector"),
+    "llm": ("language_model.model",),
+    "head": ("action_head",),
+}
+
+
+def machine_description() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    from omnimodel import _runtime
+
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "omnimodel": _runtime.version(),
+        "ggml": _runtime.ggml_version(),
+    }
+
+
+def _median_ms(samples: list[float]) -> float:
+    return round(statistics.median(samples) * 1e3, 3)
+
+
+def _time(fn, runs: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _bench_torch(policy, dtype, pixel_values, prompt_ids, proprio, runs: int, warmup: int) -> dict[str, Any]:
+    import torch
+
+    model = copy.deepcopy(policy.model).to(dtype).eval()
+    stage_time: dict[str, float] = {}
+    started: dict[str, float] = {}
+    handles = []
+    modules = dict(model.named_modules())
+    for stage, names in _STAGE_MODULES.items():
+        for name in names:
+            m = modules.get(name)
+            if m is None:
+                continue
+
+            def pre(_m, _a, name=name):
+                started[name] = time.perf_counter()
+
+            def post(_m, _a, _o, name=name, stage=stage):
+                stage_time[stage] = stage_time.get(stage, 0.0) + time.perf_counter() - started[name]
+
+            handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    per_stage: dict[str, list[float]] = {s: [] for s in _STAGE_MODULES}
+
+    @torch.no_grad()
+    def once():
+        stage_time.clear()
+        model(pixel_values, prompt_ids, proprio)
+        for s in per_stage:
+            per_stage[s].append(stage_time.get(s, 0.0))
+
+    try:
+        samples = _time(once, runs, warmup)
+    finally:
+        for h in handles:
+            h.remove()
+    return {
+        "model_ms": _median_ms(samples),
+        "stages_ms": {s: _median_ms(v[warmup:]) for s, v in per_stage.items()},
+        "samples_ms": [round(s * 1e3, 3) for s in samples],
+    }
+
+
+def bench(out_dir: str | os.PathLike[str], *, runs: int = 10, warmup: int = 2, threads: int = 1,
+          torch_dtypes: tuple[str, ...] = ("float32", "bfloat16")) -> dict[str, Any]:
+    import torch
+
+    from omnimodel import _runtime
+    from omnimodel.arch.openvla_oft.normalization import normalize_proprio
+    from omnimodel.arch.openvla_oft.preprocess import images_to_pixel_values
+
+    from .validate.reference import parity_observation
+    from .validate.report import ValidationReport
+
+    out_dir = Path(out_dir).absolute()
+    if not (out_dir / REPORT_FILE).is_file() or not (out_dir / MODEL_FILE).is_file():
+        raise ConvertError(f"{out_dir}: needs {MODEL_FILE} and {REPORT_FILE} (a convert output directory)")
+    if runs < 1 or threads < 1:
+        raise ConvertError("--runs and --threads must be >= 1 (a fair comparison needs an explicit thread count)")
+    rep = ValidationReport.read_json(out_dir / REPORT_FILE)
+    checkpoint = Path(rep.checkpoint or "")
+    if not checkpoint.is_absolute():
+        checkpoint = out_dir / checkpoint
+    if rep.graph.startswith("plugin:"):
+        _runtime.load_plugin(str(out_dir / rep.graph.split(":", 1)[1]))
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        policy = _load_policy(checkpoint)
+        cfg = policy.config
+        images, proprio_raw = parity_observation(policy, rep.seed)
+        instruction = rep.instruction
+
+        def preprocess():
+            pv = images_to_pixel_values(images, cfg.vision, cfg.num_images)
+            ids = torch.tensor([policy.tokenizer.encode_prompt(instruction)], dtype=torch.long)
+            pr = None
+            if cfg.use_proprio:
+                pr = torch.tensor(normalize_proprio(np.asarray(proprio_raw, np.float64), policy.norm_stats.proprio),
+                                  dtype=torch.float32)[None]
+            return pv, ids, pr
+
+        pre_ms = _median_ms(_time(preprocess, runs, warmup))
+        pixel_values, prompt_ids, proprio = preprocess()
+        inputs = {
+            "pixel_values": pixel_values.to(torch.float32).numpy(),
+            "input_ids": policy.model.full_input_ids(prompt_ids).to(torch.float32).numpy(),
+        }
+        if proprio is not None:
+            inputs["proprio"] = proprio.numpy()
+
+        with _runtime.Model(str(out_dir / MODEL_FILE), n_threads=threads) as m:
+            backend = m.backend_name
+            rt = _time(lambda: m.run(inputs), runs, warmup)
+        result: dict[str, Any] = {
+            "machine": machine_description(),
+            "threads": threads,
+            "runs": runs,
+            "warmup": warmup,
+            "model": {
+                "checkpoint": str(checkpoint),
+                "outtype": rep.outtype,
+                "graph": rep.graph,
+                "gguf_bytes": (out_dir / MODEL_FILE).stat().st_size,
+                "parameters": int(sum(p.numel() for p in policy.model.parameters())),
+            },
+            "preprocess_ms": pre_ms,
+            "runtime": {
+                "backend": backend,
+                "model_ms": _median_ms(rt),
+                "predict_action_ms": round(pre_ms + _median_ms(rt), 3),
+                "stages_ms": None,
+                "stages_note": "one ggml graph; the runtime exposes no per-stage timers",
+                "samples_ms": [round(s * 1e3, 3) for s in rt],
+            },
+        }
+        for name in torch_dtypes:
+            r = _bench_torch(policy, getattr(torch, name), pixel_values, prompt_ids, proprio, runs, warmup)
+            r["predict_action_ms"] = round(pre_ms + r["model_ms"], 3)
+            result[f"pytorch_{'fp32' if name == 'float32' else 'bf16' if name == 'bfloat16' else name}"] = r
+    finally:
+        torch.set_num_threads(previous)
+    return result
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        f"{m['cpu']} ({m['logical_cpus']} logical CPUs), {result['threads']} thread(s), median of {result['runs']}",
+        f"model: {result['model']['outtype']} {result['model']['graph']}, {result['model']['parameters']:,} parameters",
+        "",
+        f"{'':<16} {'predict_action':>15} {'model':>10} {'vision':>9} {'llm':>9} {'head':>9}   (ms)",
+    ]
+    rows = [("runtime", result["runtime"])] + [(k, v) for k, v in result.items() if k.startswith("pytorch_")]
+    for label, r in rows:
+        st = r.get("stages_ms") or {}
+        cell = lambda k: f"{st[k]:>9.3f}" if k in st else f"{'-':>9}"  # noqa: E731
+        lines.append(f"{label:<16} {r['predict_action_ms']:>15.3f} {r['model_ms']:>10.3f} "
+                     f"{cell('vision')} {cell('llm')} {cell('head')}")
+    lines.append(f"(predict_action = preprocess {result['preprocess_ms']:.3f} ms + model; runtime stages: "
+                 f"{result['runtime']['stages_note']})")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["bench", "format_bench", "machine_description"]

@@ -1,0 +1,402 @@
+"""`omnimodel convert openvla-oft`: checkpoint -> output directory with a parity-proven model.
+
+    analyze -> plan -> GGUF -> render -> build plugin -> validate (+ reflector) -> rename into place
+
+Output directory (``OUT``):
+
+    model.gguf               the weights and metadata
+    plan.json                the plan the graph was generated from (or, without the planner, a stub
+                             saying the built-in graph ran)
+    sources/                 generated C++ sources (plugin graph only)
+    plugin/<name>.so         the built graph plugin (plugin graph only)
+    validation_report.json   per-tensor parity, the reflector's record, and what to re-run it with
+    demo_checkpoint/         the miniature checkpoint (``--demo`` only)
+
+Nothing half-written: everything is built in a hidden staging directory next to ``OUT`` and renamed onto
+it at the very end; any failure removes the staging directory.
+
+Which graph runs: the generated plugin when the analyzer/planner/codegen/build chain is importable
+(``graph="auto"``), otherwise the runtime's built-in ``openvla-oft`` graph. The report says which.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omnimodel.errors import OmnimodelError, UsageError
+
+ARCHITECTURES = ("openvla-oft",)
+OUTTYPES = ("f32", "f16", "bf16", "q8_0")
+REPORT_FILE = "validation_report.json"
+PLAN_FILE = "plan.json"
+MODEL_FILE = "model.gguf"
+DEMO_DIR = "demo_checkpoint"
+BUILTIN_GRAPH = "builtin:openvla-oft"
+# Parity is about numerics, not skill: a float64 reference is the tighter truth and affordable for
+# models up to this many parameters (the miniature; not a 7B model, which would need ~60 GB).
+FLOAT64_REFERENCE_MAX_PARAMS = 200_000_000
+
+Log = Callable[[str], None]
+
+
+class ConvertError(OmnimodelError):
+    """The conversion cannot proceed (bad checkpoint, failed stage); the message says which and why."""
+
+
+@dataclass
+class PluginChain:
+    """The generated-graph tool chain (another package); None fields mean it is not installed yet."""
+
+    analyze: Callable[..., Any]
+    make_plan: Callable[..., Any]
+    skills: dict[str, Any]
+    render: Callable[..., Any]
+    build_plugin: Callable[..., Path]
+    load_plugin: Callable[[str], Any]
+
+
+def plugin_chain() -> tuple[PluginChain | None, str]:
+    """The chain if every piece imports, else None and what is missing."""
+    try:
+        from omnimodel import _runtime
+        from omnimodel.analyze import analyze
+        from omnimodel.build import build_plugin
+        from omnimodel.codegen.render import render
+        from omnimodel.plan import make_plan
+        from omnimodel.plan.skills import SKILLS
+    except ImportError as e:
+        return None, f"generated-graph chain not available ({e})"
+    load = getattr(_runtime, "load_plugin", None)
+    if load is None:
+        return None, "the runtime has no load_plugin"
+    return PluginChain(analyze, make_plan, dict(SKILLS), render, build_plugin, lambda p: load(str(p))), ""
+
+
+@dataclass
+class ConvertResult:
+    out_dir: Path
+    files: dict[str, int]  # relative path -> bytes
+    report: Any  # ValidationReport
+    graph: str
+    demo: bool
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _stage_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial-{os.getpid()}"
+
+
+def _checkpoint_error(e: Exception) -> ConvertError:
+    return ConvertError(" ".join(str(e).split()))
+
+
+def _load_policy(checkpoint: Path):
+    from omnimodel.arch.openvla_oft import load_policy
+    from omnimodel.arch.openvla_oft.config import ConfigError
+
+    try:
+        return load_policy(checkpoint)
+    except (ConfigError, ValueError) as e:  # CheckpointError derives from ConfigError(ValueError)
+        raise _checkpoint_error(e) from e
+
+
+def _reference_dtype(policy, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    n = sum(p.numel() for p in policy.model.parameters())
+    return "float64" if n <= FLOAT64_REFERENCE_MAX_PARAMS else "float32"
+
+
+def _files(root: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(root)): p.stat().st_size
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and DEMO_DIR not in p.relative_to(root).parts
+    }
+
+
+def _plan_json(plan: Any) -> str:
+    text = plan.to_json()
+    return text if isinstance(text, str) else json.dumps(text, indent=2)
+
+
+def convert_openvla_oft(
+    out: str | os.PathLike[str],
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    demo: bool = False,
+    outtype: str = "f32",
+    graph: str = "auto",
+    threads: int = 1,
+    force: bool = False,
+    keep_failed: bool = False,
+    reference_dtype: str = "auto",
+    knobs: list[tuple[str, str, Any]] | None = None,
+    log: Log = print,
+) -> ConvertResult:
+    """Run the whole conversion; raises ConvertError (nothing left behind) on any failure.
+
+    A parity failure that the reflector cannot repair is also a failure unless ``keep_failed``, in
+    which case the output directory is written with the failing report (and the result says so).
+    """
+    import torch
+
+    from omnimodel.arch.openvla_oft import MiniatureSpec, write_miniature
+    from omnimodel.arch.openvla_oft import export as oft_export
+
+    from .validate.parity import check_parity, run_runtime
+    from .validate.reference import DEFAULT_INSTRUCTION, DEFAULT_SEED, parity_observation, run_reference
+    from .validate.reflector import PluginSteps, reflect
+
+    if outtype not in OUTTYPES:
+        raise UsageError(f"--outtype must be one of {OUTTYPES}, got {outtype!r}")
+    if outtype not in oft_export.OUTTYPES:
+        raise UsageError(f"the GGUF exporter cannot write {outtype!r} (it writes {oft_export.OUTTYPES})")
+    if (checkpoint is None) == (not demo):
+        raise UsageError("give either --checkpoint DIR or --demo")
+    if graph not in ("auto", "builtin", "plugin"):
+        raise UsageError(f"--graph must be auto, builtin or plugin, got {graph!r}")
+    out = Path(out).absolute()
+    if out.exists() and not force:
+        raise UsageError(f"{out}: already exists (use --force to replace it)")
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint).absolute()
+        if not checkpoint.is_dir():
+            raise ConvertError(f"{checkpoint}: checkpoint directory not found")
+
+    chain, why_not = plugin_chain() if graph != "builtin" else (None, "built-in graph requested (--graph builtin)")
+    if graph == "plugin" and chain is None:
+        raise ConvertError(f"--graph plugin: {why_not}")
+    if knobs and chain is None:
+        raise UsageError(f"--knob needs the generated graph, and {why_not}")
+
+    stage = _stage_dir(out)
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    times: dict[str, float] = {}
+    previous_threads = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    step = 0
+    n_steps = 7
+
+    @contextlib.contextmanager
+    def stage_step(name: str, what: str):
+        nonlocal step
+        step += 1
+        log(f"[{step}/{n_steps}] {name}: {what}")
+        t0 = time.perf_counter()
+        yield
+        times[name] = time.perf_counter() - t0
+        log(f"      done in {times[name]:.2f} s")
+
+    try:
+        with stage_step("checkpoint", "writing a random-weight miniature (demo)" if demo else str(checkpoint)):
+            if demo:
+                log("      NOTE: no checkpoint given -- this is a DEMO on a tiny random-weight OpenVLA-OFT "
+                    "miniature written on the fly (real file layout, not a trained model)")
+                checkpoint = write_miniature(stage / DEMO_DIR, MiniatureSpec(seed=0))
+            policy = _load_policy(checkpoint)
+            cfg = policy.config
+            log(f"      {cfg.num_images} image(s) {cfg.vision.image_size}px, LLM {cfg.llm.num_hidden_layers} layers x "
+                f"{cfg.llm.hidden_size}, chunk {cfg.num_actions_chunk} x {cfg.action_dim} actions")
+
+        plan = None
+        with stage_step("analyze+plan", "describe the model, map its modules onto skills"):
+            if chain is None:
+                log(f"      skipped: {why_not}; the runtime's built-in '{BUILTIN_GRAPH.split(':')[1]}' graph will run")
+                plan_text = json.dumps(
+                    {"graph": BUILTIN_GRAPH, "outtype": outtype, "checkpoint": str(checkpoint),
+                     "note": f"no generated plan: {why_not}"}, indent=2)
+            else:
+                try:
+                    desc = chain.analyze(checkpoint)
+                    plan = chain.make_plan(desc, outtype=outtype)
+                    # Overrides of the analyzer's choices (experiments, fault injection); the validator
+                    # still judges the result and the reflector may change them back.
+                    for module_name, knob, value in knobs or []:
+                        plan = plan.with_knob(module_name, knob, value)
+                        log(f"      knob override: {module_name}.{knob} = {value!r}")
+                except (ValueError, KeyError) as e:
+                    raise ConvertError(f"analyze/plan: {' '.join(str(e).split())}") from e
+                plan_text = _plan_json(plan)
+            (stage / PLAN_FILE).write_text(plan_text + "\n")
+
+        with stage_step("gguf", f"writing {MODEL_FILE} ({outtype})"):
+            gguf_path = oft_export.write_gguf(policy, stage / MODEL_FILE, outtype)
+            log(f"      {gguf_path.stat().st_size / 2**20:.2f} MiB")
+
+        graph_name = BUILTIN_GRAPH
+        with stage_step("render+build", "generate the graph's C++ and build the plugin"):
+            if chain is None:
+                log("      skipped: using the built-in graph")
+            else:
+                chain.render(plan, stage / "sources")
+                plugin = _build_and_keep(chain, stage / "sources", stage / ".build", stage / "plugin")
+                chain.load_plugin(plugin)
+                graph_name = f"plugin:{plugin.relative_to(stage)}"
+                log(f"      built and loaded {plugin.relative_to(stage)}")
+
+        with stage_step("reference", "PyTorch forward with hooks"):
+            rdtype = _reference_dtype(policy, reference_dtype)
+            images, proprio = parity_observation(policy, DEFAULT_SEED)
+            ref = run_reference(policy, images, DEFAULT_INSTRUCTION, proprio, dtype=rdtype)
+            log(f"      {len(ref.tensors)} intermediates in {rdtype}")
+
+        recorded_checkpoint = DEMO_DIR if demo else str(checkpoint)
+
+        def validate(tensors):
+            return check_parity(tensors, ref, outtype, graph=graph_name, checkpoint=recorded_checkpoint,
+                                instruction=DEFAULT_INSTRUCTION, seed=DEFAULT_SEED, threads=threads)
+
+        with stage_step("validate", f"runtime ({graph_name}) vs PyTorch, every intermediate"):
+            report = validate(run_runtime(gguf_path, ref.inputs, threads))
+            first = report.first_failure
+            verdict = "all pass" if report.passed else f"FAIL, first at {first.name}" if first else "nothing compared"
+            log(f"      {len(report.results)} tensors: {verdict}")
+
+        with stage_step("reflect", "repair a failing generated graph"):
+            if report.passed:
+                log("      not needed")
+            elif chain is None or plan is None:
+                log("      cannot repair the built-in graph automatically (no plan to change)")
+                report.reflection = {"passed": False, "summary": "built-in graph: no plan to repair", "attempts": []}
+            else:
+                steps = PluginSteps(chain.render, chain.build_plugin, chain.load_plugin,
+                                    lambda: run_runtime(gguf_path, ref.inputs, threads), validate)
+                result = reflect(plan, report, chain.skills, steps.apply, workdir=stage / ".reflect")
+                for a in result.attempts:
+                    log(f"      try {a.module} {a.describe()}")
+                report = result.report
+                if result.passed and result.workdir is not None:
+                    plugin = _adopt_attempt(result.workdir, stage, chain)
+                    graph_name = f"plugin:{plugin.relative_to(stage)}"
+                    (stage / PLAN_FILE).write_text(_plan_json(result.plan) + "\n")
+                report.graph = graph_name
+                report.reflection = result.to_dict()
+                log(f"      {result.summary()}")
+                shutil.rmtree(stage / ".reflect", ignore_errors=True)
+
+        report.write_json(stage / REPORT_FILE)
+        if not report.passed and not keep_failed:
+            raise ParityFailure(report)
+
+        if out.exists():
+            trash = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        stage.rename(out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    finally:
+        torch.set_num_threads(previous_threads)
+    return ConvertResult(out, _files(out), report, graph_name, demo, times)
+
+
+class ParityFailure(ConvertError):
+    """Validation failed and could not be repaired; carries the report for the caller to print."""
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+        first = report.first_failure
+        detail = (report.reflection or {}).get("diagnosis") or (report.reflection or {}).get("summary") or ""
+        super().__init__(
+            f"parity FAILED: first failing tensor {first.name if first else '(none compared)'}"
+            + (f"; {detail}" if detail else "")
+            + "; no output written (use --keep-failed to keep it for inspection)"
+        )
+
+
+def _build_and_keep(chain: PluginChain, sources: Path, build: Path, plugin_dir: Path) -> Path:
+    """Build the plugin and keep only the .so (not CMake's build tree) in the output."""
+    try:
+        built = Path(chain.build_plugin(sources, build))
+    except Exception as e:  # the build tool raises its own error types; name the stage
+        raise ConvertError(f"building the graph plugin failed: {' '.join(str(e).split())[:2000]}") from e
+    plugin_dir.mkdir(exist_ok=True)
+    kept = plugin_dir / built.name
+    shutil.copy2(built, kept)
+    shutil.rmtree(build, ignore_errors=True)
+    return kept
+
+
+def _adopt_attempt(attempt_dir: Path, stage: Path, chain: PluginChain) -> Path:
+    """Make the accepted reflector attempt's sources and plugin the output's; returns the plugin."""
+    sos = sorted((attempt_dir / "build").rglob("*.so"))
+    if not sos:
+        raise ConvertError(f"the accepted repair left no plugin under {attempt_dir / 'build'}")
+    shutil.rmtree(stage / "sources", ignore_errors=True)
+    shutil.copytree(attempt_dir / "sources", stage / "sources")
+    shutil.rmtree(stage / "plugin", ignore_errors=True)
+    (stage / "plugin").mkdir()
+    kept = stage / "plugin" / sos[0].name
+    shutil.copy2(sos[0], kept)
+    return kept
+
+
+def revalidate(out_dir: str | os.PathLike[str], *, threads: int = 1, log: Log = print):
+    """Re-run the parity check of a convert output directory with what its report recorded."""
+    import torch
+
+    from .validate.parity import check_parity, run_runtime
+    from .validate.reference import parity_observation, run_reference
+    from .validate.report import ValidationReport
+
+    out_dir = Path(out_dir).absolute()
+    report_path = out_dir / REPORT_FILE
+    if not report_path.is_file():
+        raise ConvertError(f"{out_dir}: no {REPORT_FILE} (not a convert output directory?)")
+    old = ValidationReport.read_json(report_path)
+    if not old.checkpoint:
+        raise ConvertError(f"{report_path}: records no checkpoint path; cannot re-run the reference")
+    checkpoint = Path(old.checkpoint)
+    if not checkpoint.is_absolute():
+        checkpoint = out_dir / checkpoint
+    if not checkpoint.is_dir():
+        raise ConvertError(f"{checkpoint}: the checkpoint recorded in {REPORT_FILE} is gone")
+    graph = old.graph
+    if graph.startswith("plugin:"):
+        from omnimodel import _runtime
+
+        plugin = out_dir / graph.split(":", 1)[1]
+        if not plugin.is_file():
+            raise ConvertError(f"{plugin}: the graph plugin recorded in {REPORT_FILE} is missing")
+        _runtime.load_plugin(str(plugin))
+    previous = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        policy = _load_policy(checkpoint)
+        log(f"checkpoint {checkpoint}; graph {graph}; outtype {old.outtype}; reference {old.reference_dtype}")
+        images, proprio = parity_observation(policy, old.seed)
+        ref = run_reference(policy, images, old.instruction, proprio, dtype=old.reference_dtype)
+        tensors = run_runtime(out_dir / MODEL_FILE, ref.inputs, threads)
+    finally:
+        torch.set_num_threads(previous)
+    return check_parity(tensors, ref, old.outtype, graph=graph, checkpoint=old.checkpoint,
+                        instruction=old.instruction, seed=old.seed, threads=threads)
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "OUTTYPES",
+    "ConvertError",
+    "ParityFailure",
+    "ConvertResult",
+    "PluginChain",
+    "plugin_chain",
+    "convert_openvla_oft",
+    "revalidate",
+    "REPORT_FILE",
+    "PLAN_FILE",
+    "MODEL_FILE",
+]

@@ -1,0 +1,31 @@
+"""Planner: ModelDescription -> Plan (a skill + knobs per module, a GGML type per tensor).
+
+    from omnimodel.plan import make_plan
+    plan = make_plan(desc, outtype="f16")
+    plan = plan.with_knob("vision_backbone.featurizer", "gelu", "tanh")   # a new plan
+"""
+
+from __future__ import annotations
+
+from omnimodel.analyze.description import ModelDescription
+
+from .plan import ModulePlan, Plan, TensorPlan
+from .skills import SKILLS
+from .types import OUTTYPES, tensor_type
+
+
+def make_plan(desc: ModelDescription, outtype: str = "f32") -> Plan:
+    if outtype not in OUTTYPES:
+        raise ValueError(f"outtype must be one of {OUTTYPES}, got {outtype!r}")
+    if desc.architecture == "openvla-oft":
+        from .archs import openvla_oft as spec
+    else:
+        raise ValueError(f"no arch spec for architecture '{desc.architecture}'")
+    modules = spec.module_plans(desc)
+    for m in modules:
+        SKILLS[m.skill].validate(m.knobs)
+    tensors = tuple(TensorPlan(t.name, tuple(t.shape), tensor_type(t.name, t.shape, outtype).name) for t in desc.tensors)
+    return Plan(desc.architecture, spec.ARCH_TEMPLATE, outtype, modules, tensors, dict(desc.globals))
+
+
+__all__ = ["make_plan", "Plan", "ModulePlan", "TensorPlan", "SKILLS"]

@@ -1,0 +1,53 @@
+"""OpenVLA-OFT's arch spec: module kinds -> skills, description variants -> knobs.
+
+Everything OFT-specific that is not a reusable block (the two-tower image split, the sequence
+[BOS][patches][proprio][prompt][slots][EOS], the action-slot read and the un-normalisation) lives in
+its glue template ``templates/archs/openvla_oft.cpp.j2``.
+"""
+
+from __future__ import annotations
+
+from omnimodel.analyze.description import ModelDescription, ModuleDesc
+
+from ..plan import ModulePlan
+
+ARCH_TEMPLATE = "archs/openvla_oft.cpp.j2"
+META = "openvla-oft."
+
+
+def _module_plan(m: ModuleDesc) -> ModulePlan:
+    v = m.variants
+    if m.kind == "vit_tower":
+        tower = m.name.rsplit(".", 1)[-1]
+        return ModulePlan(
+            m.name,
+            "vit_tower",
+            {
+                "gelu": v["gelu"],
+                "norm_eps": float(v["norm_eps"]),
+                "attn_mask": v["attn_mask"],
+                "layer_scale": bool(v["layer_scale"]),
+                "class_token": bool(v["class_token"]),
+                "reg_tokens": int(v["reg_tokens"]),
+                "pos_embed": v["pos_embed"],
+            },
+            {"meta": f"{META}vision.{tower}."},
+        )
+    if m.kind in ("projector", "proprio_projector"):
+        return ModulePlan(m.name, "mlp_chain", {"act": "gelu_" + v["gelu"]}, {"layers": list(m.hparams["layers"])})
+    if m.kind == "llama":
+        return ModulePlan(
+            m.name,
+            "llama_stack",
+            {"norm_eps": float(v["norm_eps"]), "rope": v["rope"], "rope_theta": float(v["rope_theta"]),
+             "attn_mask": v["attn_mask"]},
+            {"meta": f"{META}llm."},
+        )
+    if m.kind == "l1_head":
+        return ModulePlan(m.name, "mlp_resnet_head", {"norm_eps": float(v["norm_eps"])},
+                          {"meta": f"{META}action_head.", "model": "model"})
+    raise ValueError(f"openvla-oft: no skill for module '{m.name}' of kind '{m.kind}'")
+
+
+def module_plans(desc: ModelDescription) -> tuple[ModulePlan, ...]:
+    return tuple(_module_plan(m) for m in desc.modules)

@@ -1,0 +1,97 @@
+"""The plan: per module a skill and its knob values, per tensor its GGUF name and GGML type.
+
+A Plan is immutable and JSON-serialisable; ``with_knob`` returns a new plan, so a repair loop can
+keep the plan that failed next to the one it tries. The renderer needs nothing but the plan.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from omnimodel.gguf.types import GGMLType
+
+from .skills import SKILLS
+
+
+@dataclass(frozen=True)
+class ModulePlan:
+    name: str  # PyTorch module path: also the prefix of its weights and of its runtime intermediates
+    skill: str  # key of SKILLS
+    knobs: dict[str, Any]  # baked into the generated code as constants
+    # Structural, non-numerical facts the template needs (layer names, metadata key prefix).
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ident(self) -> str:
+        """C identifier for the module's generated function."""
+        return "build_" + "".join(c if c.isalnum() else "_" for c in self.name)
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    name: str  # GGUF tensor name (= PyTorch state_dict name)
+    shape: tuple[int, ...]
+    ggml_type: str  # GGMLType name, e.g. "F16"
+
+    @property
+    def type(self) -> GGMLType:
+        return GGMLType[self.ggml_type]
+
+
+@dataclass(frozen=True)
+class Plan:
+    architecture: str  # general.architecture the generated graph registers under
+    arch_template: str  # the architecture's glue template, relative to templates/
+    outtype: str
+    modules: tuple[ModulePlan, ...]
+    tensors: tuple[TensorPlan, ...]
+    globals: dict[str, Any] = field(default_factory=dict)
+
+    def module(self, name: str) -> ModulePlan:
+        for m in self.modules:
+            if m.name == name:
+                return m
+        raise KeyError(f"no module '{name}' in the plan; modules: {[m.name for m in self.modules]}")
+
+    def with_knob(self, module_name: str, knob: str, value: Any) -> Plan:
+        """A copy with one knob of one module changed (checked against the skill's schema)."""
+        target = self.module(module_name)
+        SKILLS[target.skill].knob(knob).check(value)
+        mods = tuple(replace(m, knobs={**m.knobs, knob: value}) if m.name == module_name else m for m in self.modules)
+        return replace(self, modules=mods)
+
+    def module_for_tensor(self, name: str) -> ModulePlan | None:
+        """The module owning a captured intermediate or a weight: the longest module path that is
+        ``name`` or a dotted prefix of it (``vision_backbone.featurizer.blocks.3`` ->
+        ``vision_backbone.featurizer``). None for glue (``inputs_embeds``, ``vision_backbone``)."""
+        best: ModulePlan | None = None
+        for m in self.modules:
+            if (name == m.name or name.startswith(m.name + ".")) and (best is None or len(m.name) > len(best.name)):
+                best = m
+        return best
+
+    def tensor_types(self) -> dict[str, GGMLType]:
+        return {t.name: t.type for t in self.tensors}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        d = json.loads(text)
+        return cls(
+            architecture=d["architecture"],
+            arch_template=d["arch_template"],
+            outtype=d["outtype"],
+            modules=tuple(ModulePlan(**m) for m in d["modules"]),
+            tensors=tuple(TensorPlan(t["name"], tuple(t["shape"]), t["ggml_type"]) for t in d["tensors"]),
+            globals=d.get("globals", {}),
+        )
+
+
+__all__ = ["ModulePlan", "TensorPlan", "Plan"]

@@ -1,0 +1,132 @@
+"""The skill library: how each kind of module becomes C++ code, and what to try when it mismatches.
+
+A skill is one Jinja template under ``templates/blocks/`` plus the schema of the knobs that template
+bakes into the generated code as constants, plus its *known fixes*: the ordered knob settings worth
+trying when a module rendered with this skill disagrees with PyTorch (the validator's repair loop
+applies them one at a time with ``Plan.with_knob`` and re-renders). Sizes are never knobs: the
+generated code reads them from GGUF metadata. Adding an architecture reuses these skills; only its
+arch spec (``plan/archs/``) and its glue template (``templates/archs/``) are new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    allowed: tuple[Any, ...] | None  # None: any value of the default's type (eps, theta)
+    default: Any
+    doc: str
+
+    def check(self, value: Any) -> None:
+        if self.allowed is not None:
+            if value not in self.allowed:
+                raise ValueError(f"knob '{self.name}' must be one of {self.allowed}, got {value!r}")
+        elif isinstance(self.default, float):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise ValueError(f"knob '{self.name}' must be a positive number, got {value!r}")
+        elif not isinstance(value, type(self.default)):
+            raise ValueError(f"knob '{self.name}' must be a {type(self.default).__name__}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Skill:
+    name: str
+    template: str  # relative to templates/
+    knobs: tuple[Knob, ...]
+    fixes: tuple[dict[str, Any], ...]  # ordered: the most common real-world mix-ups first
+    doc: str
+
+    def knob(self, name: str) -> Knob:
+        for k in self.knobs:
+            if k.name == name:
+                return k
+        raise KeyError(f"skill '{self.name}' has no knob '{name}'; knobs: {[k.name for k in self.knobs]}")
+
+    def defaults(self) -> dict[str, Any]:
+        return {k.name: k.default for k in self.knobs}
+
+    def validate(self, knobs: Mapping[str, Any]) -> None:
+        missing = {k.name for k in self.knobs} - set(knobs)
+        if missing:
+            raise ValueError(f"skill '{self.name}': knobs {sorted(missing)} are not set")
+        for name, value in knobs.items():
+            self.knob(name).check(value)
+
+    def alternatives(self, current: Mapping[str, Any], extra: Mapping[str, list[Any]] | None = None) -> list[dict]:
+        """``fixes`` minus the ones that change nothing, plus per-module candidates (``extra``: e.g. the
+        eps the config states), in order and without repeats."""
+        out: list[dict] = []
+        candidates = list(self.fixes) + [{k: v} for k, vs in (extra or {}).items() for v in vs]
+        for fix in candidates:
+            if any(current.get(k) != v for k, v in fix.items()) and fix not in out:
+                out.append(dict(fix))
+        return out
+
+
+_EPS_FIXES = ({"norm_eps": 1e-6}, {"norm_eps": 1e-5})
+_MASK = ("bidirectional", "causal")
+
+SKILLS: dict[str, Skill] = {
+    s.name: s
+    for s in (
+        Skill(
+            name="vit_tower",
+            template="blocks/vit_tower.cpp.j2",
+            knobs=(
+                Knob("gelu", ("erf", "tanh"), "erf", "MLP activation: exact erf GELU (nn.GELU) or the tanh form"),
+                Knob("norm_eps", None, 1e-6, "LayerNorm eps of norm1/norm2"),
+                Knob("attn_mask", _MASK, "bidirectional", "self-attention masking"),
+                Knob("layer_scale", (True, False), False, "ls1/ls2 LayerScale after attention and MLP"),
+                Knob("class_token", (True, False), False, "a learned class token is prepended"),
+                Knob("reg_tokens", None, 0, "learned register tokens after the class token"),
+                Knob("pos_embed", ("patches_only", "all_tokens"), "all_tokens",
+                     "timm no_embed_class: pos_embed covers the patches only (added before the prefix tokens)"),
+            ),
+            fixes=(
+                {"gelu": "erf"}, {"gelu": "tanh"}, *_EPS_FIXES,
+                {"attn_mask": "bidirectional"}, {"attn_mask": "causal"},
+                {"pos_embed": "patches_only"}, {"pos_embed": "all_tokens"},
+            ),
+            doc="timm VisionTransformer up to a feature block: patch embedding, prefix tokens, position "
+                "embedding, ViT blocks, prefix tokens dropped",
+        ),
+        Skill(
+            name="mlp_chain",
+            template="blocks/mlp_chain.cpp.j2",
+            knobs=(Knob("act", ("gelu_erf", "gelu_tanh", "relu", "silu"), "gelu_erf",
+                        "activation between the linears (none after the last)"),),
+            fixes=({"act": "gelu_erf"}, {"act": "gelu_tanh"}),
+            doc="Linear layers with one activation between them (projectors)",
+        ),
+        Skill(
+            name="llama_stack",
+            template="blocks/llama_stack.cpp.j2",
+            knobs=(
+                Knob("norm_eps", None, 1e-6, "RMSNorm eps (every layer and the final norm)"),
+                Knob("rope", ("neox", "normal"), "neox", "RoPE pairing: neox (HF rotate_half) or normal (GPT-J)"),
+                Knob("rope_theta", None, 10000.0, "RoPE base"),
+                Knob("attn_mask", _MASK, "causal", "self-attention masking"),
+            ),
+            fixes=(
+                {"attn_mask": "bidirectional"}, {"attn_mask": "causal"},
+                {"rope": "neox"}, {"rope": "normal"}, *_EPS_FIXES,
+                {"rope_theta": 10000.0}, {"rope_theta": 500000.0},
+            ),
+            doc="HF Llama decoder layers (RMSNorm, RoPE attention, SwiGLU) and the final RMSNorm",
+        ),
+        Skill(
+            name="mlp_resnet_head",
+            template="blocks/mlp_resnet_head.cpp.j2",
+            knobs=(Knob("norm_eps", None, 1e-5, "LayerNorm eps of every norm in the head"),),
+            fixes=({"norm_eps": 1e-5}, {"norm_eps": 1e-6}),
+            doc="OFT L1-regression head: MLPResNet (LayerNorm, Linear, ReLU residual blocks)",
+        ),
+    )
+}
+
+__all__ = ["Knob", "Skill", "SKILLS"]
