@@ -175,7 +175,7 @@ def test_tensors_seen_by_gguf_py(round_trip: tuple[Path, dict[str, np.ndarray]])
 
 
 def test_ggml_decodes_what_we_read(round_trip: tuple[Path, dict[str, np.ndarray]]) -> None:
-    runtime = pytest.importorskip("omnimodel._runtime", reason="native runtime not built")
+    from omnimodel import _runtime as runtime
     path, inputs = round_trip
     gf = read_gguf(path)
     for (gt, shape, _), name in zip(ROUND_TRIP, inputs):

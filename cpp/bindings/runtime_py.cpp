@@ -82,6 +82,7 @@ public:
     }
 
     std::string architecture() const { return omnimodel_architecture(ctx()); }
+    std::string graph_source() const { return omnimodel_graph_source(ctx()); }
     std::string backend_name() const { return omnimodel_backend_name(ctx()); }
 
     py::list tensors() const {
@@ -378,12 +379,18 @@ PYBIND11_MODULE(_runtime, m) {
             check(st, nullptr);
         },
         py::arg("path"), "Load an architecture plugin (.so) and register its graph; raises RuntimeStatusError.");
+    m.def(
+        "graph_source", [](const std::string & arch) { return std::string(omnimodel_architecture_source(arch.c_str())); },
+        py::arg("architecture"),
+        "which graph serves an architecture now: 'builtin:<arch>', 'plugin:<path>', 'linked:<file>'; '' if none");
 
     py::class_<Model>(m, "Model")
         .def(py::init<const std::string &, int, bool, const std::string &, int, bool>(), py::arg("path"),
              py::arg("n_threads") = 0, py::arg("use_mmap") = true, py::arg("backend") = "auto",
              py::arg("gpu_device") = 0, py::arg("verbose") = false)
         .def_property_readonly("architecture", &Model::architecture)
+        .def_property_readonly("graph_source", &Model::graph_source,
+                               "which graph this model runs: 'builtin:<arch>', 'plugin:<path>' or 'linked:<file>'")
         .def_property_readonly("backend_name", &Model::backend_name)
         .def("tensors", &Model::tensors, "tensors in the file: name, type, type_name, shape (PyTorch order), n_bytes")
         .def("meta_int", &Model::meta_int, py::arg("key"))

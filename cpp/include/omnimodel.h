@@ -110,6 +110,15 @@ OMNIMODEL_API const char * omnimodel_last_error(const omnimodel_context * ctx);
 /* general.architecture of the loaded file, e.g. "openvla-oft". */
 OMNIMODEL_API const char * omnimodel_architecture(const omnimodel_context * ctx);
 
+/* Which graph serves this context's architecture, as registered when it was loaded:
+ * "builtin:<arch>" (compiled into the core), "plugin:<absolute path>" (omnimodel_load_plugin) or
+ * "linked:<file>" (a generated source compiled into this library, as in the standalone project). */
+OMNIMODEL_API const char * omnimodel_graph_source(const omnimodel_context * ctx);
+
+/* The same for an architecture name, from the registry now; "" when none is registered. The string
+ * stays valid until the next call on this thread. */
+OMNIMODEL_API const char * omnimodel_architecture_source(const char * architecture);
+
 /* Name of the compute backend in use, e.g. "CPU" or "CUDA0". */
 OMNIMODEL_API const char * omnimodel_backend_name(const omnimodel_context * ctx);
 

@@ -112,6 +112,16 @@ const char * omnimodel_architecture(const omnimodel_context * ctx) {
     return ctx == nullptr ? "" : ctx->rt->get_model().architecture().c_str();
 }
 
+const char * omnimodel_graph_source(const omnimodel_context * ctx) {
+    return ctx == nullptr ? "" : ctx->rt->graph_source().c_str();
+}
+
+const char * omnimodel_architecture_source(const char * architecture) {
+    thread_local std::string source;
+    source = architecture == nullptr ? std::string() : omni::architecture_source(architecture);
+    return source.c_str();
+}
+
 const char * omnimodel_backend_name(const omnimodel_context * ctx) {
     return ctx == nullptr ? "" : ctx->rt->backend_name();
 }

@@ -80,9 +80,28 @@ private:
 
 using build_fn = void (*)(graph_builder & gb);
 
-// Architectures known to this runtime, by general.architecture.
+// Architectures known to this runtime, by general.architecture. Each entry remembers where its
+// graph came from (architecture_source): "builtin:<name>" for the ones compiled into the core,
+// "plugin:<path>" for one registered by omnimodel_load_plugin, "linked:<file>" for a generated source
+// compiled into the library (the standalone project). Generated graphs call the two-argument form;
+// the source is then whatever registration_source is active on this thread.
 void                     register_architecture(const std::string & name, build_fn fn);
 build_fn                 find_architecture(const std::string & name);  // nullptr when unknown
+std::string              architecture_source(const std::string & name);  // "" when unknown
 std::vector<std::string> architecture_names();
+
+// While alive, architectures registered on this thread are recorded as coming from `source`. The
+// plugin loader and the standalone project's registration unit wrap the generated entry point in
+// one, because that entry point cannot know how it was linked.
+class registration_source {
+public:
+    explicit registration_source(std::string source);
+    ~registration_source();
+    registration_source(const registration_source &)             = delete;
+    registration_source & operator=(const registration_source &) = delete;
+
+private:
+    std::string previous_;
+};
 
 }  // namespace omni

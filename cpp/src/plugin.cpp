@@ -7,8 +7,11 @@
 #include "omnimodel.h"
 
 #include "error.hpp"
+#include "graph.hpp"
 
 #include <dlfcn.h>
+#include <limits.h>
+#include <stdlib.h>
 
 #include <mutex>
 #include <string>
@@ -58,7 +61,12 @@ extern "C" omnimodel_status omnimodel_load_plugin(const char * path) {
         dlclose(handle);  // nothing of it was registered
         return OMNIMODEL_ERR_UNSUPPORTED;
     }
+    // The registry records which file serves the architecture (omnimodel_graph_source), by its
+    // absolute path so that the record still names the file after a change of directory.
+    char        resolved[PATH_MAX];
+    std::string source = std::string("plugin:") + (realpath(path, resolved) != nullptr ? resolved : path);
     try {
+        omni::registration_source scope(source);
         entry();
     } catch (const omni::error & e) {
         err = omni::format("plugin '%s' failed to register: %s", path, e.what());

@@ -24,6 +24,8 @@ public:
     runtime & operator=(const runtime &) = delete;
 
     const model & get_model() const { return *model_; }
+    // Where the graph this context runs came from, as the registry said at load (see architecture_source).
+    const std::string & graph_source() const { return graph_source_; }
     const char *  backend_name() const;
 
     void set_n_threads(int32_t n);
@@ -46,6 +48,7 @@ private:
     ggml_backend_sched_t               sched_       = nullptr;
     std::unique_ptr<model>             model_;
     build_fn                           build_ = nullptr;
+    std::string                        graph_source_;
     std::map<std::string, host_tensor> inputs_;
     std::set<std::string>              capture_;
     bool                               capture_all_ = false;

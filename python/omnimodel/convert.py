@@ -1,22 +1,24 @@
 """`omnimodel convert openvla-oft`: checkpoint -> output directory with a parity-proven model.
 
-    analyze -> plan -> GGUF -> render -> build plugin -> validate (+ reflector) -> rename into place
+    analyze -> plan -> GGUF -> render -> build plugin -> validate (+ reflector) -> standalone project
+    -> rename into place
 
 Output directory (``OUT``):
 
     model.gguf               the weights and metadata
-    plan.json                the plan the graph was generated from (or, without the planner, a stub
-                             saying the built-in graph ran)
-    sources/                 generated C++ sources (plugin graph only)
-    plugin/<name>.so         the built graph plugin (plugin graph only)
+    plan.json                the plan the graph was generated from
+    sources/                 the generated C++ graph (``<arch>.cpp``) and its plugin CMakeLists.txt
+    plugin/<name>.so         the built graph plugin (``omnimodel._runtime.load_plugin`` it before loading the model)
+    project/                 a standalone CMake project for the robot: runtime sources, the generated graph
+                             compiled in, the ggml pin, the GGUF, an example control loop
     validation_report.json   per-tensor parity, the reflector's record, and what to re-run it with
     demo_checkpoint/         the miniature checkpoint (``--demo`` only)
 
 Nothing half-written: everything is built in a hidden staging directory next to ``OUT`` and renamed onto
 it at the very end; any failure removes the staging directory.
 
-Which graph runs: the generated plugin when the analyzer/planner/codegen/build chain is importable
-(``graph="auto"``), otherwise the runtime's built-in ``openvla-oft`` graph. The report says which.
+The graph is always the generated one: the runtime has no hand-written model graphs. The report
+records which graph the runtime actually ran (``graph_source``, asked from the runtime, not assumed).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ REPORT_FILE = "validation_report.json"
 PLAN_FILE = "plan.json"
 MODEL_FILE = "model.gguf"
 DEMO_DIR = "demo_checkpoint"
-BUILTIN_GRAPH = "builtin:openvla-oft"
+PROJECT_DIR = "project"
 # Parity is about numerics, not skill: a float64 reference is the tighter truth and affordable for
 # models up to this many parameters (the miniature; not a 7B model, which would need ~60 GB).
 FLOAT64_REFERENCE_MAX_PARAMS = 200_000_000
@@ -134,7 +136,6 @@ def convert_openvla_oft(
     checkpoint: str | os.PathLike[str] | None = None,
     demo: bool = False,
     outtype: str = "f32",
-    graph: str = "auto",
     threads: int = 1,
     force: bool = False,
     keep_failed: bool = False,
@@ -162,8 +163,6 @@ def convert_openvla_oft(
         raise UsageError(f"the GGUF exporter cannot write {outtype!r} (it writes {oft_export.OUTTYPES})")
     if (checkpoint is None) == (not demo):
         raise UsageError("give either --checkpoint DIR or --demo")
-    if graph not in ("auto", "builtin", "plugin"):
-        raise UsageError(f"--graph must be auto, builtin or plugin, got {graph!r}")
     out = Path(out).absolute()
     if out.exists() and not force:
         raise UsageError(f"{out}: already exists (use --force to replace it)")
@@ -172,11 +171,9 @@ def convert_openvla_oft(
         if not checkpoint.is_dir():
             raise ConvertError(f"{checkpoint}: checkpoint directory not found")
 
-    chain, why_not = plugin_chain() if graph != "builtin" else (None, "built-in graph requested (--graph builtin)")
-    if graph == "plugin" and chain is None:
-        raise ConvertError(f"--graph plugin: {why_not}")
-    if knobs and chain is None:
-        raise UsageError(f"--knob needs the generated graph, and {why_not}")
+    chain, why_not = plugin_chain()
+    if chain is None:  # the runtime has no built-in model graphs to fall back on
+        raise ConvertError(f"cannot generate the graph: {why_not}")
 
     stage = _stage_dir(out)
     shutil.rmtree(stage, ignore_errors=True)
@@ -186,7 +183,7 @@ def convert_openvla_oft(
     if threads > 0:
         torch.set_num_threads(threads)
     step = 0
-    n_steps = 7
+    n_steps = 8
 
     @contextlib.contextmanager
     def stage_step(name: str, what: str):
@@ -209,41 +206,29 @@ def convert_openvla_oft(
             log(f"      {cfg.num_images} image(s) {cfg.vision.image_size}px, LLM {cfg.llm.num_hidden_layers} layers x "
                 f"{cfg.llm.hidden_size}, chunk {cfg.num_actions_chunk} x {cfg.action_dim} actions")
 
-        plan = None
         with stage_step("analyze+plan", "describe the model, map its modules onto skills"):
-            if chain is None:
-                log(f"      skipped: {why_not}; the runtime's built-in '{BUILTIN_GRAPH.split(':')[1]}' graph will run")
-                plan_text = json.dumps(
-                    {"graph": BUILTIN_GRAPH, "outtype": outtype, "checkpoint": str(checkpoint),
-                     "note": f"no generated plan: {why_not}"}, indent=2)
-            else:
-                try:
-                    desc = chain.analyze(checkpoint)
-                    plan = chain.make_plan(desc, outtype=outtype)
-                    # Overrides of the analyzer's choices (experiments, fault injection); the validator
-                    # still judges the result and the reflector may change them back.
-                    for module_name, knob, value in knobs or []:
-                        plan = plan.with_knob(module_name, knob, value)
-                        log(f"      knob override: {module_name}.{knob} = {value!r}")
-                except (ValueError, KeyError) as e:
-                    raise ConvertError(f"analyze/plan: {' '.join(str(e).split())}") from e
-                plan_text = _plan_json(plan)
-            (stage / PLAN_FILE).write_text(plan_text + "\n")
+            try:
+                desc = chain.analyze(checkpoint)
+                plan = chain.make_plan(desc, outtype=outtype)
+                # Overrides of the analyzer's choices (experiments, fault injection); the validator
+                # still judges the result and the reflector may change them back.
+                for module_name, knob, value in knobs or []:
+                    plan = plan.with_knob(module_name, knob, value)
+                    log(f"      knob override: {module_name}.{knob} = {value!r}")
+            except (ValueError, KeyError) as e:
+                raise ConvertError(f"analyze/plan: {' '.join(str(e).split())}") from e
+            (stage / PLAN_FILE).write_text(_plan_json(plan) + "\n")
 
         with stage_step("gguf", f"writing {MODEL_FILE} ({outtype})"):
             gguf_path = oft_export.write_gguf(policy, stage / MODEL_FILE, outtype)
             log(f"      {gguf_path.stat().st_size / 2**20:.2f} MiB")
 
-        graph_name = BUILTIN_GRAPH
         with stage_step("render+build", "generate the graph's C++ and build the plugin"):
-            if chain is None:
-                log("      skipped: using the built-in graph")
-            else:
-                chain.render(plan, stage / "sources")
-                plugin = _build_and_keep(chain, stage / "sources", stage / ".build", stage / "plugin")
-                chain.load_plugin(plugin)
-                graph_name = f"plugin:{plugin.relative_to(stage)}"
-                log(f"      built and loaded {plugin.relative_to(stage)}")
+            chain.render(plan, stage / "sources")
+            plugin = _build_and_keep(chain, stage / "sources", stage / ".build", stage / "plugin")
+            chain.load_plugin(plugin)
+            graph_name = f"plugin:{plugin.relative_to(stage)}"
+            log(f"      built and loaded {plugin.relative_to(stage)}")
 
         with stage_step("reference", "PyTorch forward with hooks"):
             rdtype = _reference_dtype(policy, reference_dtype)
@@ -259,6 +244,7 @@ def convert_openvla_oft(
 
         with stage_step("validate", f"runtime ({graph_name}) vs PyTorch, every intermediate"):
             report = validate(run_runtime(gguf_path, ref.inputs, threads))
+            _check_graph_source(report, stage, log)
             first = report.first_failure
             verdict = "all pass" if report.passed else f"FAIL, first at {first.name}" if first else "nothing compared"
             log(f"      {len(report.results)} tensors: {verdict}")
@@ -266,9 +252,6 @@ def convert_openvla_oft(
         with stage_step("reflect", "repair a failing generated graph"):
             if report.passed:
                 log("      not needed")
-            elif chain is None or plan is None:
-                log("      cannot repair the built-in graph automatically (no plan to change)")
-                report.reflection = {"passed": False, "summary": "built-in graph: no plan to repair", "attempts": []}
             else:
                 steps = PluginSteps(chain.render, chain.build_plugin, chain.load_plugin,
                                     lambda: run_runtime(gguf_path, ref.inputs, threads), validate)
@@ -279,15 +262,23 @@ def convert_openvla_oft(
                 if result.passed and result.workdir is not None:
                     plugin = _adopt_attempt(result.workdir, stage, chain)
                     graph_name = f"plugin:{plugin.relative_to(stage)}"
+                    # The runtime ran the attempt's build, of which plugin/ holds a copy: the same
+                    # file name means the same generated source (the name carries its hash).
+                    if report.graph_source and Path(report.graph_source.split(":", 1)[1]).name == plugin.name:
+                        report.graph_source = f"plugin:{plugin}"
                     (stage / PLAN_FILE).write_text(_plan_json(result.plan) + "\n")
                 report.graph = graph_name
                 report.reflection = result.to_dict()
                 log(f"      {result.summary()}")
                 shutil.rmtree(stage / ".reflect", ignore_errors=True)
 
+        report.graph_source = _final_path(report.graph_source, stage, out)
         report.write_json(stage / REPORT_FILE)
         if not report.passed and not keep_failed:
             raise ParityFailure(report)
+
+        with stage_step("project", f"standalone CMake project for the robot ({PROJECT_DIR}/)"):
+            _write_project(stage, gguf_path)
 
         if out.exists():
             trash = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -302,6 +293,16 @@ def convert_openvla_oft(
     return ConvertResult(out, _files(out), report, graph_name, demo, times)
 
 
+def _final_path(source: str | None, stage: Path, out: Path) -> str | None:
+    """A runtime graph source inside the staging directory, as it will be named once renamed to ``out``."""
+    if not source or not source.startswith("plugin:"):
+        return source
+    path = Path(source.split(":", 1)[1])
+    with contextlib.suppress(ValueError):
+        return f"plugin:{out / path.relative_to(stage.resolve())}"
+    return source
+
+
 class ParityFailure(ConvertError):
     """Validation failed and could not be repaired; carries the report for the caller to print."""
 
@@ -314,6 +315,31 @@ class ParityFailure(ConvertError):
             + (f"; {detail}" if detail else "")
             + "; no output written (use --keep-failed to keep it for inspection)"
         )
+
+
+def _check_graph_source(report: Any, stage: Path, log: Log) -> None:
+    """Say so when the runtime ran another graph than the plugin this conversion built and loaded.
+
+    The report keeps the runtime's own answer either way (``graph_source``); ``graph`` stays the
+    plugin in the output directory, which is what ``omnimodel validate`` loads to re-run the check.
+    """
+    source = report.graph_source or ""
+    if not report.graph.startswith("plugin:") or not source.startswith("plugin:"):
+        return
+    ours = (stage / report.graph.split(":", 1)[1]).resolve()
+    if Path(source.split(":", 1)[1]).resolve() != ours:
+        log(f"      NOTE: the runtime ran {source}, not {report.graph} (another plugin registered the architecture)")
+
+
+def _write_project(stage: Path, gguf_path: Path) -> Path:
+    """project/: the standalone CMake project with the generated graph compiled in."""
+    from omnimodel.codegen.standalone import StandaloneError, write_standalone_project
+
+    sources = sorted((stage / "sources").glob("*.cpp"))
+    try:
+        return write_standalone_project(stage / PROJECT_DIR, gguf_path, sources)
+    except StandaloneError as e:
+        raise ConvertError(f"writing the standalone project: {e}") from e
 
 
 def _build_and_keep(chain: PluginChain, sources: Path, build: Path, plugin_dir: Path) -> Path:

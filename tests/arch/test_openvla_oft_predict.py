@@ -6,7 +6,8 @@ proprio itself. Checked on the miniature: token ids equal to the Python tokenize
 tokenizer.json and the tokenizer.model flavour, every code point Python lower-cases), pixel values
 bit-equal at native resolution and within one uint8 level when resizing, the action chunk within
 1e-4 of the action range at F32, errors instead of crashes, and the standalone project
-(omnimodel.codegen.standalone) building with CMake alone and printing the same chunk.
+(omnimodel.codegen.standalone, with the generated graph compiled in) building with CMake alone and
+printing the same chunk. The graph is the generated one (session fixture ``generated_oft_plugin``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from omnimodel.arch.openvla_oft.export import write_gguf
 from omnimodel.arch.openvla_oft.preprocess import images_to_pixel_values
 from omnimodel.arch.openvla_oft.tokenizer import load_prompt_tokenizer
 
-_runtime = pytest.importorskip("omnimodel._runtime")
+from omnimodel import _runtime  # a broken build must fail these tests, not skip them
 
 SPEC = MiniatureSpec(seed=0)
 REPO = Path(__file__).resolve().parents[2]
@@ -49,6 +50,14 @@ INSTRUCTIONS = [
     "{curly} braces %s \\n",
 ]
 RAW_TEXTS = INSTRUCTIONS + ["", " ", "  leading", "trailing  ", "\u2581already", "<0x41>", "ÿ\u007f\u0001"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _generated_graph(generated_oft_plugin):
+    """The runtime has no built-in OpenVLA-OFT graph: run on the generated one (tests/conftest.py),
+    re-selected in case another test loaded a wrong-knob plugin."""
+    generated_oft_plugin.reload()
+    return generated_oft_plugin
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -273,14 +282,19 @@ def parse_chunk(stdout: str) -> np.ndarray:
     return np.array([[float(v) for v in r] for r in rows])
 
 
-def test_standalone_project_builds_and_predicts(policy, gguf_f32, observation, workdir, tmp_path):
+def test_standalone_project_builds_and_predicts(policy, gguf_f32, observation, workdir, tmp_path,
+                                               generated_oft_plugin):
+    """The one test that compiles ggml (a few minutes on two cores): the project convert writes, with
+    the rendered graph compiled in and registered without any plugin loading."""
     from omnimodel.codegen.standalone import write_standalone_project
 
     ggml = cached_ggml_dir()
-    if ggml is None or shutil.which("cmake") is None:
-        pytest.skip("needs cmake and the cached ggml tree (build the package once)")
+    assert ggml is not None, "the pinned ggml tree is not cached: build the package once (pip install .)"
+    assert shutil.which("cmake"), "cmake is needed (pip install cmake)"
     images, proprio = observation
-    project = write_standalone_project(workdir / "standalone", gguf_f32, [REPO / "cpp/src/archs/openvla_oft.cpp"])
+    rendered = generated_oft_plugin.sources / "openvla_oft.cpp"
+    project = write_standalone_project(workdir / "standalone", gguf_f32, [rendered])
+    assert (project / "arch" / "openvla_oft.cpp").read_text() == rendered.read_text()
     # copy to an empty directory: the project must not point back into this checkout
     moved = tmp_path / "robot"
     shutil.copytree(project, moved)
@@ -303,6 +317,8 @@ def test_standalone_project_builds_and_predicts(policy, gguf_f32, observation, w
          str(images[0].shape[1]), str(images[0].shape[0]), "--images"] + [str(obs / f"image{i}.rgb") for i in range(len(images))]
         + ["--proprio", str(obs / "proprio.txt"), "--threads", "1"],
         check=True, env=env, capture_output=True, text=True)
+    # the graph is the generated source compiled in, registered without loading any plugin
+    assert "arch=openvla-oft graph=linked:arch/openvla_oft.cpp " in res.stdout, res.stdout
     chunk = parse_chunk(res.stdout.split("step 1")[0])
     expected = run_policy(policy, images, instruction, np.asarray(proprio, np.float32).astype(np.float64)).actions
     assert chunk.shape == expected.shape

@@ -11,7 +11,7 @@ from omnimodel.arch.openvla_oft.export import runtime_inputs, write_gguf
 from omnimodel.build import PluginBuildError, build_plugin
 from omnimodel.codegen.render import render, render_source
 
-_runtime = pytest.importorskip("omnimodel._runtime")
+from omnimodel import _runtime  # a broken build must fail these tests, not skip them
 
 
 def cosine(a, b) -> float:
@@ -59,6 +59,9 @@ def test_rendering_is_deterministic(generated_oft_plugin, tmp_path) -> None:
 def test_generated_graph_matches_pytorch_at_f32(generated_oft_plugin, reference) -> None:
     hooks, gguf, inputs = reference
     generated_oft_plugin.reload()
+    assert _runtime.graph_source("openvla-oft") == f"plugin:{generated_oft_plugin.library.resolve()}"
+    with _runtime.Model(str(gguf), n_threads=1) as m:
+        assert m.graph_source == f"plugin:{generated_oft_plugin.library.resolve()}"
     res = run(gguf, inputs)
     cos = {n: cosine(v, hooks[n]) for n, v in res.items() if n in hooks}
     assert len(cos) >= 30

@@ -17,8 +17,6 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                      help="no checkpoint: convert a small random-weight miniature written on the fly")
     p.add_argument("--outtype", default="f32", choices=["f32", "f16", "bf16", "q8_0"], help="weight type")
     p.add_argument("--out", type=Path, help="output directory (default: ./openvla-oft-<outtype>)")
-    p.add_argument("--graph", default="auto", choices=["auto", "builtin", "plugin"],
-                   help="auto: the generated plugin when the codegen chain is installed, else the built-in graph")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for validation (0: all)")
     p.add_argument("--reference-dtype", default="auto", choices=["auto", "float32", "float64"],
                    help="PyTorch reference precision (auto: float64 for small models)")
@@ -39,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
     out = args.out or Path(f"openvla-oft-{args.outtype}{'-demo' if args.demo else ''}")
     try:
         res = convert_openvla_oft(
-            out, checkpoint=args.checkpoint, demo=args.demo, outtype=args.outtype, graph=args.graph,
+            out, checkpoint=args.checkpoint, demo=args.demo, outtype=args.outtype,
             threads=args.threads, force=args.force, keep_failed=args.keep_failed,
             reference_dtype=args.reference_dtype, knobs=knobs,
         )
@@ -51,17 +49,26 @@ def _run(args: argparse.Namespace) -> int:
     if res.report.reflection and res.report.reflection.get("attempts"):
         print(f"reflector: {res.report.reflection['summary']}")
     print(f"\n{res.out_dir}/")
+    project: list[int] = []
     for name, size in res.files.items():
+        if name.startswith("project/"):  # dozens of runtime sources: one line for the whole project
+            project.append(size)
+            continue
         print(f"  {name:<40} {_size(size):>10}")
+    if project:
+        print(f"  {'project/ (' + str(len(project)) + ' files, standalone CMake project)':<40} {_size(sum(project)):>10}")
     if res.demo:
         print("  demo_checkpoint/                         (the miniature the demo converted)")
-    print(f"\ngraph: {res.graph}; stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in res.stage_seconds.items()))
+    print(f"\ngraph: {res.graph} (the runtime ran {res.report.graph_source or 'an unknown graph'})")
+    print("stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in res.stage_seconds.items()))
     if res.demo:
         print("DEMO: random-weight miniature, not a trained policy; pass --checkpoint DIR for a real one")
     if not res.report.passed:
         print("convert: parity FAILED (output kept because of --keep-failed)", file=sys.stderr)
         return 1
     print(f"convert: parity passed ({res.report.outtype}), output in {res.out_dir}")
+    print(f"robot: cmake -S {res.out_dir}/project -B build && cmake --build build -j "
+          "(see docs/robot_integration.md)")
     return 0
 
 
@@ -96,6 +103,7 @@ COMMAND = Command(
     add_arguments=_add_arguments,
     run=_run,
     description="Convert a policy checkpoint: analyze -> plan -> GGUF -> render/build the graph -> validate "
-    "every intermediate against the PyTorch reference (repairing a failing generated graph automatically). "
-    "The output directory appears only when everything succeeded.",
+    "every intermediate against the PyTorch reference (repairing a failing generated graph automatically) -> "
+    "write project/, a standalone CMake project for the robot. The output directory appears only when "
+    "everything succeeded.",
 )

@@ -12,12 +12,22 @@ from .reference import ReferenceRun
 from .report import ValidationReport
 
 
-def run_runtime(gguf: str | os.PathLike[str], inputs: dict[str, np.ndarray], threads: int = 1) -> dict[str, np.ndarray]:
+class RuntimeRun(dict):
+    """Every named intermediate of one runtime run (name -> array, execution order), plus which graph
+    the runtime ran (``graph_source``: "plugin:<path>", "builtin:<arch>", "linked:<file>"), asked from
+    the loaded model rather than assumed from what the caller meant to load."""
+
+    graph_source: str | None = None
+
+
+def run_runtime(gguf: str | os.PathLike[str], inputs: dict[str, np.ndarray], threads: int = 1) -> RuntimeRun:
     """Every named intermediate of one runtime run, in execution order."""
     from omnimodel import _runtime
 
     with _runtime.Model(str(gguf), n_threads=threads) as m:
-        return m.run(inputs, capture=["*"])
+        run = RuntimeRun(m.run(inputs, capture=["*"]))
+        run.graph_source = m.graph_source
+        return run
 
 
 def check_parity(
@@ -25,7 +35,7 @@ def check_parity(
     reference: ReferenceRun,
     outtype: str,
     *,
-    graph: str = "builtin:openvla-oft",
+    graph: str = "",
     checkpoint: str | Path | None = None,
     instruction: str = "",
     seed: int = 0,
@@ -40,6 +50,7 @@ def check_parity(
         results=results,
         unmatched=unmatched,
         graph=graph,
+        graph_source=getattr(runtime_tensors, "graph_source", None),
         checkpoint=str(checkpoint) if checkpoint is not None else None,
         reference_dtype=reference.dtype,
         instruction=instruction,
@@ -48,4 +59,4 @@ def check_parity(
     )
 
 
-__all__ = ["run_runtime", "check_parity"]
+__all__ = ["RuntimeRun", "run_runtime", "check_parity"]

@@ -20,7 +20,8 @@ class ValidationReport:
     thresholds: Thresholds
     results: list[TensorComparison]  # execution order (the runtime's capture order)
     unmatched: list[str] = field(default_factory=list)  # runtime tensors with no reference counterpart
-    graph: str = "builtin:openvla-oft"  # which runtime graph produced the numbers
+    graph: str = ""  # the graph the output directory ships ("plugin:plugin/<name>.so"), reloaded by validate
+    graph_source: str | None = None  # which graph the runtime said it ran (omnimodel_graph_source)
     checkpoint: str | None = None
     reference_dtype: str = "float32"
     instruction: str = ""
@@ -54,6 +55,7 @@ class ValidationReport:
             "outtype": self.outtype,
             "thresholds": asdict(self.thresholds),
             "graph": self.graph,
+            "graph_source": self.graph_source,
             "checkpoint": self.checkpoint,
             "reference_dtype": self.reference_dtype,
             "instruction": self.instruction,
@@ -90,7 +92,8 @@ class ValidationReport:
             thresholds=Thresholds(**d["thresholds"]),
             results=results,
             unmatched=list(d.get("unmatched", [])),
-            graph=d.get("graph", "builtin:openvla-oft"),
+            graph=d.get("graph", ""),
+            graph_source=d.get("graph_source"),
             checkpoint=d.get("checkpoint"),
             reference_dtype=d.get("reference_dtype", "float32"),
             instruction=d.get("instruction", ""),
@@ -128,7 +131,7 @@ class ValidationReport:
         rel = f", rel err <= {t.max_rel_err:g}" if t.max_rel_err is not None else ""
         summary = (
             f"{len(self.results)} tensors compared ({self.outtype}: cosine >= {t.min_cosine}{rel}, action chunk error "
-            f"<= {t.action_range_err:g} of the action range), graph {self.graph}: "
+            f"<= {t.action_range_err:g} of the action range), graph {self.graph_source or self.graph}: "
         )
         if self.passed:
             summary += f"all pass, min cosine {self.min_cosine:.7f}"

@@ -1,4 +1,4 @@
-"""OpenVLA-OFT -> GGUF for the runtime's ``openvla-oft`` graph (``cpp/src/archs/openvla_oft.cpp``).
+"""OpenVLA-OFT -> GGUF for the runtime's ``openvla-oft`` graph (generated from ``templates/archs/openvla_oft.cpp.j2``).
 
     policy = load_policy(checkpoint_dir)
     write_gguf(policy, "oft.gguf", outtype="f16")

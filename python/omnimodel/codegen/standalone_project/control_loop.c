@@ -12,7 +12,7 @@
  * and execute() with the camera, state and controller of your stack.
  *
  * Output, one line each, numbers with 9 significant digits (exact for float32):
- *   model arch=<a> chunk=<C> action_dim=<D> image_size=<S> n_images=<N> proprio_dim=<P>
+ *   model arch=<a> graph=<source> chunk=<C> action_dim=<D> image_size=<S> n_images=<N> proprio_dim=<P>
  *   step <k> ms=<latency>
  *   action <t> <a_0> ... <a_{D-1}>        (C lines per step, t = 0 .. C-1)
  */
@@ -156,8 +156,9 @@ int main(int argc, char ** argv) {
         omnimodel_free(ctx);
         return 1;
     }
-    printf("model arch=%s chunk=%d action_dim=%d image_size=%d n_images=%d proprio_dim=%d\n",
-           omnimodel_architecture(ctx), chunk, action_dim, image_size, n_images, proprio_dim);
+    printf("model arch=%s graph=%s chunk=%d action_dim=%d image_size=%d n_images=%d proprio_dim=%d\n",
+           omnimodel_architecture(ctx), omnimodel_graph_source(ctx), chunk, action_dim, image_size, n_images,
+           proprio_dim);
     if (n_images > MAX_IMAGES || (o.n_image_files > 0 && o.n_image_files != n_images)) {
         fprintf(stderr, "the model takes %d image(s), %d file(s) given\n", n_images, o.n_image_files);
         omnimodel_free(ctx);
