@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 import omnimodel
-from omnimodel.cli import bench_cmd, convert_cmd, doctor_cmd, inspect_cmd, validate_cmd
+from omnimodel.cli import bench_cmd, collect_demos_cmd, convert_cmd, doctor_cmd, eval_cmd, inspect_cmd, validate_cmd
 from omnimodel.cli.command import Command
 from omnimodel.errors import OmnimodelError
 
@@ -25,6 +25,8 @@ COMMANDS: list[Command] = [
     convert_cmd.COMMAND,
     validate_cmd.COMMAND,
     bench_cmd.COMMAND,
+    collect_demos_cmd.COMMAND,
+    eval_cmd.COMMAND,
 ]
 
 EXIT_OK = 0

@@ -1,0 +1,304 @@
+"""PROTOTYPE: train a small OpenVLA-OFT-architecture policy on collected episodes with OFT's L1 loss.
+
+Used now to time training steps (how big a policy fits in an hour on a small CPU); training the
+benchmark's final policy is later work. What it does, following OFT's fine-tuning recipe where it can:
+
+* the model is the reference ``OpenVLAOFT`` (real module names), sized by a ``ModelSize``; its
+  checkpoint directory comes from ``write_miniature`` (same file layout, tokenizer, configs) with
+  ``dataset_statistics.json`` replaced by the collected dataset's;
+* a sample is one step t of an episode: both camera images, the instruction, the proprio state, and
+  the target chunk = actions t .. t+chunk-1 (past the episode end, the last action repeats);
+* actions and proprio are normalised with the q01/q99 bounds (BOUNDS_Q99), loss = mean |pred - target|
+  over the normalised chunk, as OFT's L1-regression head is trained;
+* a batch holds samples of one task, so every prompt in it has the same length (no padding needed);
+* trained weights are written back in the checkpoint layout (one ``model.safetensors``, the head and
+  proprio projector as DDP-style ``.pt`` files) so ``load_policy`` and the evaluator load them as is.
+
+Not done (yet): image augmentation, a tokenizer trained on these instructions (the miniature's
+LIBERO-word tokenizer byte-falls back on unknown words, which only lengthens prompts), LR schedules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .episodes import STATISTICS_FILE, EpisodeDataset
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """Widths and depths of both ViT towers (kept equal here) and the Llama stack."""
+
+    name: str
+    image_size: int
+    vit_dim: int
+    vit_depth: int  # the last block is never read (OFT reads block depth-2)
+    vit_heads: int
+    llm_hidden: int
+    llm_layers: int
+    llm_heads: int
+
+    def miniature_spec(self, seed: int = 0) -> Any:
+        from omnimodel.arch.openvla_oft import MiniatureSpec
+
+        vit = dict(
+            embed_dim=self.vit_dim, depth=self.vit_depth, num_heads=self.vit_heads, mlp_hidden_dim=4 * self.vit_dim
+        )
+        return MiniatureSpec(
+            seed=seed,
+            platform="metaworld",
+            image_size=self.image_size,
+            dino=vit,
+            siglip=dict(vit),
+            llm_hidden=self.llm_hidden,
+            llm_intermediate=int(self.llm_hidden * 8 / 3) // 8 * 8,  # Llama's ~8/3 ratio
+            llm_layers=self.llm_layers,
+            llm_heads=self.llm_heads,
+            num_shards=1,
+        )
+
+
+SIZES: dict[str, ModelSize] = {
+    s.name: s
+    for s in (
+        ModelSize("tiny", 56, 64, 3, 2, 128, 2, 4),
+        ModelSize("small", 84, 128, 5, 4, 256, 4, 4),
+        ModelSize("base", 84, 192, 7, 6, 384, 6, 6),
+    )
+}
+
+
+def init_checkpoint(
+    out_dir: str | os.PathLike[str], size: ModelSize, dataset_root: str | os.PathLike[str], seed: int = 0
+) -> Path:
+    """A fresh (randomly initialised) checkpoint of ``size`` whose statistics are the dataset's."""
+    from omnimodel.arch.openvla_oft import write_miniature
+
+    out = write_miniature(out_dir, size.miniature_spec(seed))
+    shutil.copyfile(Path(dataset_root) / STATISTICS_FILE, out / STATISTICS_FILE)
+    return out
+
+
+def _bounds_normalize(x: np.ndarray, stats: Any) -> np.ndarray:
+    """OFT's BOUNDS_Q99 normalisation (the statistics' low/high are q01/q99), clipped to [-1, 1]."""
+    scaled = np.where(stats.mask, 2.0 * (x - stats.low) / (stats.high - stats.low + 1e-8) - 1.0, x)
+    return np.clip(scaled, -1.0, 1.0).astype(np.float32)
+
+
+class ChunkSamples:
+    """All training samples in memory: images stay uint8, targets are normalised once."""
+
+    def __init__(self, dataset: EpisodeDataset, split: str, policy: Any) -> None:
+        cfg = policy.config
+        chunk = cfg.num_actions_chunk
+        self.images: list[np.ndarray] = []  # per episode (T, C, H, W, 3)
+        self.index: dict[str, list[tuple[int, int]]] = {}  # task -> (episode, t)
+        self.prompts: dict[str, list[int]] = {}
+        self.targets: list[np.ndarray] = []  # per episode (T, chunk, A) normalised
+        self.proprio: list[np.ndarray] = []  # per episode (T, P) normalised
+        for e, ep in enumerate(dataset.episodes(split)):
+            self.images.append(ep.images)
+            a = _bounds_normalize(ep.actions.astype(np.float64), policy.norm_stats.action)
+            idx = np.minimum(np.arange(ep.num_steps)[:, None] + np.arange(chunk)[None], ep.num_steps - 1)
+            self.targets.append(a[idx])
+            self.proprio.append(_bounds_normalize(ep.proprio.astype(np.float64), policy.norm_stats.proprio))
+            self.index.setdefault(ep.task, []).extend((e, t) for t in range(ep.num_steps))
+            self.prompts.setdefault(ep.task, policy.tokenizer.encode_prompt(ep.instruction))
+        if not self.images:
+            raise ValueError(f"split '{split}' has no episodes")
+        self.tasks = sorted(self.index)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(len(v) for v in self.index.values())
+
+    def batch(self, rng: np.random.Generator, batch_size: int, policy: Any) -> tuple[Any, Any, Any, Any]:
+        import torch
+
+        from omnimodel.arch.openvla_oft.preprocess import images_to_pixel_values
+
+        cfg = policy.config
+        task = self.tasks[int(rng.integers(len(self.tasks)))]
+        pool = self.index[task]
+        picks = [pool[i] for i in rng.integers(len(pool), size=batch_size)]
+        pixels = torch.cat(
+            [
+                images_to_pixel_values(list(self.images[e][t][: cfg.num_images]), cfg.vision, cfg.num_images)
+                for e, t in picks
+            ]
+        )
+        prompt = torch.tensor([self.prompts[task]] * batch_size, dtype=torch.long)
+        proprio = torch.from_numpy(np.stack([self.proprio[e][t] for e, t in picks]))
+        target = torch.from_numpy(np.stack([self.targets[e][t] for e, t in picks]))
+        return pixels, prompt, proprio, target
+
+
+@dataclass
+class TrainReport:
+    steps: int
+    batch_size: int
+    parameters: int
+    seconds: float
+    seconds_per_step: float
+    first_loss: float
+    last_loss: float
+    losses: list[float]
+
+
+def train(
+    checkpoint_dir: str | os.PathLike[str],
+    dataset_root: str | os.PathLike[str],
+    *,
+    steps: int,
+    batch_size: int = 32,
+    lr: float = 3e-4,
+    threads: int = 1,
+    seed: int = 0,
+    out_dir: str | os.PathLike[str] | None = None,
+    log_every: int = 0,
+) -> TrainReport:
+    """Train the checkpoint's model for ``steps`` steps (float32, CPU); save to ``out_dir`` if given."""
+    import torch
+
+    from omnimodel.arch.openvla_oft import load_policy
+
+    torch.set_num_threads(max(1, threads))
+    torch.manual_seed(seed)
+    policy = load_policy(checkpoint_dir)
+    model = policy.model.float().train()
+    data = ChunkSamples(EpisodeDataset(dataset_root), "train", policy)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    rng = np.random.default_rng(seed)
+    losses: list[float] = []
+    step_seconds: list[float] = []
+    t0 = time.perf_counter()
+    for step in range(steps):
+        ts = time.perf_counter()
+        pixels, prompt, proprio, target = data.batch(rng, batch_size, policy)
+        out = model(pixels, prompt, proprio if policy.config.use_proprio else None)
+        loss = (out.normalized_actions - target).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        step_seconds.append(time.perf_counter() - ts)
+        if log_every and (step + 1) % log_every == 0:
+            print(f"step {step + 1}/{steps} loss {np.mean(losses[-log_every:]):.4f}", flush=True)
+    seconds = time.perf_counter() - t0
+    model.eval()
+    if out_dir is not None:
+        save_trained(policy, checkpoint_dir, out_dir, step=steps)
+    return TrainReport(
+        steps=steps,
+        batch_size=batch_size,
+        parameters=int(sum(p.numel() for p in params)),
+        seconds=seconds,
+        # the first step pays one-off allocation costs; the median of the rest is the steady rate
+        seconds_per_step=float(np.median(step_seconds[1:] or step_seconds or [0.0])),
+        first_loss=losses[0] if losses else float("nan"),
+        last_loss=float(np.mean(losses[-10:])) if losses else float("nan"),
+        losses=losses,
+    )
+
+
+_CONFIG_FILES = (
+    "config.json",
+    "preprocessor_config.json",
+    "dataset_statistics.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
+
+
+def save_trained(policy: Any, init_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, step: int) -> Path:
+    """Weights in the checkpoint layout: VLA tensors bf16 in model.safetensors (as released), head bf16,
+    proprio projector fp32; the non-weight files copied from the initial checkpoint."""
+    import torch
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # The loader refuses a directory with two head files or an index next to a single file: clear old ones.
+    for pattern in ("model*.safetensors*", "action_head--*_checkpoint.pt", "proprio_projector--*_checkpoint.pt"):
+        for stale in out.glob(pattern):
+            stale.unlink()
+    for name in _CONFIG_FILES:
+        src, dst = Path(init_dir) / name, out / name
+        if src.is_file() and not (dst.exists() and src.samefile(dst)):  # re-saving in place: keep them
+            shutil.copyfile(src, dst)
+    state = {k: v.detach().cpu() for k, v in policy.model.state_dict().items()}
+    vla = {
+        k: v.to(torch.bfloat16).contiguous()
+        for k, v in state.items()
+        if not k.startswith(("action_head.", "proprio_projector."))
+    }
+    save_file(vla, str(out / "model.safetensors"), metadata={"format": "pt"})
+    head = {
+        "module." + k[len("action_head.") :]: v.to(torch.bfloat16)
+        for k, v in state.items()
+        if k.startswith("action_head.")
+    }
+    torch.save(head, out / f"action_head--{step}_checkpoint.pt")
+    proprio = {
+        "module." + k[len("proprio_projector.") :]: v.float()
+        for k, v in state.items()
+        if k.startswith("proprio_projector.")
+    }
+    if proprio:
+        torch.save(proprio, out / f"proprio_projector--{step}_checkpoint.pt")
+    (out / "omnimodel_training.json").write_text(json.dumps({"step": step, "init": str(init_dir)}, indent=2) + "\n")
+    return out
+
+
+def time_sizes(
+    dataset_root: str | os.PathLike[str],
+    work_dir: str | os.PathLike[str],
+    *,
+    sizes: list[str],
+    steps: int = 5,
+    batch_size: int = 32,
+    threads: int = 1,
+) -> list[dict[str, Any]]:
+    """Seconds per training step of each size (after one warm-up step), for budgeting."""
+    rows = []
+    for name in sizes:
+        size = SIZES[name]
+        ckpt = init_checkpoint(Path(work_dir) / f"init-{name}", size, dataset_root)
+        rep = train(ckpt, dataset_root, steps=steps + 1, batch_size=batch_size, threads=threads)
+        per_step = rep.seconds_per_step
+        rows.append(
+            {
+                **asdict(size),
+                "parameters": rep.parameters,
+                "batch_size": batch_size,
+                "threads": threads,
+                "seconds_per_step": per_step,
+                "steps_per_hour": int(3600 / per_step),
+            }
+        )
+    return rows
+
+
+__all__ = [
+    "ModelSize",
+    "SIZES",
+    "init_checkpoint",
+    "ChunkSamples",
+    "TrainReport",
+    "train",
+    "save_trained",
+    "time_sizes",
+]
