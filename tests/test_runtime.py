@@ -188,3 +188,16 @@ def test_gpu_backend_request_without_gpu(good_file):
     with pytest.raises(_runtime.RuntimeStatusError) as ei:
         _runtime.Model(str(good_file), backend="gpu")
     assert ei.value.code == 4
+
+
+def test_timings_give_a_per_stage_split(tmp_path):
+    path = tmp_path / "mlp3.gguf"
+    write_mlp(path, GGMLType.F32, seed=5, n_layers=3)
+    x = np.ones((4, N_IN), np.float32)
+    with _runtime.Model(str(path), n_threads=1) as m:
+        m.run({"x": x}, capture=["layers.0.norm", "layers.1.norm"])
+        t = m.timings()
+    assert t["build_s"] >= 0 and t["compute_s"] > 0
+    first, second = t["ready_s"]["layers.0.norm"], t["ready_s"]["layers.1.norm"]
+    assert 0 <= first <= second <= t["compute_s"]
+    assert "out" not in t["ready_s"]  # only captured intermediates are timed

@@ -158,6 +158,23 @@ public:
         return out;
     }
 
+    py::dict timings() const {
+        double build = 0, compute = 0;
+        check(omnimodel_last_timings(ctx(), &build, &compute), ctx());
+        py::dict d;
+        d["build_s"]   = build;
+        d["compute_s"] = compute;
+        py::dict ready;
+        const size_t n = omnimodel_n_results(ctx());
+        for (size_t i = 0; i < n; ++i) {
+            const char * name = omnimodel_result_name(ctx(), i);
+            double       s    = 0;
+            if (omnimodel_result_ready_time(ctx(), name, &s) == OMNIMODEL_OK) ready[name] = s;
+        }
+        d["ready_s"] = ready;  // captured intermediates only
+        return d;
+    }
+
     py::array_t<float> result(const std::string & name) const {
         int32_t n_dims = 0;
         int64_t ne[OMNIMODEL_MAX_DIMS];
@@ -412,6 +429,8 @@ PYBIND11_MODULE(_runtime, m) {
         .def_property_readonly("n_images", [](const Model & s) { return s.vla_query(&omnimodel_n_images); })
         .def_property_readonly("proprio_dim", [](const Model & s) { return s.vla_query(&omnimodel_proprio_dim); })
         .def("results", &Model::results)
+        .def("timings", &Model::timings,
+             "last compute: build_s, compute_s, and ready_s (seconds from compute start per captured intermediate)")
         .def("result", &Model::result, py::arg("name"))
         .def("close", &Model::close)
         .def("__enter__", [](Model & self) -> Model & { return self; })

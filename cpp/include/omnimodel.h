@@ -162,6 +162,14 @@ OMNIMODEL_API size_t omnimodel_n_results(const omnimodel_context * ctx);
 OMNIMODEL_API const char * omnimodel_result_name(const omnimodel_context * ctx, size_t index);
 OMNIMODEL_API omnimodel_status omnimodel_result_shape(const omnimodel_context * ctx, const char * name,
                                                       int32_t * n_dims, int64_t ne[OMNIMODEL_MAX_DIMS]);
+/* Timings of the last compute, for profiling: the seconds spent building and allocating the graph
+ * and uploading inputs, and the seconds the backend computed. */
+OMNIMODEL_API omnimodel_status omnimodel_last_timings(const omnimodel_context * ctx, double * build_seconds,
+                                                      double * compute_seconds);
+/* For a captured intermediate: seconds from the start of the last compute until it was ready. Capturing
+ * a few stage outputs (e.g. the vision tower and the LLM's final norm) gives a per-stage split. */
+OMNIMODEL_API omnimodel_status omnimodel_result_ready_time(const omnimodel_context * ctx, const char * name,
+                                                           double * seconds);
 /* Copy a result as float32 into dst, which holds capacity floats. */
 OMNIMODEL_API omnimodel_status omnimodel_result_get(const omnimodel_context * ctx, const char * name, float * dst,
                                                     size_t capacity);

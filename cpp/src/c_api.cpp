@@ -242,6 +242,26 @@ omnimodel_status omnimodel_result_shape(const omnimodel_context * ctx, const cha
     });
 }
 
+omnimodel_status omnimodel_last_timings(const omnimodel_context * ctx, double * build_seconds,
+                                        double * compute_seconds) {
+    OMNI_REQUIRE_CTX(ctx);
+    return guarded(ctx->last_error, [&] {
+        if (build_seconds == nullptr || compute_seconds == nullptr) {
+            omni::fail(OMNIMODEL_ERR_INVALID_ARGUMENT, "build_seconds or compute_seconds is NULL");
+        }
+        *build_seconds   = ctx->rt->build_seconds();
+        *compute_seconds = ctx->rt->compute_seconds();
+    });
+}
+
+omnimodel_status omnimodel_result_ready_time(const omnimodel_context * ctx, const char * name, double * seconds) {
+    OMNI_REQUIRE_CTX(ctx);
+    return guarded(ctx->last_error, [&] {
+        if (name == nullptr || seconds == nullptr) omni::fail(OMNIMODEL_ERR_INVALID_ARGUMENT, "name or seconds is NULL");
+        *seconds = ctx->rt->ready_seconds(name);
+    });
+}
+
 omnimodel_status omnimodel_result_get(const omnimodel_context * ctx, const char * name, float * dst, size_t capacity) {
     OMNI_REQUIRE_CTX(ctx);
     auto & err = ctx->last_error;

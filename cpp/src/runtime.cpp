@@ -175,6 +175,10 @@ void runtime::keep(const std::string & name, const ggml_tensor * t) {
 bool runtime::eval_callback(ggml_tensor * t, bool ask, void * user_data) {
     auto * self = static_cast<runtime *>(user_data);
     if (ask) return self->wants(t);
+    // The CPU backend computes nodes in order, so the time a captured node became ready marks the
+    // end of the stage that produced it.
+    self->ready_s_[ggml_get_name(t)] =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - self->compute_start_).count();
     self->keep(ggml_get_name(t), t);
     return true;  // keep computing
 }
@@ -182,6 +186,9 @@ bool runtime::eval_callback(ggml_tensor * t, bool ask, void * user_data) {
 void runtime::compute() {
     results_.clear();
     result_order_.clear();
+    ready_s_.clear();
+    build_s_ = compute_s_ = 0.0;
+    const auto build_start = std::chrono::steady_clock::now();
 
     ggml_init_params ip{graph_meta_.size(), graph_meta_.data(), /*no_alloc=*/true};
     ggml_context *   ctx0 = ggml_init(ip);
@@ -220,12 +227,23 @@ void runtime::compute() {
 
     const bool capturing = capture_all_ || !capture_.empty();
     ggml_backend_sched_set_eval_callback(sched_, capturing ? eval_callback : nullptr, capturing ? this : nullptr);
+    compute_start_ = std::chrono::steady_clock::now();
+    build_s_       = std::chrono::duration<double>(compute_start_ - build_start).count();
     const ggml_status st = ggml_backend_sched_graph_compute(sched_, gf);
+    compute_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - compute_start_).count();
     ggml_backend_sched_set_eval_callback(sched_, nullptr, nullptr);
     if (st != GGML_STATUS_SUCCESS) {
         fail(OMNIMODEL_ERR_BACKEND, format("graph compute failed (ggml status %d)", static_cast<int>(st)));
     }
     for (auto & o : gb.outputs()) keep(o.first, o.second);
+}
+
+double runtime::ready_seconds(const std::string & name) const {
+    auto it = ready_s_.find(name);
+    if (it == ready_s_.end()) {
+        fail(OMNIMODEL_ERR_NOT_FOUND, format("no ready time for '%s': only captured intermediates are timed", name.c_str()));
+    }
+    return it->second;
 }
 
 const host_tensor & runtime::result(const std::string & name) const {

@@ -8,6 +8,7 @@
 
 #include "ggml-backend.h"
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <set>
@@ -35,6 +36,11 @@ public:
     void compute();
 
     const std::vector<std::string> &           result_names() const { return result_order_; }
+    // Seconds spent building/allocating the last graph and computing it, and, for each captured
+    // result, the seconds from the start of compute until it was ready (a per-stage profile).
+    double build_seconds() const { return build_s_; }
+    double compute_seconds() const { return compute_s_; }
+    double ready_seconds(const std::string & name) const;
     const host_tensor &                        result(const std::string & name) const;
 
 private:
@@ -54,6 +60,10 @@ private:
     bool                               capture_all_ = false;
     std::map<std::string, host_tensor> results_;
     std::vector<std::string>           result_order_;
+    std::map<std::string, double>      ready_s_;
+    double                             build_s_   = 0.0;
+    double                             compute_s_ = 0.0;
+    std::chrono::steady_clock::time_point compute_start_{};
     std::vector<uint8_t>               graph_meta_;
 };
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from omnimodel.errors import UsageError
 from omnimodel.simbench.episodes import EpisodeDataset
 from omnimodel.simbench.evaluate import (
     ClosedLoopConfig,
@@ -191,16 +190,6 @@ def test_cli_collect_and_eval(tmp_path: Path, mini_policy_dir: Path, capsys) -> 
     result = json.loads(out.read_text())
     assert result["schema"] == "omnimodel-eval" and list(result["closed_loop"]["tasks"]) == ["reach"]
     assert result["policy"]["kind"] == "openvla-oft-pytorch"
-
-
-def test_gguf_policies_hit_the_hook(tmp_path: Path) -> None:
-    from omnimodel.simbench.policies import load_eval_policy
-
-    (tmp_path / "model.gguf").write_bytes(b"GGUF")
-    with pytest.raises(UsageError, match="GGUFRuntimePolicy"):
-        load_eval_policy(str(tmp_path / "model.gguf"))
-    with pytest.raises(UsageError, match="not 'expert'"):
-        load_eval_policy(str(tmp_path / "nothing-here"))
 
 
 def test_train_prototype_learns_and_saves_a_loadable_checkpoint(demo_dataset: Path, tmp_path: Path) -> None:

@@ -3,9 +3,12 @@
     omnimodel eval --policy expert --episodes 5                      # the scripted expert (sanity check)
     omnimodel eval --policy CKPT --data DATA --json r.json --plots plots/
     omnimodel eval --policy CKPT --data DATA --reference FP_CKPT --no-closed-loop
+    omnimodel eval --policy OUTDIR --data DATA --reference CKPT      # a converted policy, in the runtime
+    omnimodel eval --policy FILE.gguf --plugin PLUGIN.so ...
 
-``--policy``: ``expert``, an OpenVLA-OFT checkpoint directory (PyTorch reference), or a converted GGUF
-(the hook ``omnimodel.simbench.policies.GGUFRuntimePolicy``). ``--data`` (an episode dataset from
+``--policy``: ``expert``, an OpenVLA-OFT checkpoint directory (PyTorch reference), or a converted policy
+run by the compiled runtime (``omnimodel.simbench.policies.GGUFRuntimePolicy``): an ``omnimodel convert``
+output directory, or a ``.gguf`` with ``--plugin`` (the generated graph). ``--data`` (an episode dataset from
 ``collect-demos`` or the calibration loaders) adds the open-loop metrics on its ``--split``; with
 ``--reference`` they include L1 and cosine to that (full-precision) policy. Fixed seeds and one thread:
 running the same command twice prints the same numbers (timings aside).
@@ -24,7 +27,13 @@ from omnimodel.cli.command import Command
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     from omnimodel.simbench.tasks import TASKS  # pure data, cheap
 
-    p.add_argument("--policy", required=True, help="'expert', an OFT checkpoint dir, or a GGUF (see above)")
+    p.add_argument(
+        "--policy", required=True, help="'expert', an OFT checkpoint dir, a convert output dir or a .gguf (see above)"
+    )
+    p.add_argument(
+        "--plugin",
+        help="graph plugin (.so) for a --policy .gguf (default: the convert directory's plugin/)",
+    )
     p.add_argument(
         "--tasks",
         help=f"comma-separated tasks (default: the dataset's, else the default set; known: {', '.join(TASKS)})",
@@ -41,7 +50,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, help="steps between open-loop queries (default: the chunk length)")
     p.add_argument("--reference", help="full-precision policy for L1/cosine in the open-loop metrics")
     p.add_argument("--unnorm-key", help="dataset key in the checkpoint's statistics (if it holds several)")
-    p.add_argument("--threads", type=int, default=1, help="policy CPU threads (default: %(default)s)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="policy CPU threads, PyTorch or runtime (default: %(default)s)"
+    )
     p.add_argument("--json", type=Path, help="write the full result here")
     p.add_argument("--plots", type=Path, help="write PNG plots into this directory (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -77,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
     except KeyError as e:
         raise UsageError(str(e).strip("'\"")) from e
 
-    policy = load_eval_policy(args.policy, threads=args.threads, unnorm_key=args.unnorm_key)
+    policy = load_eval_policy(args.policy, threads=args.threads, unnorm_key=args.unnorm_key, plugin=args.plugin)
     reference = None
     if args.reference:
         reference = load_eval_policy(args.reference, threads=args.threads, unnorm_key=args.unnorm_key)

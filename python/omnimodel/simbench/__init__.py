@@ -12,7 +12,7 @@ its converted low-bit versions. Modules, one concept each:
     statistics     dataset_statistics.json in OFT's schema
     collect        expert demonstrations -> train / calib splits, fixed seeds
     calib_loaders  LIBERO data (LeRobot parquet+video, native HDF5) -> episodes
-    policies       the policy interface; PyTorch OFT reference; the GGUF runtime hook
+    policies       the policy interface; PyTorch OFT reference; a converted GGUF in the runtime
     evaluate       closed-loop success and open-loop metrics, as a JSON document
     plots          PNG plots of a result (matplotlib, optional)
     progress       progress bars on stderr

@@ -321,7 +321,8 @@ def deterministic_view(result: Any) -> Any:
 
 def format_result(result: dict[str, Any]) -> str:
     """Human-readable summary of a result document."""
-    lines = [f"policy: {result['policy'].get('kind')} {result['policy'].get('checkpoint', '')}".rstrip()]
+    pol = result["policy"]
+    lines = [f"policy: {pol.get('kind')} {pol.get('checkpoint') or pol.get('gguf') or ''}".rstrip()]
     cl = result.get("closed_loop")
     if cl:
         lines.append(
