@@ -17,26 +17,7 @@ namespace {
 
 thread_local std::string g_load_error;
 
-template <typename F>
-omnimodel_status guarded(std::string & err, F && f) {
-    try {
-        f();
-        err.clear();
-        return OMNIMODEL_OK;
-    } catch (const omni::error & e) {
-        err = e.what();
-        return e.code();
-    } catch (const std::bad_alloc &) {
-        err = "out of memory";
-        return OMNIMODEL_ERR_OUT_OF_MEMORY;
-    } catch (const std::exception & e) {
-        err = std::string("internal error: ") + e.what();
-        return OMNIMODEL_ERR_INTERNAL;
-    } catch (...) {
-        err = "internal error";
-        return OMNIMODEL_ERR_INTERNAL;
-    }
-}
+using omni::guarded;
 
 // For calls that must not fail on a NULL context with an unhelpful crash.
 #define OMNI_REQUIRE_CTX(ctx)                                                     \

@@ -15,24 +15,7 @@ namespace {
 template <typename F>
 omnimodel_status guarded_vla(omnimodel_context * ctx, F && f) {
     if (ctx == nullptr) return OMNIMODEL_ERR_INVALID_ARGUMENT;
-    std::string & err = ctx->last_error;
-    try {
-        f();
-        err.clear();
-        return OMNIMODEL_OK;
-    } catch (const omni::error & e) {
-        err = e.what();
-        return e.code();
-    } catch (const std::bad_alloc &) {
-        err = "out of memory";
-        return OMNIMODEL_ERR_OUT_OF_MEMORY;
-    } catch (const std::exception & e) {
-        err = std::string("internal error: ") + e.what();
-        return OMNIMODEL_ERR_INTERNAL;
-    } catch (...) {
-        err = "internal error";
-        return OMNIMODEL_ERR_INTERNAL;
-    }
+    return omni::guarded(ctx->last_error, std::forward<F>(f));
 }
 
 // Built on first use, so plain (non-VLA) models load without any of this metadata.
