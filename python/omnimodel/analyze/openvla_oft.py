@@ -12,19 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omnimodel.arch.openvla_oft.checkpoint import (
-    CheckpointError,
-    _describe_head,
-    _read_json,
-    _shape_of,
-    load_component_state_dict,
-    locate_files,
-    scan_vla_tensors,
-)
-from omnimodel.arch.openvla_oft.config import OpenVLAOFTConfig, ViTConfig, build_config
+from omnimodel.arch.openvla_oft.checkpoint import CheckpointError, read_checkpoint_header, scan_vla_tensors
+from omnimodel.arch.openvla_oft.config import OpenVLAOFTConfig, ViTConfig
 from omnimodel.arch.openvla_oft.export import ARCH
 from omnimodel.arch.openvla_oft.modeling import unused_parameter_prefixes
-from omnimodel.arch.openvla_oft.normalization import action_dim_of, resolve_unnorm_key
 
 from .description import ModelDescription, ModuleDesc, TensorDesc
 
@@ -35,38 +26,11 @@ _GELU_FLAVOUR = {"gelu_erf": "erf", "gelu": "erf", "gelu_tanh": "tanh"}
 def _config_and_tensors(
     checkpoint_dir: Path, platform: str | None, unnorm_key: str | None
 ) -> tuple[OpenVLAOFTConfig, dict[str, tuple[int, ...]], dict[str, Any]]:
-    files = locate_files(checkpoint_dir)
-    hf_config = _read_json(files.config)
-    if not isinstance(hf_config, dict):
-        raise CheckpointError("config.json: not a JSON object")
-    preprocessor = _read_json(files.preprocessor_config) if files.preprocessor_config else None
-    if files.dataset_statistics is not None:
-        all_stats, source = _read_json(files.dataset_statistics), "dataset_statistics.json"
-    else:
-        all_stats, source = hf_config.get("norm_stats") or {}, "config.json norm_stats"
-    key = resolve_unnorm_key(all_stats, unnorm_key, source)
-    head_state = load_component_state_dict(files.action_head)
-    _, head_hidden, head_action_dim, head_blocks = _describe_head(head_state, files.action_head)
-    proprio_state: dict[str, Any] = {}
-    proprio_dim = None
-    if files.proprio_projector is not None:
-        proprio_state = load_component_state_dict(files.proprio_projector)
-        proprio_dim = _shape_of(proprio_state, "fc1.weight", files.proprio_projector, 2)[1]
-    cfg = build_config(
-        hf_config,
-        preprocessor_config=preprocessor,
-        dataset_key=key,
-        stats_action_dim=action_dim_of(all_stats, key, source),
-        head_action_dim=head_action_dim,
-        head_hidden_dim=head_hidden,
-        head_num_blocks=head_blocks,
-        proprio_dim=proprio_dim,
-        platform=platform,
-    )
-    shapes = {k: r.shape for k, r in scan_vla_tensors(files).items()}
-    shapes.update({"action_head." + k: tuple(v.shape) for k, v in head_state.items()})
-    shapes.update({"proprio_projector." + k: tuple(v.shape) for k, v in proprio_state.items()})
-    return cfg, shapes, hf_config
+    h = read_checkpoint_header(checkpoint_dir, unnorm_key=unnorm_key, platform=platform)
+    shapes = {k: r.shape for k, r in scan_vla_tensors(h.files).items()}
+    shapes.update({"action_head." + k: tuple(v.shape) for k, v in h.head_state.items()})
+    shapes.update({"proprio_projector." + k: tuple(v.shape) for k, v in h.proprio_state.items()})
+    return h.config, shapes, h.hf_config
 
 
 def _tower(name: str, vit: ViTConfig, norm, shapes: dict[str, tuple[int, ...]]) -> ModuleDesc:

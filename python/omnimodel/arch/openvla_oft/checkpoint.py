@@ -293,17 +293,30 @@ class LoadedCheckpoint:
     tensor_origin: dict[str, str]  # state-dict key -> file it came from
 
 
-def load_checkpoint(
+@dataclass
+class CheckpointHeader:
+    """Everything about a checkpoint that is known without reading the VLA weights: the parsed
+    config, the dataset statistics and the (small) action-head / proprio-projector state dicts."""
+
+    files: CheckpointFiles
+    hf_config: dict[str, Any]
+    config: OpenVLAOFTConfig
+    all_stats: dict[str, Any]
+    stats_source: str
+    dataset_key: str
+    head_state: dict[str, torch.Tensor]
+    proprio_state: dict[str, torch.Tensor]
+    head_in: int  # the action head's input width, as its first LayerNorm states it
+
+
+def read_checkpoint_header(
     checkpoint_dir: str | Path,
     *,
-    dtype: torch.dtype = torch.float32,
     unnorm_key: str | None = None,
     platform: str | None = None,
     num_images: int | None = None,
     num_actions_chunk: int | None = None,
-    tokenizer_file: str = "tokenizer.json",
-) -> LoadedCheckpoint:
-    """Read every file, build the config, instantiate the model and load all weights (strict)."""
+) -> CheckpointHeader:
     files = locate_files(checkpoint_dir)
     hf_config = _read_json(files.config)
     if not isinstance(hf_config, dict):
@@ -338,6 +351,25 @@ def load_checkpoint(
         num_images=num_images,
         num_actions_chunk=num_actions_chunk,
     )
+    return CheckpointHeader(files, hf_config, config, all_stats, stats_source, key, head_state, proprio_state, head_in)
+
+
+def load_checkpoint(
+    checkpoint_dir: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    unnorm_key: str | None = None,
+    platform: str | None = None,
+    num_images: int | None = None,
+    num_actions_chunk: int | None = None,
+    tokenizer_file: str = "tokenizer.json",
+) -> LoadedCheckpoint:
+    """Read every file, build the config, instantiate the model and load all weights (strict)."""
+    h = read_checkpoint_header(checkpoint_dir, unnorm_key=unnorm_key, platform=platform, num_images=num_images,
+                               num_actions_chunk=num_actions_chunk)
+    files, config, all_stats, stats_source, key = h.files, h.config, h.all_stats, h.stats_source, h.dataset_key
+    head_state, proprio_state, head_in = h.head_state, h.proprio_state, h.head_in
+    head_action_dim = config.action_head.action_dim
     if head_in != config.action_head.input_dim:
         raise CheckpointError(
             f"{files.action_head.name}: tensor 'module.model.layer_norm1.weight' has {head_in} features, expected "
@@ -381,4 +413,6 @@ __all__ = [
     "load_component_state_dict",
     "load_state_into",
     "load_checkpoint",
+    "read_checkpoint_header",
+    "CheckpointHeader",
 ]
