@@ -52,20 +52,7 @@ INSTRUCTIONS = [
 RAW_TEXTS = INSTRUCTIONS + ["", " ", "  leading", "trailing  ", "\u2581already", "<0x41>", "ÿ\u007f\u0001"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _generated_graph(generated_oft_plugin):
-    """The runtime has no built-in OpenVLA-OFT graph: run on the generated one (tests/conftest.py),
-    re-selected in case another test loaded a wrong-knob plugin."""
-    generated_oft_plugin.reload()
-    return generated_oft_plugin
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("oft_generated_graph", "one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -32,20 +32,7 @@ SPEC = MiniatureSpec(seed=0)
 INSTRUCTION = "Put the black bowl on the plate"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _generated_graph(generated_oft_plugin):
-    """Every test here runs on the generated graph (and the correct one, should another test have
-    loaded a wrong-knob plugin)."""
-    generated_oft_plugin.reload()
-    return generated_oft_plugin
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("oft_generated_graph", "one_torch_thread")
 
 
 @pytest.fixture(scope="module")
