@@ -1,0 +1,309 @@
+"""Calibration on the PyTorch reference: imatrix, Action-Mixed Fisher and HSIC features per matrix.
+
+One forward pass per sample, with forward hooks on every quantized Linear, collects
+
+* ``imatrix[name]`` (in,): E[x_j^2] over every token the matrix saw (llama-imatrix's statistic);
+* ``features[name]`` (N, d): the matrix output mean-pooled over tokens (and over the images a vision
+  tower sees once each), then a fixed Gaussian projection to ``hsic_dim`` dims so the HSIC Gram matrices
+  stay cheap (distances survive the projection, Johnson-Lindenstrauss);
+* ``inputs[domain]`` (N, d): the same pooled feature of the input the matrix's network starts from
+  (each ViT tower's embedded patches, the LLM's input embedding sequence): X in S_l (METHODS 1a).
+
+Then one backward pass per sample gives the Action-Mixed Fisher diagonal (METHODS 1c):
+
+    L_AMF = lam * L_act + (1 - lam) * L_CE,      F_ii = (1/N) sum_n (dL_AMF(n)/dw_i)^2
+
+L_act is OFT's L1 loss (mean |a_hat - a| over the normalised chunk); L_CE the LM head's cross-entropy at
+the positions the head reads (each one predicts the next action slot), against OpenVLA's discretised
+action tokens (256 uniform bins on [-1, 1], token = base - bin). The square is taken of the *blended*
+gradient per sample, so F(lam) is not a blend of two Fishers; ``keep_components`` also returns the pure
+L_act and L_CE Fishers (lam = 1 and lam = 0) from the same two gradients, at the cost of two backward
+passes and two more fp32 copies of the weights.
+
+Everything accumulates in fp32 (float64 for the imatrix sums) whatever the model dtype.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from omnimodel.arch.openvla_oft.normalization import normalize_proprio
+from omnimodel.arch.openvla_oft.policy import OpenVLAOFTPolicy
+from omnimodel.arch.openvla_oft.preprocess import images_to_pixel_values
+
+from .samples import CalibSample
+from .targets import quantized_linears
+
+N_ACTION_BINS = 256  # OpenVLA's ActionTokenizer
+
+
+@dataclass
+class CalibStats:
+    n_samples: int
+    lam: float
+    imatrix: dict[str, np.ndarray]  # name -> float32 (in,)
+    fisher: dict[str, np.ndarray]  # name -> float32 (out, in); empty when fisher=False
+    features: dict[str, np.ndarray]  # name -> float32 (N, d)
+    inputs: dict[str, np.ndarray]  # domain -> float32 (N, d)
+    actions: np.ndarray  # float32 (N, chunk*action_dim), normalised targets
+    fisher_act: dict[str, np.ndarray] = field(default_factory=dict)  # only with keep_components
+    fisher_ce: dict[str, np.ndarray] = field(default_factory=dict)
+    hessian: dict[str, np.ndarray] = field(default_factory=dict)  # only with hessian=True: E[x x^T] (in, in)
+    losses: dict[str, float] = field(default_factory=dict)  # mean L_act, L_CE over the samples
+
+    def save(self, path: str | Path) -> None:
+        arrays: dict[str, np.ndarray] = {"actions": self.actions, "meta": np.array([self.n_samples, self.lam])}
+        for prefix, d in (
+            ("imatrix", self.imatrix),
+            ("fisher", self.fisher),
+            ("features", self.features),
+            ("inputs", self.inputs),
+            ("fisher_act", self.fisher_act),
+            ("fisher_ce", self.fisher_ce),
+            ("hessian", self.hessian),
+        ):
+            for k, v in d.items():
+                arrays[f"{prefix}/{k}"] = v
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> CalibStats:
+        z = np.load(path)
+        groups: dict[str, dict[str, np.ndarray]] = {
+            k: {} for k in ("imatrix", "fisher", "features", "inputs", "fisher_act", "fisher_ce", "hessian")
+        }
+        for key in z.files:
+            if "/" in key:
+                prefix, name = key.split("/", 1)
+                groups[prefix][name] = z[key]
+        n, lam = z["meta"]
+        return cls(int(n), float(lam), actions=z["actions"], **groups)
+
+
+def domain_of(name: str) -> str:
+    """Which network input X a matrix is compared with in HSIC(X, Z_l)."""
+    if name.startswith("vision_backbone.featurizer."):
+        return "featurizer"
+    if name.startswith("vision_backbone.fused_featurizer."):
+        return "fused_featurizer"
+    return "llm"
+
+
+def action_tokens(normalized: np.ndarray, base: int, n_bins: int = N_ACTION_BINS) -> np.ndarray:
+    """OpenVLA's discretisation: digitize into ``n_bins`` uniform edges on [-1, 1]; token = base - bin."""
+    bins = np.linspace(-1.0, 1.0, n_bins)
+    return base - np.digitize(np.clip(normalized, -1.0, 1.0), bins)
+
+
+def _projection(n: int, d: int, name: str) -> torch.Tensor | None:
+    if n <= d:
+        return None  # already small: keep the exact pooled vector
+    g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    return torch.randn(n, d, generator=g) / d**0.5
+
+
+class _Pooled:
+    """Per-sample running mean of token-pooled vectors (a vision tower runs once per image)."""
+
+    def __init__(self) -> None:
+        self.sum: dict[str, torch.Tensor] = {}
+        self.count: dict[str, int] = {}
+
+    def add(self, key: str, x: torch.Tensor) -> None:
+        v = x.detach().float().reshape(-1, x.shape[-1]).mean(0).cpu()
+        self.sum[key] = self.sum[key] + v if key in self.sum else v
+        self.count[key] = self.count.get(key, 0) + 1
+
+    def take(self) -> dict[str, torch.Tensor]:
+        out = {k: v / self.count[k] for k, v in self.sum.items()}
+        self.sum, self.count = {}, {}
+        return out
+
+
+def _prepare(policy: OpenVLAOFTPolicy, s: CalibSample, device: torch.device, dtype: torch.dtype):
+    cfg = policy.config
+    pixels = images_to_pixel_values(s.images, cfg.vision, cfg.num_images).to(device, dtype)
+    prompt = torch.tensor([policy.tokenizer.encode_prompt(s.instruction)], dtype=torch.long, device=device)
+    proprio = None
+    if cfg.use_proprio:
+        if s.proprio is None:
+            raise ValueError("this checkpoint needs proprio in every calibration sample")
+        p = normalize_proprio(np.asarray(s.proprio, dtype=np.float64).reshape(-1), policy.norm_stats.proprio)
+        proprio = torch.tensor(p, dtype=torch.float32, device=device)[None].to(dtype)
+    target = normalize_proprio(np.asarray(s.actions, dtype=np.float64), policy.norm_stats.action)  # same bounds rule
+    chunk, adim = cfg.num_actions_chunk, cfg.action_dim
+    if target.shape != (chunk, adim):
+        raise ValueError(f"calibration target chunk has shape {target.shape}, the policy predicts {(chunk, adim)}")
+    return pixels, prompt, proprio, target
+
+
+def _token_base(policy: OpenVLAOFTPolicy) -> int:
+    # HF LlamaTokenizer.vocab_size counts SentencePiece pieces only (32000), i.e. the id of the added PAD.
+    pad = policy.config.llm.pad_token_id
+    return int(pad) if pad is not None else int(policy.tokenizer.vocab_size)
+
+
+def calibrate(
+    policy: OpenVLAOFTPolicy,
+    samples: Sequence[CalibSample],
+    *,
+    lam: float = 0.5,
+    fisher: bool = True,
+    keep_components: bool = False,
+    hsic_dim: int = 128,
+    hessian: bool = False,
+    only: Iterable[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> CalibStats:
+    """Collect the statistics every ActQuant stage and baseline needs, in one pass over ``samples``.
+
+    ``hessian=True`` also accumulates GPTQ's H = E[x x^T] per matrix (in x in, fp64 sums): quadratic in
+    the width, so meant for one layer's matrices at a time on a 7B model.
+
+    ``only`` restricts every statistic to those matrix names: the fp32 accumulators (one Fisher copy per
+    weight, more with ``keep_components`` / ``hessian``) then cover one layer or block per pass, which is
+    how a 7B model fits; passes over disjoint subsets give exactly the statistics of one full pass."""
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lambda must be in [0, 1], got {lam}")
+    if not samples:
+        raise ValueError("calibration needs at least one sample")
+    model = policy.model
+    dev = torch.device(device)
+    orig_device = next(model.parameters()).device
+    model.to(dev)
+    dtype = next(model.parameters()).dtype
+    linears = quantized_linears(model)
+    if only is not None:
+        wanted = set(only)
+        unknown = sorted(wanted - set(linears))
+        if unknown:
+            raise ValueError(f"not quantized matrices of this model: {unknown[:3]}")
+        linears = {n: m for n, m in linears.items() if n in wanted}
+    names = list(linears)
+    params = [linears[n].weight for n in names]
+    saved_grad = {id(p): p.requires_grad for p in model.parameters()}
+
+    sq_sum = {n: torch.zeros(linears[n].in_features, dtype=torch.float64) for n in names}
+    tokens = {n: 0 for n in names}
+    xtx = (
+        {n: torch.zeros(linears[n].in_features, linears[n].in_features, dtype=torch.float64) for n in names}
+        if hessian
+        else {}
+    )
+    pooled = _Pooled()
+    proj = {n: _projection(linears[n].out_features, hsic_dim, n) for n in names}
+    feats: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    ins: dict[str, list[torch.Tensor]] = {}
+    in_proj: dict[str, torch.Tensor | None] = {}
+
+    def linear_hook(name: str):
+        def hook(_mod, args, out):
+            x = args[0].detach()
+            flat = x.reshape(-1, x.shape[-1]).double()
+            sq_sum[name] += (flat * flat).sum(0).cpu()
+            if hessian:
+                xtx[name] += (flat.T @ flat).cpu()
+            tokens[name] += flat.shape[0]
+            pooled.add(name, out)
+
+        return hook
+
+    def input_hook(domain: str):
+        def hook(_mod, args):
+            pooled.add("@" + domain, args[0])
+
+        return hook
+
+    handles = [linears[n].register_forward_hook(linear_hook(n)) for n in names]
+    vb = model.vision_backbone
+    handles += [
+        vb.featurizer.blocks[0].register_forward_pre_hook(input_hook("featurizer")),
+        vb.fused_featurizer.blocks[0].register_forward_pre_hook(input_hook("fused_featurizer")),
+        model.language_model.model.layers[0].register_forward_pre_hook(input_hook("llm")),
+    ]
+
+    acc = {n: torch.zeros(p.shape, dtype=torch.float32, device=dev) for n, p in zip(names, params)} if fisher else {}
+    acc_act = {n: torch.zeros_like(a) for n, a in acc.items()} if keep_components else {}
+    acc_ce = {n: torch.zeros_like(a) for n, a in acc.items()} if keep_components else {}
+    targets: list[np.ndarray] = []
+    loss_sums = {"act": 0.0, "ce": 0.0}
+    base = _token_base(policy)
+    lm_head = model.language_model.lm_head
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(fisher)
+        for s in samples:
+            pixels, prompt, proprio, target = _prepare(policy, s, dev, dtype)
+            targets.append(target.reshape(-1).astype(np.float32))
+            with torch.set_grad_enabled(fisher):
+                out = model(pixels, prompt, proprio)
+                tgt = torch.tensor(target, dtype=torch.float32, device=dev)[None]
+                l_act = (out.normalized_actions.float() - tgt).abs().mean()
+                logits = lm_head(out.action_hidden_states).float()[0]  # (A, vocab): slot i predicted at i-1
+                tok = torch.tensor(action_tokens(target.reshape(-1), base), dtype=torch.long, device=dev)
+                l_ce = F.cross_entropy(logits, tok)
+            loss_sums["act"] += float(l_act.detach())
+            loss_sums["ce"] += float(l_ce.detach())
+            for key, v in pooled.take().items():
+                if key.startswith("@"):
+                    dom = key[1:]
+                    if dom not in in_proj:
+                        in_proj[dom] = _projection(v.shape[0], hsic_dim, key)
+                    pr = in_proj[dom]
+                    ins.setdefault(dom, []).append(v if pr is None else v @ pr)
+                else:
+                    pr = proj[key]
+                    feats[key].append(v if pr is None else v @ pr)
+            if not fisher:
+                continue
+            if keep_components:
+                g_act = torch.autograd.grad(l_act, params, retain_graph=True)
+                g_ce = torch.autograd.grad(l_ce, params)
+                for n, ga, gc in zip(names, g_act, g_ce):
+                    ga, gc = ga.float(), gc.float()
+                    acc_act[n] += ga * ga
+                    acc_ce[n] += gc * gc
+                    g = lam * ga + (1.0 - lam) * gc
+                    acc[n] += g * g
+            else:
+                loss = l_act if lam == 1.0 else l_ce if lam == 0.0 else lam * l_act + (1.0 - lam) * l_ce
+                for n, g in zip(names, torch.autograd.grad(loss, params)):
+                    g = g.float()
+                    acc[n] += g * g
+    finally:
+        for h in handles:
+            h.remove()
+        for p in model.parameters():
+            p.requires_grad_(saved_grad[id(p)])
+        model.to(orig_device)
+
+    N = len(samples)
+
+    def finish(d: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        return {n: (v / N).cpu().numpy().astype(np.float32) for n, v in d.items()}
+
+    return CalibStats(
+        n_samples=N,
+        lam=float(lam),
+        imatrix={n: (sq_sum[n] / max(tokens[n], 1)).numpy().astype(np.float32) for n in names},
+        fisher=finish(acc),
+        features={n: torch.stack(v).numpy().astype(np.float32) for n, v in feats.items()},
+        inputs={d: torch.stack(v).numpy().astype(np.float32) for d, v in ins.items()},
+        actions=np.stack(targets),
+        fisher_act=finish(acc_act),
+        fisher_ce=finish(acc_ce),
+        losses={k: v / N for k, v in loss_sums.items()},
+        hessian={n: (v / max(tokens[n], 1)).numpy().astype(np.float32) for n, v in xtx.items()},
+    )
+
+
+__all__ = ["N_ACTION_BINS", "CalibStats", "action_tokens", "calibrate", "domain_of"]

@@ -1,0 +1,62 @@
+"""Fake quantization on the PyTorch reference: swap each matrix's weight for its decoded GGML values.
+
+This is how a quantization result is judged before any GGUF is written: run the policy with the
+decoded weights and compare its actions with the fp32 policy's (or with the demonstrations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from omnimodel.arch.openvla_oft.policy import OpenVLAOFTPolicy
+
+from .calibrate import _prepare
+from .quantize import QuantResult
+from .samples import CalibSample
+from .targets import quantized_linears
+
+
+@contextmanager
+def fake_quantized(policy: OpenVLAOFTPolicy, result: QuantResult) -> Iterator[None]:
+    """Within the block the policy's quantized matrices hold their decoded values; restored after."""
+    lin = quantized_linears(policy.model)
+    saved: dict[str, torch.Tensor] = {}
+    try:
+        for name, q in result.tensors.items():
+            w = lin[name].weight
+            saved[name] = w.detach().clone()
+            vals = torch.from_numpy(q.values(w.shape[1]).astype(np.float32))
+            with torch.no_grad():
+                w.copy_(vals.to(w.dtype))
+        yield
+    finally:
+        with torch.no_grad():
+            for name, w0 in saved.items():
+                lin[name].weight.copy_(w0)
+
+
+@torch.no_grad()
+def predict_normalized(policy: OpenVLAOFTPolicy, samples: Sequence[CalibSample]) -> np.ndarray:
+    """(N, chunk, action_dim) normalised actions for each sample, the head's raw output."""
+    dev = next(policy.model.parameters()).device
+    dtype = next(policy.model.parameters()).dtype
+    out = []
+    for s in samples:
+        pixels, prompt, proprio, _ = _prepare(policy, s, dev, dtype)
+        out.append(policy.model(pixels, prompt, proprio).normalized_actions[0].float().cpu().numpy())
+    return np.stack(out)
+
+
+def action_deviation(policy: OpenVLAOFTPolicy, result: QuantResult, samples: Sequence[CalibSample]) -> float:
+    """Mean |a_quantized - a_fp| over the normalised action chunks of ``samples``."""
+    ref = predict_normalized(policy, samples)
+    with fake_quantized(policy, result):
+        q = predict_normalized(policy, samples)
+    return float(np.abs(q - ref).mean())
+
+
+__all__ = ["action_deviation", "fake_quantized", "predict_normalized"]

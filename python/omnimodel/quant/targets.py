@@ -1,0 +1,74 @@
+"""Which weight matrices ActQuant quantizes, and the transformer layer each belongs to.
+
+METHODS.md section 1: every linear weight of the vision encoders and of the language backbone. The
+projector, proprio projector, action head, embeddings, patch kernels and the LM head stay high precision.
+Blocks the OFT forward never runs (the last ViT block of each tower, SigLIP's MAP head) are not exported,
+so they are not quantized either. The layer key groups matrices for the layer-balanced objective (Eq. 6).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from omnimodel.arch.openvla_oft.modeling import OpenVLAOFT, unused_parameter_prefixes
+
+# vision_backbone.<tower>.blocks.<i>.   and   language_model.model.layers.<i>.
+_LAYER_RE = re.compile(
+    r"^(vision_backbone\.(?:featurizer|fused_featurizer)\.blocks\.\d+|language_model\.model\.layers\.\d+)\."
+)
+
+
+@dataclass(frozen=True)
+class MatrixTarget:
+    """One quantized matrix: its state_dict name, PyTorch shape (out, in) and layer key."""
+
+    name: str  # e.g. "language_model.model.layers.0.self_attn.q_proj.weight"
+    shape: tuple[int, int]
+    layer: str  # e.g. "language_model.model.layers.0"
+
+    @property
+    def numel(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    @property
+    def n_in(self) -> int:
+        return self.shape[1]
+
+
+def layer_of(name: str) -> str | None:
+    m = _LAYER_RE.match(name)
+    return m.group(1) if m else None
+
+
+def quantized_linears(model: OpenVLAOFT) -> dict[str, nn.Linear]:
+    """state_dict weight name -> Linear module, for every matrix ActQuant quantizes (in model order)."""
+    skip = tuple(unused_parameter_prefixes(model.cfg))
+    out: dict[str, nn.Linear] = {}
+    for mod_name, mod in model.named_modules():
+        if not isinstance(mod, nn.Linear):
+            continue
+        name = f"{mod_name}.weight"
+        if name.startswith(skip) or layer_of(name) is None:
+            continue
+        out[name] = mod
+    return out
+
+
+def matrix_targets(model: OpenVLAOFT) -> list[MatrixTarget]:
+    return [
+        MatrixTarget(name, (int(m.weight.shape[0]), int(m.weight.shape[1])), layer_of(name) or "")
+        for name, m in quantized_linears(model).items()
+    ]
+
+
+def matrix_weights(model: OpenVLAOFT) -> dict[str, torch.Tensor]:
+    """name -> the fp32 weight (detached CPU copy) of every quantized matrix."""
+    # clone: for an fp32 CPU model .float().cpu() would alias the parameter, and AWQ edits it in place
+    return {n: m.weight.detach().float().cpu().clone() for n, m in quantized_linears(model).items()}
+
+
+__all__ = ["MatrixTarget", "layer_of", "matrix_targets", "matrix_weights", "quantized_linears"]

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import numpy as np
+from omnimodel.quant.sensitivity import cka, hsic, rbf_gram, sensitivities, sensitivity_weights
+
+
+def test_hsic_detects_dependence():
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=(64, 5))
+    dep = np.tanh(u @ rng.normal(size=(5, 3)))
+    ind = rng.normal(size=(64, 3))
+    K = rbf_gram(u)
+    assert hsic(K, rbf_gram(dep)) > 5 * abs(hsic(K, rbf_gram(ind)))
+    assert abs(cka(K, K) - 1.0) < 1e-12
+    # the trace form (n-1)^-2 tr(K H L H), written out
+    n = 64
+    H = np.eye(n) - np.ones((n, n)) / n
+    L = rbf_gram(dep)
+    assert abs(hsic(K, L) - np.trace(K @ H @ L @ H) / (n - 1) ** 2) < 1e-12
+
+
+def test_sensitivities_on_miniature(calibrated):
+    st = calibrated.stats
+    s = sensitivities(st)
+    assert set(s) == set(st.fisher)
+    assert all(np.isfinite(v) and -1.0 <= v <= 1.0 for v in s.values())  # CKA difference, alpha = beta = 1
+    # alpha = 0 keeps only the action-alignment term (non-negative); beta = 0 only the redundancy penalty
+    assert all(v >= 0 for v in sensitivities(st, alpha=0.0).values())
+    assert all(v <= 0 for v in sensitivities(st, beta=0.0).values())
+    w = sensitivity_weights(s)
+    assert all(v > 0 for v in w.values()) and abs(np.mean(list(w.values())) - 1.0) < 1e-9
+    order = sorted(s, key=s.get)
+    assert w[order[0]] <= w[order[-1]]  # monotone in S
