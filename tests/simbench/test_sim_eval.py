@@ -207,3 +207,50 @@ def test_train_prototype_learns_and_saves_a_loadable_checkpoint(demo_dataset: Pa
     assert policy(images, ep.instruction, proprio).shape == (8, 4)
     report = train(tmp_path / "trained", demo_dataset, steps=1, batch_size=2, out_dir=tmp_path / "trained")
     OFTTorchPolicy(tmp_path / "trained")  # re-saving into the same directory leaves one head file
+
+
+def test_train_demo_command_writes_loadable_checkpoints(demo_dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    from omnimodel.cli.main import main
+    from omnimodel.simbench import train as train_mod
+    from omnimodel.simbench.policies import OFTTorchPolicy
+
+    # A model smaller than "tiny" keeps this a few seconds; the command path is the same.
+    monkeypatch.setitem(train_mod.SIZES, "tiny", train_mod.ModelSize("tiny", 56, 32, 3, 2, 64, 1, 4))
+    out = tmp_path / "run"
+    args = ["train-demo", str(demo_dataset), "--out", str(out), "--steps", "4", "--batch-size", "4"]
+    assert main(args + ["--warmup", "2", "--checkpoint-every", "2", "--log-every", "2"]) == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002"]
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["steps_done"] == 4 and not report["stopped_early"]
+    policy = OFTTorchPolicy(out / "final")
+    ep = next(EpisodeDataset(demo_dataset).episodes("calib"))
+    images, proprio = ep.observation(0)
+    first = policy(images, ep.instruction, proprio)
+    assert first.shape == (8, 4) and np.isfinite(first).all()
+    # the tokenizer was trained on the dataset's instructions: no byte-fallback pieces in the prompts
+    tok = policy.policy.tokenizer
+    assert all(len(tok.encode_prompt(i)) < 30 for i in ("push the puck to the green goal",))
+    # fixed seeds: the same command again gives the same weights
+    assert main(args + ["--warmup", "2", "--checkpoint-every", "0", "--log-every", "0", "--overwrite"]) == 0
+    np.testing.assert_array_equal(OFTTorchPolicy(out / "final")(images, ep.instruction, proprio), first)
+    # a second stage continues from the first run's policy and writes the same layout
+    stage2 = tmp_path / "stage2"
+    assert main(["train-demo", str(demo_dataset), "--init", str(out / "final"), "--out", str(stage2), "--steps", "2",
+                 "--batch-size", "2", "--schedule", "constant", "--warmup", "0", "--log-every", "0"]) == 0
+    assert not (stage2 / "init").exists()
+    assert OFTTorchPolicy(stage2 / "final")(images, ep.instruction, proprio).shape == (8, 4)
+
+
+def test_random_shift_and_lr_schedule() -> None:
+    from omnimodel.simbench.train import lr_at, random_shift
+
+    img = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+    shifted = random_shift(img, 2, np.random.default_rng(0))
+    assert shifted.shape == img.shape and shifted.dtype == np.uint8
+    assert np.array_equal(random_shift(img, 2, np.random.default_rng(0)), shifted)
+    lrs = [lr_at(s, lr=1.0, steps=100, schedule="cosine", warmup=10) for s in range(100)]
+    assert lrs[0] == 0.1 and lrs[9] == 1.0 and abs(lrs[-1] - 0.1) < 1e-9
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert lr_at(50, lr=0.5, steps=100, schedule="constant", warmup=10) == 0.5

@@ -15,7 +15,16 @@ import sys
 from collections.abc import Sequence
 
 import omnimodel
-from omnimodel.cli import bench_cmd, collect_demos_cmd, convert_cmd, doctor_cmd, eval_cmd, inspect_cmd, validate_cmd
+from omnimodel.cli import (
+    bench_cmd,
+    collect_demos_cmd,
+    convert_cmd,
+    doctor_cmd,
+    eval_cmd,
+    inspect_cmd,
+    train_demo_cmd,
+    validate_cmd,
+)
 from omnimodel.cli.command import Command
 from omnimodel.errors import OmnimodelError
 
@@ -27,6 +36,7 @@ COMMANDS: list[Command] = [
     bench_cmd.COMMAND,
     collect_demos_cmd.COMMAND,
     eval_cmd.COMMAND,
+    train_demo_cmd.COMMAND,
 ]
 
 EXIT_OK = 0

@@ -1,7 +1,7 @@
-"""PROTOTYPE: train a small OpenVLA-OFT-architecture policy on collected episodes with OFT's L1 loss.
+"""Train a small OpenVLA-OFT-architecture policy on collected episodes with OFT's L1 loss.
 
-Used now to time training steps (how big a policy fits in an hour on a small CPU); training the
-benchmark's final policy is later work. What it does, following OFT's fine-tuning recipe where it can:
+``omnimodel train-demo`` (cli/train_demo_cmd.py) is the reproducible command around it; ``time_sizes``
+times steps for budgeting. What it does, following OFT's fine-tuning recipe where it can:
 
 * the model is the reference ``OpenVLAOFT`` (real module names), sized by a ``ModelSize``; its
   checkpoint directory comes from ``write_miniature`` (same file layout, tokenizer, configs) with
@@ -14,23 +14,28 @@ benchmark's final policy is later work. What it does, following OFT's fine-tunin
 * trained weights are written back in the checkpoint layout (one ``model.safetensors``, the head and
   proprio projector as DDP-style ``.pt`` files) so ``load_policy`` and the evaluator load them as is.
 
-Not done (yet): image augmentation, a tokenizer trained on these instructions (the miniature's
-LIBERO-word tokenizer byte-falls back on unknown words, which only lengthens prompts), LR schedules.
+Options beyond that, all off by default (``omnimodel train-demo`` turns them on): random-shift image
+augmentation (pad by replicating edges, crop back at a random offset, per image -- DrQ's recipe, which
+keeps a small behaviour-cloned policy from latching onto exact pixel positions), linear warm-up + cosine
+LR decay, gradient-norm clipping, a wall-clock limit and periodic checkpoints. ``init_checkpoint`` trains
+the miniature tokenizer on the dataset's instructions, so prompts are whole words, not byte fallback.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .episodes import STATISTICS_FILE, EpisodeDataset
+from .episodes import STATISTICS_FILE, EpisodeDataset, read_manifest
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,7 @@ class ModelSize:
     llm_layers: int
     llm_heads: int
 
-    def miniature_spec(self, seed: int = 0) -> Any:
+    def miniature_spec(self, seed: int = 0, instructions: tuple[str, ...] = ()) -> Any:
         from omnimodel.arch.openvla_oft import MiniatureSpec
 
         vit = dict(
@@ -63,6 +68,10 @@ class ModelSize:
             llm_layers=self.llm_layers,
             llm_heads=self.llm_heads,
             num_shards=1,
+            instructions=tuple(instructions),
+            # With the instructions in the corpus a larger vocabulary turns their words into whole pieces
+            # (pick-place's prompt: 38 -> 27 tokens); 400 stays the default so plain miniatures don't change.
+            spm_vocab_size=600 if instructions else 400,
         )
 
 
@@ -79,10 +88,12 @@ SIZES: dict[str, ModelSize] = {
 def init_checkpoint(
     out_dir: str | os.PathLike[str], size: ModelSize, dataset_root: str | os.PathLike[str], seed: int = 0
 ) -> Path:
-    """A fresh (randomly initialised) checkpoint of ``size`` whose statistics are the dataset's."""
+    """A fresh (randomly initialised) checkpoint of ``size`` whose statistics are the dataset's and whose
+    tokenizer knows the dataset's instructions (sorted, so the vocabulary does not depend on file order)."""
     from omnimodel.arch.openvla_oft import write_miniature
 
-    out = write_miniature(out_dir, size.miniature_spec(seed))
+    instructions = tuple(sorted(set(read_manifest(dataset_root).tasks.values())))
+    out = write_miniature(out_dir, size.miniature_spec(seed, instructions))
     shutil.copyfile(Path(dataset_root) / STATISTICS_FILE, out / STATISTICS_FILE)
     return out
 
@@ -120,7 +131,9 @@ class ChunkSamples:
     def num_samples(self) -> int:
         return sum(len(v) for v in self.index.values())
 
-    def batch(self, rng: np.random.Generator, batch_size: int, policy: Any) -> tuple[Any, Any, Any, Any]:
+    def batch(
+        self, rng: np.random.Generator, batch_size: int, policy: Any, shift: int = 0
+    ) -> tuple[Any, Any, Any, Any]:
         import torch
 
         from omnimodel.arch.openvla_oft.preprocess import images_to_pixel_values
@@ -129,16 +142,39 @@ class ChunkSamples:
         task = self.tasks[int(rng.integers(len(self.tasks)))]
         pool = self.index[task]
         picks = [pool[i] for i in rng.integers(len(pool), size=batch_size)]
+
+        def views(e: int, t: int) -> list[np.ndarray]:
+            imgs = list(self.images[e][t][: cfg.num_images])
+            return [random_shift(im, shift, rng) for im in imgs] if shift > 0 else imgs
+
         pixels = torch.cat(
-            [
-                images_to_pixel_values(list(self.images[e][t][: cfg.num_images]), cfg.vision, cfg.num_images)
-                for e, t in picks
-            ]
+            [images_to_pixel_values(views(e, t), cfg.vision, cfg.num_images) for e, t in picks]
         )
         prompt = torch.tensor([self.prompts[task]] * batch_size, dtype=torch.long)
         proprio = torch.from_numpy(np.stack([self.proprio[e][t] for e, t in picks]))
         target = torch.from_numpy(np.stack([self.targets[e][t] for e, t in picks]))
         return pixels, prompt, proprio, target
+
+
+def random_shift(image: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
+    """(H, W, 3) uint8 -> same shape, content moved by up to ``pad`` px each way (edges replicated)."""
+    h, w = image.shape[:2]
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    dy, dx = (int(v) for v in rng.integers(0, 2 * pad + 1, size=2))
+    return np.ascontiguousarray(padded[dy : dy + h, dx : dx + w])
+
+
+def lr_at(step: int, *, lr: float, steps: int, schedule: str, warmup: int, final_fraction: float = 0.1) -> float:
+    """Learning rate of (0-based) ``step``: ``constant``, or ``cosine`` = linear warm-up over ``warmup``
+    steps, then cosine decay to ``final_fraction * lr`` at the last step."""
+    if schedule == "constant":
+        return lr
+    if schedule != "cosine":
+        raise ValueError(f"unknown LR schedule '{schedule}' (constant, cosine)")
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup - 1)
+    return lr * (final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 
 @dataclass
@@ -151,6 +187,7 @@ class TrainReport:
     first_loss: float
     last_loss: float
     losses: list[float]
+    stopped_early: bool = False  # the wall-clock limit ended training before ``steps``
 
 
 def train(
@@ -164,8 +201,19 @@ def train(
     seed: int = 0,
     out_dir: str | os.PathLike[str] | None = None,
     log_every: int = 0,
+    lr_schedule: str = "constant",
+    warmup_steps: int = 0,
+    shift: int = 0,
+    grad_clip: float = 0.0,
+    time_limit_s: float | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[Any, int], None] | None = None,
 ) -> TrainReport:
-    """Train the checkpoint's model for ``steps`` steps (float32, CPU); save to ``out_dir`` if given."""
+    """Train the checkpoint's model for ``steps`` steps (float32, CPU); save to ``out_dir`` if given.
+
+    Same arguments (and ``threads``) -> same weights, unless ``time_limit_s`` cuts training short (then
+    the LR schedule is cut too: it is laid out over ``steps``). Every ``checkpoint_every`` steps
+    ``on_checkpoint(policy, step)`` is called (e.g. to save it)."""
     import torch
 
     from omnimodel.arch.openvla_oft import load_policy
@@ -180,25 +228,47 @@ def train(
     rng = np.random.default_rng(seed)
     losses: list[float] = []
     step_seconds: list[float] = []
+    stopped_early = False
     t0 = time.perf_counter()
+    done = 0
     for step in range(steps):
         ts = time.perf_counter()
-        pixels, prompt, proprio, target = data.batch(rng, batch_size, policy)
+        step_lr = lr_at(step, lr=lr, steps=steps, schedule=lr_schedule, warmup=warmup_steps)
+        for group in opt.param_groups:
+            group["lr"] = step_lr
+        pixels, prompt, proprio, target = data.batch(rng, batch_size, policy, shift=shift)
         out = model(pixels, prompt, proprio if policy.config.use_proprio else None)
         loss = (out.normalized_actions - target).abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
         losses.append(float(loss.detach()))
         step_seconds.append(time.perf_counter() - ts)
-        if log_every and (step + 1) % log_every == 0:
-            print(f"step {step + 1}/{steps} loss {np.mean(losses[-log_every:]):.4f}", flush=True)
+        done = step + 1
+        elapsed = time.perf_counter() - t0
+        if log_every and done % log_every == 0:
+            rate = elapsed / done
+            print(
+                f"step {done}/{steps} loss {np.mean(losses[-log_every:]):.4f} lr {step_lr:.2e} "
+                f"{rate:.2f} s/step elapsed {elapsed / 60:.1f} min eta {(steps - done) * rate / 60:.1f} min",
+                flush=True,
+            )
+        if checkpoint_every and on_checkpoint is not None and done % checkpoint_every == 0 and done < steps:
+            model.eval()
+            on_checkpoint(policy, done)
+            model.train()
+        if time_limit_s is not None and elapsed >= time_limit_s and done < steps:
+            stopped_early = True
+            print(f"wall-clock limit {time_limit_s:.0f} s reached after step {done}/{steps}", flush=True)
+            break
     seconds = time.perf_counter() - t0
     model.eval()
     if out_dir is not None:
-        save_trained(policy, checkpoint_dir, out_dir, step=steps)
+        save_trained(policy, checkpoint_dir, out_dir, step=done)
     return TrainReport(
-        steps=steps,
+        steps=done,
         batch_size=batch_size,
         parameters=int(sum(p.numel() for p in params)),
         seconds=seconds,
@@ -207,6 +277,7 @@ def train(
         first_loss=losses[0] if losses else float("nan"),
         last_loss=float(np.mean(losses[-10:])) if losses else float("nan"),
         losses=losses,
+        stopped_early=stopped_early,
     )
 
 
@@ -297,6 +368,8 @@ __all__ = [
     "SIZES",
     "init_checkpoint",
     "ChunkSamples",
+    "random_shift",
+    "lr_at",
     "TrainReport",
     "train",
     "save_trained",

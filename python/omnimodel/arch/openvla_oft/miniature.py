@@ -55,6 +55,9 @@ class MiniatureSpec:
     use_proprio: bool = True
     num_shards: int = 3
     step: int = 150000
+    # Instructions the tokenizer should know as whole words (e.g. a trained policy's tasks): added to the
+    # LIBERO-style corpus, so their prompts are not spelled out in byte-fallback pieces.
+    instructions: tuple[str, ...] = ()
 
     @property
     def dataset_key(self) -> str:
@@ -92,23 +95,30 @@ _PLACES = [
 ]
 
 
-def training_corpus() -> list[str]:
+# Each extra instruction is repeated this often: BPE merges by frequency, and the LIBERO-style corpus
+# has ~1000 lines, so a handful of task prompts must weigh about as much to get whole-word pieces.
+_INSTRUCTION_REPEATS = 64
+
+
+def training_corpus(instructions: tuple[str, ...] = ()) -> list[str]:
     tasks = [f"{v} {o} {p}" for v, o, p in itertools.product(_VERBS, _OBJECTS, _PLACES)]
     lines = []
     for i, task in enumerate(tasks):
         lines.append(f"In: What action should the robot take to {task}?")
         lines.append("Out:" if i % 2 else task.capitalize() + ".")
     lines += ["0123456789", "Robot arm gripper camera wrist view joint state 7 dof."]
+    for _ in range(_INSTRUCTION_REPEATS):  # empty by default: the default corpus (and vocabulary) is unchanged
+        lines += [f"In: What action should the robot take to {t.lower()}?" for t in instructions]
     return lines
 
 
-def train_sentencepiece(vocab_size: int) -> bytes:
+def train_sentencepiece(vocab_size: int, instructions: tuple[str, ...] = ()) -> bytes:
     """Llama-style SentencePiece BPE model (serialized proto)."""
     import sentencepiece as spm
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(training_corpus()),
+        sentence_iterator=iter(training_corpus(instructions)),
         model_writer=model,
         model_type="bpe",
         vocab_size=vocab_size,
@@ -296,7 +306,7 @@ def write_miniature(out_dir: str | Path, spec: MiniatureSpec | None = None) -> P
     gen = torch.Generator().manual_seed(spec.seed)
 
     # Tokenizer: SentencePiece vocabulary, "<PAD>" appended, embedding padded to a multiple of 64.
-    spm_model = train_sentencepiece(spec.spm_vocab_size)
+    spm_model = train_sentencepiece(spec.spm_vocab_size, tuple(spec.instructions))
     pad_id = spec.spm_vocab_size
     vocab_rows = 64 * math.ceil((pad_id + 1) / 64)
     (out / "tokenizer.model").write_bytes(spm_model)

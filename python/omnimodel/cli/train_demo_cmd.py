@@ -1,0 +1,154 @@
+"""`omnimodel train-demo DATA --out OUT`: train the small OpenVLA-OFT demo policy on collected demonstrations.
+
+    omnimodel collect-demos data/mw --image-size 56 --action-noise 0.1
+    omnimodel train-demo data/mw --out runs/demo                  # -> runs/demo/final (OFT layout)
+    omnimodel eval --policy runs/demo/final --episodes 10
+
+``--init CKPT`` continues from an earlier run's checkpoint (a second, low-LR stage) instead.
+
+Writes ``OUT/init`` (the random initial checkpoint: miniature layout, a tokenizer trained on the dataset's
+instructions, the dataset's statistics), ``OUT/checkpoints/step-NNNNNN`` every ``--checkpoint-every``
+steps, ``OUT/final`` (the trained policy, the real OFT checkpoint layout that ``load_policy`` and
+``omnimodel eval`` read) and ``OUT/train_report.json``. Seeds are fixed: the same command on the same data
+with the same ``--threads`` writes the same weights, unless ``--time-limit`` stops it early.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+from omnimodel.cli.command import Command
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    from omnimodel.simbench.train import SIZES  # pure data, cheap
+
+    p.add_argument("data", type=Path, help="episode dataset from `omnimodel collect-demos` (its train split)")
+    p.add_argument("--out", type=Path, required=True, help="run directory to create")
+    p.add_argument("--size", default="tiny", choices=sorted(SIZES), help="model size (default: %(default)s)")
+    p.add_argument(
+        "--init",
+        type=Path,
+        help="continue from this trained checkpoint (e.g. OUT/final of an earlier run) instead of a random one",
+    )
+    p.add_argument("--steps", type=int, default=5000, help="optimizer steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="samples per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default: %(default)s)")
+    p.add_argument(
+        "--schedule", default="cosine", choices=("cosine", "constant"), help="LR schedule (default: %(default)s)"
+    )
+    p.add_argument("--warmup", type=int, default=200, help="linear LR warm-up steps (default: %(default)s)")
+    p.add_argument(
+        "--shift", type=int, default=4, help="random-shift augmentation, max pixels each way; 0: off (default: 4)"
+    )
+    p.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip; 0: off (default: 1.0)")
+    p.add_argument("--seed", type=int, default=0, help="weight init and batch sampling seed (default: 0)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+    p.add_argument(
+        "--time-limit", type=float, help="stop after this many minutes of training (then not reproducible)"
+    )
+    p.add_argument(
+        "--checkpoint-every", type=int, default=1000, help="save OUT/checkpoints/step-N every N steps; 0: off"
+    )
+    p.add_argument("--log-every", type=int, default=50, help="print the loss every N steps (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from omnimodel.errors import UsageError
+    from omnimodel.simbench.episodes import read_manifest
+    from omnimodel.simbench.train import SIZES, init_checkpoint, save_trained, train
+
+    if args.steps < 1 or args.batch_size < 1 or args.threads < 1:
+        raise UsageError("--steps, --batch-size and --threads must be >= 1")
+    if args.shift < 0 or args.warmup < 0 or args.checkpoint_every < 0:
+        raise UsageError("--shift, --warmup and --checkpoint-every must be >= 0")
+    try:
+        manifest = read_manifest(args.data)
+    except Exception as e:  # noqa: BLE001  missing/garbled manifest: one clear line, not a traceback
+        raise UsageError(f"{args.data}: not an episode dataset ({e})") from e
+    if "train" not in manifest.splits or not manifest.splits["train"]:
+        raise UsageError(f"{args.data}: the dataset has no train split")
+    out: Path = args.out
+    if out.exists() and any(out.iterdir()):
+        if not args.overwrite:
+            raise UsageError(f"{out} is not empty (pass --overwrite to replace it)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    if args.init is not None:
+        # A second stage (more steps, lower LR) on top of an earlier run; the checkpoint must be one this
+        # command wrote for the same dataset (its statistics and tokenizer are reused as they are).
+        if not (args.init / "config.json").is_file():
+            raise UsageError(f"--init {args.init}: not an OFT checkpoint directory (no config.json)")
+        init = args.init
+        print(f"continuing from: {init}", flush=True)
+    else:
+        size = SIZES[args.size]
+        init = init_checkpoint(out / "init", size, args.data, seed=args.seed)
+        print(f"init checkpoint: {init} ({args.size}; tasks {', '.join(sorted(manifest.tasks))})", flush=True)
+
+    def on_checkpoint(policy, step: int) -> None:
+        path = save_trained(policy, init, out / "checkpoints" / f"step-{step:06d}", step=step)
+        print(f"checkpoint: {path}", flush=True)
+
+    t0 = time.time()
+    report = train(
+        init,
+        args.data,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        threads=args.threads,
+        seed=args.seed,
+        out_dir=out / "final",
+        log_every=args.log_every,
+        lr_schedule=args.schedule,
+        warmup_steps=args.warmup,
+        shift=args.shift,
+        grad_clip=args.grad_clip,
+        time_limit_s=None if args.time_limit is None else 60.0 * args.time_limit,
+        checkpoint_every=args.checkpoint_every,
+        on_checkpoint=on_checkpoint,
+    )
+    wall = time.time() - t0
+    summary = {
+        "command": "train-demo",
+        "data": str(args.data),
+        "size": args.size,
+        "init": None if args.init is None else str(args.init),
+        "options": {
+            k: getattr(args, k)
+            for k in ("steps", "batch_size", "lr", "schedule", "warmup", "shift", "grad_clip", "seed", "threads")
+        },
+        "time_limit_min": args.time_limit,
+        "steps_done": report.steps,
+        "stopped_early": report.stopped_early,
+        "parameters": report.parameters,
+        "wall_seconds": round(wall, 1),
+        "seconds_per_step": round(report.seconds_per_step, 4),
+        "first_loss": report.first_loss,
+        "last_loss": report.last_loss,
+        "loss_every_50": [round(float(sum(report.losses[i : i + 50]) / len(report.losses[i : i + 50])), 5)
+                          for i in range(0, len(report.losses), 50)],
+    }
+    (out / "train_report.json").write_text(json.dumps(summary, indent=2) + "\n")
+    note = " (stopped by --time-limit: not reproducible)" if report.stopped_early else ""
+    print(
+        f"trained {report.steps} steps in {wall / 60:.1f} min{note}; loss {report.first_loss:.3f} -> "
+        f"{report.last_loss:.3f}; {report.parameters:,} parameters"
+    )
+    print(f"policy: {out / 'final'} (omnimodel eval --policy {out / 'final'})")
+    return 0
+
+
+COMMAND = Command(
+    name="train-demo",
+    help="train the small OpenVLA-OFT demo policy on collected Meta-World demonstrations",
+    add_arguments=_add_arguments,
+    run=_run,
+)

@@ -1,0 +1,16 @@
+"""Built-in demo assets, shipped as package data (no code runs on import).
+
+``DEMO_POLICY_DIR``: a trained tiny OpenVLA-OFT policy (1.2 M parameters, 56 px, Meta-World platform row)
+in the real OFT checkpoint layout, trained by ``omnimodel train-demo`` (commands and closed-loop success
+in docs/simbench.md and in its ``omnimodel_training.json``). ``DEMO_CALIB_DIR``: a small episode dataset
+(2 held-out calib episodes per task, same statistics) for calibration and open-loop checks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEMO_POLICY_DIR = Path(__file__).resolve().parent / "oft_metaworld_tiny"
+DEMO_CALIB_DIR = Path(__file__).resolve().parent / "metaworld_calib"
+
+__all__ = ["DEMO_POLICY_DIR", "DEMO_CALIB_DIR"]
