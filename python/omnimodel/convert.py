@@ -12,7 +12,7 @@ Output directory (``OUT``):
     project/                 a standalone CMake project for the robot: runtime sources, the generated graph
                              compiled in, the ggml pin, the GGUF, an example control loop
     validation_report.json   per-tensor parity, the reflector's record, and what to re-run it with
-    demo_checkpoint/         the miniature checkpoint (``--demo`` only)
+    demo_checkpoint/         the demo policy's checkpoint (``--demo`` only)
 
 Nothing half-written: everything is built in a hidden staging directory next to ``OUT`` and renamed onto
 it at the very end; any failure removes the staging directory.
@@ -150,7 +150,7 @@ def convert_openvla_oft(
     """
     import torch
 
-    from omnimodel.arch.openvla_oft import MiniatureSpec, write_miniature
+    from omnimodel.demo_assets import DEMO_POLICY_DIR
     from omnimodel.arch.openvla_oft import export as oft_export
 
     from .validate.parity import check_parity, run_runtime
@@ -196,11 +196,12 @@ def convert_openvla_oft(
         log(f"      done in {times[name]:.2f} s")
 
     try:
-        with stage_step("checkpoint", "writing a random-weight miniature (demo)" if demo else str(checkpoint)):
+        with stage_step("checkpoint", "the built-in demo policy" if demo else str(checkpoint)):
             if demo:
-                log("      NOTE: no checkpoint given -- this is a DEMO on a tiny random-weight OpenVLA-OFT "
-                    "miniature written on the fly (real file layout, not a trained model)")
-                checkpoint = write_miniature(stage / DEMO_DIR, MiniatureSpec(seed=0))
+                log("      NOTE: no checkpoint given -- this is the DEMO: the built-in tiny OpenVLA-OFT policy "
+                    "trained on Meta-World (real file layout; see docs/simbench.md), copied into the output")
+                # A copy keeps the output self-contained: `omnimodel validate` re-reads it from there.
+                checkpoint = Path(shutil.copytree(DEMO_POLICY_DIR, stage / DEMO_DIR))
             policy = _load_policy(checkpoint)
             cfg = policy.config
             log(f"      {cfg.num_images} image(s) {cfg.vision.image_size}px, LLM {cfg.llm.num_hidden_layers} layers x "

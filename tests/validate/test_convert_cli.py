@@ -67,7 +67,7 @@ def test_convert_demo_output_mentions_demo_and_graph(tmp_path, capsys) -> None:
     out = tmp_path / "o"
     assert main(["convert", "openvla-oft", "--demo", "--out", str(out), "--outtype", "f16"]) == 0
     text = capsys.readouterr().out
-    assert "DEMO" in text and "random-weight miniature" in text
+    assert "DEMO" in text and "trained demo policy" in text
     assert "graph: plugin:plugin/omnimodel_openvla_oft_" in text and "[8/8] project" in text and "model.gguf" in text
     assert "project/ (" in text and "robot: cmake -S" in text
     assert "all pass" in text

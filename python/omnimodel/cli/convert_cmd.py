@@ -14,7 +14,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", type=Path, help="Hugging Face OFT checkpoint directory")
     src.add_argument("--demo", action="store_true",
-                     help="no checkpoint: convert a small random-weight miniature written on the fly")
+                     help="no checkpoint: convert the built-in demo policy (a tiny OFT trained on Meta-World)")
     p.add_argument("--outtype", default="f32", choices=["f32", "f16", "bf16", "q8_0"], help="weight type")
     p.add_argument("--out", type=Path, help="output directory (default: ./openvla-oft-<outtype>)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for validation (0: all)")
@@ -32,7 +32,7 @@ def _run(args: argparse.Namespace) -> int:
     from omnimodel.errors import UsageError
 
     if args.checkpoint is None and not args.demo:
-        raise UsageError("give --checkpoint DIR (or --demo to try it on a miniature)")
+        raise UsageError("give --checkpoint DIR (or --demo to try it on the built-in demo policy)")
     knobs = [_parse_knob(k) for k in args.knob]
     out = args.out or Path(f"openvla-oft-{args.outtype}{'-demo' if args.demo else ''}")
     try:
@@ -58,11 +58,11 @@ def _run(args: argparse.Namespace) -> int:
     if project:
         print(f"  {'project/ (' + str(len(project)) + ' files, standalone CMake project)':<40} {_size(sum(project)):>10}")
     if res.demo:
-        print("  demo_checkpoint/                         (the miniature the demo converted)")
+        print("  demo_checkpoint/                         (the demo policy the demo converted)")
     print(f"\ngraph: {res.graph} (the runtime ran {res.report.graph_source or 'an unknown graph'})")
     print("stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in res.stage_seconds.items()))
     if res.demo:
-        print("DEMO: random-weight miniature, not a trained policy; pass --checkpoint DIR for a real one")
+        print("DEMO: the built-in tiny trained demo policy; pass --checkpoint DIR for a real one")
     if not res.report.passed:
         print("convert: parity FAILED (output kept because of --keep-failed)", file=sys.stderr)
         return 1
