@@ -19,7 +19,7 @@ from omnimodel.gguf.encoders import BlockScales, decode, encode, fit_scales, qua
 from omnimodel.gguf.types import GGML_ENCODED, REQUIRES_IMPORTANCE, GGMLType, type_info
 
 K_QUANTS = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
-LEGACY = ["Q8_0", "Q4_0", "Q1_0"]
+LEGACY = ["Q8_0", "Q4_0", "Q1_0", "Q2_0"]
 SCALED = LEGACY + K_QUANTS
 FLOATS = ["F32", "F16", "BF16"]
 ROWS, COLS = 64, 1024
@@ -87,7 +87,7 @@ def test_ggml_decodes_intended_values_exactly(rt, tname: str, with_importance: b
     assert same.all(), f"{tname}: {np.count_nonzero(~same)} values differ from ggml's to_float"
     np.testing.assert_array_equal(_bits(decode(data, t, COLS)), _bits(intended))
 
-    if t != GGMLType.Q1_0:  # gguf-py 0.19 cannot dequantize Q1_0
+    if t not in (GGMLType.Q1_0, GGMLType.Q2_0):  # gguf-py 0.19 cannot dequantize Q1_0 / does not know Q2_0
         gq = gguf.quants.dequantize(data, gguf.GGMLQuantizationType(int(t)))
         np.testing.assert_array_equal(_bits(np.asarray(gq, dtype=np.float32)), _bits(intended))
 
@@ -229,6 +229,7 @@ def _assert_codes_optimal(t: GGMLType, x: np.ndarray, q: enc.Quantized) -> None:
         lo, hi = {
             GGMLType.Q8_0: (-128, 127),
             GGMLType.Q4_0: (-8, 7),
+            GGMLType.Q2_0: (-1, 2),
             GGMLType.Q2_K: (0, 3),
             GGMLType.Q3_K: (-4, 3),
             GGMLType.Q4_K: (0, 15),
@@ -247,6 +248,51 @@ def _assert_codes_optimal(t: GGMLType, x: np.ndarray, q: enc.Quantized) -> None:
         levels = np.arange(lo, hi + 1, dtype=np.float64)
         alt = np.abs(x[..., None] - (S[..., None] * levels - M[..., None])).min(-1)
     assert np.all(np.abs(x - y) <= alt + 1e-6 * (np.abs(x) + 1e-3))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Q2_0 specifics: ggml's bytes through our decoder, both signs of d, the full code range, exact fit
+
+
+def test_q2_0_decodes_ggml_bytes_exactly(rt) -> None:
+    x = _weights("t3", seed=4)[:8]
+    data = rt.ggml_quantize(int(GGMLType.Q2_0), np.ascontiguousarray(x), None)
+    ref = rt.ggml_dequantize(int(GGMLType.Q2_0), data, COLS)
+    np.testing.assert_array_equal(_bits(decode(data, "Q2_0", COLS)), _bits(ref))
+    codes, _ = enc._CODECS[GGMLType.Q2_0].unpack(data.reshape(8, -1, 18))
+    assert codes.max() <= 1  # ggml's quantizer maps max|x| to d: it never uses the code +2
+
+
+def test_q2_0_uses_negative_scales_and_the_whole_code_range(rt) -> None:
+    x = _weights("gauss", seed=5)[:16]
+    x[0, :64] = np.abs(x[0, :64])  # a one-sided block: the long side of the grid must point up ...
+    x[1, :64] = -np.abs(x[1, :64])  # ... or down, through a negative d
+    q = quantize(x, "Q2_0")
+    d = q.scales.d.astype(np.float32)
+    assert d[0, 0] > 0 and d[1, 0] < 0
+    assert (d < 0).any() and (d > 0).any() and q.codes.min() == -1 and q.codes.max() == 2
+    np.testing.assert_array_equal(
+        _bits(rt.ggml_dequantize(int(GGMLType.Q2_0), q.to_bytes(), COLS)), _bits(q.values())
+    )
+    # the down-pointing block reaches -2|d|
+    assert q.values()[1, :64].min() == np.float32(2.0) * d[1, 0]
+
+
+@pytest.mark.parametrize("with_importance", [False, True])
+def test_q2_0_fit_matches_a_dense_scale_search(with_importance: bool) -> None:
+    x = _weights("t3", seed=6)[:4].astype(np.float64)
+    w = _importance() if with_importance else np.ones(COLS)
+    q = quantize(x.astype(np.float32), "Q2_0", w if with_importance else None)
+    xb = x.reshape(4, -1, 64)
+    wb = np.broadcast_to(w.astype(np.float64), x.shape).reshape(xb.shape)
+    ours = (wb * (xb - q.values().reshape(xb.shape)) ** 2).sum(-1)
+    amax = np.abs(xb).max(-1)
+    dense = np.full(amax.shape, np.inf)
+    for f in np.linspace(-1.2, 1.2, 2401):  # every fp16 d near +-f*max|x|, nearest codes
+        d = (amax * f).astype(np.float16).astype(np.float64)
+        c = np.clip(np.rint(xb / np.where(d == 0, 1.0, d)[..., None]), -1, 2)
+        dense = np.minimum(dense, (wb * (xb - c * d[..., None]) ** 2).sum(-1))
+    assert np.all(ours <= dense * (1 + 1e-9))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -301,6 +347,8 @@ def test_row_length_must_be_block_multiple() -> None:
         encode(np.zeros((2, 300), np.float32), "Q4_K")
     with pytest.raises(ValueError, match=r"Q1_0.*128"):
         fit_scales(np.zeros((2, 96), np.float32), "Q1_0")
+    with pytest.raises(ValueError, match=r"Q2_0.*64"):
+        encode(np.zeros((2, 96), np.float32), "Q2_0")
     with pytest.raises(ValueError, match=r"IQ4_NL.*32"):
         encode(np.zeros((2, 48), np.float32), "IQ4_NL")
 
@@ -376,7 +424,7 @@ def test_type_may_be_enum_id_or_name() -> None:
 def test_chunking_does_not_change_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     x = _weights("t3")[:12]
     imp = np.abs(_weights("gauss")[:12])
-    full = {t: encode(x, t, imp) for t in ("Q2_K", "Q6_K", "Q4_0")}
+    full = {t: encode(x, t, imp) for t in ("Q2_K", "Q6_K", "Q4_0", "Q2_0")}
     monkeypatch.setattr(enc, "CHUNK_ELEMENTS", 3 * COLS)  # several chunks of three rows
     for t, data in full.items():
         np.testing.assert_array_equal(encode(x, t, imp), data)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from omnimodel.gguf.types import GGMLType
 from omnimodel.quant.allocate import (
+    DEFAULT_CANDIDATES,
     Allocation,
     AllocationError,
     allocate,
@@ -84,7 +85,8 @@ def test_block_fit_and_padding_count_bits_honestly():
     assert option_for(1152, "Q4_K", padding="never") is None
     never = tensor_options(4304, padding="never")
     assert [x.type for x in never] == [GGMLType.F16]
-    assert tensor_options(4096)[0].type == GGMLType.IQ1_M
+    assert tensor_options(4096)[0].type == GGMLType.Q1_0
+    assert [o.type for o in tensor_options(4096)[:2]] == [GGMLType.Q1_0, GGMLType.IQ1_M]
 
 
 def test_real_oft_shapes_feasible_range():
@@ -117,7 +119,11 @@ def test_real_oft_shapes_feasible_range():
             )
         ]
     lo, hi = feasible_range(tg)
-    assert 1.75 < lo < 1.8 and hi == 16.0
+    # Q1_0 (1.125 bpw) fits every width but SigLIP's 4304 (padded to 4352 there)
+    assert 1.125 < lo < 1.13 and hi == 16.0
+    no_small = [c for c in DEFAULT_CANDIDATES if c not in (GGMLType.Q1_0, GGMLType.Q2_0)]
+    lo_iq, _ = feasible_range(tg, no_small)
+    assert 1.75 < lo_iq < 1.8  # IQ1_M, padded where 256 does not divide the row
     lo_never, _ = feasible_range(tg, padding="never")
     assert lo_never > lo  # SigLIP's fc2 can only be F16 without padding
     errs = {t.name: {o.type: t.numel * 2.0 ** (-2 * o.nominal_bpw) for o in tensor_options(t.n_in)} for t in tg}
@@ -173,3 +179,38 @@ def test_override_lists(calibrated, tmp_path):
 
     with pytest.raises(AllocationError, match="not a multiple"):
         apply_overrides(base, [("vision_backbone.fused_featurizer.*", "Q4_K")], padding="never")
+
+
+def _demo_shapes() -> list[MatrixTarget]:
+    """Rows of 64, 128, 256 and 336, like the demo policy's matrices (no weights needed)."""
+    tg = []
+    for i in range(2):
+        L = f"vision_backbone.featurizer.blocks.{i}"
+        tg += [
+            MatrixTarget(f"{L}.{n}", s, L)
+            for n, s in (("qkv", (192, 64)), ("proj", (64, 64)), ("fc1", (256, 64)), ("fc2", (64, 256)))
+        ]
+    for i in range(2):
+        L = f"language_model.model.layers.{i}"
+        tg += [
+            MatrixTarget(f"{L}.{n}", s, L)
+            for n, s in (("q", (128, 128)), ("o", (128, 128)), ("g", (336, 128)), ("u", (336, 128)), ("d", (128, 336)))
+        ]
+    return tg
+
+
+def test_small_block_types_open_low_budgets_on_demo_shapes():
+    tg = _demo_shapes()
+    assert {t.n_in for t in tg} == {64, 128, 256, 336}
+    lo, hi = feasible_range(tg)
+    assert lo < 2.0 and hi == 16.0
+    # without Q1_0 / Q2_0 the 256-block types only fit padded and the floor is far higher
+    no_small = [c for c in DEFAULT_CANDIDATES if c not in (GGMLType.Q1_0, GGMLType.Q2_0)]
+    assert feasible_range(tg, no_small)[0] > 3.0
+    # rows of 64 take Q2_0 unpadded; 336 pads to 384 (Q1_0 and Q2_0 alike)
+    assert option_for(64, "Q2_0").pad_to == 64 and option_for(64, "Q2_0").bpw == 2.25
+    assert option_for(336, "Q2_0").pad_to == 384 and option_for(336, "Q1_0").pad_to == 384
+    errs = {t.name: {o.type: t.numel * 2.0 ** (-2 * o.nominal_bpw) for o in tensor_options(t.n_in)} for t in tg}
+    a = allocate(tg, errs, 2.5)
+    assert 2.5 - 0.02 <= a.bpw <= 2.5
+    assert {"Q1_0", "Q2_0"} & {t.type for t in a.tensors}

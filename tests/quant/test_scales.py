@@ -7,7 +7,7 @@ from omnimodel.gguf.types import GGMLType, type_info
 from omnimodel.quant.ggmlq import decode_cols, ggml_encode, weighted_error
 from omnimodel.quant.scales import _block_err, element_importance, optimise_tensor, refine_scales
 
-NUMPY_TYPES = ["Q8_0", "Q4_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+NUMPY_TYPES = ["Q8_0", "Q4_0", "Q2_0", "Q1_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 
 
 def _case(rows=32, n=512, seed=0):
@@ -50,7 +50,7 @@ def test_never_worse_than_ggml_rowwise(t):
 
 def test_refinement_never_increases_the_error():
     w, f = _case(16, 256)
-    for t in (GGMLType.Q4_K, GGMLType.Q3_K, GGMLType.Q4_0):
+    for t in (GGMLType.Q4_K, GGMLType.Q3_K, GGMLType.Q4_0, GGMLType.Q2_0, GGMLType.Q1_0):
         imp = element_importance(f, w, type_info(t).block_size).astype(np.float64)
         q0 = quantize(w, t, importance=imp)
         q1 = refine_scales(w, t, imp, q0, rounds=4)
@@ -91,3 +91,20 @@ def test_float_types_pass_through():
     r = optimise_tensor(w, "F16", f)
     assert r.method == "float" and r.pad_to == 48
     np.testing.assert_array_equal(r.values(48), w.astype(np.float16).astype(np.float32))
+
+
+@pytest.mark.parametrize("t", ["Q2_0", "Q1_0"])
+def test_small_block_types_on_padded_rows(t):
+    """The demo policy's rows of 336 fit neither the 64 nor the 128 block: padded to 384, the alternating
+    candidate is offered, and the chosen error is no worse than any ggml candidate (which ignore the
+    importance for these types, so all three coincide)."""
+    w, f = _case(16, 336, seed=2)
+    imp = element_importance(f, w, type_info(t).block_size)
+    r = optimise_tensor(w, t, imp)
+    assert r.pad_to == 384 and r.data.shape == (16, type_info(t).row_bytes(384))
+    assert "alternating" in r.errors
+    for k in ("ggml-rowwise", "ggml-columns", "ggml-uniform"):
+        assert r.errors["chosen"] <= r.errors[k] * (1 + 1e-9)
+    assert r.errors["chosen"] <= r.errors["alternating"] * (1 + 1e-9)
+    assert r.rows_won["alternating"] == 16
+    assert abs(weighted_error(w, r.values(336), imp) - r.error) <= 1e-9 * r.error

@@ -123,6 +123,7 @@ NUMPY_ENCODED: frozenset[GGMLType] = frozenset(
         GGMLType.Q5_K,
         GGMLType.Q6_K,
         GGMLType.Q1_0,
+        GGMLType.Q2_0,
     }
 )
 

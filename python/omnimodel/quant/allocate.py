@@ -35,10 +35,14 @@ from .targets import MatrixTarget
 ALLOCATION_FORMAT = "omnimodel-allocation"
 ALLOCATION_VERSION = 1
 
-#: The ladder below Q8_0 the issue names, plus the 32-block fallbacks and F16 (always fits).
+#: The ladder below Q8_0 the issue names, roughly by bpw: the small-block low-bit types Q1_0 (block 128,
+#: 1.125 bpw) and Q2_0 (block 64, 2.25 bpw), which fit rows of 64/128 that the 256-block K/IQ types only
+#: reach padded, the 32-block fallbacks, and F16 (always fits).
 DEFAULT_CANDIDATES: tuple[GGMLType, ...] = (
+    GGMLType.Q1_0,
     GGMLType.IQ1_M,
     GGMLType.IQ2_XXS,
+    GGMLType.Q2_0,
     GGMLType.IQ2_XS,
     GGMLType.IQ2_S,
     GGMLType.Q2_K,
@@ -316,11 +320,16 @@ def allocate(
         s_l = S[lidx][:, None]
         with np.errstate(invalid="ignore"):
             dJ = (s_l - E[rows, cur][:, None] + E) ** 2 - s_l**2
-        ok = (extra > 0) & (used + extra <= budget + 1e-6) & (dJ < 0) & np.isfinite(E)
+        # a move at no extra cost (another type at the same honest bpw, e.g. Q1_0 padded to 128 against
+        # Q2_0 on rows of 64) is taken first whenever it lowers the objective
+        # (by more than rounding noise: (s - E + E)^2 - s^2 can come out a hair below 0, which would make
+        # a move to the current option, or between two options of equal error, repeat forever)
+        gain = np.where(extra > 0, dJ < 0, dJ < -1e-9 * s_l * s_l)
+        ok = (extra >= 0) & (used + extra <= budget + 1e-6) & gain & np.isfinite(E)
         if not ok.any():
             break
-        with np.errstate(invalid="ignore"):  # inf - inf where a matrix has fewer options; masked by ok
-            ratio = np.where(ok, -dJ / np.where(extra > 0, extra, 1.0), -np.inf)
+        with np.errstate(invalid="ignore", divide="ignore"):  # inf - inf where a matrix has fewer options
+            ratio = np.where(ok, np.where(extra > 0, -dJ / np.where(extra > 0, extra, 1.0), np.inf), -np.inf)
         i, k = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
         S[lidx[i]] += E[i, k] - E[i, cur[i]]
         used += float(extra[i, k])

@@ -5,8 +5,8 @@ Per-element importance from the Action-Mixed Fisher:  w_i' = F_ii * w_i^2 / mean
 Candidates per tensor; rows are encoded independently by all of them, so the one with the lower weighted
 error sum w' (w - w_hat)^2 is kept *per row* (``rows_won`` reports which supplied how many rows):
 
-* ``alternating`` (types with a numpy encoder: Q8_0, Q4_0, Q2_K..Q6_K): the encoder's importance-weighted
-  fit of the *stored* fields (fp16 d/dmin, 4/6/8-bit sub-block codes), then further rounds of the
+* ``alternating`` (types with a numpy encoder: Q8_0, Q4_0, Q2_0, Q1_0, Q2_K..Q6_K): the encoder's
+  importance-weighted fit of the *stored* fields (fp16 d/dmin, 4/6/8-bit sub-block codes), then further rounds of the
   alternation: (1) codes fixed -> closed-form weighted LS of the block's (d, dmin), rounded to the fp16
   neighbours, kept per block only where the error drops; (2) scales fixed -> every element re-rounded to
   its nearest code (optimal per element for a uniform grid). The error never increases.

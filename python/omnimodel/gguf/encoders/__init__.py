@@ -25,6 +25,7 @@ from . import floats, ggml_backed, kquants
 from .codec import BlockCodec
 from .legacy import Q4_0Codec, Q8_0Codec
 from .q1_0 import Q1_0Codec
+from .q2_0 import Q2_0Codec
 from .scales import SCALE_LAYOUTS, BlockScales, validate_scales
 
 __all__ = ["BlockScales", "Quantized", "decode", "encode", "fit_scales", "quantize", "SCALE_LAYOUTS"]
@@ -35,6 +36,7 @@ _CODECS: dict[GGMLType, BlockCodec] = {
     GGMLType.Q8_0: Q8_0Codec(),
     GGMLType.Q4_0: Q4_0Codec(),
     GGMLType.Q1_0: Q1_0Codec(),
+    GGMLType.Q2_0: Q2_0Codec(),
     **kquants.make_codecs(),
 }
 

@@ -23,6 +23,7 @@ SCALE_LAYOUTS: dict[GGMLType, ScaleLayout] = {
     GGMLType.Q8_0: ScaleLayout(0),
     GGMLType.Q4_0: ScaleLayout(0),
     GGMLType.Q1_0: ScaleLayout(0),
+    GGMLType.Q2_0: ScaleLayout(0),
     GGMLType.Q2_K: ScaleLayout(16, (0, 15), True, (0, 15)),
     GGMLType.Q3_K: ScaleLayout(16, (-32, 31)),
     GGMLType.Q4_K: ScaleLayout(8, (0, 63), True, (0, 63)),
@@ -37,7 +38,7 @@ class BlockScales:
 
     Shapes: ``d`` and ``dmin`` are (rows, n_blocks); ``sc`` and ``m`` are (rows, n_blocks, n_sub).
 
-    * Q8_0, Q4_0, Q1_0: ``d`` only (the fp16 block scale).
+    * Q8_0, Q4_0, Q1_0, Q2_0: ``d`` only (the fp16 block scale; Q1_0 and Q2_0 may store a negative d).
     * Q3_K: ``d`` and ``sc``, the signed sub-block scale in [-32, 31] (the stored 6-bit field minus 32).
     * Q6_K: ``d`` and ``sc``, the int8 sub-block scale in [-128, 127].
     * Q2_K: ``d``, ``dmin``, ``sc`` and ``m`` in [0, 15] (the two nibbles of ``scales[s]``).
