@@ -404,3 +404,24 @@ def test_abandoned_writer_cleans_up(tmp_path: Path) -> None:
     del w
     gc.collect()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_padded_matrix_counts_real_weights(tmp_path: Path) -> None:
+    """A matrix stored zero-padded (a block type on a width it does not divide) records its real width,
+    and bits per weight are counted per real weight, by the writer and by the reader."""
+    from omnimodel.gguf.encoders import encode
+    from omnimodel.gguf.reader import load_tensor, read_gguf
+
+    w = np.random.default_rng(0).standard_normal((8, 80)).astype(np.float32)
+    blocks = encode(np.pad(w, ((0, 0), (0, 176))), "Q4_K")
+    path = tmp_path / "p.gguf"
+    with GGUFModelWriter(path, "x") as out:
+        t = out.add_encoded("m.weight", blocks, "Q4_K", (8, 256), real_width=80)
+        assert t.n_weights == 640 and t.bpw == pytest.approx(8 * blocks.nbytes / 640)
+        with pytest.raises(GGUFWriteError, match="rows of 300 pad to 512 for Q4_K, not 256"):
+            out.add_encoded("bad.weight", blocks, "Q4_K", (8, 256), real_width=300)
+    gf = read_gguf(path)
+    rec = gf.tensor("m.weight")
+    assert rec.real_width == 80 and rec.shape == (8, 256)
+    assert gf.metadata["omnimodel.achieved_bpw"] == pytest.approx(8 * blocks.nbytes / 640)
+    assert load_tensor(gf, "m.weight").shape == (8, 80)

@@ -37,6 +37,8 @@ CASES = [
     (GGMLType.F16, 2e-2),
     (GGMLType.Q8_0, 3e-2),
     (GGMLType.Q4_K, 3e-2),
+    (GGMLType.Q2_0, 3e-2),
+    (GGMLType.Q1_0, 3e-2),
 ]
 
 
@@ -201,3 +203,48 @@ def test_timings_give_a_per_stage_split(tmp_path):
     first, second = t["ready_s"]["layers.0.norm"], t["ready_s"]["layers.1.norm"]
     assert 0 <= first <= second <= t["compute_s"]
     assert "out" not in t["ready_s"]  # only captured intermediates are timed
+
+
+def _write_padded_mlp(path, stored_width, real_width=None):
+    """omni-mlp with its matrix in Q4_K, rows of 80 stored zero-padded to ``stored_width``."""
+    from omnimodel.gguf.encoders import decode, encode
+
+    n_in, n_out = 80, 64
+    model = omni_mlp.random_mlp(omni_mlp.MLPConfig((n_in, n_out), norm_eps=EPS), GGMLType.F32, seed=5)
+    w = model.weights["layers.0.weight"]
+    blocks = encode(np.pad(w, ((0, 0), (0, stored_width - n_in))), GGMLType.Q4_K)
+    model.weights["layers.0.weight"] = decode(blocks, GGMLType.Q4_K, stored_width)[:, :n_in]
+    cfg = model.config
+    with GGUFModelWriter(path, "omni-mlp") as out:
+        out.add_uint32("omni-mlp.block_count", cfg.n_layers)
+        out.add_string("omni-mlp.norm", cfg.norm)
+        out.add_float32("omni-mlp.norm_eps", cfg.norm_eps)
+        out.add_string("omni-mlp.activation", cfg.activation)
+        for name, value in model.weights.items():
+            if name == "layers.0.weight":
+                out.add_encoded(name, blocks, GGMLType.Q4_K, (n_out, stored_width), real_width=real_width)
+            else:
+                out.add_tensor(name, value, GGMLType.F32)
+    return model
+
+
+def test_row_padded_matrix_pads_the_activation(tmp_path):
+    """A matrix stored with rows zero-padded to its block (80 -> 256 for Q4_K): the graph pads x to match."""
+    path = tmp_path / "padded.gguf"
+    model = _write_padded_mlp(path, 256, real_width=80)
+    x = np.random.default_rng(1).standard_normal((N_TOK, 80)).astype(np.float32)
+    with _runtime.Model(str(path), n_threads=1) as m:
+        got = m.run({"x": x})
+    ref = omni_mlp.reference_forward(model, x)
+    assert cosine(got["out"], ref["out"]) > 0.9999
+    assert np.abs(got["out"] - ref["out"]).max() < 3e-2
+
+
+def test_padding_beyond_one_block_is_a_shape_error(tmp_path):
+    """Only the real width rounded up to the type's block is accepted: 80 stored as 512 is a wrong model."""
+    path = tmp_path / "overpadded.gguf"
+    _write_padded_mlp(path, 512)
+    x = np.zeros((N_TOK, 80), np.float32)
+    with _runtime.Model(str(path), n_threads=1) as m:
+        with pytest.raises(_runtime.RuntimeStatusError, match="expects inputs of width 512"):
+            m.run({"x": x})

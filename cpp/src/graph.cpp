@@ -115,6 +115,14 @@ ggml_tensor * graph_builder::const_f32(const std::string & name, const std::vect
     return t;
 }
 
+// A 2-D quantized weight whose stored rows are `width` rounded up to its type's block: the zero
+// padding the quantizer adds so a block type fits a width it does not divide. Exactly one block's
+// rounding, so a genuinely wrong width is still a shape error.
+static bool is_block_padding(const ggml_tensor * w, int64_t width) {
+    const int64_t blk = ggml_blck_size(w->type);
+    return blk > 1 && width > 0 && width % blk != 0 && w->ne[0] == (width + blk - 1) / blk * blk;
+}
+
 ggml_tensor * graph_builder::weight(const std::string & name) const {
     ggml_tensor * t = m.find(name);
     if (t == nullptr) {
@@ -129,7 +137,7 @@ ggml_tensor * graph_builder::weight(const std::string & name, std::initializer_l
     int i = 0;
     bool ok = true;
     for (int64_t want : ne) {
-        ok = ok && t->ne[i] == want;
+        ok = ok && (t->ne[i] == want || (i == 0 && ne.size() == 2 && is_block_padding(t, want)));
         ++i;
     }
     for (; i < GGML_MAX_DIMS; ++i) ok = ok && t->ne[i] == 1;
@@ -163,6 +171,9 @@ void graph_builder::output(ggml_tensor * t, const std::string & name_) {
 }
 
 ggml_tensor * graph_builder::build_linear(ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
+    if (x->ne[0] < w->ne[0] && is_block_padding(w, x->ne[0])) {
+        x = ggml_pad(ctx0, x, (int) (w->ne[0] - x->ne[0]), 0, 0, 0);
+    }
     if (x->ne[0] != w->ne[0]) {
         fail(OMNIMODEL_ERR_SHAPE, format("'%s' expects inputs of width %lld but got %s ('%s')", ggml_get_name(w),
                                          (long long) w->ne[0], shape_str(x).c_str(), ggml_get_name(x)));

@@ -52,6 +52,9 @@ public:
                             std::initializer_list<int64_t> ne);
 
     // Weights. `weight` fails with NOT_FOUND naming the tensor; the shaped overload also checks ne.
+    // A quantized matrix may be stored with its rows zero-padded to its type's block size (SigLIP's
+    // 1152 under a 256-block type): ne[0] of a 2-D weight is accepted when it is the wanted width
+    // rounded up to the block, and build_linear pads the activation to match.
     ggml_tensor * weight(const std::string & name) const;
     ggml_tensor * weight(const std::string & name, std::initializer_list<int64_t> ne) const;
     ggml_tensor * weight_opt(const std::string & name) const;
@@ -61,7 +64,8 @@ public:
     // Mark a graph output; outputs are always readable after compute.
     void output(ggml_tensor * t, const std::string & name);
 
-    // y = x W^T + b for a PyTorch-layout weight W [out, in] (ggml ne = {in, out}).
+    // y = x W^T + b for a PyTorch-layout weight W [out, in] (ggml ne = {in, out}). A row-padded W
+    // (see `weight`) gets x zero-padded to its width: the padding columns multiply zeros.
     ggml_tensor * build_linear(ggml_tensor * x, ggml_tensor * w, ggml_tensor * b = nullptr);
     // Normalise over ne[0], then scale by w and shift by b (each optional).
     ggml_tensor * build_norm(ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, norm_kind kind, float eps);

@@ -18,9 +18,14 @@ KEY_METHOD = "omnimodel.method"
 KEY_TARGET_BPW = "omnimodel.target_bpw"
 KEY_ACHIEVED_BPW = "omnimodel.achieved_bpw"
 KEY_ACHIEVED_BPW_TOTAL = "omnimodel.achieved_bpw_total"
+# Matrices stored with zero-padded rows (a block type on a width it does not divide): their names and
+# real row widths, so bits per weight are counted per real weight, not per stored element.
+KEY_PADDED_NAMES = "omnimodel.padded.names"
+KEY_PADDED_WIDTHS = "omnimodel.padded.widths"
 
 PROVENANCE_KEYS: frozenset[str] = frozenset(
-    {KEY_VERSION, KEY_METHOD, KEY_TARGET_BPW, KEY_ACHIEVED_BPW, KEY_ACHIEVED_BPW_TOTAL}
+    {KEY_VERSION, KEY_METHOD, KEY_TARGET_BPW, KEY_ACHIEVED_BPW, KEY_ACHIEVED_BPW_TOTAL, KEY_PADDED_NAMES,
+     KEY_PADDED_WIDTHS}
 )
 
 #: llama.h's `enum llama_ftype` value for Q2_0; gguf-py 0.19 predates it.
@@ -75,6 +80,9 @@ class TensorLike(Protocol):
     @property
     def n_bytes(self) -> int: ...
 
+    @property
+    def n_weights(self) -> int: ...
+
 
 def is_matrix(t: TensorLike) -> bool:
     """Tensors we count as quantizable weights: norms and biases (1-D) stay out of the headline bpw."""
@@ -84,10 +92,11 @@ def is_matrix(t: TensorLike) -> bool:
 def bits_per_weight(tensors: Iterable[TensorLike], *, matrices_only: bool) -> float:
     """Stored bits per element; 0.0 when nothing qualifies, so callers never divide by zero."""
     selected = [t for t in tensors if is_matrix(t) or not matrices_only]
-    n_elements = sum(t.n_elements for t in selected)
-    if n_elements == 0:
+    # n_weights: the real weights, so the zero padding of a padded matrix costs bits but counts no weights
+    n_weights = sum(t.n_weights for t in selected)
+    if n_weights == 0:
         return 0.0
-    return 8.0 * sum(t.n_bytes for t in selected) / n_elements
+    return 8.0 * sum(t.n_bytes for t in selected) / n_weights
 
 
 def dominant_type(tensors: Sequence[TensorLike]) -> GGMLType | None:

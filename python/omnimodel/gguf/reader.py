@@ -18,13 +18,14 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from omnimodel.errors import GGUFFormatError, OmnimodelError, TensorNotFoundError
+from omnimodel.gguf.provenance import KEY_PADDED_NAMES, KEY_PADDED_WIDTHS
 from omnimodel.gguf.types import GGMLType, type_info
 from omnimodel.gguf.values import SCALAR_FORMATS, GGUFValueType, value_type_label
 
@@ -55,14 +56,22 @@ class TensorRecord:
     n_elements: int
     n_bytes: int
     offset: int
+    real_width: int | None = None  # zero-padded rows (omnimodel.padded.*): the real row width
 
     @property
     def ne(self) -> tuple[int, ...]:
         return tuple(reversed(self.shape))
 
     @property
+    def n_weights(self) -> int:
+        """Real weights: n_elements less the zero padding of a padded matrix."""
+        if self.real_width is None:
+            return self.n_elements
+        return self.n_elements // self.shape[-1] * self.real_width
+
+    @property
     def bpw(self) -> float:
-        return 8.0 * self.n_bytes / self.n_elements if self.n_elements else 0.0
+        return 8.0 * self.n_bytes / self.n_weights if self.n_weights else 0.0
 
 
 @dataclass
@@ -216,6 +225,7 @@ def _parse(cur: _Cursor) -> GGUFFile:
 
     data_offset = _align_up(cur.pos, alignment)
     _check_data(cur, tensors, data_offset)
+    tensors = _with_padding(cur, tensors, metadata)
     return GGUFFile(
         path=cur.path,
         version=version,
@@ -226,6 +236,30 @@ def _parse(cur: _Cursor) -> GGUFFile:
         file_size=cur.size,
         metadata_types=labels,
     )
+
+
+def _with_padding(cur: _Cursor, tensors: list[TensorRecord], metadata: dict[str, Any]) -> list[TensorRecord]:
+    """Attach the real row widths omnimodel records for zero-padded matrices (checked against the table)."""
+    names = metadata.get(KEY_PADDED_NAMES)
+    widths = metadata.get(KEY_PADDED_WIDTHS)
+    if names is None and widths is None:
+        return tensors
+    if not isinstance(names, list) or not isinstance(widths, list) or len(names) != len(widths):
+        raise cur.fail(f"{KEY_PADDED_NAMES} and {KEY_PADDED_WIDTHS} must be arrays of the same length")
+    real = dict(zip(names, widths))
+    by_name = {t.name for t in tensors}
+    for n, wdt in real.items():
+        if n not in by_name:
+            raise cur.fail(f"{KEY_PADDED_NAMES} names {n!r}, which is not in the tensor table")
+    out = []
+    for t in tensors:
+        if t.name in real:
+            wdt = int(real[t.name])
+            if not t.shape or not 0 < wdt <= t.shape[-1]:
+                raise cur.fail(f"tensor {t.name!r}: padded from {wdt} columns, but it stores {t.shape[-1:]}")
+            t = replace(t, real_width=wdt)
+        out.append(t)
+    return out
 
 
 def _value_type(cur: _Cursor, raw: int, what: str) -> GGUFValueType:
@@ -365,11 +399,12 @@ _PLAIN_DTYPES: dict[GGMLType, str] = {
 
 
 def load_tensor(file: GGUFFile | str | os.PathLike[str], name: str) -> np.ndarray:
-    """A tensor dequantized to float32, in its PyTorch shape."""
+    """A tensor dequantized to float32, in its PyTorch shape (a zero-padded matrix without its padding)."""
     gf = file if isinstance(file, GGUFFile) else read_gguf(file)
     t = gf.tensor(name)
     raw = load_raw(gf, name)
-    return _dequantize(gf, t, raw).reshape(t.shape).astype(np.float32, copy=False)
+    out = _dequantize(gf, t, raw).reshape(t.shape).astype(np.float32, copy=False)
+    return out if t.real_width is None else np.ascontiguousarray(out[..., : t.real_width])
 
 
 def _dequantize(gf: GGUFFile, t: TensorRecord, raw: np.ndarray) -> np.ndarray:

@@ -72,7 +72,7 @@ def build_report(gf: GGUFFile) -> Report:
     for t in sorted(gf.tensors, key=lambda t: int(t.ggml_type)):
         acc = by_type.setdefault(t.ggml_type.name, [0, 0, 0])
         acc[0] += 1
-        acc[1] += t.n_elements
+        acc[1] += t.n_weights
         acc[2] += t.n_bytes
     type_rows = [TypeRow(name, c, n, b, 8.0 * b / n if n else 0.0) for name, (c, n, b) in by_type.items()]
     ftype = gf.metadata.get("general.file_type")

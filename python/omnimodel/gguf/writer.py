@@ -60,10 +60,18 @@ class WrittenTensor:
     n_elements: int
     n_bytes: int
     offset: int  # from the start of the data section
+    real_width: int | None = None  # rows stored zero-padded: the real row width (shape[-1] is the stored one)
+
+    @property
+    def n_weights(self) -> int:
+        """Real weights: n_elements less the zero padding of a padded matrix."""
+        if self.real_width is None:
+            return self.n_elements
+        return self.n_elements // self.shape[-1] * self.real_width
 
     @property
     def bpw(self) -> float:
-        return 8.0 * self.n_bytes / self.n_elements if self.n_elements else 0.0
+        return 8.0 * self.n_bytes / self.n_weights if self.n_weights else 0.0
 
 
 class GGUFModelWriter:
@@ -252,13 +260,30 @@ class GGUFModelWriter:
         return self._append(name, gt, shape, data)
 
     def add_encoded(
-        self, name: str, data: np.ndarray | bytes, ggml_type: GGMLType | int | str, shape: Sequence[int]
+        self,
+        name: str,
+        data: np.ndarray | bytes,
+        ggml_type: GGMLType | int | str,
+        shape: Sequence[int],
+        *,
+        real_width: int | None = None,
     ) -> WrittenTensor:
         """Append bytes that are already in `ggml_type`'s block layout; `shape` is the element shape in
-        PyTorch order and must account for exactly `len(data)` bytes."""
+        PyTorch order as stored and must account for exactly `len(data)` bytes. `real_width`: the rows
+        are zero-padded from this many columns to shape[-1] (recorded in the file, and bits per weight
+        are counted over the real columns); the runtime pads the activation to match."""
         self._check_new_tensor(name)
         gt = self._parse_type(name, ggml_type)
         shape_t = _check_shape(name, tuple(int(d) for d in shape))
+        if real_width is not None:
+            bs = type_info(gt).block_size
+            if not 0 < real_width <= shape_t[-1] or shape_t[-1] != -(-real_width // bs) * bs:
+                raise GGUFWriteError(
+                    f"tensor {name!r}: rows of {real_width} pad to {-(-real_width // bs) * bs} for {gt.name}, "
+                    f"not {shape_t[-1]}"
+                )
+            if real_width == shape_t[-1]:
+                real_width = None
         try:
             expected = math.prod(shape_t[:-1]) * type_info(gt).row_bytes(shape_t[-1])
         except ValueError as e:
@@ -270,7 +295,7 @@ class GGUFModelWriter:
             raise GGUFWriteError(
                 f"tensor {name!r}: {gt.name} with shape {list(shape_t)} takes {expected} bytes, got {raw.nbytes}"
             )
-        return self._append(name, gt, shape_t, raw)
+        return self._append(name, gt, shape_t, raw, real_width)
 
     # ------------------------------------------------------------------ finishing
 
@@ -304,6 +329,14 @@ class GGUFModelWriter:
         }
         if self.target_bpw is not None:
             out[provenance.KEY_TARGET_BPW] = TypedValue(self.target_bpw, GGUFValueType.FLOAT32)
+        padded = [t for t in tensors if t.real_width is not None]
+        if padded:
+            out[provenance.KEY_PADDED_NAMES] = TypedValue(
+                [t.name for t in padded], GGUFValueType.ARRAY, GGUFValueType.STRING
+            )
+            out[provenance.KEY_PADDED_WIDTHS] = TypedValue(
+                [int(t.real_width) for t in padded], GGUFValueType.ARRAY, GGUFValueType.UINT32
+            )
         out[provenance.KEY_ACHIEVED_BPW] = TypedValue(
             provenance.bits_per_weight(tensors, matrices_only=True), GGUFValueType.FLOAT32
         )
@@ -343,7 +376,9 @@ class GGUFModelWriter:
         except ValueError as e:
             raise GGUFWriteError(f"tensor {name!r}: {e}") from e
 
-    def _append(self, name: str, gt: GGMLType, shape: tuple[int, ...], data: np.ndarray) -> WrittenTensor:
+    def _append(
+        self, name: str, gt: GGMLType, shape: tuple[int, ...], data: np.ndarray, real_width: int | None = None
+    ) -> WrittenTensor:
         offset = self._spool.tell()
         try:
             self._spool.write(np.ascontiguousarray(data).data)
@@ -354,7 +389,7 @@ class GGUFModelWriter:
             # A partial write leaves the spool out of step with the tensor table; refuse to go on.
             self._state = "broken"
             raise
-        record = WrittenTensor(name, gt, shape, math.prod(shape), int(data.nbytes), offset)
+        record = WrittenTensor(name, gt, shape, math.prod(shape), int(data.nbytes), offset, real_width)
         self._tensors[name] = record
         return record
 
