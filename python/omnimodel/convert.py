@@ -12,10 +12,19 @@ Output directory (``OUT``):
     project/                 a standalone CMake project for the robot: runtime sources, the generated graph
                              compiled in, the ggml pin, the GGUF, an example control loop
     validation_report.json   per-tensor parity, the reflector's record, and what to re-run it with
+    allocation.json          (``--bpw``/``--allocation``) the type of every quantized matrix; reusable
+                             with ``--allocation``
+    quant_report.json        (``--bpw``/``--allocation``) sizes, bits per weight, per-tensor errors and
+                             which scale-optimisation candidate won
     demo_checkpoint/         the demo policy's checkpoint (``--demo`` only)
 
 Nothing half-written: everything is built in a hidden staging directory next to ``OUT`` and renamed onto
 it at the very end; any failure removes the staging directory.
+
+With a quantization budget (``quant=QuantOptions(bpw=2.5)``) two stages run after planning:
+calibration on episodes, then allocation + per-tensor quantization; the GGUF then stores the
+quantizer's blocks byte for byte and parity is checked against PyTorch running the weights decoded from
+that GGUF (so it proves the runtime computes with what the quantizer chose).
 
 The graph is always the generated one: the runtime has no hand-written model graphs. The report
 records which graph the runtime actually ran (``graph_source``, asked from the runtime, not assumed).
@@ -38,6 +47,8 @@ from omnimodel.errors import OmnimodelError, UsageError
 ARCHITECTURES = ("openvla-oft",)
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 REPORT_FILE = "validation_report.json"
+ALLOCATION_FILE = "allocation.json"
+QUANT_REPORT_FILE = "quant_report.json"
 PLAN_FILE = "plan.json"
 MODEL_FILE = "model.gguf"
 DEMO_DIR = "demo_checkpoint"
@@ -90,6 +101,7 @@ class ConvertResult:
     graph: str
     demo: bool
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    quant: Any = None  # QuantOutcome when quantized to a budget
 
 
 def _stage_dir(out: Path) -> Path:
@@ -141,12 +153,16 @@ def convert_openvla_oft(
     keep_failed: bool = False,
     reference_dtype: str = "auto",
     knobs: list[tuple[str, str, Any]] | None = None,
+    quant: Any = None,
     log: Log = print,
 ) -> ConvertResult:
     """Run the whole conversion; raises ConvertError (nothing left behind) on any failure.
 
     A parity failure that the reflector cannot repair is also a failure unless ``keep_failed``, in
     which case the output directory is written with the failing report (and the result says so).
+
+    ``quant`` (an ``omnimodel.quant.pipeline.QuantOptions``) quantizes the vision and language matrices
+    to its budget; ``outtype`` then types the tensors it leaves alone (the heads, projectors, embeddings).
     """
     import torch
 
@@ -154,7 +170,7 @@ def convert_openvla_oft(
     from omnimodel.arch.openvla_oft import export as oft_export
 
     from .validate.parity import check_parity, run_runtime
-    from .validate.reference import DEFAULT_INSTRUCTION, DEFAULT_SEED, parity_observation, run_reference
+    from .validate.reference import DEFAULT_INSTRUCTION, DEFAULT_SEED, gguf_weights, parity_observation, run_reference
     from .validate.reflector import PluginSteps, reflect
 
     if outtype not in OUTTYPES:
@@ -183,7 +199,15 @@ def convert_openvla_oft(
     if threads > 0:
         torch.set_num_threads(threads)
     step = 0
-    n_steps = 8
+    n_steps = 10 if quant is not None else 8
+    outcome = None
+    if quant is not None:
+        from omnimodel.quant.pipeline import QuantPipelineError
+
+        try:
+            quant.check()
+        except QuantPipelineError as e:
+            raise UsageError(str(e)) from e
 
     @contextlib.contextmanager
     def stage_step(name: str, what: str):
@@ -220,8 +244,21 @@ def convert_openvla_oft(
                 raise ConvertError(f"analyze/plan: {' '.join(str(e).split())}") from e
             (stage / PLAN_FILE).write_text(_plan_json(plan) + "\n")
 
-        with stage_step("gguf", f"writing {MODEL_FILE} ({outtype})"):
-            gguf_path = oft_export.write_gguf(policy, stage / MODEL_FILE, outtype)
+        if quant is not None:
+            outcome = _quantize(policy, quant, stage_step, log)
+            plan = plan.with_tensor_types(outcome.allocation.types(), outtype="mixed")
+            (stage / PLAN_FILE).write_text(_plan_json(plan) + "\n")
+            outcome.allocation.save(stage / ALLOCATION_FILE)
+            (stage / QUANT_REPORT_FILE).write_text(json.dumps(outcome.report, indent=2) + "\n")
+
+        what = f"{quant.method} at {outcome.allocation.bpw:.3f} bpw, the rest {outtype}" if outcome else outtype
+        with stage_step("gguf", f"writing {MODEL_FILE} ({what})"):
+            gguf_path = oft_export.write_gguf(
+                policy, stage / MODEL_FILE, outtype,
+                encoded=outcome.result.tensors if outcome else None,
+                method=quant.method if quant is not None else "none",
+                target_bpw=quant.bpw if quant is not None else None,
+            )
             log(f"      {gguf_path.stat().st_size / 2**20:.2f} MiB")
 
         with stage_step("render+build", "generate the graph's C++ and build the plugin"):
@@ -231,17 +268,21 @@ def convert_openvla_oft(
             graph_name = f"plugin:{plugin.relative_to(stage)}"
             log(f"      built and loaded {plugin.relative_to(stage)}")
 
-        with stage_step("reference", "PyTorch forward with hooks"):
+        weights_from = "gguf" if outcome is not None else "checkpoint"
+        with stage_step("reference", f"PyTorch forward with hooks ({weights_from} weights)"):
             rdtype = _reference_dtype(policy, reference_dtype)
             images, proprio = parity_observation(policy, DEFAULT_SEED)
-            ref = run_reference(policy, images, DEFAULT_INSTRUCTION, proprio, dtype=rdtype)
+            with gguf_weights(policy, gguf_path) if outcome is not None else contextlib.nullcontext():
+                ref = run_reference(policy, images, DEFAULT_INSTRUCTION, proprio, dtype=rdtype)
             log(f"      {len(ref.tensors)} intermediates in {rdtype}")
 
         recorded_checkpoint = DEMO_DIR if demo else str(checkpoint)
+        parity_class = "mixed" if outcome is not None else outtype
 
         def validate(tensors):
-            return check_parity(tensors, ref, outtype, graph=graph_name, checkpoint=recorded_checkpoint,
-                                instruction=DEFAULT_INSTRUCTION, seed=DEFAULT_SEED, threads=threads)
+            return check_parity(tensors, ref, parity_class, graph=graph_name, checkpoint=recorded_checkpoint,
+                                instruction=DEFAULT_INSTRUCTION, seed=DEFAULT_SEED, threads=threads,
+                                reference_weights=weights_from)
 
         with stage_step("validate", f"runtime ({graph_name}) vs PyTorch, every intermediate"):
             report = validate(run_runtime(gguf_path, ref.inputs, threads))
@@ -291,7 +332,32 @@ def convert_openvla_oft(
         raise
     finally:
         torch.set_num_threads(previous_threads)
-    return ConvertResult(out, _files(out), report, graph_name, demo, times)
+    return ConvertResult(out, _files(out), report, graph_name, demo, times, outcome)
+
+
+def _quantize(policy: Any, quant: Any, stage_step: Callable[..., Any], log: Log) -> Any:
+    """Calibration, then allocation + quantization; pipeline errors become ConvertErrors."""
+    from omnimodel.quant.pipeline import QuantPipelineError, calibrate_policy, check_budget, load_samples
+    from omnimodel.quant.pipeline import quantize_policy
+
+    try:
+        check_budget(policy, quant)  # before the expensive calibration
+        src = quant.calib or "the demo's bundled calibration split"
+        with stage_step("calibrate", f"imatrix, Action-Mixed Fisher (lambda {quant.lam}), HSIC features on {src}"):
+            samples = load_samples(policy, quant)
+            stats = calibrate_policy(policy, quant, samples, log=log)
+        budget = f"{quant.bpw:g} bpw" if quant.bpw is not None else f"allocation {quant.allocation}"
+        with stage_step("quantize", f"allocate ({budget}), then {quant.method} per tensor"):
+            outcome = quantize_policy(policy, stats, quant, log=log)
+    except QuantPipelineError as e:
+        raise ConvertError(str(e)) from e
+    r = outcome.report
+    log(f"      {len(outcome.allocation.tensors)} matrices at {outcome.allocation.bpw:.3f} bpw "
+        f"(budget {quant.bpw if quant.bpw is not None else 'from file'}); types: "
+        + ", ".join(f"{k} {100 * v:.0f}%" for k, v in outcome.allocation.type_histogram().items()))
+    if r.get("rows_won"):
+        log("      rows won: " + ", ".join(f"{k} {v}" for k, v in r["rows_won"].items()))
+    return outcome
 
 
 def _final_path(source: str | None, stage: Path, out: Path) -> str | None:
@@ -375,7 +441,7 @@ def revalidate(out_dir: str | os.PathLike[str], *, threads: int = 1, log: Log = 
     import torch
 
     from .validate.parity import check_parity, run_runtime
-    from .validate.reference import parity_observation, run_reference
+    from .validate.reference import gguf_weights, parity_observation, run_reference
     from .validate.report import ValidationReport
 
     out_dir = Path(out_dir).absolute()
@@ -405,12 +471,15 @@ def revalidate(out_dir: str | os.PathLike[str], *, threads: int = 1, log: Log = 
         policy = _load_policy(checkpoint)
         log(f"checkpoint {checkpoint}; graph {graph}; outtype {old.outtype}; reference {old.reference_dtype}")
         images, proprio = parity_observation(policy, old.seed)
-        ref = run_reference(policy, images, old.instruction, proprio, dtype=old.reference_dtype)
+        from_gguf = old.reference_weights == "gguf"
+        with gguf_weights(policy, out_dir / MODEL_FILE) if from_gguf else contextlib.nullcontext():
+            ref = run_reference(policy, images, old.instruction, proprio, dtype=old.reference_dtype)
         tensors = run_runtime(out_dir / MODEL_FILE, ref.inputs, threads)
     finally:
         torch.set_num_threads(previous)
     return check_parity(tensors, ref, old.outtype, graph=graph, checkpoint=old.checkpoint,
-                        instruction=old.instruction, seed=old.seed, threads=threads)
+                        instruction=old.instruction, seed=old.seed, threads=threads,
+                        reference_weights=old.reference_weights)
 
 
 __all__ = [

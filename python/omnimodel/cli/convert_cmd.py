@@ -15,8 +15,34 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--checkpoint", type=Path, help="Hugging Face OFT checkpoint directory")
     src.add_argument("--demo", action="store_true",
                      help="no checkpoint: convert the built-in demo policy (a tiny OFT trained on Meta-World)")
-    p.add_argument("--outtype", default="f32", choices=["f32", "f16", "bf16", "q8_0"], help="weight type")
-    p.add_argument("--out", type=Path, help="output directory (default: ./openvla-oft-<outtype>)")
+    p.add_argument("--outtype", choices=["f32", "f16", "bf16", "q8_0"],
+                   help="weight type (default f32; with --bpw: the type of the tensors left unquantized, default f16)")
+    p.add_argument("--out", type=Path,
+                   help="output directory (default: ./openvla-oft-<outtype>, or ./openvla-oft-<method>-<bpw>bpw)")
+    q = p.add_argument_group(
+        "quantization (ActQuant, docs/quantization.md)",
+        "--bpw quantizes every vision and language matrix to an average bits-per-weight budget; without "
+        "--checkpoint it runs on the demo policy and its bundled calibration episodes")
+    q.add_argument("--bpw", type=float, help="budget in bits per weight over the quantized matrices, e.g. 2.5")
+    q.add_argument("--method", default="actquant", choices=["actquant", "rtn", "imatrix", "gptq", "awq"],
+                   help="actquant (default) or a baseline; baselines use the same allocation")
+    q.add_argument("--allocation", type=Path, metavar="FILE",
+                   help="an allocation.json from an earlier run (used as is), or overrides 'pattern=TYPE' / "
+                   "{pattern: type} applied on top of the solver's allocation (--bpw) or of F16")
+    q.add_argument("--lambda", dest="lam", type=float, default=0.5,
+                   help="Action-Mixed Fisher mix: lambda * L1 + (1 - lambda) * CE (default 0.5)")
+    q.add_argument("--importance", default="fisher", choices=["fisher", "amf", "magnitude"],
+                   help="actquant's per-element importance for the scale optimisation (default fisher)")
+    q.add_argument("--no-hsic", dest="hsic", action="store_false",
+                   help="allocate without the HSIC sensitivity (every matrix weighs the same)")
+    q.add_argument("--calib", type=Path, metavar="DIR",
+                   help="calibration episodes (omnimodel episode dataset; default: the demo's bundled split)")
+    q.add_argument("--calib-split", help="dataset split to calibrate on (default: 'calib' if present, else the first)")
+    q.add_argument("--calib-steps", type=int, default=4, help="samples taken per calibration episode (default 4)")
+    q.add_argument("--device", default="cpu", help="device for calibration: cpu or cuda (default cpu)")
+    q.add_argument("--calib-memory", type=float, default=4.0, metavar="GIB",
+                   help="most GiB of fp32 Fisher accumulators per calibration pass; larger models calibrate "
+                   "in passes over groups of layers (default 4)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for validation (0: all)")
     p.add_argument("--reference-dtype", default="auto", choices=["auto", "float32", "float64"],
                    help="PyTorch reference precision (auto: float64 for small models)")
@@ -31,21 +57,44 @@ def _run(args: argparse.Namespace) -> int:
     from omnimodel.convert import ParityFailure, convert_openvla_oft
     from omnimodel.errors import UsageError
 
+    quantized = args.bpw is not None or args.allocation is not None
     if args.checkpoint is None and not args.demo:
-        raise UsageError("give --checkpoint DIR (or --demo to try it on the built-in demo policy)")
+        if not quantized:
+            raise UsageError("give --checkpoint DIR (or --demo to try it on the built-in demo policy)")
+        args.demo = True  # `convert openvla-oft --bpw 2.5` alone: the demo policy, as documented
+    outtype = args.outtype or ("f16" if quantized else "f32")
+    quant = None
+    if quantized:
+        from omnimodel.quant.pipeline import QuantOptions
+
+        quant = QuantOptions(
+            bpw=args.bpw, method=args.method, allocation=args.allocation, lam=args.lam,
+            importance=args.importance, hsic=args.hsic, calib=args.calib, split=args.calib_split,
+            steps_per_episode=args.calib_steps, device=args.device,
+            max_accumulator_bytes=int(args.calib_memory * (1 << 30)),
+        )
     knobs = [_parse_knob(k) for k in args.knob]
-    out = args.out or Path(f"openvla-oft-{args.outtype}{'-demo' if args.demo else ''}")
+    if args.out is not None:
+        out = args.out
+    elif quantized:
+        budget = f"{args.bpw:g}bpw" if args.bpw is not None else "alloc"
+        out = Path(f"openvla-oft-{args.method}-{budget}{'-demo' if args.demo else ''}")
+    else:
+        out = Path(f"openvla-oft-{outtype}{'-demo' if args.demo else ''}")
     try:
         res = convert_openvla_oft(
-            out, checkpoint=args.checkpoint, demo=args.demo, outtype=args.outtype,
+            out, checkpoint=args.checkpoint, demo=args.demo, outtype=outtype,
             threads=args.threads, force=args.force, keep_failed=args.keep_failed,
-            reference_dtype=args.reference_dtype, knobs=knobs,
+            reference_dtype=args.reference_dtype, knobs=knobs, quant=quant,
         )
     except ParityFailure as e:
         sys.stdout.write("\n" + e.report.format_table())
         raise
     print()
     sys.stdout.write(res.report.format_table())
+    if res.quant is not None:
+        print()
+        sys.stdout.write(format_quant_summary(res.quant, res.out_dir))
     if res.report.reflection and res.report.reflection.get("attempts"):
         print(f"reflector: {res.report.reflection['summary']}")
     print(f"\n{res.out_dir}/")
@@ -70,6 +119,48 @@ def _run(args: argparse.Namespace) -> int:
     print(f"robot: cmake -S {res.out_dir}/project -B build && cmake --build build -j "
           "(see docs/robot_integration.md)")
     return 0
+
+
+def format_quant_summary(outcome, out_dir: Path) -> str:
+    """Per-tensor types, achieved bits per weight (quantized part and whole model), size against F16."""
+    from omnimodel.gguf.reader import read_gguf
+    from omnimodel.gguf.report import build_report
+    from omnimodel.gguf.types import GGMLType
+    from omnimodel.plan.types import tensor_type
+
+    r = outcome.report
+    winners = {t["name"]: t["chosen"] for t in r["tensors"]}
+    rows = outcome.allocation.tensors
+    width = max(len(t.name) for t in rows)
+    lines = [f"   {'quantized matrix':<{width}} {'shape':<10} {'type':<8} {'stored':>6} {'bpw':>6}  chosen by"]
+    lines.append("-" * len(lines[0]))
+    for t in rows:
+        shape = f"{t.shape[0]}x{t.shape[1]}"
+        stored = str(t.pad_to) if t.pad_to != t.shape[1] else ""
+        lines.append(f"   {t.name:<{width}} {shape:<10} {t.type:<8} {stored:>6} {t.bpw:>6.3f}  {winners.get(t.name, '')}")
+    gf = read_gguf(out_dir / "model.gguf")
+    g = build_report(gf).totals
+    # what `--outtype f16` stores: matrices F16, norms / biases / position embeddings F32
+    f16_bytes = sum(
+        t.n_weights * (2 if tensor_type(t.name, tuple(t.shape), "f16") == GGMLType.F16 else 4) for t in gf.tensors
+    )
+    size = gf.file_size
+    budget = outcome.allocation.budget_bpw
+    lines += [
+        "",
+        f"method {r['method']}: budget {budget if budget is not None else '(from file)'} bpw; achieved "
+        f"{outcome.allocation.bpw:.3f} bpw over the {len(rows)} quantized matrices (vision + language, "
+        f"padding counted), {g.bpw_total:.3f} bpw over every tensor in the file",
+        "types: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in outcome.allocation.type_histogram().items()),
+        f"model.gguf {_size(size)}; the same model with F16 matrices would be {_size(f16_bytes)} "
+        f"({size / f16_bytes:.2f}x)",
+    ]
+    if "fisher_error" in r:
+        lines.append(f"Fisher-weighted weight error (sum F (w - w_q)^2): {r['fisher_error']:.4g}")
+    if r.get("rows_won"):
+        lines.append("scale optimisation, rows won per candidate: "
+                     + ", ".join(f"{k} {v}" for k, v in r["rows_won"].items()))
+    return "\n".join(lines) + "\n"
 
 
 def _parse_knob(text: str) -> tuple[str, str, object]:

@@ -72,6 +72,15 @@ class Plan:
                 best = m
         return best
 
+    def with_tensor_types(self, types: dict[str, GGMLType], outtype: str | None = None) -> Plan:
+        """A copy with these tensors' GGML types changed (a quantizer's allocation); unknown names fail."""
+        known = {t.name for t in self.tensors}
+        unknown = sorted(set(types) - known)
+        if unknown:
+            raise KeyError(f"no tensors {unknown[:3]} in the plan")
+        tensors = tuple(replace(t, ggml_type=types[t.name].name) if t.name in types else t for t in self.tensors)
+        return replace(self, tensors=tensors, outtype=outtype or self.outtype)
+
     def tensor_types(self) -> dict[str, GGMLType]:
         return {t.name: t.type for t in self.tensors}
 

@@ -46,10 +46,16 @@ def plan_allocation(
     candidates=DEFAULT_CANDIDATES,
     padding: str = "auto",
     tol: float = 0.02,
+    hsic: bool = True,
 ) -> Allocation:
-    """HSIC sensitivities -> per-type errors -> the layer-balanced greedy allocation."""
+    """HSIC sensitivities -> per-type errors -> the layer-balanced greedy allocation. ``hsic=False``
+    weighs every matrix the same (the ablation's allocation without the HSIC sensitivity)."""
     targets = list(targets)
-    sens = sensitivity_weights(sensitivities(stats, alpha=alpha, beta=beta))
+    sens = (
+        sensitivity_weights(sensitivities(stats, alpha=alpha, beta=beta))
+        if hsic
+        else {t.name: 1.0 for t in targets}
+    )
     if error_model == "paper":
         norms = {t.name: float(np.square(np.asarray(weights[t.name], np.float64)).sum()) for t in targets}
         errs = paper_errors(targets, norms, sens, candidates, padding)
@@ -100,7 +106,7 @@ class QuantResult:
         return float(sum(q.errors["fisher"] for q in self.tensors.values()))
 
 
-IMPORTANCE_MODES = ("amf", "fisher")
+IMPORTANCE_MODES = ("fisher", "amf", "magnitude")
 
 
 def quantize_matrices(
@@ -111,17 +117,18 @@ def quantize_matrices(
     *,
     importance: str = "amf",
 ) -> QuantResult:
-    """``importance`` (actquant only): ``amf`` is METHODS 1d's w' = F w^2 / mean_block(w^2); ``fisher`` the
-    plain diagonal Fisher F, which is exactly the second-order loss measure the methods are scored on."""
+    """``importance`` (actquant only): ``fisher`` the plain diagonal Fisher F, which is exactly the
+    second-order loss measure the methods are scored on; ``amf`` METHODS 1d's w' = F w^2 / mean_block(w^2);
+    ``magnitude`` w^2 alone (no calibration: the ablation's magnitude-weighted scales)."""
     if importance not in IMPORTANCE_MODES:
         raise ValueError(f"importance must be one of {IMPORTANCE_MODES}, got {importance!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method in ("actquant", "imatrix", "gptq") and stats is None:
+    if method in ("imatrix", "gptq") and stats is None:
         raise ValueError(f"{method} needs calibration statistics")
     if method == "gptq" and not stats.hessian:
         raise ValueError("gptq needs H = E[x x^T] per matrix (calibrate(..., hessian=True))")
-    if method == "actquant" and not stats.fisher:
+    if method == "actquant" and importance != "magnitude" and (stats is None or not stats.fisher):
         raise ValueError("actquant needs the Action-Mixed Fisher (calibrate(..., fisher=True))")
     out: dict[str, TensorQuant] = {}
     for ta in allocation.tensors:
@@ -130,8 +137,12 @@ def quantize_matrices(
         score = None if stats is None or not stats.fisher else stats.fisher[ta.name]
         if method == "actquant":
             bs = type_info(t).block_size if t not in FLOAT_TYPES else 32
-            f = stats.fisher[ta.name]
-            imp = element_importance(f, w, bs) if importance == "amf" else np.asarray(f, np.float32)
+            if importance == "magnitude":
+                imp = w * w
+            elif importance == "amf":
+                imp = element_importance(stats.fisher[ta.name], w, bs)
+            else:
+                imp = np.asarray(stats.fisher[ta.name], np.float32)
             q = optimise_tensor(w, t, imp, pad_to=ta.pad_to if t not in FLOAT_TYPES else None)
         elif method == "rtn":
             q = quantize_rtn(w, t, score)

@@ -40,6 +40,7 @@ def check_parity(
     instruction: str = "",
     seed: int = 0,
     threads: int = 1,
+    reference_weights: str = "checkpoint",
 ) -> ValidationReport:
     results, unmatched = compare_all(
         runtime_tensors, reference.tensors, thresholds_for(outtype), action_span=reference.action_span
@@ -56,6 +57,7 @@ def check_parity(
         instruction=instruction,
         seed=seed,
         threads=threads,
+        reference_weights=reference_weights,
     )
 
 

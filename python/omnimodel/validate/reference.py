@@ -17,7 +17,9 @@ dimensions are left in; ``compare`` drops them on both sides before checking sha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -142,4 +144,37 @@ def run_reference(
     )
 
 
-__all__ = ["ReferenceRun", "run_reference", "parity_observation", "action_span", "DEFAULT_INSTRUCTION", "DEFAULT_SEED"]
+__all__ = ["ReferenceRun", "run_reference", "gguf_weights", "parity_observation", "action_span", "DEFAULT_INSTRUCTION", "DEFAULT_SEED"]
+
+
+@contextlib.contextmanager
+def gguf_weights(policy: OpenVLAOFTPolicy, gguf_path: str | os.PathLike[str]) -> Iterator[None]:
+    """Within the block the policy holds the weights decoded from ``gguf_path`` (every tensor the GGUF
+    stores under a state_dict name, padding dropped); its own weights are restored afterwards.
+
+    This is the reference for a quantized conversion: PyTorch then runs exactly the values the runtime
+    multiplies with, so parity isolates the runtime's arithmetic from the quantizer's choices."""
+    from omnimodel.gguf.reader import load_tensor, read_gguf
+
+    gf = read_gguf(gguf_path)
+    params = dict(policy.model.named_parameters())
+    params.update(dict(policy.model.named_buffers()))
+    saved: dict[str, torch.Tensor] = {}
+    try:
+        with torch.no_grad():
+            for t in gf.tensors:
+                p = params.get(t.name)
+                if p is None:
+                    continue
+                value = torch.from_numpy(load_tensor(gf, t.name))
+                if tuple(value.shape) != tuple(p.shape):
+                    raise ValueError(
+                        f"{gguf_path}: tensor {t.name} decodes to {tuple(value.shape)}, the model has {tuple(p.shape)}"
+                    )
+                saved[t.name] = p.detach().clone()
+                p.copy_(value.to(p.dtype))
+        yield
+    finally:
+        with torch.no_grad():
+            for name, old in saved.items():
+                params[name].copy_(old)

@@ -28,6 +28,9 @@ class ValidationReport:
     seed: int = 0
     threads: int = 1
     reflection: dict[str, Any] | None = None  # the reflector's record when it ran
+    # "checkpoint": the reference ran the checkpoint's weights; "gguf": the weights decoded from the
+    # GGUF (quantized conversions: parity then proves the runtime computes what the quantizer shipped)
+    reference_weights: str = "checkpoint"
 
     @property
     def passed(self) -> bool:
@@ -58,6 +61,7 @@ class ValidationReport:
             "graph_source": self.graph_source,
             "checkpoint": self.checkpoint,
             "reference_dtype": self.reference_dtype,
+            "reference_weights": self.reference_weights,
             "instruction": self.instruction,
             "seed": self.seed,
             "threads": self.threads,
@@ -100,6 +104,7 @@ class ValidationReport:
             seed=int(d.get("seed", 0)),
             threads=int(d.get("threads", 1)),
             reflection=d.get("reflection"),
+            reference_weights=d.get("reference_weights", "checkpoint"),
         )
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:

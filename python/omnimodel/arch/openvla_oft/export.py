@@ -30,6 +30,7 @@ from collections.abc import Mapping
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -54,6 +55,14 @@ def exported_tensors(policy: OpenVLAOFTPolicy) -> dict[str, torch.Tensor]:
 # llama.cpp's token types (tokenizer.ggml.token_type), so any GGUF reader understands them.
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
 _BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+
+
+class EncodedMatrix(Protocol):
+    """A matrix already in GGML blocks (``omnimodel.quant.scales.TensorQuant`` is one)."""
+
+    ggml_type: GGMLType
+    data: np.ndarray  # uint8 (rows, row_bytes) of rows zero-padded to pad_to
+    pad_to: int
 
 
 @dataclass
@@ -136,15 +145,25 @@ def write_gguf(
     *,
     causal_attention: bool = False,
     types: Mapping[str, GGMLType] | None = None,
+    encoded: Mapping[str, EncodedMatrix] | None = None,
+    method: str = "none",
+    target_bpw: float | None = None,
 ) -> Path:
     """Write ``policy`` as an ``openvla-oft`` GGUF. ``types`` (a plan's ``tensor_types()``) overrides the
-    per-tensor GGML types; without it ``outtype``'s rules apply. ``causal_attention=True`` (tests only)
-    records a causal Llama in the metadata; generated graphs take the masking from their plan instead."""
+    per-tensor GGML types; without it ``outtype``'s rules apply. ``encoded`` (a quantizer's result,
+    ``QuantResult.tensors``) supplies matrices already in their GGML blocks: they are stored byte for byte
+    as the quantizer chose them, zero-padded rows included (``pad_to``), so what was scored is what ships.
+    ``method`` / ``target_bpw`` go to the provenance keys. ``causal_attention=True`` (tests only) records
+    a causal Llama in the metadata; generated graphs take the masking from their plan instead."""
     if outtype not in OUTTYPES:
         raise ValueError(f"outtype must be one of {OUTTYPES}, got {outtype!r}")
     cfg = policy.config
     k = f"{ARCH}."
-    with GGUFModelWriter(path, ARCH) as w:
+    exported = exported_tensors(policy)
+    unknown = sorted(set(encoded or {}) - set(exported))
+    if unknown:
+        raise ValueError(f"encoded tensors the model does not export: {unknown[:3]}")
+    with GGUFModelWriter(path, ARCH, method=method, target_bpw=target_bpw) as w:
         w.add_uint32(k + "num_images", cfg.num_images)
         w.add_uint32(k + "image_size", cfg.vision.image_size)
         w.add_string(k + "image_resize_strategy", cfg.vision.resize_strategy)
@@ -206,7 +225,12 @@ def write_gguf(
         w.add_uint32("tokenizer.ggml.bos_token_id", cfg.bos_token_id)
         w.add_uint32("tokenizer.ggml.eos_token_id", cfg.eos_token_id)
 
-        for name, t in exported_tensors(policy).items():
+        for name, t in exported.items():
+            if encoded is not None and name in encoded:
+                q = encoded[name]
+                rows, n_in = (int(d) for d in t.shape)
+                w.add_encoded(name, q.data, q.ggml_type, (rows, q.pad_to), real_width=n_in)
+                continue
             value = t.detach().to(torch.float32).cpu().numpy()
             gt = types[name] if types is not None and name in types else tensor_type(name, tuple(value.shape), outtype)
             w.add_tensor(name, value, gt)
