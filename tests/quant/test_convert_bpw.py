@@ -64,6 +64,7 @@ def test_gguf_holds_the_quantizers_blocks(quant_out) -> None:
     q_bits = sum(by_name[n].n_bytes * 8 for n in alloc)
     q_n = sum(a["shape"][0] * a["shape"][1] for a in alloc.values())
     assert q_bits / q_n == pytest.approx(alloc_bpw, rel=1e-9)
+    assert gf.metadata["omnimodel.quantized_bpw"] == pytest.approx(alloc_bpw, rel=1e-6)
 
 
 def test_parity_against_the_decoded_weights(quant_out) -> None:

@@ -18,13 +18,16 @@ KEY_METHOD = "omnimodel.method"
 KEY_TARGET_BPW = "omnimodel.target_bpw"
 KEY_ACHIEVED_BPW = "omnimodel.achieved_bpw"
 KEY_ACHIEVED_BPW_TOTAL = "omnimodel.achieved_bpw_total"
+# bits per real weight over the block-quantized tensors only (what a --bpw budget constrains, when the
+# quantizer left every other matrix in a float type); absent when nothing is block-quantized
+KEY_QUANTIZED_BPW = "omnimodel.quantized_bpw"
 # Matrices stored with zero-padded rows (a block type on a width it does not divide): their names and
 # real row widths, so bits per weight are counted per real weight, not per stored element.
 KEY_PADDED_NAMES = "omnimodel.padded.names"
 KEY_PADDED_WIDTHS = "omnimodel.padded.widths"
 
 PROVENANCE_KEYS: frozenset[str] = frozenset(
-    {KEY_VERSION, KEY_METHOD, KEY_TARGET_BPW, KEY_ACHIEVED_BPW, KEY_ACHIEVED_BPW_TOTAL, KEY_PADDED_NAMES,
+    {KEY_VERSION, KEY_METHOD, KEY_TARGET_BPW, KEY_ACHIEVED_BPW, KEY_ACHIEVED_BPW_TOTAL, KEY_QUANTIZED_BPW, KEY_PADDED_NAMES,
      KEY_PADDED_WIDTHS}
 )
 

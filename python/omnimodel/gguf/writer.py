@@ -343,6 +343,11 @@ class GGUFModelWriter:
         out[provenance.KEY_ACHIEVED_BPW_TOTAL] = TypedValue(
             provenance.bits_per_weight(tensors, matrices_only=False), GGUFValueType.FLOAT32
         )
+        blocked = [t for t in tensors if type_info(t.ggml_type).block_size > 1]
+        if blocked:
+            out[provenance.KEY_QUANTIZED_BPW] = TypedValue(
+                provenance.bits_per_weight(blocked, matrices_only=False), GGUFValueType.FLOAT32
+            )
         return out
 
     # ------------------------------------------------------------------ internals
