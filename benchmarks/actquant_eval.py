@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""ActQuant against its baselines on the demo policy, closed loop and open loop, through the CLI only.
+
+Every configuration is two commands a user could type:
+
+    omnimodel convert openvla-oft --bpw B --method M [flags] --out RUNS/<config>/model
+    omnimodel eval --policy RUNS/<config>/model --data HELDOUT --reference DEMO --episodes E --json ...
+
+so the numbers are what `convert` ships and what the compiled runtime does with it (the converted
+model runs in the runtime, not in PyTorch). HELDOUT is a fresh expert dataset collected with a seed the
+demo never trained or calibrated on (`collect-demos --train 0 --calib 5 --seed 7000 --image-size 56`).
+
+    python benchmarks/actquant_eval.py grid --runs runs/actquant          # methods x budgets + FP
+    python benchmarks/actquant_eval.py ablation --runs runs/actquant      # paper Table 4 on the demo
+    python benchmarks/actquant_eval.py report --runs runs/actquant --doc docs/quantization_results.md
+
+Configurations whose eval.json exists are skipped, so an interrupted run resumes. ``--workers 2`` runs
+two configurations at once (each single-threaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+METHODS = ("actquant", "rtn", "imatrix", "gptq", "awq")
+BUDGETS = (4.0, 3.5, 3.0, 2.5, 2.0)
+HELDOUT_ARGS = ["--train", "0", "--calib", "5", "--seed", "7000", "--image-size", "56"]
+
+# Paper Table 4's ladder on the demo: each row adds one ingredient to the one above it.
+ABLATION = (
+    ("RTN", "rtn", ["--no-hsic"]),
+    ("+ magnitude-weighted scales", "actquant", ["--importance", "magnitude", "--no-hsic"]),
+    ("+ action-only Fisher (lambda 1)", "actquant", ["--importance", "fisher", "--lambda", "1.0", "--no-hsic"]),
+    ("+ Action-Mixed Fisher (lambda 0.5)", "actquant", ["--importance", "fisher", "--lambda", "0.5", "--no-hsic"]),
+    ("+ HSIC allocation (= ActQuant)", "actquant", ["--importance", "fisher", "--lambda", "0.5"]),
+    ("ActQuant, METHODS 1d element importance", "actquant", ["--importance", "amf", "--lambda", "0.5"]),
+)
+ABLATION_BUDGETS = (3.0, 2.5)
+
+
+@dataclass(frozen=True)
+class Config:
+    key: str  # directory name under --runs
+    method: str | None  # None: the full-precision reference (no convert)
+    bpw: float | None
+    flags: tuple[str, ...] = ()
+    label: str = ""
+
+
+def omnimodel(*args: str) -> list[str]:
+    return [sys.executable, "-m", "omnimodel.cli.main", *args]
+
+
+def demo_policy() -> Path:
+    from omnimodel.demo_assets import DEMO_POLICY_DIR
+
+    return Path(DEMO_POLICY_DIR)
+
+
+def ensure_heldout(path: Path) -> Path:
+    if (path / "dataset.json").is_file():
+        return path
+    print(f"collecting the held-out dataset into {path} ...", flush=True)
+    subprocess.run(omnimodel("collect-demos", str(path), *HELDOUT_ARGS, "--quiet"), check=True)
+    return path
+
+
+def run_config(c: Config, runs: Path, heldout: Path, episodes: int) -> dict:
+    d = runs / c.key
+    result_path = d / "eval.json"
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    d.mkdir(parents=True, exist_ok=True)
+    log = open(d / "log.txt", "w")
+    t0 = time.perf_counter()
+    policy = str(demo_policy())
+    quant = None
+    if c.method is not None:
+        model = d / "model"
+        # --keep-failed: a configuration whose parity misses the bound is still evaluated (the table
+        # shows its min cosine); only a crash or a refused conversion stops it
+        cmd = omnimodel("convert", "openvla-oft", "--bpw", f"{c.bpw:g}", "--method", c.method, *c.flags,
+                        "--out", str(model), "--force", "--keep-failed")
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+        if r.returncode != 0 and not (model / "validation_report.json").is_file():
+            log.close()
+            raise RuntimeError(f"{c.key}: convert failed, see {d / 'log.txt'}")
+        quant = json.loads((model / "quant_report.json").read_text())
+        parity = json.loads((model / "validation_report.json").read_text())
+        policy = str(model)
+    t_convert = time.perf_counter() - t0
+    cmd = omnimodel("eval", "--policy", policy, "--data", str(heldout), "--reference", str(demo_policy()),
+                    "--episodes", str(episodes), "--json", str(d / "eval.tmp.json"), "--quiet")
+    log.write("$ " + " ".join(cmd) + "\n")
+    log.flush()
+    r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    if r.returncode != 0:
+        raise RuntimeError(f"{c.key}: eval failed, see {d / 'log.txt'}")
+    ev = json.loads((d / "eval.tmp.json").read_text())
+    out = {
+        "config": {"key": c.key, "method": c.method, "bpw": c.bpw, "flags": list(c.flags), "label": c.label},
+        "eval": ev,
+        "seconds": {"convert": t_convert, "total": time.perf_counter() - t0},
+    }
+    if quant is not None:
+        out["quant"] = {k: quant[k] for k in ("vision_llm_bpw", "vla_bpw", "total_bytes", "types", "rows_won")
+                        if k in quant}
+        out["quant"]["fisher_error"] = quant.get("fisher_error")
+        out["parity"] = {"passed": parity["passed"], "min_cosine": parity["min_cosine"]}
+    tmp = d / "eval.json.tmp"
+    tmp.write_text(json.dumps(out, indent=2) + "\n")
+    tmp.replace(result_path)
+    (d / "eval.tmp.json").unlink(missing_ok=True)
+    return out
+
+
+def run_all(configs: list[Config], args: argparse.Namespace) -> None:
+    runs = Path(args.runs)
+    heldout = ensure_heldout(Path(args.heldout) if args.heldout else runs / "heldout")
+
+    def one(c: Config):
+        t0 = time.perf_counter()
+        try:
+            r = run_config(c, runs, heldout, args.episodes)
+        except RuntimeError as e:
+            print(f"  {c.key}: FAILED ({e})", flush=True)
+            return
+        s = summary(r)
+        print(f"  {c.key:<34} success {s['success']:5.1f}%  L1 gt {s['l1_gt']:.4f}  L1 fp {s['l1_fp']:.4f}  "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        list(pool.map(one, configs))
+
+
+def summary(r: dict) -> dict:
+    ev = r["eval"]
+    cl = ev.get("closed_loop") or {}
+    ol = ev.get("open_loop") or {}
+    return {
+        "success": 100.0 * cl.get("average_success_rate", float("nan")),
+        "l1_gt": ol.get("l1_to_ground_truth", float("nan")),
+        "l1_fp": ol.get("l1_to_reference", float("nan")),
+        "tasks": {k: v["successes"] for k, v in cl.get("tasks", {}).items()},
+        "episodes": sum(v["episodes"] for v in cl.get("tasks", {}).values()),
+    }
+
+
+def grid_configs(methods, budgets) -> list[Config]:
+    out = [Config("fp32", None, None, label="full precision (PyTorch)")]
+    # budgets outermost, ActQuant first: with two workers the headline comparisons finish first
+    for b in budgets:
+        for m in methods:
+            out.append(Config(f"{m}-{b:g}", m, b, label=m))
+    return out
+
+
+def ablation_configs(budgets) -> list[Config]:
+    out = []
+    for b in budgets:
+        for i, (label, method, flags) in enumerate(ABLATION):
+            if i == 4:  # identical to the grid's actquant row
+                out.append(Config(f"actquant-{b:g}", method, b, tuple(flags), label))
+                continue
+            out.append(Config(f"ablation{i}-{b:g}", method, b, tuple(flags), label))
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["grid", "ablation", "report"])
+    p.add_argument("--runs", default="runs/actquant", help="one directory per configuration")
+    p.add_argument("--heldout", help="held-out episode dataset (default: RUNS/heldout, collected if missing)")
+    p.add_argument("--episodes", type=int, default=10, help="closed-loop episodes per task")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--bpw", default=",".join(f"{b:g}" for b in BUDGETS))
+    p.add_argument("--doc", help="report: markdown file to write the tables into")
+    p.add_argument("--plot", help="report: PNG plot path")
+    args = p.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    budgets = [float(b) for b in args.bpw.split(",")]
+    if args.what == "grid":
+        run_all(grid_configs(args.methods.split(","), budgets), args)
+    elif args.what == "ablation":
+        run_all(ablation_configs([b for b in budgets if b in ABLATION_BUDGETS] or ABLATION_BUDGETS), args)
+    else:
+        from actquant_report import write_report  # noqa: PLC0415  (benchmarks/ sibling)
+
+        write_report(Path(args.runs), args.doc, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
