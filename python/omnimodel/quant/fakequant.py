@@ -6,13 +6,13 @@ decoded weights and compare its actions with the fp32 policy's (or with the demo
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
 
-from omnimodel.arch.openvla_oft.policy import OpenVLAOFTPolicy
+from omnimodel.arch.openvla_oft.policy import OpenVLAOFTPolicy, swapped_weights
 
 from .calibrate import _prepare
 from .quantize import QuantResult
@@ -20,23 +20,14 @@ from .samples import CalibSample
 from .targets import quantized_linears
 
 
-@contextmanager
-def fake_quantized(policy: OpenVLAOFTPolicy, result: QuantResult) -> Iterator[None]:
+def fake_quantized(policy: OpenVLAOFTPolicy, result: QuantResult) -> AbstractContextManager[None]:
     """Within the block the policy's quantized matrices hold their decoded values; restored after."""
     lin = quantized_linears(policy.model)
-    saved: dict[str, torch.Tensor] = {}
-    try:
-        for name, q in result.tensors.items():
-            w = lin[name].weight
-            saved[name] = w.detach().clone()
-            vals = torch.from_numpy(q.values(w.shape[1]).astype(np.float32))
-            with torch.no_grad():
-                w.copy_(vals.to(w.dtype))
-        yield
-    finally:
-        with torch.no_grad():
-            for name, w0 in saved.items():
-                lin[name].weight.copy_(w0)
+    values = {
+        name: torch.from_numpy(q.values(lin[name].weight.shape[1]).astype(np.float32))
+        for name, q in result.tensors.items()
+    }
+    return swapped_weights(policy.model, values)
 
 
 @torch.no_grad()

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from omnimodel.arch.openvla_oft import OpenVLAOFTPolicy, PolicyOutput, run_policy
+from omnimodel.arch.openvla_oft.policy import swapped_weights
 from omnimodel.arch.openvla_oft.export import runtime_inputs
 
 DEFAULT_INSTRUCTION = "put the black bowl on the plate"
@@ -147,8 +148,7 @@ def run_reference(
 __all__ = ["ReferenceRun", "run_reference", "gguf_weights", "parity_observation", "action_span", "DEFAULT_INSTRUCTION", "DEFAULT_SEED"]
 
 
-@contextlib.contextmanager
-def gguf_weights(policy: OpenVLAOFTPolicy, gguf_path: str | os.PathLike[str]) -> Iterator[None]:
+def gguf_weights(policy: OpenVLAOFTPolicy, gguf_path: str | os.PathLike[str]) -> contextlib.AbstractContextManager[None]:
     """Within the block the policy holds the weights decoded from ``gguf_path`` (every tensor the GGUF
     stores under a state_dict name, padding dropped); its own weights are restored afterwards.
 
@@ -157,24 +157,6 @@ def gguf_weights(policy: OpenVLAOFTPolicy, gguf_path: str | os.PathLike[str]) ->
     from omnimodel.gguf.reader import load_tensor, read_gguf
 
     gf = read_gguf(gguf_path)
-    params = dict(policy.model.named_parameters())
-    params.update(dict(policy.model.named_buffers()))
-    saved: dict[str, torch.Tensor] = {}
-    try:
-        with torch.no_grad():
-            for t in gf.tensors:
-                p = params.get(t.name)
-                if p is None:
-                    continue
-                value = torch.from_numpy(load_tensor(gf, t.name))
-                if tuple(value.shape) != tuple(p.shape):
-                    raise ValueError(
-                        f"{gguf_path}: tensor {t.name} decodes to {tuple(value.shape)}, the model has {tuple(p.shape)}"
-                    )
-                saved[t.name] = p.detach().clone()
-                p.copy_(value.to(p.dtype))
-        yield
-    finally:
-        with torch.no_grad():
-            for name, old in saved.items():
-                params[name].copy_(old)
+    names = set(dict(policy.model.named_parameters())) | set(dict(policy.model.named_buffers()))
+    values = {t.name: torch.from_numpy(load_tensor(gf, t.name)) for t in gf.tensors if t.name in names}
+    return swapped_weights(policy.model, values)
