@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from omnimodel.errors import OmnimodelError, UsageError
+from omnimodel.validate.compare import cosine
 
 from .collect import SPLIT_SEED_OFFSETS, split_seed
 from .episodes import Episode
@@ -172,16 +173,6 @@ def evaluate_closed_loop(
 # --------------------------------------------------------------------------------------------------
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    x, y = a.reshape(-1), b.reshape(-1)
-    nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
-    if nx == 0.0 and ny == 0.0:
-        return 1.0
-    if nx == 0.0 or ny == 0.0:
-        return 0.0
-    return float(np.dot(x, y) / (nx * ny))
-
-
 @dataclass
 class _Accumulator:
     """Sums for one group (a task, or everything)."""
@@ -254,7 +245,7 @@ def evaluate_open_loop(
                     if ref.shape != pred.shape:
                         raise PolicyOutputError(f"policy chunk {pred.shape} vs reference chunk {ref.shape}")
                     l1 = float(np.abs(pred - ref).sum())
-                    cos = _cosine(pred, ref)
+                    cos = cosine(pred, ref)
                     for a in (acc, overall):
                         a.ref_abs += l1
                         a.ref_count += pred.size
