@@ -87,6 +87,12 @@ class TensorLike(Protocol):
     def n_weights(self) -> int: ...
 
 
+def real_weights(n_elements: int, shape: tuple[int, ...], real_width: int | None) -> int:
+    """Weights a tensor stores, less the zero padding of a row-padded matrix (``real_width`` of its rows
+    are real); what bits per weight divide by."""
+    return n_elements if real_width is None else n_elements // shape[-1] * real_width
+
+
 def is_matrix(t: TensorLike) -> bool:
     """Tensors we count as quantizable weights: norms and biases (1-D) stay out of the headline bpw."""
     return len(t.shape) >= 2

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from omnimodel.errors import GGUFFormatError, OmnimodelError, TensorNotFoundError
+from omnimodel.gguf import provenance
 from omnimodel.gguf.provenance import KEY_PADDED_NAMES, KEY_PADDED_WIDTHS
 from omnimodel.gguf.types import GGMLType, type_info
 from omnimodel.gguf.values import SCALAR_FORMATS, GGUFValueType, value_type_label
@@ -65,9 +66,7 @@ class TensorRecord:
     @property
     def n_weights(self) -> int:
         """Real weights: n_elements less the zero padding of a padded matrix."""
-        if self.real_width is None:
-            return self.n_elements
-        return self.n_elements // self.shape[-1] * self.real_width
+        return provenance.real_weights(self.n_elements, self.shape, self.real_width)
 
     @property
     def bpw(self) -> float:

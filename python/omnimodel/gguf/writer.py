@@ -65,9 +65,7 @@ class WrittenTensor:
     @property
     def n_weights(self) -> int:
         """Real weights: n_elements less the zero padding of a padded matrix."""
-        if self.real_width is None:
-            return self.n_elements
-        return self.n_elements // self.shape[-1] * self.real_width
+        return provenance.real_weights(self.n_elements, self.shape, self.real_width)
 
     @property
     def bpw(self) -> float:

@@ -168,12 +168,17 @@ def merge_stats(parts: list[CalibStats]) -> CalibStats:
     return merged
 
 
-def plan(policy, stats: CalibStats, opts: QuantOptions) -> Allocation:
-    """The allocation: the solver's under ``opts.bpw``, a saved one, or overrides on top of the solver's."""
+def _weights(policy) -> dict:
+    return {n: w.numpy() for n, w in matrix_weights(policy.model).items()}
+
+
+def plan(policy, stats: CalibStats, opts: QuantOptions, weights: dict | None = None) -> Allocation:
+    """The allocation: the solver's under ``opts.bpw``, a saved one, or overrides on top of the solver's.
+    ``weights``: the quantized matrices as numpy (taken from the policy when not given)."""
     targets = matrix_targets(policy.model)
-    weights = {n: w.numpy() for n, w in matrix_weights(policy.model).items()}
     base = None
     if opts.bpw is not None:
+        weights = weights if weights is not None else _weights(policy)
         try:
             base = plan_allocation(targets, weights, stats, opts.bpw, error_model=opts.error_model, hsic=opts.hsic)
         except AllocationError as e:
@@ -196,15 +201,15 @@ def quantize_policy(policy, stats: CalibStats, opts: QuantOptions, log: Log = pr
     opts.check()
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    allocation = plan(policy, stats, opts)
+    weights = _weights(policy)
+    allocation = plan(policy, stats, opts, weights)
     times["allocate"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if opts.method == "awq":
+    if opts.method == "awq":  # AWQ rescales the weights first, so it takes them from the model itself
         from .awq import quantize_awq
 
         result, _alphas = quantize_awq(policy.model, allocation, stats)
     else:
-        weights = {n: w.numpy() for n, w in matrix_weights(policy.model).items()}
         result = quantize_matrices(weights, allocation, opts.method, stats, importance=opts.importance)
     times["quantize"] = time.perf_counter() - t0
     report = quant_report(policy, allocation, result)

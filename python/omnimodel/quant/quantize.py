@@ -136,10 +136,10 @@ def quantize_matrices(
         t = parse_type(ta.type)
         score = None if stats is None or not stats.fisher else stats.fisher[ta.name]
         if method == "actquant":
-            bs = type_info(t).block_size if t not in FLOAT_TYPES else 32
             if importance == "magnitude":
                 imp = w * w
             elif importance == "amf":
+                bs = type_info(t).block_size if t not in FLOAT_TYPES else 32
                 imp = element_importance(stats.fisher[ta.name], w, bs)
             else:
                 imp = np.asarray(stats.fisher[ta.name], np.float32)
