@@ -6,10 +6,8 @@ Stages (python/omnimodel/quant; each is timed and its memory measured on its own
     1 calibrate   forward hooks + one backward per sample: imatrix, Action-Mixed Fisher, HSIC features
     2 allocate    HSIC sensitivities + the layer-balanced greedy allocation (``plan_allocation``)
     3 scales      intra-tensor stored-scale optimisation (``quantize_matrices(..., "actquant")``)
-    4 gguf        ``write_gguf(policy, path, "f16", types=allocation.types(), encoded=result.tensors)``:
-                  the stage-3 blocks stored as they are; with a write_gguf that has no ``encoded=`` the
-                  allocated matrices are re-encoded from ``types`` instead (padding then "never"); the
-                  output says which path was timed
+    4 gguf        ``write_gguf(policy, path, "f16", encoded=result.tensors)``: the stage-3 blocks stored
+                  as they are
 
 Per stage: wall time, CPU time of the process, peak RSS above the stage's start (a background thread
 samples /proc/self/statm every 10 ms; VmHWM cannot be reset) and the tracemalloc peak of the
@@ -39,7 +37,6 @@ for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 import argparse
 import ctypes
 import gc
-import inspect
 import json
 import math
 import platform
@@ -239,24 +236,6 @@ def seq_tokens(policy, sample) -> dict[str, int]:
 # one model through the four stages
 
 
-def write_gguf_mode() -> tuple[bool, str, list[str]]:
-    """Whether write_gguf takes the quantizer's blocks (``encoded=``), and a line saying which path is timed."""
-    from omnimodel.arch.openvla_oft.export import write_gguf
-
-    params = list(inspect.signature(write_gguf).parameters)
-    if "encoded" in params:
-        return (
-            True,
-            "pre-encoded: write_gguf(types=..., encoded=result.tensors) stores the stage-3 blocks as they are",
-            params,
-        )
-    return (
-        False,
-        "re-encode: write_gguf(types=allocation.types()) has no encoded= yet, so it encodes the matrices again",
-        params,
-    )
-
-
 def warm_up(policy, episodes, args) -> float:
     """One-time costs kept out of the first model's numbers: torch's first forward/backward, and ggml's
     lazy initialisation (the IQ grids) through one small optimise_tensor per candidate type."""
@@ -337,26 +316,15 @@ def run_model(name: str, policy, episodes, args, workdir: Path, log) -> dict:
     log_stage(log, "scales", m.result, f"{m.result['wall_s'] / (n_q / 1e6):.2f} s/Mparam")
 
     path = workdir / f"{name}.gguf"
-    types = allocation.types()
-    kw: dict = {}
-    if args.gguf_encoded:
-        kw = {"encoded": result.tensors}
-        params = inspect.signature(write_gguf).parameters
-        if "method" in params:
-            kw["method"] = "actquant"
-        if "target_bpw" in params:
-            kw["target_bpw"] = budget
     del stats
     with StageMeter(trace=trace) as m:
         try:
-            write_gguf(policy, path, outtype="f16", types=types, **kw)
+            write_gguf(policy, path, outtype="f16", encoded=result.tensors, method="actquant", target_bpw=budget)
             err = None
         except Exception as e:  # noqa: BLE001  (recorded, the other stages stay valid)
             err = f"{type(e).__name__}: {e}"
-    del result, kw
-    rec["stages"]["gguf"] = dict(
-        m.result, error=err, bytes=path.stat().st_size if path.exists() else None, pre_encoded=args.gguf_encoded
-    )
+    del result
+    rec["stages"]["gguf"] = dict(m.result, error=err, bytes=path.stat().st_size if path.exists() else None)
     log_stage(log, "gguf", m.result, err or f"{path.stat().st_size / MIB:.2f} MiB")
     if path.exists():
         path.unlink()
@@ -452,15 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     from omnimodel.arch.openvla_oft import load_policy, write_miniature
     from omnimodel.demo_assets import DEMO_POLICY_DIR
 
-    args.gguf_encoded, gguf_mode, gguf_params = write_gguf_mode()
-    if not args.gguf_encoded and args.padding == "auto":
-        args.padding = "never"  # re-encoding cannot store zero-padded rows
-        gguf_mode += "; allocation padding set to 'never' so every allocated type can be re-encoded"
     log(
         f"quant_pass: torch {torch.__version__}, {args.threads} torch thread(s), {os.cpu_count()} CPUs, "
         f"loadavg {os.getloadavg()[0]:.2f}"
     )
-    log(f"GGUF stage: {gguf_mode}")
     episodes = calib_episodes()
     instructions = tuple(sorted({ep.instruction for ep in episodes}))
     runs: list[dict] = []
@@ -578,8 +541,6 @@ def main(argv: list[str] | None = None) -> int:
             "torch_threads": args.threads,
             "tracemalloc": not args.no_tracemalloc,
             "rss_sample_interval_s": 0.01,
-            "gguf_stage": gguf_mode,
-            "write_gguf_params": gguf_params,
         },
         "machine": {
             "platform": platform.platform(),
