@@ -272,6 +272,29 @@ def feasible_range(
     return lo / n, hi / n
 
 
+def check_budget(
+    targets: Iterable[MatrixTarget],
+    budget_bpw: float,
+    *,
+    candidates: Iterable[GGMLType | str] = DEFAULT_CANDIDATES,
+    padding: str = "auto",
+    tol: float = 0.02,
+) -> None:
+    """AllocationError naming the feasible range when no allocation can meet ``budget_bpw`` within ``tol``
+    (cheap: callers check before calibrating, the solver checks again)."""
+    targets = list(targets)
+    if not targets:
+        raise AllocationError("no matrices to allocate")
+    cands = tuple(candidates)
+    lo, hi = feasible_range(targets, cands, padding)
+    if budget_bpw < lo - 1e-9 or budget_bpw > hi + tol:
+        raise AllocationError(
+            f"a budget of {budget_bpw:g} bpw is infeasible: with types "
+            f"{','.join(sorted({parse_type(c).name for c in cands} | {'F16'}))} the {len(targets)} quantized "
+            f"matrices can average between {lo:.4f} and {hi:.4f} bpw"
+        )
+
+
 def allocate(
     targets: Iterable[MatrixTarget],
     errors: Mapping[str, Mapping[GGMLType, float]],
@@ -285,16 +308,8 @@ def allocate(
     """The layer-balanced greedy solver; raises AllocationError naming the feasible range if ``budget_bpw``
     cannot be met within ``tol``."""
     targets = list(targets)
-    if not targets:
-        raise AllocationError("no matrices to allocate")
     cands = tuple(candidates)
-    lo, hi = feasible_range(targets, cands, padding)
-    if budget_bpw < lo - 1e-9 or budget_bpw > hi + tol:
-        raise AllocationError(
-            f"a budget of {budget_bpw:g} bpw is infeasible: with types "
-            f"{','.join(sorted({parse_type(c).name for c in cands} | {'F16'}))} the {len(targets)} quantized "
-            f"matrices can average between {lo:.4f} and {hi:.4f} bpw"
-        )
+    check_budget(targets, budget_bpw, candidates=cands, padding=padding, tol=tol)
     opts = [tensor_options(t.n_in, cands, padding) for t in targets]
     K = max(len(o) for o in opts)
     M = len(targets)
@@ -451,6 +466,7 @@ __all__ = [
     "TypeOption",
     "allocate",
     "apply_overrides",
+    "check_budget",
     "feasible_range",
     "load_allocation",
     "measured_errors",

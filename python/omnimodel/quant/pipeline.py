@@ -22,13 +22,8 @@ from typing import Any
 
 from omnimodel.errors import OmnimodelError
 
-from .allocate import (
-    Allocation,
-    AllocationError,
-    apply_overrides,
-    feasible_range,
-    load_allocation,
-)
+from .allocate import Allocation, AllocationError, load_allocation
+from .allocate import check_budget as check_allocation_budget
 from .calibrate import CalibStats, calibrate
 from .quantize import IMPORTANCE_MODES, QuantResult, plan_allocation, quantize_matrices
 from .report import quant_report
@@ -221,12 +216,10 @@ def check_budget(policy, opts: QuantOptions) -> None:
     """Fail before calibrating when ``opts.bpw`` cannot be met (the solver would say so only later)."""
     if opts.bpw is None:
         return
-    lo, hi = feasible_range(matrix_targets(policy.model))
-    if opts.bpw < lo - 1e-9 or opts.bpw > hi + 0.02:
-        raise QuantPipelineError(
-            f"a budget of {opts.bpw:g} bpw is infeasible for this model: its quantized matrices can average "
-            f"between {lo:.3f} and {hi:.3f} bpw with the available types"
-        )
+    try:
+        check_allocation_budget(matrix_targets(policy.model), opts.bpw)
+    except AllocationError as e:
+        raise QuantPipelineError(str(e)) from e
 
 
 __all__ = [
@@ -234,7 +227,6 @@ __all__ = [
     "QuantOptions",
     "QuantOutcome",
     "QuantPipelineError",
-    "apply_overrides",
     "calibrate_policy",
     "check_budget",
     "layer_groups",
