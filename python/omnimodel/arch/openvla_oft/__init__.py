@@ -10,7 +10,7 @@ Public API:
 
 from .checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from .config import ConfigError, OpenVLAOFTConfig
-from .miniature import MiniatureSpec, random_observation, write_miniature
+from .miniature import MiniatureSpec, random_observation, real_width_spec, write_miniature
 from .modeling import OFTForwardOutput, OpenVLAOFT, SequenceLayout, unused_parameter_prefixes
 from .policy import OpenVLAOFTPolicy, PolicyOutput, load_policy, predict_action, run_policy
 
@@ -29,6 +29,7 @@ __all__ = [
     "load_policy",
     "predict_action",
     "random_observation",
+    "real_width_spec",
     "run_policy",
     "unused_parameter_prefixes",
     "write_miniature",

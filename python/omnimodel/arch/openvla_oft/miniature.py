@@ -51,6 +51,17 @@ class MiniatureSpec:
     llm_intermediate: int = 172
     llm_layers: int = 2
     llm_heads: int = 4
+    llm_kv_heads: int | None = None  # GQA: fewer key/value heads (None: as many as query heads)
+    rms_norm_eps: float | None = None  # None: not written, so the loader's default (1e-6, OpenVLA's) applies
+    rope_theta: float | None = None  # None: not written (10000)
+    # A llama-architecture GGUF (``omnimodel.arch.pretrained_llama``) whose widths match: its first
+    # ``llm_layers`` layers, final norm and first embedding rows replace the random Llama weights, so the
+    # backbone has a pretrained model's outlier channels and weight statistics.
+    llm_weights: str | None = None
+    # Random weights only: this many residual channels made large, as in pretrained LLMs (see
+    # ``_inject_outlier_channels``); 0 keeps the plain random initialisation.
+    outlier_channels: int = 0
+    outlier_scale: float = 30.0
     spm_vocab_size: int = 400
     use_proprio: bool = True
     num_shards: int = 3
@@ -208,7 +219,9 @@ def _hf_config(spec: MiniatureSpec, vocab_rows: int, pad_id: int, base_stats: di
             "intermediate_size": spec.llm_intermediate,
             "num_hidden_layers": spec.llm_layers,
             "num_attention_heads": spec.llm_heads,
-            "num_key_value_heads": spec.llm_heads,
+            "num_key_value_heads": spec.llm_kv_heads or spec.llm_heads,
+            **({"rms_norm_eps": spec.rms_norm_eps} if spec.rms_norm_eps is not None else {}),
+            **({"rope_theta": spec.rope_theta} if spec.rope_theta is not None else {}),
         },
         "timm_model_ids": [DINO_ID, SIGLIP_ID],
         "timm_override_act_layers": [None, None],
@@ -281,6 +294,51 @@ def _init_tensor(name: str, shape: torch.Size, gen: torch.Generator) -> torch.Te
         return randn(1.0)
     fan_in = math.prod(shape[1:])
     return randn(1.0 / math.sqrt(fan_in))
+
+
+def _load_pretrained_llm(state: dict[str, torch.Tensor], spec: MiniatureSpec, vocab_rows: int) -> None:
+    """Replace the random Llama backbone with a pretrained one's first ``spec.llm_layers`` layers."""
+    from omnimodel.arch.pretrained_llama import read_llama_gguf
+
+    hp, weights = read_llama_gguf(spec.llm_weights, layers=spec.llm_layers)
+    want = (spec.llm_hidden, spec.llm_intermediate, spec.llm_heads, spec.llm_kv_heads or spec.llm_heads)
+    have = (hp.hidden_size, hp.intermediate_size, hp.num_attention_heads, hp.num_key_value_heads)
+    if want != have:
+        raise ValueError(f"{spec.llm_weights}: Llama widths (hidden, ffn, heads, kv heads) {have} do not match the "
+                         f"spec's {want}")
+    if hp.vocab_size < vocab_rows:
+        raise ValueError(f"{spec.llm_weights}: {hp.vocab_size} embedding rows, the miniature needs {vocab_rows}")
+    prefix = "language_model.model."
+    for name, w in weights.items():
+        key = prefix + name
+        if name == "embed_tokens.weight":
+            w = w[:vocab_rows]  # the miniature's own tokenizer indexes the first rows; content is what matters
+        if key not in state or tuple(state[key].shape) != w.shape:
+            raise ValueError(f"{spec.llm_weights}: {name} {w.shape} has no counterpart in the miniature")
+        state[key] = torch.from_numpy(np.array(w, dtype=np.float32))  # a writable copy
+
+
+def _inject_outlier_channels(state: dict[str, torch.Tensor], spec: MiniatureSpec, gen: torch.Generator) -> None:
+    """Give random weights the outlier structure of pretrained LLMs (LLM.int8(), "massive activations").
+
+    A few hidden channels (the same in every layer) carry ``outlier_scale`` times the typical magnitude
+    into every attention and MLP input: their RMSNorm weights are scaled up. In the MLP, a few
+    intermediate channels are amplified too (their gate and up rows), so down_proj's input has outliers
+    as well. What this stresses is exactly what pretrained weights stress: an 8-bit activation block
+    (Q8_0 / Q8_K) takes its scale from its largest element, so the other elements of a block holding an
+    outlier keep fewer effective bits.
+    """
+    d, ff, n = spec.llm_hidden, spec.llm_intermediate, spec.outlier_channels
+    hidden = torch.randperm(d, generator=gen)[:n]
+    inner = torch.randperm(ff, generator=gen)[:n]
+    root = math.sqrt(spec.outlier_scale)
+    for key, t in state.items():
+        if not key.startswith("language_model.model.layers."):
+            continue
+        if key.endswith(("input_layernorm.weight", "post_attention_layernorm.weight")):
+            t[hidden] *= spec.outlier_scale
+        elif key.endswith(("mlp.gate_proj.weight", "mlp.up_proj.weight")):
+            t[inner] *= root
 
 
 def _split_shards(state: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
@@ -372,6 +430,11 @@ def write_miniature(out_dir: str | Path, spec: MiniatureSpec | None = None) -> P
     )
     model = OpenVLAOFT(config)
     state = {name: _init_tensor(name, t.shape, gen) for name, t in model.state_dict().items()}
+    del model
+    if spec.llm_weights is not None:
+        _load_pretrained_llm(state, spec, vocab_rows)
+    elif spec.outlier_channels > 0:
+        _inject_outlier_channels(state, spec, gen)
 
     vla = {
         k: v.to(torch.bfloat16).contiguous()
@@ -407,6 +470,59 @@ def write_miniature(out_dir: str | Path, spec: MiniatureSpec | None = None) -> P
     return out
 
 
+# The real towers of OpenVLA(-OFT) (timm's DINOv2 ViT-L/14-reg4 and SigLIP So400m/14 at 224 px) and two
+# real Llama backbones: SmolLM2-135M's (a small GQA Llama whose pretrained weights a registry package
+# ships, see ``omnimodel.arch.pretrained_llama``) and Llama-2-7B's, OpenVLA's own.
+REAL_IMAGE_SIZE = 224
+REAL_TOWERS = {
+    "dino": dict(embed_dim=1024, depth=24, num_heads=16, mlp_hidden_dim=4096),
+    "siglip": dict(embed_dim=1152, depth=27, num_heads=16, mlp_hidden_dim=4304),
+}
+REAL_LLMS = {
+    "smollm2": dict(llm_hidden=576, llm_intermediate=1536, llm_layers=30, llm_heads=9, llm_kv_heads=3,
+                    rms_norm_eps=1e-5, rope_theta=1e5),
+    # OpenVLA's text_config stores no eps / theta, so transformers' defaults (1e-6, 1e4) are what runs
+    "llama2-7b": dict(llm_hidden=4096, llm_intermediate=11008, llm_layers=32, llm_heads=32, llm_kv_heads=None),
+}
+
+
+def real_width_spec(
+    llm: str = "smollm2",
+    *,
+    vision_depth: int | None = None,
+    llm_layers: int | None = None,
+    pretrained: bool = False,
+    outlier_channels: int = 0,
+    seed: int = 0,
+    log=None,
+) -> MiniatureSpec:
+    """A checkpoint spec at real widths and image size: both towers as released (``vision_depth`` blocks
+    each, default their real 24 / 27; OFT reads the second-to-last, so ``depth - 1`` run) and the ``llm``
+    backbone (``REAL_LLMS``) with ``llm_layers`` layers (default all).
+
+    ``pretrained`` (smollm2 only) takes the Llama weights from the pretrained SmolLM2-135M GGUF,
+    downloading it once; ``outlier_channels`` instead injects outlier channels into random weights.
+    """
+    if llm not in REAL_LLMS:
+        raise ValueError(f"unknown real-width LLM {llm!r}; known: {sorted(REAL_LLMS)}")
+    towers = {k: dict(v) for k, v in REAL_TOWERS.items()}
+    if vision_depth is not None:
+        for t in towers.values():
+            t["depth"] = vision_depth
+    fields: dict[str, Any] = dict(REAL_LLMS[llm])
+    if llm_layers is not None:
+        fields["llm_layers"] = llm_layers
+    weights = None
+    if pretrained:
+        if llm != "smollm2":
+            raise ValueError("pretrained weights are available for the smollm2 backbone only")
+        from omnimodel.arch.pretrained_llama import fetch_gguf
+
+        weights = str(fetch_gguf(log=log))
+    return MiniatureSpec(seed=seed, image_size=REAL_IMAGE_SIZE, dino=towers["dino"], siglip=towers["siglip"],
+                         llm_weights=weights, outlier_channels=outlier_channels, num_shards=4, **fields)
+
+
 def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n")
 
@@ -422,4 +538,4 @@ def random_observation(
     return images, rng.uniform(-0.5, 0.5, size=plat.proprio_dim)
 
 
-__all__ = ["MiniatureSpec", "write_miniature", "random_observation", "train_sentencepiece", "build_tokenizer_json"]
+__all__ = ["MiniatureSpec", "REAL_LLMS", "REAL_TOWERS", "real_width_spec", "write_miniature", "random_observation", "train_sentencepiece", "build_tokenizer_json"]
