@@ -15,7 +15,9 @@ Two sources of LIBERO data (what OpenVLA-OFT's LIBERO checkpoints were trained o
   Paths come from ``info.json``'s ``data_path`` / ``video_path`` templates. Camera features have dtype
   ``video`` (decoded with PyAV at the frame timestamps) or ``image`` (PNG/JPEG bytes in the parquet, as
   in ``physical-intelligence/libero``). Camera order: as listed in ``info.json``, wrist cameras last
-  (OFT wants the third-person view first); state and action keys are found among the usual names.
+  (OFT wants the third-person view first); depth-map features are not cameras; state and action keys
+  are found among the usual names. A v3.0 data file holds many episodes (one row group each): loading
+  one reads only its row groups.
 
 * **LIBERO's native HDF5 demonstrations** (``<task>_demo.hdf5``, one task per file):
 
@@ -26,11 +28,15 @@ Two sources of LIBERO data (what OpenVLA-OFT's LIBERO checkpoints were trained o
       data/demo_<i>/obs/ee_states or ee_pos+ee_ori (T, 6), obs/gripper_states (T, 2)
 
   Proprio is OFT's LIBERO state: end-effector position (3), axis-angle orientation (3), gripper joint
-  positions (2). LIBERO renders upside down; OFT turns every image by 180 degrees before training and
+  positions (2). :class:`LiberoHDF5` reads the metadata of every file first (instructions, demos, the
+  first demo's observation names and shapes) and the pixels one demo at a time. LIBERO renders upside down; OFT turns every image by 180 degrees before training and
   inference, and so does this loader unless ``rotate_180=False``.
 
 Actions are kept as stored. LIBERO's raw gripper action is -1 (open) / +1 (close); OFT's LIBERO policy
 outputs 1 (open) / 0 (close) -- :func:`libero_gripper_to_oft` converts, for L1 against a policy's output.
+
+The readers (pyarrow, PyAV, h5py, Pillow) are imported when first needed (:func:`import_optional`): a
+missing one is a one-line :class:`CalibDataError` naming the package.
 
 Episode selection (:func:`select_per_task`): ``per_task`` episodes per distinct task description,
 drawn with a seeded generator over the descriptions in sorted order -- the same files, seed and count
@@ -146,12 +152,16 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         raise CalibDataError(f"{path}: not valid JSON lines ({exc})") from exc
 
 
-def _read_parquet(path: Path) -> Any:
+def _read_parquet(path: Path, episode: int | None = None) -> Any:
+    """The table at ``path``; with ``episode``, only the row groups that can hold its rows (a v3.0 data
+    file holds many episodes, one row group each, so a filter reads one episode, not the whole file)."""
     pq = import_optional("pyarrow.parquet", "reading LeRobot datasets")
 
     if not path.is_file():
         raise CalibDataError(f"{path}: missing")
     try:
+        if episode is not None:
+            return pq.read_table(path, filters=[("episode_index", "=", int(episode))])
         return pq.read_table(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid / OSError variants
         raise CalibDataError(f"{path}: cannot read parquet ({exc})") from exc
@@ -305,7 +315,7 @@ class LeRobotDataset:
         ref = self._episodes.get(int(episode_index))
         if ref is None:
             raise CalibDataError(f"{self.root}: no episode {episode_index}")
-        table = _read_parquet(ref.data_file)
+        table = _read_parquet(ref.data_file, ref.index)
         cols = set(table.column_names)
         for key in (self.state_key, self.action_key, "episode_index"):
             if key not in cols:
