@@ -358,7 +358,6 @@ def _quantize(policy: Any, quant: Any, stage_step: Callable[..., Any], log: Log)
             src = quant.calib or "the demo's bundled calibration split"
             with stage_step("calibrate", f"imatrix, Action-Mixed Fisher (lambda {quant.lam}), HSIC features on {src}"):
                 samples = load_samples(policy, quant)
-                log(f"      {len(samples)} samples")
                 stats = calibrate_policy(policy, quant, samples, log=log)
         budget = f"{quant.bpw:g} bpw" if quant.bpw is not None else f"allocation {quant.allocation}"
         with stage_step("quantize", f"allocate ({budget}), then {quant.method} per tensor"):

@@ -69,12 +69,12 @@ def no_heavy_work(monkeypatch):
         seen["unnorm_key"] = unnorm_key
         raise conv.ConvertError("stopped here")
 
-    def plugin_chain():
+    def heavy(*args, **kwargs):
         raise AssertionError("heavy work before the calibration data was checked")
 
-    monkeypatch.setattr(conv, "plugin_chain", lambda: (conv.PluginChain(*[None] * 6), ""))
+    # no graph tool chain either: the checks must come before the runtime is even imported
+    monkeypatch.setattr(conv, "plugin_chain", lambda: (conv.PluginChain(*[heavy] * 6), ""))
     monkeypatch.setattr(conv, "_load_policy", load_policy)
-    monkeypatch.setattr(conv, "_build_and_keep", plugin_chain)
     return seen
 
 
@@ -250,6 +250,10 @@ def test_sample_checks_note_resizing_gripper_and_ranges(data) -> None:
     # a dimension far outside q01..q99 (dim 1 of the fixture's actions is -0.1 * episode) is a warning
     far = inputs([-1.0, 5.0, -1, -1, -1, -1, -1], [1.0, 5.1, 1, 1, 1, 1, 1], [True] * 6 + [False], size=64)
     assert any(n.startswith("WARNING: action dim 1") for n in check_sample(src.info, ep, far).notes)
+    # the wrist view first: allowed (the user chose), said
+    swapped = open_calib_data(data["libero-hdf5"], CalibDataOptions(cameras=("eye_in_hand_rgb", "agentview_rgb")))
+    notes = check_sample(swapped.info, swapped.load(swapped.select(1)[0]), oft).notes
+    assert any("first camera 'eye_in_hand_rgb' looks like a wrist view" in n for n in notes)
     with pytest.raises(CalibMismatchError, match="carries 2 image"):
         check_sample(src.info, ep, PolicyInputs("ckpt", 3, 64, 8, 7, "k", oft.action_stats, None))
 
@@ -270,7 +274,7 @@ def test_conversion_runs(fmt, mini, mini_two_keys, data, tmp_path, capsys) -> No
     assert rc == 0, err
     assert f"({fmt.replace('-v', ' v')})" in text and "[3/10] calibrate" in text
     assert "images 64x64 are resized to 56x56" in text and "3 of 5 episodes x 2 steps" in text
-    assert "      6 samples" in text and "convert: parity passed (mixed)" in text
+    assert "      6 samples, L1" in text and "convert: parity passed (mixed)" in text
     opts = json.loads((out / "quant_report.json").read_text())["options"]
     assert opts["calib"] == str(data[fmt]) and opts["calib_episodes"] == 3
     from omnimodel.gguf.reader import read_gguf

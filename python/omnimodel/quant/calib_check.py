@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from omnimodel.errors import OmnimodelError
-from omnimodel.simbench.calib_loaders import libero_gripper_to_oft
+from omnimodel.simbench.calib_loaders import is_wrist_camera, libero_gripper_to_oft
 from omnimodel.simbench.episodes import Episode
 
 from .calib_data import CalibDataInfo
@@ -160,6 +160,9 @@ def check_sample(info: CalibDataInfo, ep: Episode, inputs: PolicyInputs) -> Cali
         aspect = "" if h == w else "; the aspect ratio is not kept, as upstream's resize does not keep it"
         plan.notes.append(f"images {h}x{w} are resized to {s}x{s} as OFT's preprocessing does (antialiased "
                           f"bicubic){aspect}")
+    if is_wrist_camera(info.cameras[0]) and not all(is_wrist_camera(c) for c in info.cameras):
+        plan.notes.append(f"WARNING: the first camera '{info.cameras[0]}' looks like a wrist view; OFT takes the "
+                          "third-person view first (--calib-cameras)")
     if not ep.instruction.strip():
         plan.notes.append("WARNING: episodes without a task text calibrate with an empty instruction")
     actions = ep.actions
