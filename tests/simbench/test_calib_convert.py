@@ -72,7 +72,7 @@ def no_heavy_work(monkeypatch):
     def heavy(*args, **kwargs):
         raise AssertionError("heavy work before the calibration data was checked")
 
-    # no graph tool chain either: the checks must come before the runtime is even imported
+    # a graph tool chain whose every step fails the test: the checks come before any of it
     monkeypatch.setattr(conv, "plugin_chain", lambda: (conv.PluginChain(*[heavy] * 6), ""))
     monkeypatch.setattr(conv, "_load_policy", load_policy)
     return seen
