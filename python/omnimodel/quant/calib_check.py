@@ -82,7 +82,8 @@ def choose_stats_key(keys: Sequence[str], stats_source: str, checkpoint: str, in
     if requested is not None:
         if requested not in keys:
             raise CalibMismatchError(
-                f"--unnorm-key '{requested}': {checkpoint}'s {stats_source} has no such entry; entries: {', '.join(keys)}")
+                f"--unnorm-key '{requested}': {checkpoint}'s {stats_source} has no such entry; "
+                f"entries: {', '.join(keys)}")
         return requested, "--unnorm-key"
     if len(keys) == 1:
         return keys[0], "the checkpoint's only statistics entry"

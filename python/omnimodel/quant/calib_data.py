@@ -78,7 +78,8 @@ class CalibDataInfo:
     tasks: tuple[str, ...]
 
     def describe(self) -> str:
-        dims = f"proprio '{self.state_key}' {_dim(self.proprio_dim)}, actions '{self.action_key}' {_dim(self.action_dim)}"
+        dims = (f"proprio '{self.state_key}' {_dim(self.proprio_dim)}, "
+                f"actions '{self.action_key}' {_dim(self.action_dim)}")
         return (f"{self.path} ({self.format}): {self.num_episodes} episodes, {len(self.tasks)} task(s); "
                 f"cameras {', '.join(self.cameras)}; {dims}")
 

@@ -25,10 +25,10 @@ from omnimodel.simbench.episodes import EpisodeFormatError
 
 from .allocate import Allocation, AllocationError, load_allocation
 from .allocate import check_budget as check_allocation_budget
-from .calibrate import CalibStats, calibrate
-from .quantize import IMPORTANCE_MODES, QuantResult, plan_allocation, quantize_matrices
 from .calib_check import CalibMismatchError, PolicyInputs, check_episode, check_metadata, check_sample
 from .calib_data import DEFAULT_EPISODES, CalibDataOptions, open_calib_data
+from .calibrate import CalibStats, calibrate
+from .quantize import IMPORTANCE_MODES, QuantResult, plan_allocation, quantize_matrices
 from .report import quant_report
 from .samples import CalibSample, samples_from_episodes
 from .targets import matrix_targets, matrix_weights
@@ -69,9 +69,9 @@ class QuantOptions:
 
     @property
     def needs_calibration(self) -> bool:
-        """Whether this run needs calibration data: every method does under a --bpw budget (the solver
-        weighs matrices by their Fisher and HSIC sensitivity) and every method but RTN and magnitude-
-        importance ActQuant does for its own statistics; only those two on a fixed --allocation do not."""
+        """Whether this run needs calibration data. Under a --bpw budget always (the solver weighs the
+        matrices by Fisher and HSIC); on a fixed --allocation every method but RTN and magnitude-importance
+        ActQuant still needs its own statistics (imatrix, Fisher, Hessian, AWQ's activations)."""
         if self.bpw is not None:
             return True
         return not (self.method == "rtn" or (self.method == "actquant" and self.importance == "magnitude"))
@@ -93,7 +93,8 @@ class QuantOptions:
             raise QuantPipelineError(f"--bpw must be in (0, 32], got {self.bpw}")
         if self.calib_episodes < 1 or self.steps_per_episode < 1:
             raise QuantPipelineError(
-                f"--calib-episodes and --calib-steps must be >= 1, got {self.calib_episodes} and {self.steps_per_episode}")
+                f"--calib-episodes and --calib-steps must be >= 1, got {self.calib_episodes} and "
+                f"{self.steps_per_episode}")
 
 
 @dataclass

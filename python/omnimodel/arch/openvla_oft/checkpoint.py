@@ -393,7 +393,7 @@ def load_checkpoint(
     """Read every file, build the config, instantiate the model and load all weights (strict)."""
     h = read_checkpoint_header(checkpoint_dir, unnorm_key=unnorm_key, platform=platform, num_images=num_images,
                                num_actions_chunk=num_actions_chunk)
-    files, config, all_stats, stats_source, key = h.files, h.config, h.all_stats, h.stats_source, h.dataset_key
+    files, config = h.files, h.config
     head_state, proprio_state, head_in = h.head_state, h.proprio_state, h.head_in
     head_action_dim = config.action_head.action_dim
     if head_in != config.action_head.input_dim:
