@@ -112,12 +112,12 @@ def _checkpoint_error(e: Exception) -> ConvertError:
     return ConvertError(" ".join(str(e).split()))
 
 
-def _load_policy(checkpoint: Path):
+def _load_policy(checkpoint: Path, unnorm_key: str | None = None):
     from omnimodel.arch.openvla_oft import load_policy
     from omnimodel.arch.openvla_oft.config import ConfigError
 
     try:
-        return load_policy(checkpoint)
+        return load_policy(checkpoint, unnorm_key=unnorm_key)
     except (ConfigError, ValueError) as e:  # CheckpointError derives from ConfigError(ValueError)
         raise _checkpoint_error(e) from e
 
@@ -154,6 +154,7 @@ def convert_openvla_oft(
     reference_dtype: str = "auto",
     knobs: list[tuple[str, str, Any]] | None = None,
     quant: Any = None,
+    unnorm_key: str | None = None,
     log: Log = print,
 ) -> ConvertResult:
     """Run the whole conversion; raises ConvertError (nothing left behind) on any failure.
@@ -163,6 +164,11 @@ def convert_openvla_oft(
 
     ``quant`` (an ``omnimodel.quant.pipeline.QuantOptions``) quantizes the vision and language matrices
     to its budget; ``outtype`` then types the tensors it leaves alone (the heads, projectors, embeddings).
+    When it needs calibration data, ``quant.calib`` is required for a checkpoint (the demo has its own)
+    and is checked against the checkpoint's header before anything heavy runs.
+
+    ``unnorm_key``: the statistics entry of the checkpoint's dataset_statistics.json to un-normalise
+    with (needed when it holds several, unless the calibration data's name picks one).
     """
     import torch
 
@@ -187,6 +193,18 @@ def convert_openvla_oft(
         if not checkpoint.is_dir():
             raise ConvertError(f"{checkpoint}: checkpoint directory not found")
 
+    if quant is not None:
+        from omnimodel.quant.pipeline import QuantPipelineError
+
+        try:
+            quant.check()
+        except QuantPipelineError as e:
+            raise UsageError(str(e)) from e
+        if quant.needs_calibration:
+            if quant.calib is None and not demo:
+                raise UsageError(NO_CALIB_MESSAGE)
+            unnorm_key = _check_calibration_data(checkpoint or DEMO_POLICY_DIR, quant, unnorm_key, log)
+
     chain, why_not = plugin_chain()
     if chain is None:  # the runtime has no built-in model graphs to fall back on
         raise ConvertError(f"cannot generate the graph: {why_not}")
@@ -199,15 +217,8 @@ def convert_openvla_oft(
     if threads > 0:
         torch.set_num_threads(threads)
     step = 0
-    n_steps = 10 if quant is not None else 8
+    n_steps = 8 if quant is None else 10 if quant.needs_calibration else 9
     outcome = None
-    if quant is not None:
-        from omnimodel.quant.pipeline import QuantPipelineError
-
-        try:
-            quant.check()
-        except QuantPipelineError as e:
-            raise UsageError(str(e)) from e
 
     @contextlib.contextmanager
     def stage_step(name: str, what: str):
@@ -226,14 +237,14 @@ def convert_openvla_oft(
                     "trained on Meta-World (real file layout; see docs/simbench.md), copied into the output")
                 # A copy keeps the output self-contained: `omnimodel validate` re-reads it from there.
                 checkpoint = Path(shutil.copytree(DEMO_POLICY_DIR, stage / DEMO_DIR))
-            policy = _load_policy(checkpoint)
+            policy = _load_policy(checkpoint, unnorm_key)
             cfg = policy.config
             log(f"      {cfg.num_images} image(s) {cfg.vision.image_size}px, LLM {cfg.llm.num_hidden_layers} layers x "
                 f"{cfg.llm.hidden_size}, chunk {cfg.num_actions_chunk} x {cfg.action_dim} actions")
 
         with stage_step("analyze+plan", "describe the model, map its modules onto skills"):
             try:
-                desc = chain.analyze(checkpoint)
+                desc = chain.analyze(checkpoint, **({"unnorm_key": unnorm_key} if unnorm_key else {}))
                 plan = chain.make_plan(desc, outtype=outtype)
                 # Overrides of the analyzer's choices (experiments, fault injection); the validator
                 # still judges the result and the reflector may change them back.
@@ -342,10 +353,12 @@ def _quantize(policy: Any, quant: Any, stage_step: Callable[..., Any], log: Log)
 
     try:
         check_budget(policy, quant)  # before the expensive calibration
-        src = quant.calib or "the demo's bundled calibration split"
-        with stage_step("calibrate", f"imatrix, Action-Mixed Fisher (lambda {quant.lam}), HSIC features on {src}"):
-            samples = load_samples(policy, quant)
-            stats = calibrate_policy(policy, quant, samples, log=log)
+        stats = None  # RTN / magnitude ActQuant on a fixed allocation use no statistics
+        if quant.needs_calibration:
+            src = quant.calib or "the demo's bundled calibration split"
+            with stage_step("calibrate", f"imatrix, Action-Mixed Fisher (lambda {quant.lam}), HSIC features on {src}"):
+                samples = load_samples(policy, quant)
+                stats = calibrate_policy(policy, quant, samples, log=log)
         budget = f"{quant.bpw:g} bpw" if quant.bpw is not None else f"allocation {quant.allocation}"
         with stage_step("quantize", f"allocate ({budget}), then {quant.method} per tensor"):
             outcome = quantize_policy(policy, stats, quant, log=log)
@@ -358,6 +371,59 @@ def _quantize(policy: Any, quant: Any, stage_step: Callable[..., Any], log: Log)
     if r.get("rows_won"):
         log("      rows won: " + ", ".join(f"{k} {v}" for k, v in r["rows_won"].items()))
     return outcome
+
+
+NO_CALIB_MESSAGE = (
+    "--bpw on a checkpoint needs calibration data from its robot: pass --calib PATH (a LeRobot v2.x/v3.0 "
+    "dataset, LIBERO *_demo.hdf5 file(s) or an omnimodel episode dataset; docs/quantization.md); only the "
+    "demo (--demo) brings its own"
+)
+
+
+def _check_calibration_data(checkpoint: Path, quant: Any, unnorm_key: str | None, log: Log) -> str:
+    """The calibration data against the checkpoint, before anything heavy: the checkpoint's header first,
+    then the data's metadata, then one episode. Returns the statistics key to un-normalise with."""
+    from omnimodel.arch.openvla_oft.checkpoint import header_norm_stats, read_checkpoint_header, statistics_keys
+    from omnimodel.arch.openvla_oft.config import ConfigError
+    from omnimodel.demo_assets import DEMO_CALIB_DIR
+    from omnimodel.quant.calib_check import (
+        CalibMismatchError,
+        PolicyInputs,
+        check_metadata,
+        check_sample,
+        choose_stats_key,
+    )
+    from omnimodel.quant.calib_data import open_calib_data
+    from omnimodel.simbench.episodes import EpisodeFormatError
+
+    root = Path(quant.calib) if quant.calib is not None else DEMO_CALIB_DIR
+    try:
+        keys, stats_source = statistics_keys(checkpoint)
+        provisional = unnorm_key if unnorm_key in keys else keys[0]
+        header = read_checkpoint_header(checkpoint, unnorm_key=provisional)
+        source = open_calib_data(root, quant.calib_data_options())
+        info = source.info
+        log(f"calibration data: {info.describe()}")
+        key, why = choose_stats_key(keys, stats_source, str(checkpoint), info, unnorm_key)
+        if key != header.dataset_key:
+            header = read_checkpoint_header(checkpoint, unnorm_key=key)
+        inputs = PolicyInputs.from_config(header.config, header_norm_stats(header), str(checkpoint), keys)
+        check_metadata(info, inputs)
+        chosen = source.select(quant.calib_episodes, quant.seed)
+        plan = check_sample(info, source.load(chosen[0]), inputs)
+    except ConfigError as e:  # CheckpointError too
+        raise _checkpoint_error(e) from e
+    except CalibMismatchError as e:
+        raise ConvertError(" ".join(str(e).split())) from e
+    except EpisodeFormatError as e:  # CalibDataError too: unreadable or malformed data
+        raise ConvertError("calibration data: " + " ".join(str(e).split())) from e
+    proprio = f"{inputs.proprio_dim}-D proprio, " if inputs.proprio_dim is not None else ""
+    log(f"      statistics '{key}' ({why}); {len(chosen)} of {info.num_episodes} episodes x "
+        f"{quant.steps_per_episode} steps; fits the checkpoint: {inputs.num_images} camera(s), {proprio}"
+        f"{inputs.action_dim}-D actions")
+    for note in plan.notes:
+        log(f"      {note}")
+    return key
 
 
 def _final_path(source: str | None, stage: Path, out: Path) -> str | None:
@@ -468,7 +534,7 @@ def revalidate(out_dir: str | os.PathLike[str], *, threads: int = 1, log: Log = 
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        policy = _load_policy(checkpoint)
+        policy = _load_policy(checkpoint, _gguf_stats_key(out_dir / MODEL_FILE))
         log(f"checkpoint {checkpoint}; graph {graph}; outtype {old.outtype}; reference {old.reference_dtype}")
         images, proprio = parity_observation(policy, old.seed)
         from_gguf = old.reference_weights == "gguf"
@@ -480,6 +546,16 @@ def revalidate(out_dir: str | os.PathLike[str], *, threads: int = 1, log: Log = 
     return check_parity(tensors, ref, old.outtype, graph=graph, checkpoint=old.checkpoint,
                         instruction=old.instruction, seed=old.seed, threads=threads,
                         reference_weights=old.reference_weights)
+
+
+def _gguf_stats_key(path: Path) -> str | None:
+    """The statistics entry a converted GGUF was made with (its checkpoint may hold several)."""
+    from omnimodel.gguf.reader import read_gguf
+
+    if not path.is_file():
+        return None
+    meta = read_gguf(path).metadata
+    return next((str(v) for k, v in meta.items() if k.endswith(".norm_stats.key")), None)
 
 
 __all__ = [

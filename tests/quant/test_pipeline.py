@@ -56,5 +56,5 @@ def test_bad_options_and_data(demo, tmp_path) -> None:
         load_samples(demo, QuantOptions(bpw=3, calib=tmp_path / "missing"))
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "dataset.json").write_text("{not json")
-    with pytest.raises(QuantPipelineError, match="cannot read calibration episodes"):
+    with pytest.raises(QuantPipelineError, match="calibration data: .*dataset.json: not valid JSON"):
         load_samples(demo, QuantOptions(bpw=3, calib=tmp_path / "junk"))

@@ -22,7 +22,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     q = p.add_argument_group(
         "quantization (ActQuant, docs/quantization.md)",
         "--bpw quantizes every vision and language matrix to an average bits-per-weight budget; without "
-        "--checkpoint it runs on the demo policy and its bundled calibration episodes")
+        "--checkpoint it runs on the demo policy and its bundled calibration episodes, with --checkpoint it "
+        "needs --calib (the robot data the checkpoint was fine-tuned on; checked against the checkpoint first)")
     q.add_argument("--bpw", type=float, help="budget in bits per weight over the quantized matrices, e.g. 2.5")
     q.add_argument("--method", default="actquant", choices=["actquant", "rtn", "imatrix", "gptq", "awq"],
                    help="actquant (default) or a baseline; baselines use the same allocation")
@@ -35,14 +36,28 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="actquant's per-element importance for the scale optimisation (default fisher)")
     q.add_argument("--no-hsic", dest="hsic", action="store_false",
                    help="allocate without the HSIC sensitivity (every matrix weighs the same)")
-    q.add_argument("--calib", type=Path, metavar="DIR",
-                   help="calibration episodes (omnimodel episode dataset; default: the demo's bundled split)")
-    q.add_argument("--calib-split", help="dataset split to calibrate on (default: 'calib' if present, else the first)")
+    q.add_argument("--calib", type=Path, metavar="PATH",
+                   help="calibration data, format detected: a LeRobot v2.x/v3.0 dataset folder, a LIBERO "
+                   "*_demo.hdf5 file or folder of them, or an omnimodel episode dataset (required with "
+                   "--checkpoint; the demo's bundled split with --demo)")
+    q.add_argument("--calib-cameras", metavar="KEY,KEY",
+                   help="the data's cameras in the policy's order, third-person first (default: all RGB cameras, "
+                   "wrist views last; LIBERO HDF5: agentview_rgb,eye_in_hand_rgb)")
+    q.add_argument("--calib-state", metavar="KEY", help="LeRobot: the state feature used as proprio "
+                   "(default: the first of observation.state, state, ...)")
+    q.add_argument("--calib-action", metavar="KEY", help="LeRobot: the action feature (default: action or actions)")
+    q.add_argument("--calib-split", help="episode dataset split (default: 'calib' if present, else the first) or "
+                   "LeRobot split of meta/info.json")
+    q.add_argument("--calib-episodes", type=int, default=16, metavar="N",
+                   help="episodes calibrated on, spread over the tasks, when the data has more (default 16)")
     q.add_argument("--calib-steps", type=int, default=4, help="samples taken per calibration episode (default 4)")
     q.add_argument("--device", default="cpu", help="device for calibration: cpu or cuda (default cpu)")
     q.add_argument("--calib-memory", type=float, default=4.0, metavar="GIB",
                    help="most GiB of fp32 Fisher accumulators per calibration pass; larger models calibrate "
                    "in passes over groups of layers (default 4)")
+    p.add_argument("--unnorm-key", metavar="KEY",
+                   help="the checkpoint's dataset statistics entry to un-normalise with (needed when "
+                   "dataset_statistics.json holds several, unless the --calib data's name picks one)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for validation (0: all)")
     p.add_argument("--reference-dtype", default="auto", choices=["auto", "float32", "float64"],
                    help="PyTorch reference precision (auto: float64 for small models)")
@@ -70,9 +85,17 @@ def _run(args: argparse.Namespace) -> int:
         quant = QuantOptions(
             bpw=args.bpw, method=args.method, allocation=args.allocation, lam=args.lam,
             importance=args.importance, hsic=args.hsic, calib=args.calib, split=args.calib_split,
+            calib_cameras=_camera_list(args.calib_cameras), calib_state=args.calib_state,
+            calib_action=args.calib_action, calib_episodes=args.calib_episodes,
             steps_per_episode=args.calib_steps, device=args.device,
             max_accumulator_bytes=int(args.calib_memory * (1 << 30)),
         )
+        if quant.needs_calibration and quant.calib is None and not args.demo:
+            from omnimodel.convert import NO_CALIB_MESSAGE
+
+            raise UsageError(NO_CALIB_MESSAGE)
+    elif any(v is not None for v in (args.calib, args.calib_cameras, args.calib_state, args.calib_action)):
+        raise UsageError("--calib and its options apply to quantized conversions (--bpw or --allocation)")
     knobs = [_parse_knob(k) for k in args.knob]
     if args.out is not None:
         out = args.out
@@ -85,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
         res = convert_openvla_oft(
             out, checkpoint=args.checkpoint, demo=args.demo, outtype=outtype,
             threads=args.threads, force=args.force, keep_failed=args.keep_failed,
-            reference_dtype=args.reference_dtype, knobs=knobs, quant=quant,
+            reference_dtype=args.reference_dtype, knobs=knobs, quant=quant, unnorm_key=args.unnorm_key,
         )
     except ParityFailure as e:
         sys.stdout.write("\n" + e.report.format_table())
@@ -161,6 +184,17 @@ def format_quant_summary(outcome, out_dir: Path) -> str:
         lines.append("scale optimisation, rows won per candidate: "
                      + ", ".join(f"{k} {v}" for k, v in r["rows_won"].items()))
     return "\n".join(lines) + "\n"
+
+
+def _camera_list(text: str | None) -> tuple[str, ...] | None:
+    from omnimodel.errors import UsageError
+
+    if text is None:
+        return None
+    cams = tuple(c.strip() for c in text.split(",") if c.strip())
+    if not cams:
+        raise UsageError(f"--calib-cameras {text!r}: expected KEY[,KEY...]")
+    return cams
 
 
 def _parse_knob(text: str) -> tuple[str, str, object]:

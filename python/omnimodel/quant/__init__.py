@@ -3,6 +3,9 @@
 Modules, one stage each:
 
     targets      which matrices are quantized and their transformer layer
+    calib_data   --calib data: format detection (LeRobot v2.x/v3.0, LIBERO HDF5, episodes), field mapping,
+                 episode selection
+    calib_check  that data against the checkpoint (cameras, image size, dims, statistics entry)
     samples      calibration samples (observation + demonstrated action chunk) from episodes
     calibrate    imatrix E[x^2], Action-Mixed Fisher diagonal, HSIC features (forward hooks + backward)
     sensitivity  HSIC sensitivity S_l per matrix and its positive allocation weight

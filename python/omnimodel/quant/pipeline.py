@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from omnimodel.errors import OmnimodelError
+from omnimodel.simbench.episodes import EpisodeFormatError
 
 from .allocate import Allocation, AllocationError, load_allocation
 from .allocate import check_budget as check_allocation_budget
+from .calib_check import CalibMismatchError, PolicyInputs, check_episode, check_metadata, check_sample
+from .calib_data import DEFAULT_EPISODES, CalibDataOptions, open_calib_data
 from .calibrate import CalibStats, calibrate
 from .quantize import IMPORTANCE_MODES, QuantResult, plan_allocation, quantize_matrices
 from .report import quant_report
@@ -47,8 +50,14 @@ class QuantOptions:
     importance: str = "fisher"  # actquant's per-element importance (see quantize_matrices)
     hsic: bool = True  # HSIC sensitivity in the allocation
     error_model: str = "paper"
-    calib: Path | None = None  # an omnimodel episode dataset; None: the demo's bundled calibration split
+    # Calibration data: an omnimodel episode dataset, a LeRobot v2.x/v3.0 dataset or LIBERO *_demo.hdf5
+    # file(s), detected (calib_data.py); None: the demo's bundled calibration split (the demo policy only).
+    calib: Path | None = None
     split: str | None = None  # the dataset split to calibrate on; None: "calib" if present, else the first
+    calib_cameras: tuple[str, ...] | None = None  # camera keys in the policy's order; None: detected
+    calib_state: str | None = None  # LeRobot state feature; None: the first of the usual names
+    calib_action: str | None = None  # LeRobot action feature
+    calib_episodes: int = DEFAULT_EPISODES  # episodes drawn (round-robin over the tasks) when there are more
     steps_per_episode: int = 4
     max_samples: int | None = None
     device: str = "cpu"
@@ -57,6 +66,19 @@ class QuantOptions:
     # matrix for gptq) of at most this many bytes per pass; above it the matrices are calibrated in
     # passes over groups of whole layers (the statistics are identical, the forward/backward repeats).
     max_accumulator_bytes: int = 4 << 30
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether this run needs calibration data. Under a --bpw budget always (the solver weighs the
+        matrices by Fisher and HSIC); on a fixed --allocation every method but RTN and magnitude-importance
+        ActQuant still needs its own statistics (imatrix, Fisher, Hessian, AWQ's activations)."""
+        if self.bpw is not None:
+            return True
+        return not (self.method == "rtn" or (self.method == "actquant" and self.importance == "magnitude"))
+
+    def calib_data_options(self) -> CalibDataOptions:
+        return CalibDataOptions(cameras=self.calib_cameras, state_key=self.calib_state, action_key=self.calib_action,
+                                split=self.split, episodes=self.calib_episodes, seed=self.seed)
 
     def check(self) -> None:
         if self.method not in PIPELINE_METHODS:
@@ -69,6 +91,10 @@ class QuantOptions:
             raise QuantPipelineError("give a bits-per-weight budget (--bpw) or an allocation file (--allocation)")
         if self.bpw is not None and not 0.0 < self.bpw <= 32.0:
             raise QuantPipelineError(f"--bpw must be in (0, 32], got {self.bpw}")
+        if self.calib_episodes < 1 or self.steps_per_episode < 1:
+            raise QuantPipelineError(
+                f"--calib-episodes and --calib-steps must be >= 1, got {self.calib_episodes} and "
+                f"{self.steps_per_episode}")
 
 
 @dataclass
@@ -80,34 +106,34 @@ class QuantOutcome:
 
 
 def load_samples(policy, opts: QuantOptions) -> list[CalibSample]:
-    """Calibration samples from ``opts.calib`` (the project's episode format) or the demo's bundled split."""
+    """Calibration samples from ``opts.calib`` (any format ``calib_data`` detects) or, without one, the
+    demo's bundled split; the data is checked against ``policy`` first (``calib_check``: one-line errors)."""
     from omnimodel.demo_assets import DEMO_CALIB_DIR
-    from omnimodel.simbench.episodes import EpisodeDataset, EpisodeFormatError
 
     root = Path(opts.calib) if opts.calib is not None else DEMO_CALIB_DIR
-    if not root.is_dir():
-        raise QuantPipelineError(f"{root}: calibration dataset directory not found")
+    inputs = PolicyInputs.from_policy(policy)
     try:
-        ds = EpisodeDataset(root)
-        splits = list(ds.manifest.splits)
-        split = opts.split or ("calib" if "calib" in splits else splits[0] if splits else None)
-        if split is None:
-            raise QuantPipelineError(f"{root}: the dataset has no splits")
-        episodes = list(ds.episodes(split))
-    except (EpisodeFormatError, OSError, ValueError, KeyError) as e:
-        raise QuantPipelineError(f"{root}: cannot read calibration episodes ({' '.join(str(e).split())})") from e
-    if not episodes:
-        raise QuantPipelineError(f"{root}: split {split!r} has no episodes")
-    cfg = policy.config
-    n_cams = len(episodes[0].observation(0)[0])
-    if n_cams != cfg.num_images:
-        raise QuantPipelineError(
-            f"{root}: episodes carry {n_cams} camera image(s) per step, the policy takes {cfg.num_images}"
+        source = open_calib_data(root, opts.calib_data_options())
+        check_metadata(source.info, inputs)
+        keys = source.select(opts.calib_episodes, opts.seed)
+        first = source.load(keys[0])
+        plan = check_sample(source.info, first, inputs)
+
+        def episodes():
+            yield plan.apply(first)
+            for key in keys[1:]:
+                ep = source.load(key)
+                check_episode(source.info, ep, inputs, f"calibration episode {key}")
+                yield plan.apply(ep)
+
+        return samples_from_episodes(
+            episodes(), policy.config.num_actions_chunk, steps_per_episode=opts.steps_per_episode, seed=opts.seed,
+            max_samples=opts.max_samples,
         )
-    return samples_from_episodes(
-        episodes, cfg.num_actions_chunk, steps_per_episode=opts.steps_per_episode, seed=opts.seed,
-        max_samples=opts.max_samples,
-    )
+    except CalibMismatchError as e:
+        raise QuantPipelineError(" ".join(str(e).split())) from e
+    except EpisodeFormatError as e:  # CalibDataError too: unreadable or malformed data
+        raise QuantPipelineError("calibration data: " + " ".join(str(e).split())) from e
 
 
 def calibrate_policy(

@@ -46,8 +46,10 @@ def samples_from_episodes(
         u = rng.uniform()
         for t in (int((i + u) * T / k) for i in range(k)):
             images, proprio = ep.observation(t)
+            # Copies, not views: a view would keep the whole episode's pixels alive with the sample.
             out.append(
-                CalibSample(list(images), ep.instruction, np.asarray(proprio), chunk_targets(ep.actions, t, chunk))
+                CalibSample([np.array(im) for im in images], ep.instruction, np.array(proprio),
+                            chunk_targets(ep.actions, t, chunk))
             )
             if max_samples is not None and len(out) >= max_samples:
                 return out

@@ -15,7 +15,9 @@ Two sources of LIBERO data (what OpenVLA-OFT's LIBERO checkpoints were trained o
   Paths come from ``info.json``'s ``data_path`` / ``video_path`` templates. Camera features have dtype
   ``video`` (decoded with PyAV at the frame timestamps) or ``image`` (PNG/JPEG bytes in the parquet, as
   in ``physical-intelligence/libero``). Camera order: as listed in ``info.json``, wrist cameras last
-  (OFT wants the third-person view first); state and action keys are found among the usual names.
+  (OFT wants the third-person view first); depth-map features are not cameras; state and action keys
+  are found among the usual names. A v3.0 data file holds many episodes (one row group each): loading
+  one reads only its row groups.
 
 * **LIBERO's native HDF5 demonstrations** (``<task>_demo.hdf5``, one task per file):
 
@@ -26,11 +28,15 @@ Two sources of LIBERO data (what OpenVLA-OFT's LIBERO checkpoints were trained o
       data/demo_<i>/obs/ee_states or ee_pos+ee_ori (T, 6), obs/gripper_states (T, 2)
 
   Proprio is OFT's LIBERO state: end-effector position (3), axis-angle orientation (3), gripper joint
-  positions (2). LIBERO renders upside down; OFT turns every image by 180 degrees before training and
+  positions (2). :class:`LiberoHDF5` reads the metadata of every file first (instructions, demos, the
+  first demo's observation names and shapes) and the pixels one demo at a time. LIBERO renders upside down; OFT turns every image by 180 degrees before training and
   inference, and so does this loader unless ``rotate_180=False``.
 
 Actions are kept as stored. LIBERO's raw gripper action is -1 (open) / +1 (close); OFT's LIBERO policy
 outputs 1 (open) / 0 (close) -- :func:`libero_gripper_to_oft` converts, for L1 against a policy's output.
+
+The readers (pyarrow, PyAV, h5py, Pillow) are imported when first needed (:func:`import_optional`): a
+missing one is a one-line :class:`CalibDataError` naming the package.
 
 Episode selection (:func:`select_per_task`): ``per_task`` episodes per distinct task description,
 drawn with a seeded generator over the descriptions in sorted order -- the same files, seed and count
@@ -39,6 +45,7 @@ always give the same episodes.
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -60,6 +67,32 @@ ACTION_KEYS = ("action", "actions")
 
 class CalibDataError(EpisodeFormatError):
     """The input data does not have the layout a loader expects; the message names the file and field."""
+
+
+# Camera names that mark a wrist (eye-in-hand) view: OFT wants the third-person view first, then these.
+WRIST_MARKERS = ("wrist", "hand", "gripper")
+
+
+def is_wrist_camera(name: str) -> bool:
+    return any(m in name.lower() for m in WRIST_MARKERS)
+
+
+def third_person_first(cameras: Iterable[str]) -> tuple[str, ...]:
+    """Cameras in OFT's order: third-person views first, wrist views last, otherwise as given."""
+    return tuple(sorted(cameras, key=is_wrist_camera))
+
+
+def import_optional(module: str, purpose: str) -> Any:
+    """``module``, imported on first use: the dataset readers are an optional extra, so a missing one
+    is a one-line error naming what to install, not an ImportError from deep inside a loader."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        pkg = module.split(".")[0]
+        raise CalibDataError(
+            f"{purpose} needs the Python package '{pkg}', which is not installed: pip install 'omnimodel[sim]' "
+            f"(or pip install {pkg})"
+        ) from exc
 
 
 # --------------------------------------------------------------------------------------------------
@@ -119,12 +152,16 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         raise CalibDataError(f"{path}: not valid JSON lines ({exc})") from exc
 
 
-def _read_parquet(path: Path) -> Any:
-    import pyarrow.parquet as pq
+def _read_parquet(path: Path, episode: int | None = None) -> Any:
+    """The table at ``path``; with ``episode``, only the row groups that can hold its rows (a v3.0 data
+    file holds many episodes, one row group each, so a filter reads one episode, not the whole file)."""
+    pq = import_optional("pyarrow.parquet", "reading LeRobot datasets")
 
     if not path.is_file():
         raise CalibDataError(f"{path}: missing")
     try:
+        if episode is not None:
+            return pq.read_table(path, filters=[("episode_index", "=", int(episode))])
         return pq.read_table(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid / OSError variants
         raise CalibDataError(f"{path}: cannot read parquet ({exc})") from exc
@@ -162,17 +199,18 @@ class LeRobotDataset:
         self.features: dict[str, dict[str, Any]] = dict(self.info.get("features", {}))
         self.fps = float(self.info.get("fps", 0)) or None
         cameras = [k for k, f in self.features.items() if f.get("dtype") in ("image", "video")]
+        # Depth maps are stored as image/video features too, but a policy's cameras are the RGB ones.
+        self.cameras = tuple(k for k in cameras if not _is_depth_feature(self.features[k]))
         if image_keys is None:
-            # Third-person first (OFT's order): stable sort puts wrist/hand cameras last.
-            image_keys = sorted(cameras, key=lambda k: "wrist" in k.lower() or "hand" in k.lower())
+            image_keys = third_person_first(self.cameras)
         for key in image_keys:
             if key not in cameras:
-                raise CalibDataError(f"{self.root}: no camera feature '{key}'; cameras: {cameras}")
+                raise CalibDataError(f"{self.root}: no camera feature '{key}'; cameras: {list(self.cameras)}")
         if not image_keys:
             raise CalibDataError(f"{self.root}: no image or video features in meta/info.json")
         self.image_keys = tuple(image_keys)
-        self.state_key = state_key or self._find_key(STATE_KEYS, "state")
-        self.action_key = action_key or self._find_key(ACTION_KEYS, "action")
+        self.state_key = self._find_key([state_key] if state_key else STATE_KEYS, "state")
+        self.action_key = self._find_key([action_key] if action_key else ACTION_KEYS, "action")
         self._episodes = self._load_episode_refs()
 
     def _find_key(self, names: Sequence[str], what: str) -> str:
@@ -180,8 +218,9 @@ class LeRobotDataset:
             if name in self.features:
                 return name
         raise CalibDataError(
-            f"{self.root}/meta/info.json: no {what} feature among {list(names)}; pass {what}_key= one of "
-            f"{sorted(self.features)}"
+            f"{self.root}/meta/info.json: no {what} feature among {list(names)}; choose one of "
+            f"{sorted(k for k, f in self.features.items() if f.get('dtype') not in ('image', 'video'))} "
+            f"({what}_key=, CLI: --calib-{what})"
         )
 
     # ---- metadata -------------------------------------------------------------------------------
@@ -252,13 +291,31 @@ class LeRobotDataset:
     def episode_tasks(self) -> list[tuple[int, str]]:
         return [(i, r.task) for i, r in sorted(self._episodes.items())]
 
+    def split_episodes(self, split: str) -> set[int]:
+        """Episode indices of ``info.json``'s ``splits[split]`` ("start:stop", LeRobot's notation)."""
+        splits = self.info.get("splits") or {}
+        if split not in splits:
+            raise CalibDataError(f"{self.root}/meta/info.json: no split '{split}'; splits: {sorted(splits)}")
+        m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(splits[split]))
+        if m is None:
+            raise CalibDataError(f"{self.root}/meta/info.json: split '{split}' is {splits[split]!r}, not 'start:stop'")
+        return set(range(int(m.group(1)), int(m.group(2))))
+
+    def feature_dim(self, key: str) -> int:
+        """The length of a vector feature (state, action) from ``info.json``, no data read."""
+        shape = self.features[key].get("shape") or []
+        try:
+            return int(np.prod([int(v) for v in shape]))
+        except (TypeError, ValueError) as exc:
+            raise CalibDataError(f"{self.root}/meta/info.json: feature '{key}' has shape {shape!r}") from exc
+
     # ---- one episode ----------------------------------------------------------------------------
 
     def load(self, episode_index: int, *, source: str = "lerobot") -> Episode:
         ref = self._episodes.get(int(episode_index))
         if ref is None:
             raise CalibDataError(f"{self.root}: no episode {episode_index}")
-        table = _read_parquet(ref.data_file)
+        table = _read_parquet(ref.data_file, ref.index)
         cols = set(table.column_names)
         for key in (self.state_key, self.action_key, "episode_index"):
             if key not in cols:
@@ -306,9 +363,14 @@ class LeRobotDataset:
         )
 
 
-def _mask_array(mask: np.ndarray) -> Any:
-    import pyarrow as pa
+def _is_depth_feature(feature: dict[str, Any]) -> bool:
+    info = feature.get("info") or {}
+    video_info = feature.get("video_info") or {}
+    return bool(info.get("is_depth_map") or info.get("video.is_depth_map") or video_info.get("video.is_depth_map"))
 
+
+def _mask_array(mask: np.ndarray) -> Any:
+    pa = import_optional("pyarrow", "reading LeRobot datasets")
     return pa.array(mask)
 
 
@@ -331,21 +393,21 @@ def _names_of(feature: dict[str, Any], dim: int) -> tuple[str, ...]:
 
 
 def _decode_image_column(table: Any, key: str, where: Path) -> np.ndarray:
-    from PIL import Image
+    image = import_optional("PIL.Image", "decoding LeRobot image frames")
 
     frames = []
     for i, cell in enumerate(table.column(key).to_pylist()):
         data = cell.get("bytes") if isinstance(cell, dict) else cell
         if not data:
             raise CalibDataError(f"{where}: row {i} of image column '{key}' holds no bytes")
-        with Image.open(io.BytesIO(data)) as im:
+        with image.open(io.BytesIO(data)) as im:
             frames.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
     return np.stack(frames)
 
 
 def decode_video_frames(path: Path, timestamps: np.ndarray, fps: float) -> np.ndarray:
     """Frames of ``path`` at ``timestamps`` (s) -> uint8 (N, H, W, 3); nearest frame within half a period."""
-    import av
+    av = import_optional("av", "decoding LeRobot videos")
 
     if not path.is_file():
         raise CalibDataError(f"{path}: missing video file")
@@ -414,6 +476,7 @@ def load_lerobot_episodes(
     return out
 
 
+
 # --------------------------------------------------------------------------------------------------
 # LIBERO native HDF5
 # --------------------------------------------------------------------------------------------------
@@ -465,10 +528,122 @@ def _libero_proprio(obs: Any, where: str) -> np.ndarray:
 def _libero_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
+    if not path.is_dir():
+        raise CalibDataError(f"{path}: no such file or directory")
     files = sorted(p for p in path.glob("*.hdf5"))
     if not files:
         raise CalibDataError(f"{path}: no .hdf5 files")
     return files
+
+
+def _is_image_dataset(d: Any) -> bool:
+    return len(d.shape) == 4 and d.shape[-1] == 3 and d.dtype == np.uint8
+
+
+class LiberoHDF5:
+    """Read-only view of LIBERO ``*_demo.hdf5`` file(s) (a file or a directory of them).
+
+    The constructor reads metadata only: the instruction of each file, its demos, and the names and
+    shapes of the first demo's observations; pixels are read by :meth:`load`, one demo at a time.
+    Default cameras: LIBERO's ``agentview_rgb`` + ``eye_in_hand_rgb`` when present, else every
+    (T, H, W, 3) uint8 observation, third-person first.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, cameras: Sequence[str] | None = None,
+                 rotate_180: bool = True) -> None:
+        self.h5py = import_optional("h5py", "reading LIBERO HDF5 files")
+        self.path = Path(path)
+        self.files = _libero_files(self.path)
+        self.rotate_180 = rotate_180
+        self._episodes: list[tuple[tuple[str, str], str]] = []
+        first_obs: dict[str, tuple[tuple[int, ...], bool]] | None = None
+        for file in self.files:
+            try:
+                with self.h5py.File(file, "r") as f:
+                    if "data" not in f:
+                        raise CalibDataError(f"{file}: no 'data' group (not a LIBERO demo file)")
+                    instruction = _libero_instruction(f, file)
+                    demos = _demo_names(f["data"])
+                    self._episodes += [((str(file), demo), instruction) for demo in demos]
+                    if first_obs is None and demos:
+                        g = f["data"][demos[0]]
+                        where = f"{file}:data/{demos[0]}"
+                        if "obs" not in g or "actions" not in g:
+                            raise CalibDataError(f"{where}: needs 'obs' and 'actions'")
+                        first_obs = {k: (tuple(d.shape), _is_image_dataset(d)) for k, d in g["obs"].items()
+                                     if hasattr(d, "shape")}
+                        self.action_dim = int(np.prod(g["actions"].shape[1:]))
+                        self.proprio_dim = _libero_proprio_dim(first_obs, where)
+            except OSError as exc:
+                raise CalibDataError(f"{file}: cannot open HDF5 ({exc})") from exc
+        if first_obs is None:
+            raise CalibDataError(f"{self.path}: no data/demo_<i> groups in {len(self.files)} HDF5 file(s)")
+        self.observations = first_obs
+        self.all_cameras = third_person_first(k for k, (_, img) in first_obs.items() if img)
+        if cameras is None:
+            cameras = LIBERO_CAMERAS if all(c in first_obs for c in LIBERO_CAMERAS) else self.all_cameras
+        for cam in cameras:
+            if cam not in self.all_cameras:
+                raise CalibDataError(f"{self.files[0]}: no camera obs/{cam}; cameras: {list(self.all_cameras)}")
+        if not cameras:
+            raise CalibDataError(f"{self.files[0]}: no (T, H, W, 3) uint8 camera observations")
+        self.cameras = tuple(cameras)
+
+    @property
+    def episode_tasks(self) -> list[tuple[tuple[str, str], str]]:
+        """((file, demo), instruction) of every demo, in file and demo order."""
+        return list(self._episodes)
+
+    def image_shape(self, camera: str) -> tuple[int, ...]:
+        return self.observations[camera][0][1:]
+
+    def load(self, key: tuple[str, str], *, action_transform: Callable[[np.ndarray], np.ndarray] | None = None
+             ) -> Episode:
+        file, demo = key
+        instruction = dict(self._episodes).get(key, "")
+        with self.h5py.File(file, "r") as f:
+            g = f["data"][demo]
+            where = f"{file}:data/{demo}"
+            if "obs" not in g or "actions" not in g:
+                raise CalibDataError(f"{where}: needs 'obs' and 'actions'")
+            obs = g["obs"]
+            imgs = []
+            for cam in self.cameras:
+                if cam not in obs:
+                    raise CalibDataError(f"{where}: no obs/{cam}; has {sorted(obs.keys())}")
+                im = np.asarray(obs[cam], dtype=np.uint8)
+                imgs.append(im[:, ::-1, ::-1] if self.rotate_180 else im)
+            shapes = {im.shape[1:] for im in imgs}
+            if len(shapes) != 1:
+                raise CalibDataError(f"{where}: cameras {self.cameras} have different image sizes {shapes}")
+            actions = np.asarray(g["actions"], dtype=np.float32).reshape(len(g["actions"]), -1)
+            if action_transform is not None:
+                actions = np.asarray(action_transform(actions), dtype=np.float32)
+            proprio = _libero_proprio(obs, where)
+        return Episode(
+            instruction=instruction,
+            images=np.ascontiguousarray(np.stack(imgs, axis=1)),
+            proprio=proprio,
+            actions=actions,
+            camera_names=self.cameras,
+            task=instruction,
+            source="libero-hdf5",
+            proprio_names=LIBERO_PROPRIO_NAMES if proprio.shape[1] == len(LIBERO_PROPRIO_NAMES) else (),
+            action_names=LIBERO_ACTION_NAMES if actions.shape[1] == 7 else (),
+            info={"source_file": Path(file).name, "source_demo": demo, "rotated_180": self.rotate_180},
+        )
+
+
+def _libero_proprio_dim(obs: dict[str, tuple[tuple[int, ...], bool]], where: str) -> int:
+    if "ee_states" in obs:
+        ee = min(6, obs["ee_states"][0][1])
+    elif "ee_pos" in obs and "ee_ori" in obs:
+        ee = obs["ee_pos"][0][1] + obs["ee_ori"][0][1]
+    else:
+        raise CalibDataError(f"{where}: needs obs/ee_states or obs/ee_pos + obs/ee_ori")
+    if "gripper_states" not in obs:
+        raise CalibDataError(f"{where}: needs obs/gripper_states")
+    return int(ee + obs["gripper_states"][0][1])
 
 
 def load_libero_hdf5_episodes(
@@ -481,55 +656,10 @@ def load_libero_hdf5_episodes(
     action_transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[Episode]:
     """LIBERO ``*_demo.hdf5`` file(s) (a file or a directory) -> episodes, ``per_task`` per instruction."""
-    import h5py
-
-    files = _libero_files(Path(path))
-    candidates: list[tuple[tuple[str, str], str]] = []
-    for file in files:
-        try:
-            with h5py.File(file, "r") as f:
-                if "data" not in f:
-                    raise CalibDataError(f"{file}: no 'data' group (not a LIBERO demo file)")
-                instruction = _libero_instruction(f, file)
-                candidates += [((str(file), demo), instruction) for demo in _demo_names(f["data"])]
-        except OSError as exc:
-            raise CalibDataError(f"{file}: cannot open HDF5 ({exc})") from exc
-    if per_task is None:
-        chosen = candidates
-    else:
-        chosen = select_per_task(candidates, per_task, seed)
-    out = []
-    for (file, demo), instruction in chosen:
-        with h5py.File(file, "r") as f:
-            g = f["data"][demo]
-            where = f"{file}:data/{demo}"
-            if "obs" not in g or "actions" not in g:
-                raise CalibDataError(f"{where}: needs 'obs' and 'actions'")
-            obs = g["obs"]
-            imgs = []
-            for cam in cameras:
-                if cam not in obs:
-                    raise CalibDataError(f"{where}: no obs/{cam}; has {sorted(obs.keys())}")
-                im = np.asarray(obs[cam], dtype=np.uint8)
-                imgs.append(im[:, ::-1, ::-1] if rotate_180 else im)
-            actions = np.asarray(g["actions"], dtype=np.float32)
-            if action_transform is not None:
-                actions = np.asarray(action_transform(actions), dtype=np.float32)
-            out.append(
-                Episode(
-                    instruction=instruction,
-                    images=np.ascontiguousarray(np.stack(imgs, axis=1)),
-                    proprio=_libero_proprio(obs, where),
-                    actions=actions,
-                    camera_names=tuple(cameras),
-                    task=instruction,
-                    source="libero-hdf5",
-                    proprio_names=LIBERO_PROPRIO_NAMES,
-                    action_names=LIBERO_ACTION_NAMES if actions.shape[1] == 7 else (),
-                    info={"source_file": Path(file).name, "source_demo": demo, "rotated_180": rotate_180},
-                )
-            )
-    return out
+    data = LiberoHDF5(path, cameras=cameras, rotate_180=rotate_180)
+    candidates = data.episode_tasks
+    chosen = candidates if per_task is None else select_per_task(candidates, per_task, seed)
+    return [data.load(key, action_transform=action_transform) for key, _ in chosen]
 
 
 __all__ = [
@@ -537,6 +667,10 @@ __all__ = [
     "LIBERO_PROPRIO_NAMES",
     "LIBERO_ACTION_NAMES",
     "LIBERO_CAMERAS",
+    "WRIST_MARKERS",
+    "is_wrist_camera",
+    "third_person_first",
+    "import_optional",
     "select_per_task",
     "libero_gripper_to_oft",
     "LeRobotDataset",
@@ -544,5 +678,6 @@ __all__ = [
     "decode_video_frames",
     "load_lerobot_episodes",
     "instruction_from_filename",
+    "LiberoHDF5",
     "load_libero_hdf5_episodes",
 ]

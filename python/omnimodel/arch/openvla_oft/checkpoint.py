@@ -354,6 +354,32 @@ def read_checkpoint_header(
     return CheckpointHeader(files, hf_config, config, all_stats, stats_source, key, head_state, proprio_state, head_in)
 
 
+def header_norm_stats(h: CheckpointHeader) -> DatasetNormStats:
+    """The statistics entry the checkpoint un-normalises with, checked against its proprio projector."""
+    config, key, source = h.config, h.dataset_key, h.stats_source
+    norm_stats = parse_norm_stats(h.all_stats, key, config.platform.normalization, source, config.use_proprio)
+    if config.use_proprio and norm_stats.proprio.dim != config.proprio_projector.proprio_dim:
+        raise CheckpointError(
+            f"{h.files.proprio_projector.name}: projects {config.proprio_projector.proprio_dim}-D proprio but "
+            f"{source}['{key}']['proprio'] is {norm_stats.proprio.dim}-D"
+        )
+    return norm_stats
+
+
+def statistics_keys(checkpoint_dir: str | Path) -> tuple[list[str], str]:
+    """(the dataset keys of the checkpoint's statistics, where they were read) -- without building the
+    config, so a caller can choose the key (``unnorm_key=``) before reading the header."""
+    files = locate_files(checkpoint_dir)
+    if files.dataset_statistics is not None:
+        stats, source = _read_json(files.dataset_statistics), "dataset_statistics.json"
+    else:
+        config = _read_json(files.config)
+        stats, source = (config.get("norm_stats") if isinstance(config, dict) else None) or {}, "config.json norm_stats"
+    if not isinstance(stats, dict) or not stats:
+        raise CheckpointError(f"{source}: no dataset statistics in {files.root}")
+    return sorted(stats), source
+
+
 def load_checkpoint(
     checkpoint_dir: str | Path,
     *,
@@ -367,7 +393,7 @@ def load_checkpoint(
     """Read every file, build the config, instantiate the model and load all weights (strict)."""
     h = read_checkpoint_header(checkpoint_dir, unnorm_key=unnorm_key, platform=platform, num_images=num_images,
                                num_actions_chunk=num_actions_chunk)
-    files, config, all_stats, stats_source, key = h.files, h.config, h.all_stats, h.stats_source, h.dataset_key
+    files, config = h.files, h.config
     head_state, proprio_state, head_in = h.head_state, h.proprio_state, h.head_in
     head_action_dim = config.action_head.action_dim
     if head_in != config.action_head.input_dim:
@@ -375,12 +401,7 @@ def load_checkpoint(
             f"{files.action_head.name}: tensor 'module.model.layer_norm1.weight' has {head_in} features, expected "
             f"llm hidden {config.llm.hidden_size} x action dim {head_action_dim} = {config.action_head.input_dim}"
         )
-    norm_stats = parse_norm_stats(all_stats, key, config.platform.normalization, stats_source, config.use_proprio)
-    if config.use_proprio and norm_stats.proprio.dim != config.proprio_projector.proprio_dim:
-        raise CheckpointError(
-            f"{files.proprio_projector.name}: projects {config.proprio_projector.proprio_dim}-D proprio but "
-            f"{stats_source}['{key}']['proprio'] is {norm_stats.proprio.dim}-D"
-        )
+    norm_stats = header_norm_stats(h)
 
     refs = scan_vla_tensors(files)
     for prefix, state, path in (
@@ -414,5 +435,7 @@ __all__ = [
     "load_state_into",
     "load_checkpoint",
     "read_checkpoint_header",
+    "header_norm_stats",
+    "statistics_keys",
     "CheckpointHeader",
 ]

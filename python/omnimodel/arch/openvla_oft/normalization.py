@@ -63,7 +63,10 @@ def resolve_unnorm_key(all_stats: Mapping[str, Any], unnorm_key: str | None, sou
         raise ConfigError(f"{source}: no dataset statistics found")
     if unnorm_key is None:
         if len(all_stats) != 1:
-            raise ConfigError(f"{source}: holds {len(all_stats)} datasets; pass unnorm_key= one of {sorted(all_stats)}")
+            raise ConfigError(
+                f"{source}: holds statistics of {len(all_stats)} datasets; choose one with unnorm_key= "
+                f"(CLI: --unnorm-key) of {sorted(all_stats)}"
+            )
         return next(iter(all_stats))
     if unnorm_key not in all_stats:
         raise ConfigError(f"{source}: unnorm_key '{unnorm_key}' not found; available: {sorted(all_stats)}")
