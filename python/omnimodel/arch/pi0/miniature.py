@@ -124,6 +124,10 @@ def train_sentencepiece(vocab_size: int, seed: int = 0, instructions: tuple[str,
         eos_id=1,
         bos_id=2,
         unk_id=3,
+        pad_piece="<pad>",
+        eos_piece="<eos>",
+        bos_piece="<bos>",
+        unk_piece="<unk>",
         num_threads=1,
         shuffle_input_sentence=False,
         minloglevel=2,
@@ -351,6 +355,11 @@ def write_miniature(out_dir: str | Path, spec: Pi0MiniatureSpec | None = None) -
     spm_model = train_sentencepiece(spec.spm_vocab_size, spec.seed, tuple(spec.instructions))
     vocab_rows = 257152 if spec.full_vocab else 64 * math.ceil(spec.spm_vocab_size / 64)
     (out / TOKENIZER_FILE).write_bytes(spm_model)
+    # what the Hugging Face copy of PaliGemma's tokenizer declares (LeRobot loads it with AutoTokenizer)
+    _write_json(out / "tokenizer_config.json", {
+        "tokenizer_class": "GemmaTokenizer", "add_bos_token": True, "add_eos_token": False, "bos_token": "<bos>",
+        "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>", "padding_side": "right",
+        "model_max_length": 1000000000000000019884624838656})
     gen = torch.Generator().manual_seed(spec.seed + 2)
     state_stats, action_stats = _stats(gen, spec.state_dim), _stats(gen, spec.action_dim)
 

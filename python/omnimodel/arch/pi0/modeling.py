@@ -36,7 +36,8 @@ Computation (openpi ``pi0.py`` / LeRobot ``modeling_pi0{,5}.py``, ``pi_gemma.py`
 
 dtype: float32 (LeRobot ``dtype="float32"``) or float64 everywhere; ``apply_precision("bfloat16")``
 reproduces LeRobot's mixed bf16 (the two Gemma stacks' matrices and embeddings in bf16, SigLIP, projector
-and every norm in float32, the action/time projections outside the stacks in float32).
+and every norm in float32, the action/time projections outside the stacks in float32, and -- a side
+effect of its ``.to(bfloat16)`` on transformers' buffers -- RoPE inverse frequencies rounded to bf16).
 """
 
 from __future__ import annotations
@@ -93,10 +94,9 @@ class SiglipAttention(nn.Module):
         b, n, d = x.shape
         q, k, v = (p(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2) for p in
                    (self.q_proj, self.k_proj, self.v_proj))
-        w = torch.matmul(q, k.transpose(2, 3)) * self.head_dim ** -0.5
-        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype) if q.dtype != torch.float64 else F.softmax(w, -1)
-        out = torch.matmul(w, v).transpose(1, 2).reshape(b, n, d)
-        return self.out_proj(out)
+        # transformers runs SigLIP with SDPA by default (LeRobot only switches the Gemma stacks to eager)
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.head_dim ** -0.5)
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
 
 class SiglipMLP(nn.Module):
@@ -212,12 +212,16 @@ class GemmaRMSNorm(nn.Module):
         return (normed * (1.0 + self.weight.to(sd))).to(x.dtype)
 
 
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype,
+                 freq_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, N) integer positions -> cos, sin (B, 1, N, head_dim) in ``dtype``; angles in float32 as
-    transformers computes them (float64 for float64 runs)."""
+    transformers computes them (float64 for float64 runs). ``freq_dtype`` rounds the inverse
+    frequencies first: LeRobot's ``model.to(bfloat16)`` also casts transformers' ``inv_freq`` buffer, so
+    its bf16 runs use bf16-rounded frequencies (0.1 -> 0.1001, ...)."""
     compute = torch.float64 if dtype == torch.float64 else torch.float32
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).to(compute) / head_dim))
+    if freq_dtype is not None:
+        inv_freq = inv_freq.to(freq_dtype).to(compute)
     freqs = positions.to(compute)[..., None] * inv_freq.to(positions.device)
     emb = torch.cat([freqs, freqs], dim=-1)[:, None]
     return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -381,6 +385,7 @@ class PaliGemmaWithExpert(nn.Module):
         self.cfg = cfg
         self.paligemma = PaliGemmaForConditionalGeneration(cfg)
         self.gemma_expert = GemmaForCausalLM(cfg.action_expert, adaptive=cfg.is_pi05)
+        self.rope_freq_dtype: torch.dtype | None = None  # set by Pi0Model.apply_precision("bfloat16")
 
     @property
     def stacks(self) -> tuple[GemmaModel, GemmaModel]:
@@ -404,7 +409,7 @@ class PaliGemmaWithExpert(nn.Module):
         cfg = stacks[active[0][0]].cfg
         hidden = {i: s.hidden for i, s in active}
         dtype = hidden[active[0][0]].dtype
-        cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta, dtype)
+        cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta, dtype, self.rope_freq_dtype)
         new_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         for layer_idx in range(cfg.depth):
             parts = {i: stacks[i].layers[layer_idx].begin(hidden[i], s.cond) for i, s in active}
@@ -513,10 +518,12 @@ class Pi0Model(nn.Module):
         casts the two Gemma stacks to bf16 except the norms (adaRMS dense included), SigLIP and the
         projector; the projections outside ``paligemma_with_expert`` stay float32."""
         if precision in ("float32", "float64"):
+            self.paligemma_with_expert.rope_freq_dtype = None
             return self.to(getattr(torch, precision))
         if precision != "bfloat16":
             raise ValueError(f"precision must be float32, float64 or bfloat16, got {precision!r}")
         self.to(torch.float32)
+        self.paligemma_with_expert.rope_freq_dtype = torch.bfloat16
         for name, p in self.paligemma_with_expert.named_parameters():
             if not any(sel in name for sel in self._KEEP_FP32):
                 p.data = p.data.to(torch.bfloat16)
