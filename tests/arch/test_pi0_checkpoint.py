@@ -68,8 +68,8 @@ def _actions(path: Path, spec: Pi0MiniatureSpec, **kw) -> np.ndarray:
 @pytest.mark.parametrize("kind", ["pi05", "pi0"])
 def test_layouts_and_storage_variants_agree(tmp_path: Path, kind: str):
     """The same seed written as LeRobot (prefixed, lm_head only, expert lm_head) and as openpi (no prefix,
-    embed_tokens only, no expert lm_head, 3 shards) gives the same weights, so the same velocities for the
-    same network inputs; bf16 storage differs only by bf16 rounding of the weights."""
+    embed_tokens only, no expert lm_head, 3 shards) loads to identical parameters, hence the same network;
+    bf16 storage differs only by bf16 rounding of the weights."""
     base = dict(kind=kind, seed=2, **SMALL)
     variants = {
         "lerobot": Pi0MiniatureSpec(**base),

@@ -74,6 +74,12 @@ class FeatureStats:
         }[self.mode]
         return self.stats[lo_key], self.stats[hi_key]
 
+    def _lerobot_span(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(low, high - low) with a zero span replaced by eps, as LeRobot does."""
+        lo, hi = self._bounds()
+        d = hi - lo
+        return lo, torch.where(d == 0, torch.tensor(LEROBOT_EPS, dtype=d.dtype), d)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.float32)
         if self.mode is NormMode.IDENTITY:
@@ -85,11 +91,7 @@ class FeatureStats:
             return (x - lo) / (hi - lo + OPENPI_EPS) * 2.0 - 1.0
         if self.mode is NormMode.MEAN_STD:
             return (x - self.stats["mean"]) / (self.stats["std"] + LEROBOT_EPS)
-        lo, hi = self._bounds()
-        d = hi - lo
-        d = torch.where(d == 0, torch.tensor(LEROBOT_EPS, dtype=d.dtype), d)
-        if self.mode is NormMode.MIN_MAX:
-            return 2 * (x - lo) / d - 1
+        lo, d = self._lerobot_span()
         return 2.0 * (x - lo) / d - 1.0
 
     def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,10 +105,8 @@ class FeatureStats:
             return (x + 1.0) / 2.0 * (hi - lo + OPENPI_EPS) + lo
         if self.mode is NormMode.MEAN_STD:
             return x * self.stats["std"] + self.stats["mean"]
-        lo, hi = self._bounds()
-        d = hi - lo
-        d = torch.where(d == 0, torch.tensor(LEROBOT_EPS, dtype=d.dtype), d)
-        if self.mode is NormMode.MIN_MAX:
+        lo, d = self._lerobot_span()
+        if self.mode is NormMode.MIN_MAX:  # LeRobot writes the two inverses in different orders
             return (x + 1) / 2 * d + lo
         return (x + 1.0) * d / 2.0 + lo
 
