@@ -15,7 +15,10 @@ For each case it writes a miniature in the LeRobot layout, then
   training ``forward`` (per-element flow-matching loss) on fixed actions / noise / time;
 * omnimodel side: ``run_policy`` (unpadded and padded prompt) and ``flow_matching_loss``.
 
-It compares token ids, normalised state, every step's velocity (hooks on LeRobot's ``action_out_proj``
+Two cases give LeRobot the same weights in the openpi-PyTorch naming instead (no ``model.`` prefix),
+which its loader also accepts.
+
+It compares every parameter as LeRobot loaded it, token ids, normalised state, every step's velocity (hooks on LeRobot's ``action_out_proj``
 vs our ``velocity.{i}`` probes), the final actions and the loss, prints a JSON report and exits 1 if a
 difference exceeds its tolerance.
 
@@ -96,7 +99,8 @@ def _patch_tokenizer(tokenizer_dir: Path) -> None:
     tp.AutoTokenizer = _Local
 
 
-def run_case(kind: str, precision: str, image_hw: tuple[int, int] | None, drop_camera: bool, work: Path) -> dict:
+def run_case(kind: str, precision: str, image_hw: tuple[int, int] | None, drop_camera: bool, work: Path,
+             openpi_weights: bool = False) -> dict:
     from lerobot.configs import PreTrainedConfig
     from lerobot.policies.pi0.modeling_pi0 import PI0Policy
     from lerobot.policies.pi05.modeling_pi05 import PI05Policy
@@ -113,6 +117,10 @@ def run_case(kind: str, precision: str, image_hw: tuple[int, int] | None, drop_c
     cfg_json.pop(OVERRIDES_KEY)
     cfg_json["dtype"] = precision
     (lr_dir / "config.json").write_text(json.dumps(cfg_json))
+    if openpi_weights:  # the openpi-PyTorch naming: no "model." prefix
+        # (LeRobot's strict load wants both lm_head tensors stored; without them it warns "Missing key(s)")
+        op = write_miniature(work / f"{name}_openpi", Pi0MiniatureSpec(kind=kind, seed=7, layout="openpi"))
+        shutil.copy(op / "model.safetensors", lr_dir / "model.safetensors")
     _patch_lerobot_widths(spec, vocab_rows)
     _patch_tokenizer(ours_dir)
 
@@ -126,6 +134,8 @@ def run_case(kind: str, precision: str, image_hw: tuple[int, int] | None, drop_c
                                                    to_output=_transition_to_policy_action())
 
     ours = load_policy(ours_dir, precision=precision)
+    lr_params = lr.model.state_dict()
+    weights_equal = all(torch.equal(lr_params[k], v) for k, v in ours.model.state_dict().items())
     images, state = random_observation(spec, seed=11, image_hw=image_hw)
     if drop_camera:
         images[1] = None
@@ -162,8 +172,9 @@ def run_case(kind: str, precision: str, image_hw: tuple[int, int] | None, drop_c
     lr_tokens = processed["observation.language.tokens"][0].tolist()
     lr_mask = processed["observation.language.attention_mask"][0].tolist()
     report: dict = {
-        "case": f"{kind} {precision}" + (f" images {image_hw}" if image_hw else "") + (" camera missing" if drop_camera
-                                                                                         else ""),
+        "case": f"{kind} {precision}" + (f" images {image_hw}" if image_hw else "")
+        + (" camera missing" if drop_camera else "") + (" openpi-named weights" if openpi_weights else ""),
+        "weights_equal": weights_equal,  # every parameter as LeRobot loaded it (tied copy, prefix handling)
         "tokens_equal": lr_tokens == out_padded.inputs.prompt.ids and lr_mask == out_padded.inputs.prompt.mask,
         "valid_tokens": sum(lr_mask),
         # padded prompt: the same sequence LeRobot runs; unpadded: our default (pads removed)
@@ -224,16 +235,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the JSON report here too")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    cases = [("pi05", "float32", None, False), ("pi0", "float32", None, False),
-             ("pi05", "float32", (48, 64), True), ("pi0", "float32", (64, 40), True),
-             ("pi05", "bfloat16", None, False), ("pi0", "bfloat16", None, False)]
+    cases = [("pi05", "float32", None, False, False), ("pi0", "float32", None, False, False),
+             ("pi05", "float32", (48, 64), True, False), ("pi0", "float32", (64, 40), True, True),
+             ("pi05", "bfloat16", None, False, True), ("pi0", "bfloat16", None, False, False)]
     reports, failed = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for kind, precision, hw, drop in cases:
-            r = run_case(kind, precision, hw, drop, Path(tmp))
+        for kind, precision, hw, drop, openpi in cases:
+            r = run_case(kind, precision, hw, drop, Path(tmp), openpi)
             tol = UNPADDED_TOL[precision]
             a_scale, v_scale = max(1.0, r["action_scale"]), max(1.0, r["velocity_scale"])
-            ok = (r["tokens_equal"] and r["steps"] == 10
+            ok = (r["weights_equal"] and r["tokens_equal"] and r["steps"] == 10
                   and r["max_abs_actions_padded_prompt"] <= SAME_SEQUENCE_TOL * a_scale
                   and r["max_abs_velocity_padded_prompt"] <= SAME_SEQUENCE_TOL * v_scale
                   and r["max_abs_loss"] <= SAME_SEQUENCE_TOL * max(1.0, r["loss_scale"])

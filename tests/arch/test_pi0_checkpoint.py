@@ -135,6 +135,12 @@ def test_openpi_normalization_formulas(tmp_path: Path):
     assert torch.allclose(ck.norm_stats.action.unnormalize(z), z * (asd + 1e-6) + am)
 
 
+def test_bf16_precision_stays_close_to_float32(lerobot_dir: Path):
+    spec = Pi0MiniatureSpec(kind="pi05", seed=1, **SMALL)
+    f32, b16 = _actions(lerobot_dir, spec), _actions(lerobot_dir, spec, precision="bfloat16")
+    assert 0 < np.abs(f32 - b16).max() < 0.05 * max(1.0, np.abs(f32).max())
+
+
 def test_bf16_precision_keeps_lerobot_float32_islands(lerobot_dir: Path):
     model = load_checkpoint(lerobot_dir, precision="bfloat16").model
     dtypes = {n: p.dtype for n, p in model.named_parameters()}
