@@ -18,9 +18,9 @@ For each case it writes a miniature in the LeRobot layout, then
 Two cases give LeRobot the same weights in the openpi-PyTorch naming instead (no ``model.`` prefix),
 which its loader also accepts.
 
-It compares every parameter as LeRobot loaded it, token ids, normalised state, every step's velocity (hooks on LeRobot's ``action_out_proj``
-vs our ``velocity.{i}`` probes), the final actions and the loss, prints a JSON report and exits 1 if a
-difference exceeds its tolerance.
+It compares every parameter as LeRobot loaded it, token ids, normalised state, every step's velocity
+(hooks on LeRobot's ``action_out_proj`` vs our ``velocity.{i}`` probes), the final actions and the loss,
+prints a JSON report and exits 1 if a difference exceeds its tolerance.
 
 LeRobot hard-codes PaliGemma's widths (So400m SigLIP, Gemma 2B / 300M, 257152-token vocabulary); the
 harness patches those constants to the miniature's widths (``get_gemma_config`` and the PaliGemma /

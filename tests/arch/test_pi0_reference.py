@@ -109,7 +109,8 @@ def rope(x, pos, theta=10000.0):
     for i in range(half):
         ang = pos[:, None] * theta ** (-2 * i / hd)
         a, b = x[..., i], x[..., i + half]
-        out[..., i], out[..., i + half] = a * torch.cos(ang) - b * torch.sin(ang), b * torch.cos(ang) + a * torch.sin(ang)
+        out[..., i] = a * torch.cos(ang) - b * torch.sin(ang)
+        out[..., i + half] = b * torch.cos(ang) + a * torch.sin(ang)
     return out
 
 
