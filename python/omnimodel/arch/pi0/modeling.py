@@ -274,8 +274,8 @@ class LayerInput:
     q: torch.Tensor
     k: torch.Tensor
     v: torch.Tensor
-    gate: torch.Tensor | None
-    post: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None  # post-attention norm's (scale, shift, gate)
+    gate: torch.Tensor | None  # adaRMS gate of the attention branch
+    cond: torch.Tensor | None  # adaRMS condition, for the post-attention norm
 
 
 class GemmaDecoderLayer(nn.Module):
@@ -291,21 +291,20 @@ class GemmaDecoderLayer(nn.Module):
         self.mlp = GemmaMLP(cfg)
 
     def begin(self, x: torch.Tensor, cond: torch.Tensor | None) -> LayerInput:
-        gate = post = None
+        gate = None
         if self.input_layernorm.adaptive:
             scale, shift, gate = self.input_layernorm.modulation(cond)
             h = self.input_layernorm(x, scale, shift)
-            post = self.post_attention_layernorm.modulation(cond)
         else:
             h = self.input_layernorm(x)
         q, k, v = self.self_attn.qkv(h)
-        return LayerInput(q, k, v, None if gate is None else gate.to(x.dtype), post)
+        return LayerInput(q, k, v, None if gate is None else gate.to(x.dtype), cond)
 
     def forward(self, x: torch.Tensor, attn: torch.Tensor, li: LayerInput) -> torch.Tensor:
         y = self.self_attn.o_proj(attn.to(self.self_attn.o_proj.weight.dtype))
         h = x + (y if li.gate is None else y * li.gate)
-        if li.post is not None:
-            scale, shift, gate = li.post
+        if self.post_attention_layernorm.adaptive:
+            scale, shift, gate = self.post_attention_layernorm.modulation(li.cond)
             y = self.mlp(self.post_attention_layernorm(h, scale, shift))
             return h + y * gate.to(h.dtype)
         return h + self.mlp(self.post_attention_layernorm(h))
