@@ -245,6 +245,11 @@ def _with_padding(cur: _Cursor, tensors: list[TensorRecord], metadata: dict[str,
         return tensors
     if not isinstance(names, list) or not isinstance(widths, list) or len(names) != len(widths):
         raise cur.fail(f"{KEY_PADDED_NAMES} and {KEY_PADDED_WIDTHS} must be arrays of the same length")
+    # Element types before values: a crafted file may hold floats (NaN, inf), strings or nested arrays here.
+    if not all(isinstance(n, str) for n in names):
+        raise cur.fail(f"{KEY_PADDED_NAMES} must be an array of strings")
+    if not all(isinstance(w, int) and not isinstance(w, bool) for w in widths):
+        raise cur.fail(f"{KEY_PADDED_WIDTHS} must be an array of integers")
     real = dict(zip(names, widths))
     by_name = {t.name for t in tensors}
     for n, wdt in real.items():

