@@ -36,9 +36,11 @@ class Image(ctypes.Structure):
 
 
 def c_api() -> ctypes.CDLL:
-    from omnimodel.paths import library_dir
+    # The copy the binding (and plugins, through their DT_NEEDED) already use: by soname, not by path,
+    # which the loader may map a second time with a registry of its own.
+    from omnimodel import _runtime  # noqa: F401
 
-    lib = ctypes.CDLL(str(library_dir() / "libomnimodel.so"))
+    lib = ctypes.CDLL("libomnimodel.so.0")
     vp, i32, i64, sz = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_size_t
     sigs = {
         "omnimodel_default_params": ([], Params),
