@@ -160,6 +160,18 @@ def _bytes(s: str) -> bytes:
 # ---------------------------------------------------------------------- applying operations
 
 
+def _nbytes(t: TensorInfo) -> int | None:
+    if t.type not in GGML_TYPES or not t.ne or any(d < 0 for d in t.ne):
+        return None
+    blk, size = GGML_TYPES[t.type]
+    if t.ne[0] % blk:
+        return None
+    n = t.ne[0] // blk * size
+    for d in t.ne[1:]:
+        n *= d
+    return n
+
+
 def _tensor(lay: Layout, name: str) -> TensorInfo:
     for t in lay.tensors:
         if t.name == _bytes(name):
@@ -202,6 +214,22 @@ def apply(seed: bytes, ops: list[dict[str, Any]], layout: Layout | None = None) 
             kv.vtype, kv.payload = op["vtype"], bytes.fromhex(op["hex"])
         elif kind == "kv_key":
             lay.kvs[_kv_index(lay, op["key"])].key = bytes.fromhex(op["hex"])
+        elif kind == "repack":
+            # lay the tensors out again for their (mutated) types and shapes, so that gguf's own
+            # contiguity check passes and the mutation reaches the runtime's checks
+            src = bytes(data) if data is not None else lay.data
+            chunks, offset = [], 0
+            for t in lay.tensors:
+                n = _nbytes(t)
+                if n is None or n > 1 << 30:
+                    break
+                chunks.append(src[t.offset : t.offset + n].ljust(n, b"\0") + bytes((-n) % lay.alignment))
+                t.offset = offset
+                offset += n + (-n) % lay.alignment
+            else:
+                data = bytearray(b"".join(chunks))
+        elif kind == "kv_add":
+            lay.kvs.append(KV(_bytes(op["key"]), op["vtype"], bytes.fromhex(op["hex"])))
         elif kind == "kv_drop":
             del lay.kvs[_kv_index(lay, op["key"])]
         elif kind == "kv_dup":
@@ -317,6 +345,8 @@ def random_case(lay: Layout, size: int, rng: random.Random) -> list[dict[str, An
             else:
                 new = rng.choice(list(GGML_TYPES) + [4, 5, 31, 43, 1000, 2**32 - 1])
             ops.append({"op": "tensor_type", "tensor": _text(t.name), "type": new})
+            if rng.random() < 0.7:
+                ops.append({"op": "repack"})
         elif roll < 0.52 and t is not None:
             ne = list(t.ne)
             choice = rng.random()
@@ -332,6 +362,8 @@ def random_case(lay: Layout, size: int, rng: random.Random) -> list[dict[str, An
                 if ne:
                     ne[i] = rng.choice([0, 1, 2, 3, 2**31, 2**40, 2**63 - 1, 2**64 - 1, ne[i] + 1])
             ops.append({"op": "tensor_ne", "tensor": _text(t.name), "ne": ne})
+            if rng.random() < 0.5:
+                ops.append({"op": "repack"})
         elif roll < 0.56 and t is not None:
             ops.append({"op": "tensor_offset", "tensor": _text(t.name),
                         "offset": rng.choice([0, 1, t.offset + lay.alignment, len(lay.data), 2**63, t.offset + 1])})

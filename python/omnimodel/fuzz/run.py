@@ -96,18 +96,19 @@ def _drive_runtime(path: str, plugin: str | None, steps: list[str]) -> None:
                 with contextlib.suppress(*expected):
                     get(key)
         steps.append("query")
-        try:
-            n_images = m.n_images
+        try:  # a VLA file has this key; a broken one must then fail below, not pass as a non-VLA
+            m.meta_int(f"{m.architecture}.num_images")
+            is_vla = True
         except expected:
-            n_images = None
-        if n_images is None:
+            is_vla = False
+        if not is_vla:
             widths = [t["shape"][-1] for t in tensors if t["name"] == "layers.0.weight" and t["shape"]]
             if widths and 0 < widths[0] <= 1 << 16:
                 x = np.random.default_rng(0).standard_normal((2, widths[0])).astype(np.float32)
                 m.run({"x": x}, capture=["*"])
                 steps.append("run")
             return
-        size = m.image_size
+        size, n_images = m.image_size, m.n_images
         frames = [np.full((size, size, 3), 100 + 20 * i, np.uint8) for i in range(n_images)]
         proprio = np.zeros(m.proprio_dim, np.float32) if m.proprio_dim > 0 else None
         with contextlib.suppress(*expected):
