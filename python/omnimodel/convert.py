@@ -251,7 +251,7 @@ def convert_openvla_oft(
             outcome.allocation.save(stage / ALLOCATION_FILE)
             (stage / QUANT_REPORT_FILE).write_text(json.dumps(outcome.report, indent=2) + "\n")
 
-        what = f"{quant.method} at {outcome.allocation.bpw:.3f} bpw, the rest {outtype}" if outcome else outtype
+        what = f"{quant.method}, quantized {outcome.allocation.bpw:.3f} bpw, the rest {outtype}" if outcome else outtype
         with stage_step("gguf", f"writing {MODEL_FILE} ({what})"):
             gguf_path = oft_export.write_gguf(
                 policy, stage / MODEL_FILE, outtype,
@@ -352,7 +352,7 @@ def _quantize(policy: Any, quant: Any, stage_step: Callable[..., Any], log: Log)
     except QuantPipelineError as e:
         raise ConvertError(str(e)) from e
     r = outcome.report
-    log(f"      {len(outcome.allocation.tensors)} matrices at {outcome.allocation.bpw:.3f} bpw "
+    log(f"      {len(outcome.allocation.tensors)} matrices, quantized {outcome.allocation.bpw:.3f} bpw "
         f"(budget {quant.bpw if quant.bpw is not None else 'from file'}); types: "
         + ", ".join(f"{k} {100 * v:.0f}%" for k, v in outcome.allocation.type_histogram().items()))
     if r.get("rows_won"):

@@ -41,8 +41,10 @@ class Totals:
     n_elements: int
     tensor_bytes: int
     file_size: int
-    bpw_matrices: float  # over tensors with >= 2 dims, the same number as omnimodel.achieved_bpw
-    bpw_total: float
+    # provenance.BpwFigures, the same numbers as the omnimodel.* keys of a file omnimodel wrote
+    bpw_quantized: float | None  # over block-quantized matrices: the --bpw measure (omnimodel.quantized_bpw)
+    bpw_matrices: float  # over every >= 2-D tensor (omnimodel.achieved_bpw)
+    bpw_total: float  # over every tensor (omnimodel.achieved_bpw_total)
     file_type: int
     file_type_name: str
 
@@ -78,13 +80,15 @@ def build_report(gf: GGUFFile) -> Report:
     ftype = gf.metadata.get("general.file_type")
     if not isinstance(ftype, int) or isinstance(ftype, bool):
         ftype = provenance.llama_file_type(gf.tensors)
+    bpw = provenance.bpw_figures(gf.tensors)
     totals = Totals(
         n_tensors=len(gf.tensors),
         n_elements=sum(t.n_elements for t in gf.tensors),
         tensor_bytes=sum(t.n_bytes for t in gf.tensors),
         file_size=gf.file_size,
-        bpw_matrices=provenance.bits_per_weight(gf.tensors, matrices_only=True),
-        bpw_total=provenance.bits_per_weight(gf.tensors, matrices_only=False),
+        bpw_quantized=bpw.quantized,
+        bpw_matrices=bpw.matrices,
+        bpw_total=bpw.file,
         file_type=ftype,
         file_type_name=provenance.file_type_name(ftype),
     )
@@ -158,7 +162,7 @@ def format_report(r: Report) -> str:
         f"  tensor data:      {tt.tensor_bytes:,} bytes ({human_bytes(tt.tensor_bytes)})",
         f"  file size:        {tt.file_size:,} bytes ({human_bytes(tt.file_size)})",
         f"  file type:        {tt.file_type_name}",
-        f"  bits per weight:  {tt.bpw_matrices:.3f} over quantized matrices (>= 2-D), {tt.bpw_total:.3f} over all tensors",
+        f"  bits per weight:  {_bpw_line(tt, r.metadata.get(provenance.KEY_TARGET_BPW))}",
         "",
         "by type:",
     ]
@@ -169,6 +173,12 @@ def format_report(r: Report) -> str:
         )
     out += _columns(table, right={1, 2, 3, 4, 5})
     return "\n".join(out) + "\n"
+
+
+def _bpw_line(tt: Totals, target: Any) -> str:
+    figures = provenance.BpwFigures(tt.bpw_quantized, tt.bpw_matrices, tt.bpw_total)
+    ok_target = isinstance(target, (int, float)) and not isinstance(target, bool)
+    return figures.describe(float(target) if ok_target else None)
 
 
 def _show_value(key: str, value: Any, r: Report) -> str:
