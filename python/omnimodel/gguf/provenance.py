@@ -104,6 +104,12 @@ def real_weights(n_elements: int, shape: tuple[int, ...], real_width: int | None
     return n_elements if real_width is None else n_elements // shape[-1] * real_width
 
 
+def parameter_count(tensors: Iterable[TensorLike]) -> int:
+    """The model's parameters as every tool reports them (inspect, bench): real weights in the file,
+    row padding excluded."""
+    return sum(t.n_weights for t in tensors)
+
+
 def is_matrix(t: TensorLike) -> bool:
     """Tensors we count as quantizable weights: norms and biases (1-D) stay out of the headline bpw."""
     return len(t.shape) >= 2

@@ -38,7 +38,8 @@ class TypeRow:
 @dataclass(frozen=True)
 class Totals:
     n_tensors: int
-    n_elements: int
+    n_parameters: int  # real weights (provenance.parameter_count): what bench reports too
+    n_elements: int  # stored elements, row padding included
     tensor_bytes: int
     file_size: int
     # provenance.BpwFigures, the same numbers as the omnimodel.* keys of a file omnimodel wrote
@@ -83,6 +84,7 @@ def build_report(gf: GGUFFile) -> Report:
     bpw = provenance.bpw_figures(gf.tensors)
     totals = Totals(
         n_tensors=len(gf.tensors),
+        n_parameters=provenance.parameter_count(gf.tensors),
         n_elements=sum(t.n_elements for t in gf.tensors),
         tensor_bytes=sum(t.n_bytes for t in gf.tensors),
         file_size=gf.file_size,
@@ -158,7 +160,8 @@ def format_report(r: Report) -> str:
         "",
         "totals:",
         f"  tensors:          {tt.n_tensors}",
-        f"  parameters:       {tt.n_elements:,} ({human_count(tt.n_elements)})",
+        f"  parameters:       {tt.n_parameters:,} ({human_count(tt.n_parameters)})"
+        + (f"; {tt.n_elements:,} stored with row padding" if tt.n_elements != tt.n_parameters else ""),
         f"  tensor data:      {tt.tensor_bytes:,} bytes ({human_bytes(tt.tensor_bytes)})",
         f"  file size:        {tt.file_size:,} bytes ({human_bytes(tt.file_size)})",
         f"  file type:        {tt.file_type_name}",
