@@ -228,6 +228,13 @@ def run_cases(cases: list[tuple[Seed, list[dict[str, Any]]]], workdir: Path, *, 
     """Mutate and run every (seed, operations) case, each in a fresh child."""
     from omnimodel.fuzz.mutate import apply, parse
 
+    # Everything a child runs, imported once here: children then share the parent's code (and are
+    # faster), whatever happens to the files on disk during a long campaign.
+    import omnimodel.cli.main  # noqa: F401
+    import omnimodel.gguf.reader  # noqa: F401
+    import omnimodel.gguf.report  # noqa: F401
+    from omnimodel import _runtime  # noqa: F401
+
     workdir.mkdir(parents=True, exist_ok=True)
     layouts = {}
     tally = Tally()
