@@ -79,3 +79,45 @@ def test_doctor_runs_the_importance_only_types(tmp_path, capsys):
     assert main(["doctor", "--types", "IQ2_XXS,IQ1_M,Q2_0,IQ4_NL", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert out.count(" ok") >= 4 and "all checks passed" in out
+
+
+_BLOCK_SIM = '''
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("metaworld", "mujoco", "pyarrow", "av", "h5py"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, _Block())
+'''
+
+
+def _without_sim(code: str, *args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", _BLOCK_SIM + code, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_converting_the_demo_needs_no_sim_extra():
+    """The README's first command (convert --bpw 2.5 on the demo) imports none of the [sim] modules:
+    everything up to calibration samples from the bundled split, with them made unimportable."""
+    proc = _without_sim(
+        "from omnimodel.arch.openvla_oft import load_policy\n"
+        "from omnimodel.demo_assets import DEMO_POLICY_DIR\n"
+        "from omnimodel.quant.pipeline import QuantOptions, load_samples\n"
+        "import omnimodel.convert, omnimodel.cli.main, omnimodel.validate.parity\n"
+        "policy = load_policy(DEMO_POLICY_DIR)\n"
+        "print(len(load_samples(policy, QuantOptions(bpw=2.5))))\n"
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int(proc.stdout.split()[-1]) > 0
+
+
+@pytest.mark.parametrize("argv", [["collect-demos", "OUT"], ["eval", "--policy", "expert"]])
+def test_a_simulator_command_without_the_extra_says_which_to_install(tmp_path, argv):
+    argv = [str(tmp_path / a) if a == "OUT" else a for a in argv]
+    proc = _without_sim("from omnimodel.cli.main import main\nsys.exit(main(sys.argv[1:]))\n", *argv)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'omnimodel[sim]'" in lines[0] and "Traceback" not in proc.stderr, lines
