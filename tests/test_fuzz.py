@@ -193,3 +193,22 @@ def misuse_env(oft, tmp_path_factory) -> misuse.Env:
 def test_misuse_keeps_the_promise(misuse_env, item):
     r = misuse.run_item(item, misuse_env, timeout=120.0)
     assert r.outcome == "ok", r.detail
+
+
+def test_c_misuse_catalogue(misuse_env, tmp_path):
+    """cpp/tests/c_api_tests.c, compiled against the installed library: the same promises from C."""
+    import shutil
+    import subprocess
+
+    from omnimodel.paths import include_dir, library_dir
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "a C compiler is needed (the package itself was built with one)"
+    exe = tmp_path / "c_api_tests"
+    src = Path(__file__).resolve().parents[1] / "cpp" / "tests" / "c_api_tests.c"
+    subprocess.run([cc, "-std=c99", "-O1", str(src), f"-I{include_dir()}", f"-L{library_dir()}", "-lomnimodel", "-lm",
+                    f"-Wl,-rpath,{library_dir()}", "-o", str(exe)], check=True, capture_output=True, text=True)
+    proc = subprocess.run([str(exe), str(misuse_env.toy), str(misuse_env.vla), misuse_env.plugin],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().endswith("0 failed"), proc.stdout
