@@ -22,9 +22,11 @@ operations); tests/test_fuzz.py replays that corpus and a fixed-seed slice on ev
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +56,11 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
     ap.add_argument("--json", type=Path, help="write the counts and findings here")
     ap.add_argument("--corpus", type=Path, help="append findings (replayable cases) to this JSONL file")
+    ap.add_argument("--jobs", type=int, default=1, help="run the cases in this many parallel shards")
+    ap.add_argument("--shard", help=argparse.SUPPRESS)  # I/J: run cases I, I+J, ... and dump raw results
     args = ap.parse_args()
+    if args.jobs > 1 and args.shard is None:
+        return _run_sharded(args)
 
     from omnimodel import _runtime
     from omnimodel.fuzz import misuse, seeds as seed_files
@@ -78,6 +84,9 @@ def main() -> int:
         s = rng.choice(seeds)
         cases.append((s, random_case(layouts[s.name], len(s.data), rng)))
 
+    if args.shard is not None:
+        index, count = (int(v) for v in args.shard.split("/"))
+        cases = cases[index::count]
     t0 = time.monotonic()
 
     def progress(i: int, tally) -> None:
@@ -86,6 +95,17 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="omnimodel-fuzz-", dir=args.workdir))
     tally = run_cases(cases, workdir, timeout=args.timeout, progress=progress)
+    if args.shard is not None:
+        args.json.write_text(json.dumps([dataclasses.asdict(r) for r in tally.results]))
+        return 0
+    return _report(args, seeds, demo, cases, tally, workdir, t0, log)
+
+
+def _report(args, seeds, demo, cases, tally, workdir, t0, log) -> int:
+    from omnimodel import _runtime
+    from omnimodel.fuzz import misuse
+    from omnimodel.fuzz.run import OUTCOMES
+
     unmutated = [r for r in tally.results[: len(seeds)] if r.outcome != "ok" and not r.seed.startswith("smollm2")]
     demo_path = None
     if demo is not None:
@@ -126,6 +146,49 @@ def main() -> int:
         }, indent=1))
     bad = findings or unmutated or any(r.outcome not in ("ok", "rejected") for r in misuse_results)
     return 1 if bad else 0
+
+
+def _run_sharded(args) -> int:
+    """--jobs J: J shard processes (same case list, every J-th case each), merged here."""
+    from omnimodel.fuzz import seeds as seed_files
+    from omnimodel.fuzz.run import Result, Tally
+
+    t0 = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="omnimodel-fuzz-shards-"))
+    argv = [a for a in sys.argv[1:]]
+    procs = []
+    for i in range(args.jobs):
+        out = tmp / f"shard{i}.json"
+        cmd = [sys.executable, __file__, *_strip(argv, ("--jobs", "--json", "--corpus")), "--shard", f"{i}/{args.jobs}",
+               "--json", str(out)]
+        procs.append((subprocess.Popen(cmd), out))
+    rc = max(p.wait() for p, _ in procs)
+    if rc != 0:
+        raise SystemExit(f"a shard failed (exit {rc})")
+    results = [Result(**r) for _, out in procs for r in json.loads(out.read_text())]
+    seeds = seed_files.toy_seeds()
+    demo = None
+    if not args.no_demo:
+        demo = seed_files.convert_output_seed(_demo_dir(args.demo_dir, print))
+        seeds.append(demo)
+    if not args.no_llama:
+        seeds.append(seed_files.llama_seed())
+    # shard order interleaved: the unmutated seeds first again
+    results.sort(key=lambda r: (bool(r.ops), ))
+    workdir = Path(tempfile.mkdtemp(prefix="omnimodel-fuzz-", dir=args.workdir))
+    return _report(args, seeds, demo, results, Tally(results), workdir, t0, lambda m: print(m, file=sys.stderr))
+
+
+def _strip(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in options:
+            skip = True
+        elif not any(a.startswith(o + "=") for o in options):
+            out.append(a)
+    return out
 
 
 if __name__ == "__main__":

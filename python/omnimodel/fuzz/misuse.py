@@ -310,8 +310,9 @@ def vla_megabyte_instruction(env: Env) -> None:
     m = _vla(env)
     frames = [np.zeros((m.image_size, m.image_size, 3), np.uint8) for _ in range(m.n_images)]
     proprio = np.zeros(m.proprio_dim, np.float32) if m.proprio_dim else None
+    # CPU seconds, not wall time: the point is "not quadratic" (hours), whatever the machine's load
     for text in ("pick up the bowl " * 60000, "é" * 500_000, "a" * (1 << 20)):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for call in (lambda: m.input_ids(text), lambda: m.predict_action(frames, text, proprio)):
             try:
                 call()
@@ -319,10 +320,11 @@ def vla_megabyte_instruction(env: Env) -> None:
                 assert e.code == ERR_INVALID_ARGUMENT, e
             else:
                 raise AssertionError(f"a {len(text.encode())}-byte instruction was accepted")
-        assert time.perf_counter() - t0 < 5.0, "refusing a long instruction took more than 5 s"
-    t0 = time.perf_counter()
+        assert time.process_time() - t0 < 5.0, "refusing a long instruction took more than 5 CPU s"
+    t0 = time.process_time()
     ids = m.tokenize("pick up the bowl " * 60000)  # tokenize has no context: n log n, not quadratic
-    assert len(ids) > 60000 and time.perf_counter() - t0 < 15.0
+    assert len(ids) > 60000, len(ids)
+    assert time.process_time() - t0 < 60.0, f"tokenizing 1 MB took {time.process_time() - t0:.0f} CPU s"
 
 
 def vla_context_enforced(env: Env) -> None:
