@@ -104,7 +104,9 @@ def parse(buf: bytes) -> Layout:
         pos += 12
         tensors.append(TensorInfo(name, ne, t, off))
     data_start = (pos + alignment - 1) // alignment * alignment
-    return Layout(version, kvs, tensors, alignment, bytes(buf[data_start:]))
+    # a memoryview stays a view (a 100 MB seed is not copied just to be slimmed)
+    data = buf[data_start:] if isinstance(buf, memoryview) else bytes(buf[data_start:])
+    return Layout(version, kvs, tensors, alignment, data)
 
 
 def serialise(lay: Layout) -> bytes:

@@ -54,7 +54,7 @@ def slim(lay: Layout, keep) -> Layout:
         if not keep(t.name.decode()):
             continue
         n = _tensor_bytes(t.type, t.ne)
-        chunks.append(lay.data[t.offset : t.offset + n] + bytes((-n) % lay.alignment))
+        chunks.append(bytes(lay.data[t.offset : t.offset + n]) + bytes((-n) % lay.alignment))
         tensors.append(replace(t, offset=offset))
         offset += n + (-n) % lay.alignment
     return replace(lay, tensors=tensors, data=b"".join(chunks))
@@ -63,6 +63,15 @@ def slim(lay: Layout, keep) -> Layout:
 def llama_seed() -> Seed:
     from omnimodel.arch.pretrained_llama import fetch_gguf
 
-    lay = parse(fetch_gguf().read_bytes())
-    small = slim(lay, lambda n: n.startswith("blk.0.") or n == "output_norm.weight")
-    return Seed("smollm2-q4_1", serialise(small))
+    import mmap
+
+    # mapped, not read: the fuzzer's parent forks thousands of children and must stay small
+    with open(fetch_gguf(), "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        view = memoryview(mm)
+        try:
+            small = slim(parse(view), lambda n: n.startswith("blk.0.") or n == "output_norm.weight")
+            data = serialise(small)
+        finally:
+            small = None
+            view.release()
+    return Seed("smollm2-q4_1", data)
