@@ -22,6 +22,8 @@ from omnimodel.fuzz.mutate import ARR, F32, STR, U32, encode_value, parse, rando
 from omnimodel.fuzz.run import Seed, run_cases
 from omnimodel.fuzz.seeds import toy_seeds
 
+# Replayable findings: {"seed", "ops", "found"} per line. It starts with the crash classes issue 13
+# reported (found = what the issue saw); benchmarks/fuzz_gguf.py --corpus appends new findings.
 CORPUS = Path(__file__).with_name("fuzz_corpus.jsonl")
 SLICE_CASES = 200  # about a minute on two busy cores
 SLICE_SEED = 13
@@ -162,12 +164,22 @@ def test_fixed_seed_slice_never_crashes(toys, oft, tmp_path):
 
 
 def _corpus() -> list[dict]:
+    """Corpus entries the crash-class tests above do not already run (with their message checks)."""
     if not CORPUS.is_file():
         return []
-    return [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
+    covered = {json.dumps(ops, sort_keys=True) for _, ops, _ in TOY_CLASSES + OFT_CLASSES}
+    rows = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
+    return [r for r in rows if json.dumps(r["ops"], sort_keys=True) not in covered]
 
 
-@pytest.mark.parametrize("case", _corpus() or [None], ids=lambda c: "empty" if c is None else f"{c['seed']}:{c['found']}")
+def test_crash_classes_are_in_the_corpus():
+    rows = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
+    stored = {json.dumps(r["ops"], sort_keys=True) for r in rows}
+    assert all(json.dumps(ops, sort_keys=True) in stored for _, ops, _ in TOY_CLASSES + OFT_CLASSES)
+
+
+@pytest.mark.parametrize("case", _corpus() or [None],
+                         ids=lambda c: "empty" if c is None else f"{c['seed']}:{c.get('what') or c['found']}")
 def test_crash_corpus_replays_cleanly(toys, oft, tmp_path, case):
     if case is None:
         pytest.skip("the crash corpus is empty")
