@@ -40,6 +40,15 @@ ggml_backend_dev_t pick_gpu(int32_t index) {
 }  // namespace
 
 runtime::runtime(const std::string & path, const omnimodel_params & params) : params_(params) {
+    // A constructor that throws runs no destructor: free what was created so far (every rejected
+    // file would otherwise leak its backends).
+    struct release_on_throw {
+        runtime * rt;
+        bool      armed = true;
+        ~release_on_throw() {
+            if (armed) rt->release();
+        }
+    } guard{this};
     log_install(params.verbose);
 
     if (params.backend != OMNIMODEL_BACKEND_CPU) {
@@ -87,13 +96,18 @@ runtime::runtime(const std::string & path, const omnimodel_params & params) : pa
         fail(OMNIMODEL_ERR_BACKEND, "cannot create the ggml backend scheduler");
     }
     graph_meta_.resize(ggml_tensor_overhead() * k_graph_size + ggml_graph_overhead_custom(k_graph_size, false));
+    guard.armed = false;
 }
 
-runtime::~runtime() {
+runtime::~runtime() { release(); }
+
+void runtime::release() {
     if (sched_ != nullptr) ggml_backend_sched_free(sched_);
+    sched_ = nullptr;
     model_.reset();  // weights buffers before their backends
     if (backend_gpu_ != nullptr) ggml_backend_free(backend_gpu_);
     if (backend_cpu_ != nullptr) ggml_backend_free(backend_cpu_);
+    backend_gpu_ = backend_cpu_ = nullptr;
 }
 
 const char * runtime::backend_name() const {
