@@ -89,9 +89,8 @@ def main() -> int:
         cases = cases[index::count]
     t0 = time.monotonic()
 
-    def progress(i: int, tally) -> None:
-        if i % 250 == 0 or i == len(cases):
-            log(f"{i}/{len(cases)} cases, {time.monotonic() - t0:.0f} s: {dict(tally.counts())}")
+    def progress(i: int, tally) -> None:  # printed by the fork server every 250 cases
+        pass
 
     workdir = Path(tempfile.mkdtemp(prefix="omnimodel-fuzz-", dir=args.workdir))
     tally = run_cases(cases, workdir, timeout=args.timeout, progress=progress)

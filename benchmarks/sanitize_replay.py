@@ -55,7 +55,7 @@ def main() -> int:
     env = misuse.toy_env(work)
     plugin = str(sorted((args.demo_dir / "plugin").glob("*.so"))[-1])
     proc = subprocess.run([str(tests / "omnimodel_c_api_tests"), str(env.toy), str(args.demo_dir / "model.gguf"), plugin],
-                          capture_output=True, text=True, env=sanitizer_env(), timeout=600)
+                          capture_output=True, text=True, errors="replace", env=sanitizer_env(), timeout=3600)
     reports = [line for line in proc.stderr.splitlines() if "Sanitizer" in line or "runtime error:" in line]
     print(f"C API tests: {proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else '(no summary)'}; "
           f"exit {proc.returncode}; sanitizer reports: {len(reports)}")
@@ -78,7 +78,8 @@ def main() -> int:
             path.write_bytes(apply(s.data, ops, layouts[s.name]))
             batch.append((path, ops))
         out = subprocess.run([str(tests / "omnimodel_replay"), "--plugin", plugin, "--timeout", "60",
-                              *[str(p) for p, _ in batch]], capture_output=True, text=True, env=sanitizer_env())
+                              *[str(p) for p, _ in batch]], capture_output=True, text=True, errors="replace",
+                             env=sanitizer_env())
         ops_of = {str(p): ops for p, ops in batch}
         for line in out.stdout.splitlines():
             outcome, path, detail = (line.split("\t") + ["", ""])[:3]

@@ -395,12 +395,38 @@ def toy_env(workdir: Path, vla: Path | None = None, plugin: str | None = None) -
     return Env(path, 256, vla, plugin)
 
 
+def run_items(names: list[str], env: Env, timeout: float = 60.0) -> list[Result]:
+    """Each item in its own child of a fresh fork server (never of the caller: see fuzz.run.run_cases)."""
+    import json
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        job, out = Path(tmp) / "env.pkl", Path(tmp) / "out.json"
+        job.write_bytes(pickle.dumps({"env": env, "timeout": timeout}))
+        subprocess.run([sys.executable, "-m", "omnimodel.fuzz.run", "--misuse", str(job), str(out), *names], check=True)
+        return [Result(**r) for r in json.loads(out.read_text())]
+
+
+def _serve(job_path: str, out_path: str, names: list[str]) -> None:
+    import dataclasses
+    import json
+    import pickle
+
+    job = pickle.loads(Path(job_path).read_bytes())
+    results = []
+    for name in names:
+        outcome, detail = _fork_case_fn(lambda: ITEMS[name](job["env"]), job["timeout"])
+        results.append(dataclasses.asdict(Result(name, [], outcome, detail)))
+    Path(out_path).write_text(json.dumps(results))
+
+
 def run_item(name: str, env: Env, timeout: float = 60.0) -> Result:
-    outcome, detail = _fork_case_fn(lambda: ITEMS[name](env), timeout)
-    return Result(name, [], outcome, detail)
+    return run_items([name], env, timeout)[0]
 
 
 def run_catalogue(workdir: Path, *, vla: Path | None = None, plugin: str | None = None, timeout: float = 60.0) -> list[Result]:
     env = toy_env(workdir, vla, plugin)
-    names = [n for n in ITEMS if env.vla is not None or n not in VLA_ITEMS]
-    return [run_item(n, env, timeout) for n in names]
+    return run_items([n for n in ITEMS if env.vla is not None or n not in VLA_ITEMS], env, timeout)

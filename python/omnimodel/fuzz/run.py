@@ -10,12 +10,14 @@ and `omnimodel inspect` (text and JSON) -- and reports one line on a pipe. What 
                ValueError from the binding, exit code 2 from the CLI)
     traceback  any other Python exception escaped (a bug: the promise is a one-line error)
     crash      the child died from a signal or exited without reporting (abort, segfault)
-    hang       the child ran longer than the time limit and was killed
+    hang       the child used more than the time limit of CPU (or sat 15x as long without finishing)
+               and was killed
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -156,6 +158,18 @@ def run_case_in_child(path: str, plugin: str | None) -> dict[str, Any]:
 # ---------------------------------------------------------------------- the parent
 
 
+WALL_FACTOR = 15
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live child (0 when it cannot be read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _fork(child, timeout: float) -> tuple[str, str]:
     """Run child() (which returns a report dict) in a forked process; classify what happened."""
     r, w = os.pipe()
@@ -172,17 +186,20 @@ def _fork(child, timeout: float) -> tuple[str, str]:
         finally:
             os._exit(code)
     os.close(w)
-    deadline = time.monotonic() + timeout
+    # A hang is `timeout` seconds of the child's own CPU time (a shared machine can starve a nice'd
+    # child of wall time without it doing anything wrong), or a child stuck without using any CPU
+    # for WALL_FACTOR times as long.
+    start = time.monotonic()
     chunks = []
     outcome, detail = "", ""
     while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
+        cpu, wall = _cpu_seconds(pid), time.monotonic() - start
+        if cpu > timeout or wall > WALL_FACTOR * timeout:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            outcome, detail = "hang", f"killed after {timeout:.0f} s"
+            outcome, detail = "hang", f"killed after {cpu:.1f} CPU s ({wall:.0f} s wall)"
             break
-        ready, _, _ = select.select([r], [], [], min(left, 0.5))
+        ready, _, _ = select.select([r], [], [], 0.5)
         if ready:
             chunk = os.read(r, 65536)
             if chunk:
@@ -227,7 +244,54 @@ def _fork_case_fn(fn, timeout: float) -> tuple[str, str]:
 
 def run_cases(cases: list[tuple[Seed, list[dict[str, Any]]]], workdir: Path, *, timeout: float = 20.0,
               progress=None) -> Tally:
-    """Mutate and run every (seed, operations) case, each in a fresh child."""
+    """Mutate and run every (seed, operations) case, each in a fresh child of a fresh fork server.
+
+    The children are forked from a new interpreter that has never computed, not from the caller:
+    ggml's CPU backend runs on OpenMP, whose thread pool does not survive fork (a child of a process
+    that computed before aborts in its first parallel region)."""
+    import pickle
+    import subprocess
+    import sys
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    seeds: dict[str, Seed] = {}
+    for seed, _ in cases:
+        seeds.setdefault(seed.name, seed)
+    job, out = workdir / f"job-{os.getpid()}.pkl", workdir / f"results-{os.getpid()}.json"
+    with job.open("wb") as f:
+        pickle.dump({"seeds": seeds, "cases": [(s.name, ops) for s, ops in cases], "timeout": timeout,
+                     "workdir": str(workdir), "progress": progress is not None}, f)
+    try:
+        subprocess.run([sys.executable, "-m", "omnimodel.fuzz.run", str(job), str(out)], check=True)
+        rows = json.loads(out.read_text())
+    finally:
+        job.unlink(missing_ok=True)
+        out.unlink(missing_ok=True)
+    return Tally([Result(**r) for r in rows])
+
+
+def _serve(job_path: str, out_path: str) -> None:
+    """The fork server's side of run_cases."""
+    import pickle
+    import sys
+
+    with open(job_path, "rb") as f:
+        job = pickle.load(f)
+    t0 = time.monotonic()
+
+    def progress(i: int, tally: Tally) -> None:
+        if i % 250 == 0 or i == len(job["cases"]):
+            print(f"{i}/{len(job['cases'])} cases, {time.monotonic() - t0:.0f} s: {dict(tally.counts())}", file=sys.stderr,
+                  flush=True)
+
+    cases = [(job["seeds"][name], ops) for name, ops in job["cases"]]
+    tally = _run_here(cases, Path(job["workdir"]), timeout=job["timeout"], progress=progress if job["progress"] else None)
+    Path(out_path).write_text(json.dumps([dataclasses.asdict(r) for r in tally.results]))
+
+
+def _run_here(cases: list[tuple[Seed, list[dict[str, Any]]]], workdir: Path, *, timeout: float = 20.0,
+              progress=None) -> Tally:
+    """run_cases in this process, which must never have computed (see run_cases)."""
     from omnimodel.fuzz.mutate import apply, parse
 
     # Everything a child runs, imported once here: children then share the parent's code (and are
@@ -250,3 +314,14 @@ def run_cases(cases: list[tuple[Seed, list[dict[str, Any]]]], workdir: Path, *, 
         if progress is not None:
             progress(i + 1, tally)
     return tally
+
+
+if __name__ == "__main__":
+    import sys as _sys
+
+    if _sys.argv[1] == "--misuse":  # --misuse ENV_PICKLE OUT_JSON NAME...
+        from omnimodel.fuzz import misuse as _misuse
+
+        _misuse._serve(_sys.argv[2], _sys.argv[3], _sys.argv[4:])
+    else:
+        _serve(_sys.argv[1], _sys.argv[2])
