@@ -408,7 +408,10 @@ py::array_t<uint8_t> ggml_quantize(int type_id, py::array_t<float, py::array::c_
         }
         return true;
     };
-    if (!all_finite(x.data(), x.size())) throw py::value_error("x holds NaN or inf; ggml cannot quantize it");
+    // (float types just convert, and carry NaN/inf through)
+    if (tr->is_quantized && !all_finite(x.data(), x.size())) {
+        throw py::value_error(std::string("x holds NaN or inf; ggml cannot quantize it to ") + tr->type_name);
+    }
     const float * im = nullptr;
     if (imatrix) {
         if (imatrix->ndim() != 1 || imatrix->shape(0) != n_per_row) {
