@@ -83,6 +83,8 @@ def main() -> int:
         ops_of = {str(p): ops for p, ops in batch}
         for line in out.stdout.splitlines():
             outcome, path, detail = (line.split("\t") + ["", ""])[:3]
+            if outcome == "sanitizer":  # whose code: ours (cpp/ of this repository) or ggml's
+                outcome = "sanitizer-omnimodel" if str(HERE.parent / "cpp") in detail else "sanitizer-ggml"
             counts[outcome] += 1
             if outcome not in ("ok", "rejected"):
                 findings.append((outcome, Path(path).name, ops_of.get(path), detail))

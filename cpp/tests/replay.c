@@ -116,10 +116,18 @@ static const char * classify(int status, const char * log, char * detail, size_t
     int sanitizer = 0;
     if (f != NULL) {
         char line[512];
+        int located = 0;
         while (fgets(line, sizeof line, f) != NULL) {
             if (strstr(line, "Sanitizer") != NULL || strstr(line, "runtime error:") != NULL) {
                 if (!sanitizer) snprintf(detail, n, "%s", line);
                 sanitizer = 1;
+                located   = strstr(line, "runtime error:") != NULL;  /* UBSan's line carries file:line */
+            } else if (sanitizer && !located && strstr(line, "    #") != NULL && strstr(line, " in ") != NULL &&
+                       strstr(line, "libsanitizer") == NULL && strstr(line, "libc.so") == NULL) {
+                /* ASan: the first stack frame outside the sanitizer runtime says where */
+                const size_t used = strlen(detail);
+                snprintf(detail + used, n - used, " @ %s", line);
+                located = 1;
             } else if (!sanitizer && detail[0] == '\0') {
                 snprintf(detail, n, "%s", line);
             }
