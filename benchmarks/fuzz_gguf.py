@@ -58,7 +58,10 @@ def main() -> int:
     ap.add_argument("--corpus", type=Path, help="append findings (replayable cases) to this JSONL file")
     ap.add_argument("--jobs", type=int, default=1, help="run the cases in this many parallel shards")
     ap.add_argument("--shard", help=argparse.SUPPRESS)  # I/J: run cases I, I+J, ... and dump raw results
+    ap.add_argument("--replay", type=Path, help="re-run the findings of an earlier --json report instead")
     args = ap.parse_args()
+    if args.replay is not None:
+        return _replay(args)
     if args.jobs > 1 and args.shard is None:
         return _run_sharded(args)
 
@@ -176,6 +179,26 @@ def _run_sharded(args) -> int:
     results.sort(key=lambda r: (bool(r.ops), ))
     workdir = Path(tempfile.mkdtemp(prefix="omnimodel-fuzz-", dir=args.workdir))
     return _report(args, seeds, demo, results, Tally(results), workdir, t0, lambda m: print(m, file=sys.stderr))
+
+
+def _replay(args) -> int:
+    """Re-run an earlier report's findings (e.g. hangs on a starved machine) and say what they are now."""
+    from omnimodel.fuzz import seeds as seed_files
+    from omnimodel.fuzz.run import run_cases
+
+    findings = json.loads(args.replay.read_text())["findings"]
+    seeds = {s.name: s for s in seed_files.toy_seeds()}
+    if not args.no_demo:
+        demo = seed_files.convert_output_seed(_demo_dir(args.demo_dir, print))
+        seeds[demo.name] = demo
+    if not args.no_llama:
+        seeds["smollm2-q4_1"] = seed_files.llama_seed()
+    cases = [(seeds[f["seed"]], f["ops"]) for f in findings if f["seed"] in seeds]
+    tally = run_cases(cases, Path(tempfile.mkdtemp(prefix="omnimodel-fuzz-replay-", dir=args.workdir)), timeout=args.timeout)
+    for f, r in zip(findings, tally.results):
+        print(f"{f['outcome']} -> {r.outcome}  ({r.seconds:.1f} s wall)  {r.seed} {json.dumps(r.ops)[:160]}  {r.detail[:160]}")
+    print(f"{len(cases)} findings re-run: {dict(tally.counts())}")
+    return 1 if tally.failures() else 0
 
 
 def _strip(argv: list[str], options: tuple[str, ...]) -> list[str]:
