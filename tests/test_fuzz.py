@@ -124,6 +124,9 @@ def _oft_classes():
          "must be in"),
         ("400 KB prompt template", [{"op": "kv_value", "key": k + "prompt.template", "vtype": STR,
                                      "hex": encode_value(STR, b"{instruction} " * 30000).hex()}], "at most 4096"),
+        ("llm block_count -1 (found by the final campaign: an unused constant aborted the upload)",
+         [{"op": "kv_value", "key": k + "llm.block_count", "vtype": 11, "hex": (2**64 - 1).to_bytes(8, "little").hex()}],
+         "must be in"),
         ("token types as strings", [{"op": "kv_value", "key": "tokenizer.ggml.token_type", "vtype": ARR,
                                    "hex": arr([b"x"], STR)}], "i32 values"),
     ]

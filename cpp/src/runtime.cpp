@@ -240,6 +240,7 @@ void runtime::compute() {
         fail(OMNIMODEL_ERR_BACKEND, "ggml could not allocate the compute graph (out of memory?)");
     }
     for (auto & in : gb.inputs()) {
+        if (in.second->buffer == nullptr) continue;  // declared but unused by the graph: nothing to upload
         const host_tensor & h = inputs_.at(in.first);
         if (in.second->type == GGML_TYPE_I32) {
             // ids arrive as floats (exact below 2^24); graph_builder::input_ids checked them
@@ -251,6 +252,8 @@ void runtime::compute() {
         }
     }
     for (auto & c : gb.constants()) {
+        // a constant no node uses (e.g. positions of a stack with no layers) has no buffer; ggml would abort
+        if (c.first->buffer == nullptr) continue;
         ggml_backend_tensor_set(c.first, c.second.data(), 0, c.second.size());
     }
 
