@@ -73,8 +73,9 @@ def test_inspect_text(small: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "omnimodel.method" in out and "rtn" in out
     assert "general.file_type" in out and "MOSTLY_Q8_0" in out
     assert "tensors:          2" in out
-    # (64*128*8.5 + 128*32) / (64*128 + 128) bits over everything; 8.5 over the single matrix.
-    assert "8.500 over quantized matrices (>= 2-D), 8.862 over all tensors" in out
+    # (64*128*8.5 + 128*32) / (64*128 + 128) bits over everything; 8.5 over the single (Q8_0) matrix,
+    # named as everywhere else (provenance.BpwFigures)
+    assert "quantized 8.500 bpw (the --bpw measure, target 8.5), matrices 8.500 bpw, file 8.862 bpw" in out
     assert f"{small.stat().st_size:,} bytes" in out
     by_type = out.split("by type:")[1]
     assert "Q8_0" in by_type and "8,192" in by_type and "F32" in by_type
@@ -87,7 +88,7 @@ def test_inspect_json(small: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert q == {"name": "blk.0.attn_q.weight", "type": "Q8_0", "shape": [64, 128], "n_elements": 8192,
                  "n_bytes": 8704, "bpw": 8.5}
     assert report["totals"]["n_tensors"] == 2 and report["totals"]["file_size"] == small.stat().st_size
-    assert report["totals"]["bpw_matrices"] == 8.5
+    assert report["totals"]["bpw_matrices"] == 8.5 and report["totals"]["bpw_quantized"] == 8.5
     assert report["metadata"]["tokenizer.ggml.tokens"] == "[32000 strings]"
     assert report["metadata_types"]["tokenizer.ggml.tokens"] == "arr[str]"
     assert report["metadata"]["omnimodel.achieved_bpw"] == pytest.approx(8.5)

@@ -64,3 +64,54 @@ def test_extracts_only_ggml(tmp_path):
     fetch.extract_ggml(pin, sdist, target)
     files = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
     assert files == ["ggml/CMakeLists.txt", "ggml/OMNIMODEL_PIN", "ggml/include/ggml.h"]
+
+
+def test_download_needs_only_the_standard_library(tmp_path):
+    """An empty cache, a package index over HTTP and a Python run with -I -S (no site-packages, so no
+    pip and no build backend): the sdist file is fetched, its hash checked, ggml unpacked (issue 13)."""
+    import functools
+    import http.server
+    import shutil
+    import subprocess
+    import sys
+    import threading
+
+    pin = json.loads((REPO / "third_party" / "ggml" / "pin.json").read_text())
+    served = tmp_path / "index"
+    project = served / "simple" / pin["source_package"]
+    project.mkdir(parents=True)
+    fake_sdist(served / pin["sdist_filename"], pin)
+    digest = load_fetch().sha256_of(served / pin["sdist_filename"])
+    (project / "index.html").write_text(
+        f'<html><body><a href="../../{pin["sdist_filename"]}#sha256={digest}">{pin["sdist_filename"]}</a></body></html>'
+    )
+    script_dir = tmp_path / "script"  # the script reads pin.json beside it: pin the fake sdist's hash
+    script_dir.mkdir()
+    shutil.copy(FETCH, script_dir / "fetch_ggml.py")
+    (script_dir / "pin.json").write_text(json.dumps({**pin, "sdist_sha256": digest}))
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+               "OMNIMODEL_GGML_INDEX_URL": f"http://127.0.0.1:{server.server_address[1]}/simple"}
+        proc = subprocess.run([sys.executable, "-I", "-S", str(script_dir / "fetch_ggml.py"), "--cache-dir",
+                               str(tmp_path / "cache")], capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0, proc.stderr
+    src = Path(proc.stdout.strip().splitlines()[-1])
+    assert (src / "CMakeLists.txt").is_file() and (src / "include" / "ggml.h").is_file()
+    assert not any((tmp_path / "cache").glob(".ggml-*")), "no staging folder may be left behind"
+
+
+def test_unreachable_index_names_the_ways_out(tmp_path):
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMNIMODEL_GGML_INDEX_URL": "http://127.0.0.1:9/simple"}
+    proc = subprocess.run([sys.executable, "-I", "-S", str(FETCH), "--cache-dir", str(tmp_path / "cache")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode != 0
+    assert "could not download" in proc.stderr and "OMNIMODEL_GGML_SDIST" in proc.stderr and "Traceback" not in proc.stderr

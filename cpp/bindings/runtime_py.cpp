@@ -13,6 +13,8 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cmath>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -23,8 +25,15 @@ namespace {
 // Python-side exception carrying the C API status. Created once at import.
 PyObject * g_error_type = nullptr;
 
+// Messages quote file contents (names, paths); whatever bytes they hold, Python gets a str.
+py::str text_of(const std::string & s) {
+    PyObject * u = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace");
+    if (u == nullptr) throw py::error_already_set();
+    return py::reinterpret_steal<py::str>(u);
+}
+
 [[noreturn]] void raise_status(omnimodel_status st, const std::string & msg) {
-    py::object exc = py::reinterpret_steal<py::object>(PyObject_CallFunction(g_error_type, "s", msg.c_str()));
+    py::object exc = py::reinterpret_steal<py::object>(PyObject_CallFunctionObjArgs(g_error_type, text_of(msg).ptr(), nullptr));
     if (!exc) throw py::error_already_set();
     exc.attr("code")   = static_cast<int>(st);
     exc.attr("status") = omnimodel_status_string(st);
@@ -52,6 +61,29 @@ py::array_t<float> to_numpy(const std::vector<float> & data, int32_t n_dims, con
     return out;
 }
 
+// The C API refuses NUL-terminated strings that would be cut short: a path with an embedded NUL
+// must not load its prefix.
+void no_nul(const std::string & text, const char * what) {
+    if (text.find('\0') != std::string::npos) throw py::value_error(std::string(what) + " contains a NUL character");
+}
+
+// One context must never run two calls at once (omnimodel.h). Python threads sharing a Model take
+// this lock around every C call; it is acquired with the GIL released, so a thread waiting for a
+// long compute never blocks the interpreter, and the holder never needs the lock and the GIL in the
+// other order. close() takes it too, so it waits for a running call instead of freeing under it.
+class model_lock {
+public:
+    explicit model_lock(std::mutex & mu) : lock_(mu, std::defer_lock) {
+        if (!lock_.try_lock()) {
+            py::gil_scoped_release nogil;
+            lock_.lock();
+        }
+    }
+
+private:
+    std::unique_lock<std::mutex> lock_;
+};
+
 class Model {
 public:
     Model(const std::string & path, int n_threads, bool use_mmap, const std::string & backend, int gpu_device,
@@ -62,6 +94,7 @@ public:
         p.backend          = parse_backend(backend);
         p.gpu_device       = gpu_device;
         p.verbose          = verbose;
+        no_nul(path, "path");
         omnimodel_status st;
         {
             py::gil_scoped_release nogil;
@@ -69,23 +102,40 @@ public:
         }
         check(st, nullptr);
     }
-    ~Model() { close(); }
-
-    void close() {
+    ~Model() {
+        // no other thread can hold a reference (and so the lock) while the object is destroyed
         omnimodel_free(ctx_);
         ctx_ = nullptr;
     }
+
+    void close() {
+        model_lock guard(mu_);
+        omnimodel_free(ctx_);
+        ctx_ = nullptr;
+    }
+
+    std::mutex & mutex() const { return mu_; }
 
     omnimodel_context * ctx() const {
         if (ctx_ == nullptr) throw py::value_error("the model is closed");
         return ctx_;
     }
 
-    std::string architecture() const { return omnimodel_architecture(ctx()); }
-    std::string graph_source() const { return omnimodel_graph_source(ctx()); }
-    std::string backend_name() const { return omnimodel_backend_name(ctx()); }
+    py::str architecture() const {
+        model_lock guard(mu_);
+        return text_of(omnimodel_architecture(ctx()));
+    }
+    py::str graph_source() const {
+        model_lock guard(mu_);
+        return text_of(omnimodel_graph_source(ctx()));
+    }
+    std::string backend_name() const {
+        model_lock guard(mu_);
+        return omnimodel_backend_name(ctx());
+    }
 
     py::list tensors() const {
+        model_lock guard(mu_);
         py::list out;
         const int64_t n = omnimodel_n_tensors(ctx());
         for (int64_t i = 0; i < n; ++i) {
@@ -94,7 +144,7 @@ public:
             py::tuple shape(ti.n_dims);
             for (int d = 0; d < ti.n_dims; ++d) shape[d] = ti.ne[ti.n_dims - 1 - d];
             py::dict row;
-            row["name"]      = ti.name;
+            row["name"]      = text_of(ti.name);
             row["type"]      = ti.type;
             row["type_name"] = ti.type_name;
             row["shape"]     = shape;  // numpy / PyTorch order
@@ -105,24 +155,36 @@ public:
     }
 
     int64_t meta_int(const std::string & key) const {
+        no_nul(key, "key");
+        model_lock guard(mu_);
         int64_t v = 0;
         check(omnimodel_meta_int(ctx(), key.c_str(), &v), ctx());
         return v;
     }
     double meta_float(const std::string & key) const {
+        no_nul(key, "key");
+        model_lock guard(mu_);
         double v = 0;
         check(omnimodel_meta_float(ctx(), key.c_str(), &v), ctx());
         return v;
     }
-    std::string meta_str(const std::string & key) const {
+    py::str meta_str(const std::string & key) const {
+        no_nul(key, "key");
+        model_lock guard(mu_);
         const char * v = nullptr;
         check(omnimodel_meta_string(ctx(), key.c_str(), &v), ctx());
-        return v;
+        return text_of(v);
     }
 
-    void set_n_threads(int n) { check(omnimodel_set_n_threads(ctx(), n), ctx()); }
+    void set_n_threads(int n) {
+        model_lock guard(mu_);
+        check(omnimodel_set_n_threads(ctx(), n), ctx());
+    }
 
     py::dict run(const py::dict & inputs, const std::vector<std::string> & capture) {
+        for (auto item : inputs) no_nul(py::str(item.first), "an input name");
+        for (auto & c : capture) no_nul(c, "a capture name");
+        model_lock guard(mu_);
         check(omnimodel_clear_inputs(ctx()), ctx());
         for (auto item : inputs) {
             const std::string name = py::str(item.first);
@@ -145,20 +207,26 @@ public:
             st = omnimodel_compute(ctx());
         }
         check(st, ctx());
-        return results();
+        return results_locked();
     }
 
     py::dict results() const {
+        model_lock guard(mu_);
+        return results_locked();
+    }
+
+    py::dict results_locked() const {
         py::dict out;
         const size_t n = omnimodel_n_results(ctx());
         for (size_t i = 0; i < n; ++i) {
             const char * name = omnimodel_result_name(ctx(), i);
-            out[name]         = result(name);
+            out[text_of(name)] = result_locked(name);
         }
         return out;
     }
 
     py::dict timings() const {
+        model_lock guard(mu_);
         double build = 0, compute = 0;
         check(omnimodel_last_timings(ctx(), &build, &compute), ctx());
         py::dict d;
@@ -169,13 +237,19 @@ public:
         for (size_t i = 0; i < n; ++i) {
             const char * name = omnimodel_result_name(ctx(), i);
             double       s    = 0;
-            if (omnimodel_result_ready_time(ctx(), name, &s) == OMNIMODEL_OK) ready[name] = s;
+            if (omnimodel_result_ready_time(ctx(), name, &s) == OMNIMODEL_OK) ready[text_of(name)] = s;
         }
         d["ready_s"] = ready;  // captured intermediates only
         return d;
     }
 
     py::array_t<float> result(const std::string & name) const {
+        no_nul(name, "name");
+        model_lock guard(mu_);
+        return result_locked(name);
+    }
+
+    py::array_t<float> result_locked(const std::string & name) const {
         int32_t n_dims = 0;
         int64_t ne[OMNIMODEL_MAX_DIMS];
         check(omnimodel_result_shape(ctx(), name.c_str(), &n_dims, ne), ctx());
@@ -210,13 +284,9 @@ public:
         return out;
     }
 
-    // The C API takes NUL-terminated text: refuse what it would silently cut.
-    static void no_nul(const std::string & text) {
-        if (text.find('\0') != std::string::npos) throw py::value_error("text contains a NUL character");
-    }
-
     py::array_t<float> predict_action(const py::list & images, const std::string & instruction, const py::object & proprio) {
-        no_nul(instruction);
+        no_nul(instruction, "the instruction");
+        model_lock guard(mu_);
         std::vector<py::array> keep;
         const std::vector<omnimodel_image> f = frames(images, keep);
         std::vector<float> p;
@@ -241,7 +311,8 @@ public:
 
     template <typename F>
     std::vector<int32_t> ids_of(F fn, const std::string & text) {
-        no_nul(text);
+        no_nul(text, "the text");
+        model_lock guard(mu_);
         size_t n = 0;
         const omnimodel_status st = fn(ctx(), text.c_str(), nullptr, 0, &n);
         if (st != OMNIMODEL_OK && n == 0) check(st, ctx());
@@ -254,6 +325,7 @@ public:
     std::vector<int32_t> input_ids(const std::string & instruction) { return ids_of(&omnimodel_input_ids, instruction); }
 
     py::array_t<float> preprocess_images(const py::list & images) {
+        model_lock guard(mu_);
         std::vector<py::array> keep;
         const std::vector<omnimodel_image> f = frames(images, keep);
         size_t n = 0;
@@ -266,8 +338,14 @@ public:
         return to_numpy(px, 4, ne);
     }
 
+    int32_t vla_property(int32_t (*fn)(omnimodel_context *)) const {
+        model_lock guard(mu_);
+        return vla_query(fn);
+    }
+
 private:
     omnimodel_context * ctx_ = nullptr;
+    mutable std::mutex  mu_;
 };
 
 // ---- ggml's own quantizers ---------------------------------------------------------------------
@@ -323,10 +401,25 @@ py::array_t<uint8_t> ggml_quantize(int type_id, py::array_t<float, py::array::c_
         throw py::value_error(std::string(tr->type_name) + " needs rows that are a multiple of " +
                               std::to_string(tr->blck_size) + " elements, got " + std::to_string(n_per_row));
     }
+    // ggml's quantizers assert on NaN and inf (their scale searches divide by them)
+    auto all_finite = [](const float * p, py::ssize_t n) {
+        for (py::ssize_t i = 0; i < n; ++i) {
+            if (!std::isfinite(p[i])) return false;
+        }
+        return true;
+    };
+    // (float types just convert, and carry NaN/inf through)
+    if (tr->is_quantized && !all_finite(x.data(), x.size())) {
+        throw py::value_error(std::string("x holds NaN or inf; ggml cannot quantize it to ") + tr->type_name);
+    }
     const float * im = nullptr;
     if (imatrix) {
         if (imatrix->ndim() != 1 || imatrix->shape(0) != n_per_row) {
             throw py::value_error("imatrix must be 1-D with n_per_row = " + std::to_string(n_per_row) + " values");
+        }
+        if (!all_finite(imatrix->data(), imatrix->size())) throw py::value_error("imatrix holds NaN or inf");
+        for (py::ssize_t i = 0; i < imatrix->size(); ++i) {
+            if (imatrix->data()[i] < 0.0f) throw py::value_error("imatrix holds a negative importance");
         }
         im = imatrix->data();
     } else if (ggml_quantize_requires_imatrix(t)) {
@@ -388,6 +481,7 @@ PYBIND11_MODULE(_runtime, m) {
         "load_plugin",
         [](const py::object & path) {
             const std::string p = py::str(py::module_::import("os").attr("fspath")(path));
+            no_nul(p, "the plugin path");
             omnimodel_status  st;
             {
                 py::gil_scoped_release nogil;
@@ -423,11 +517,11 @@ PYBIND11_MODULE(_runtime, m) {
         .def("tokenize", &Model::tokenize, py::arg("text"), "token ids of text with the model's tokenizer, no BOS")
         .def("input_ids", &Model::input_ids, py::arg("instruction"), "the full id sequence the graph gets")
         .def("preprocess_images", &Model::preprocess_images, py::arg("images"), "the pixel_values the graph gets")
-        .def_property_readonly("chunk_length", [](const Model & s) { return s.vla_query(&omnimodel_chunk_length); })
-        .def_property_readonly("action_dim", [](const Model & s) { return s.vla_query(&omnimodel_action_dim); })
-        .def_property_readonly("image_size", [](const Model & s) { return s.vla_query(&omnimodel_image_size); })
-        .def_property_readonly("n_images", [](const Model & s) { return s.vla_query(&omnimodel_n_images); })
-        .def_property_readonly("proprio_dim", [](const Model & s) { return s.vla_query(&omnimodel_proprio_dim); })
+        .def_property_readonly("chunk_length", [](const Model & s) { return s.vla_property(&omnimodel_chunk_length); })
+        .def_property_readonly("action_dim", [](const Model & s) { return s.vla_property(&omnimodel_action_dim); })
+        .def_property_readonly("image_size", [](const Model & s) { return s.vla_property(&omnimodel_image_size); })
+        .def_property_readonly("n_images", [](const Model & s) { return s.vla_property(&omnimodel_n_images); })
+        .def_property_readonly("proprio_dim", [](const Model & s) { return s.vla_property(&omnimodel_proprio_dim); })
         .def("results", &Model::results)
         .def("timings", &Model::timings,
              "last compute: build_s, compute_s, and ready_s (seconds from compute start per captured intermediate)")

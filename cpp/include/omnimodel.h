@@ -13,7 +13,12 @@
  *    stored with ne = {in, out}.
  *  - Strings returned by the API are owned by the context (or are static) and stay valid until the
  *    next call that changes the same thing, or until omnimodel_free().
- *  - A context is not thread-safe: use one context per thread, or serialise calls.
+ *  - A context is not thread-safe: use one context per thread, or serialise calls (the Python
+ *    binding serialises them with a per-model lock).
+ *  - Nothing a file or a caller supplies reaches ggml unchecked: tensor types against the operation
+ *    that uses them, metadata values for type, finiteness and range, text for UTF-8, sizes for
+ *    overflow. A compute whose outputs are not finite fails (OMNIMODEL_ERR_BACKEND) instead of
+ *    returning OK. See docs/robustness.md.
  *
  * Minimal use:
  *
@@ -70,7 +75,7 @@ typedef enum omnimodel_backend {
 } omnimodel_backend;
 
 struct omnimodel_params {
-    int32_t           n_threads;  /* CPU threads for compute; <= 0 means all hardware threads   */
+    int32_t           n_threads;  /* CPU threads for compute; <= 0 means all hardware threads; at most 512 */
     bool              use_mmap;   /* map the weights from the file instead of copying them      */
     omnimodel_backend backend;
     int32_t           gpu_device; /* index among GPU devices when the backend is a GPU          */
@@ -138,10 +143,12 @@ OMNIMODEL_API omnimodel_status omnimodel_meta_string(const omnimodel_context * c
 
 /* ---- compute ----------------------------------------------------------------------------- */
 
+/* n_threads <= 0: all hardware threads; above 512 (ggml's thread pool): OMNIMODEL_ERR_INVALID_ARGUMENT. */
 OMNIMODEL_API omnimodel_status omnimodel_set_n_threads(omnimodel_context * ctx, int32_t n_threads);
 
 /* Provide a named float32 graph input (copied). Which inputs exist depends on the architecture;
- * the graph takes its shapes from the inputs. */
+ * the graph takes its shapes from the inputs. Every dimension must be positive and their product at
+ * most 2^32 (OMNIMODEL_ERR_SHAPE otherwise); every value finite. */
 OMNIMODEL_API omnimodel_status omnimodel_set_input(omnimodel_context * ctx, const char * name, const float * data,
                                                    int32_t n_dims, const int64_t * ne);
 
@@ -154,7 +161,8 @@ OMNIMODEL_API omnimodel_status omnimodel_set_capture(omnimodel_context * ctx, co
                                                      size_t n_names);
 
 /* Build the architecture's graph for the current inputs and run it. Outputs and captured
- * intermediates then become readable results. */
+ * intermediates then become readable results. A weight whose type its operation cannot take is
+ * OMNIMODEL_ERR_UNSUPPORTED naming it; outputs holding NaN or inf are OMNIMODEL_ERR_BACKEND. */
 OMNIMODEL_API omnimodel_status omnimodel_compute(omnimodel_context * ctx);
 
 /* Results of the last compute: the graph outputs and the captured intermediates, by name. */
@@ -233,7 +241,8 @@ OMNIMODEL_API int32_t omnimodel_proprio_dim(omnimodel_context * ctx);  /* 0: the
  *               action t of the chunk at actions_out[t * action_dim ...]; capacity is its size in floats.
  * Errors: OMNIMODEL_ERR_SHAPE for a wrong image count, an empty image or a wrong proprio_dim;
  * OMNIMODEL_ERR_INVALID_ARGUMENT for NULL pointers, a stride below 3 * width, non-finite proprio, an
- * empty or non-UTF-8 instruction or too small a capacity; OMNIMODEL_ERR_NOT_FOUND / _FORMAT when
+ * empty or non-UTF-8 instruction, an instruction over 64 KiB or one whose tokens and the action slots
+ * exceed the model's context, or too small a capacity; OMNIMODEL_ERR_NOT_FOUND / _FORMAT when
  * the file lacks the tokenizer or preprocessing metadata. Replaces any inputs set with
  * omnimodel_set_input; results stay readable as after omnimodel_compute. */
 OMNIMODEL_API omnimodel_status omnimodel_predict_action(omnimodel_context * ctx, const omnimodel_image * images,

@@ -38,10 +38,7 @@ ggml_tensor * build_patch_embed(graph_builder & gb, ggml_tensor * pixels, const 
     ggml_tensor * w2 = ggml_reshape_2d(gb.ctx0, w, p * p * w->ne[2], d);
     ggml_tensor * y = ggml_mul_mat(gb.ctx0, w2, cols);  // {D, OW*OH*B}: patch index oh*OW + ow
     if (b != nullptr) {
-        if (ggml_nelements(b) != d) {
-            fail(OMNIMODEL_ERR_SHAPE, format("'%sproj.bias' has %lld elements, expected %lld", prefix.c_str(),
-                                             (long long) ggml_nelements(b), (long long) d));
-        }
+        require_vector(b, d, "patch embedding bias");
         y = ggml_add(gb.ctx0, y, b);
     }
     y = ggml_reshape_3d(gb.ctx0, y, d, ow * oh, nb);

@@ -74,6 +74,18 @@ omnimodel_status omnimodel_load(const char * path, struct omnimodel_params param
         g_load_error = "path is NULL";
         return OMNIMODEL_ERR_INVALID_ARGUMENT;
     }
+    // read as an integer: loading an out-of-range value as the enum type is itself undefined
+    int backend = 0;
+    static_assert(sizeof backend == sizeof params.backend, "omnimodel_backend is int-sized");
+    std::memcpy(&backend, &params.backend, sizeof backend);
+    if (backend != OMNIMODEL_BACKEND_AUTO && backend != OMNIMODEL_BACKEND_CPU && backend != OMNIMODEL_BACKEND_GPU) {
+        g_load_error = omni::format("params.backend %d is not an omnimodel_backend (0 auto, 1 cpu, 2 gpu)", backend);
+        return OMNIMODEL_ERR_INVALID_ARGUMENT;
+    }
+    if (params.gpu_device < 0) {
+        g_load_error = omni::format("params.gpu_device %d is negative", (int) params.gpu_device);
+        return OMNIMODEL_ERR_INVALID_ARGUMENT;
+    }
     std::unique_ptr<omnimodel_context> ctx;
     const omnimodel_status st = guarded(g_load_error, [&] {
         ctx     = std::make_unique<omnimodel_context>();

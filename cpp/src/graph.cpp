@@ -3,6 +3,7 @@
 #include "archs/archs.hpp"
 #include "error.hpp"
 
+#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <utility>
@@ -183,22 +184,40 @@ ggml_tensor * graph_builder::build_linear(ggml_tensor * x, ggml_tensor * w, ggml
     }
     ggml_tensor * y = ggml_mul_mat(ctx0, w, x);
     if (b != nullptr) {
-        if (ggml_nelements(b) != w->ne[1]) {
-            fail(OMNIMODEL_ERR_SHAPE, format("bias '%s' has %lld elements, expected %lld", ggml_get_name(b),
-                                             (long long) ggml_nelements(b), (long long) w->ne[1]));
-        }
+        require_vector(b, w->ne[1], "bias");
         y = ggml_add(ctx0, y, b);
     }
     return y;
 }
 
+void require_vector(const ggml_tensor * t, int64_t n, const char * what) {
+    // exactly {n}: ggml_add/ggml_mul broadcast it over rows, and abort on anything they cannot repeat
+    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1) {
+        fail(OMNIMODEL_ERR_SHAPE, format("%s '%s' has shape %s (ggml order), expected [%lld]", what, ggml_get_name(t),
+                                         shape_str(t).c_str(), (long long) n));
+    }
+}
+
+ggml_tensor * graph_builder::concat(ggml_tensor * a, ggml_tensor * b, int dim) {
+    // ggml_concat asserts equal types and equal sizes outside `dim`; a file must not reach those
+    bool same = a->type == b->type && dim >= 0 && dim < GGML_MAX_DIMS;
+    for (int d = 0; d < GGML_MAX_DIMS; ++d) same = same && (d == dim || a->ne[d] == b->ne[d]);
+    if (!same) {
+        fail(OMNIMODEL_ERR_SHAPE, format("cannot concatenate '%s' (%s %s) and '%s' (%s %s) along dimension %d",
+                                         ggml_get_name(a), ggml_type_name(a->type), shape_str(a).c_str(), ggml_get_name(b),
+                                         ggml_type_name(b->type), shape_str(b).c_str(), dim));
+    }
+    return ggml_concat(ctx0, a, b, dim);
+}
+
 ggml_tensor * graph_builder::build_norm(ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, norm_kind kind, float eps) {
+    if (!std::isfinite(eps) || eps < 0.0f) {  // ggml asserts eps >= 0 inside the kernel
+        fail(OMNIMODEL_ERR_FORMAT, format("norm epsilon %g for '%s' must be finite and >= 0", (double) eps,
+                                          w != nullptr ? ggml_get_name(w) : ggml_get_name(x)));
+    }
     ggml_tensor * y = kind == norm_kind::rms ? ggml_rms_norm(ctx0, x, eps) : ggml_norm(ctx0, x, eps);
     for (ggml_tensor * p : {w, b}) {
-        if (p != nullptr && ggml_nelements(p) != x->ne[0]) {
-            fail(OMNIMODEL_ERR_SHAPE, format("norm parameter '%s' has %lld elements, expected %lld", ggml_get_name(p),
-                                             (long long) ggml_nelements(p), (long long) x->ne[0]));
-        }
+        if (p != nullptr) require_vector(p, x->ne[0], "norm parameter");
     }
     if (w != nullptr) y = ggml_mul(ctx0, y, w);
     if (b != nullptr) y = ggml_add(ctx0, y, b);

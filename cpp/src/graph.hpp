@@ -30,6 +30,8 @@ enum class act_kind { none, relu, silu, gelu_erf, gelu_tanh };
 norm_kind   parse_norm_kind(const std::string & s);  // "layer" | "rms"
 act_kind    parse_act_kind(const std::string & s);   // "none" | "relu" | "silu" | "gelu" (erf) | "gelu_tanh"
 std::string shape_str(const ggml_tensor * t);
+// SHAPE unless t is exactly the vector {n} (a bias, norm weight or scale that ggml broadcasts over rows).
+void        require_vector(const ggml_tensor * t, int64_t n, const char * what);
 
 class graph_builder {
 public:
@@ -70,6 +72,8 @@ public:
     // Normalise over ne[0], then scale by w and shift by b (each optional).
     ggml_tensor * build_norm(ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, norm_kind kind, float eps);
     ggml_tensor * build_act(ggml_tensor * x, act_kind kind);
+    // ggml_concat after checking what it asserts (equal types, equal sizes outside dim): SHAPE otherwise.
+    ggml_tensor * concat(ggml_tensor * a, ggml_tensor * b, int dim);
 
     const std::vector<std::pair<std::string, ggml_tensor *>> & outputs() const { return outputs_; }
     const std::vector<std::pair<std::string, ggml_tensor *>> & inputs() const { return inputs_; }

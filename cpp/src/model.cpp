@@ -1,9 +1,12 @@
 #include "model.hpp"
 
+#include "check.hpp"
 #include "error.hpp"
 #include "ggml-cpu.h"
 
 #include <cerrno>
+#include <cmath>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -100,6 +103,7 @@ model::model(const std::string & path, const model_load_options & opts) : path_(
     }
 
     validate_layout(*file_);
+    check_model_file(gguf_, ctx_w_, path_);
     arch_ = get_string("general.architecture", "");
 
     for (ggml_tensor * t = ggml_get_first_tensor(ctx_w_); t != nullptr; t = ggml_get_next_tensor(ctx_w_, t)) {
@@ -213,7 +217,12 @@ bool kv_as_int(const gguf_context * g, int64_t id, int64_t & out) {
         case GGUF_TYPE_INT16:  out = gguf_get_val_i16(g, id); return true;
         case GGUF_TYPE_UINT32: out = gguf_get_val_u32(g, id); return true;
         case GGUF_TYPE_INT32:  out = gguf_get_val_i32(g, id); return true;
-        case GGUF_TYPE_UINT64: out = static_cast<int64_t>(gguf_get_val_u64(g, id)); return true;
+        case GGUF_TYPE_UINT64: {
+            const uint64_t v = gguf_get_val_u64(g, id);
+            if (v > static_cast<uint64_t>(INT64_MAX)) return false;  // would wrap negative
+            out = static_cast<int64_t>(v);
+            return true;
+        }
         case GGUF_TYPE_INT64:  out = gguf_get_val_i64(g, id); return true;
         case GGUF_TYPE_BOOL:   out = gguf_get_val_bool(g, id) ? 1 : 0; return true;
         default: return false;
@@ -254,7 +263,23 @@ double model::get_float(const std::string & key) const {
         fail(OMNIMODEL_ERR_FORMAT, format("metadata key '%s' is a %s, expected a number", key.c_str(),
                                           gguf_type_name(gguf_get_kv_type(gguf_, id))));
     }
+    if (!std::isfinite(v)) {
+        fail(OMNIMODEL_ERR_FORMAT, format("metadata key '%s' is %g in '%s'; it must be finite", key.c_str(), v, path_.c_str()));
+    }
     return v;
+}
+
+int64_t model::get_int_in(const std::string & key, int64_t lo, int64_t hi) const {
+    const int64_t v = get_int(key);
+    if (v < lo || v > hi) {
+        fail(OMNIMODEL_ERR_FORMAT, format("metadata key '%s' is %lld in '%s'; it must be in [%lld, %lld]", key.c_str(),
+                                          (long long) v, path_.c_str(), (long long) lo, (long long) hi));
+    }
+    return v;
+}
+
+int64_t model::get_int_in(const std::string & key, int64_t fallback, int64_t lo, int64_t hi) const {
+    return has(key) ? get_int_in(key, lo, hi) : fallback;
 }
 
 std::string model::get_string(const std::string & key) const {
@@ -278,25 +303,46 @@ std::string model::get_string(const std::string & key, const std::string & fallb
     return has(key) ? get_string(key) : fallback;
 }
 
-std::vector<float> model::get_float_array(const std::string & key) const {
+std::vector<double> model::get_f64_array(const std::string & key) const {
     const int64_t id = require_key(key);
     if (gguf_get_kv_type(gguf_, id) != GGUF_TYPE_ARRAY) {
-        fail(OMNIMODEL_ERR_FORMAT, format("metadata key '%s' is not an array", key.c_str()));
+        fail(OMNIMODEL_ERR_FORMAT, format("metadata key '%s' is a %s, expected an array of numbers", key.c_str(),
+                                          gguf_type_name(gguf_get_kv_type(gguf_, id))));
     }
-    const size_t n    = gguf_get_arr_n(gguf_, id);
+    // the element type first: gguf_get_arr_data aborts on a string array
+    const gguf_type et = gguf_get_arr_type(gguf_, id);
+    if (et != GGUF_TYPE_FLOAT32 && et != GGUF_TYPE_FLOAT64 && et != GGUF_TYPE_INT32) {
+        fail(OMNIMODEL_ERR_FORMAT, format("metadata key '%s' is an array of %s, expected numbers", key.c_str(),
+                                          gguf_type_name(et)));
+    }
+    const size_t n = gguf_get_arr_n(gguf_, id);
+    std::vector<double> out(n);
+    if (n == 0) return out;
     const void * data = gguf_get_arr_data(gguf_, id);
-    std::vector<float> out(n);
-    switch (gguf_get_arr_type(gguf_, id)) {
-        case GGUF_TYPE_FLOAT32: std::memcpy(out.data(), data, n * sizeof(float)); break;
-        case GGUF_TYPE_FLOAT64:
-            for (size_t i = 0; i < n; ++i) out[i] = static_cast<float>(static_cast<const double *>(data)[i]);
-            break;
-        case GGUF_TYPE_INT32:
-            for (size_t i = 0; i < n; ++i) out[i] = static_cast<float>(static_cast<const int32_t *>(data)[i]);
-            break;
-        default:
-            fail(OMNIMODEL_ERR_FORMAT, format("metadata key '%s' is an array of %s, expected numbers", key.c_str(),
-                                              gguf_type_name(gguf_get_arr_type(gguf_, id))));
+    for (size_t i = 0; i < n; ++i) {
+        double v = 0;
+        switch (et) {
+            case GGUF_TYPE_FLOAT32: { float f; std::memcpy(&f, static_cast<const char *>(data) + i * sizeof f, sizeof f); v = f; break; }
+            case GGUF_TYPE_FLOAT64: std::memcpy(&v, static_cast<const char *>(data) + i * sizeof v, sizeof v); break;
+            default: { int32_t k; std::memcpy(&k, static_cast<const char *>(data) + i * sizeof k, sizeof k); v = k; break; }
+        }
+        if (!std::isfinite(v)) {
+            fail(OMNIMODEL_ERR_FORMAT, format("metadata '%s'[%zu] is %g in '%s'; it must be finite", key.c_str(), i, v,
+                                              path_.c_str()));
+        }
+        out[i] = v;
+    }
+    return out;
+}
+
+std::vector<float> model::get_float_array(const std::string & key) const {
+    const std::vector<double> v = get_f64_array(key);
+    std::vector<float>        out(v.size());
+    for (size_t i = 0; i < v.size(); ++i) {
+        out[i] = static_cast<float>(v[i]);
+        if (!std::isfinite(out[i])) {
+            fail(OMNIMODEL_ERR_FORMAT, format("metadata '%s'[%zu] = %g does not fit a float32", key.c_str(), i, v[i]));
+        }
     }
     return out;
 }

@@ -63,7 +63,14 @@ public:
     int64_t     get_int(const std::string & key, int64_t fallback) const;
     double      get_float(const std::string & key, double fallback) const;
     std::string get_string(const std::string & key, const std::string & fallback) const;
+    // Every value finite (non-finite numbers are FORMAT errors, as for get_float); the array's element
+    // type is checked before its data is read.
     std::vector<float> get_float_array(const std::string & key) const;
+    std::vector<double> get_f64_array(const std::string & key) const;
+    // An integer in [lo, hi] (FORMAT naming the key and the range otherwise): sizes and counts that feed
+    // allocations go through this, so no product of them overflows.
+    int64_t get_int_in(const std::string & key, int64_t lo, int64_t hi) const;
+    int64_t get_int_in(const std::string & key, int64_t fallback, int64_t lo, int64_t hi) const;
     const gguf_context * gguf() const { return gguf_; }
 
 private:

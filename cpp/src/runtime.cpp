@@ -1,5 +1,6 @@
 #include "runtime.hpp"
 
+#include "check.hpp"
 #include "error.hpp"
 #include "ggml-cpu.h"
 
@@ -13,6 +14,10 @@ namespace {
 
 // Enough nodes for a 7B VLA (two ViT towers plus a 32-layer LLM) with room to spare.
 constexpr size_t k_graph_size = 16384;
+// ggml's GGML_MAX_N_THREADS.
+constexpr int32_t k_max_threads = 512;
+// 2^32 floats (16 GiB) per input: far above any model's, far below what overflows a byte count.
+constexpr int64_t k_max_input_elements = int64_t{1} << 32;
 
 int32_t resolve_threads(int32_t n) {
     if (n > 0) return n;
@@ -35,6 +40,15 @@ ggml_backend_dev_t pick_gpu(int32_t index) {
 }  // namespace
 
 runtime::runtime(const std::string & path, const omnimodel_params & params) : params_(params) {
+    // A constructor that throws runs no destructor: free what was created so far (every rejected
+    // file would otherwise leak its backends).
+    struct release_on_throw {
+        runtime * rt;
+        bool      armed = true;
+        ~release_on_throw() {
+            if (armed) rt->release();
+        }
+    } guard{this};
     log_install(params.verbose);
 
     if (params.backend != OMNIMODEL_BACKEND_CPU) {
@@ -82,13 +96,18 @@ runtime::runtime(const std::string & path, const omnimodel_params & params) : pa
         fail(OMNIMODEL_ERR_BACKEND, "cannot create the ggml backend scheduler");
     }
     graph_meta_.resize(ggml_tensor_overhead() * k_graph_size + ggml_graph_overhead_custom(k_graph_size, false));
+    guard.armed = false;
 }
 
-runtime::~runtime() {
+runtime::~runtime() { release(); }
+
+void runtime::release() {
     if (sched_ != nullptr) ggml_backend_sched_free(sched_);
+    sched_ = nullptr;
     model_.reset();  // weights buffers before their backends
     if (backend_gpu_ != nullptr) ggml_backend_free(backend_gpu_);
     if (backend_cpu_ != nullptr) ggml_backend_free(backend_cpu_);
+    backend_gpu_ = backend_cpu_ = nullptr;
 }
 
 const char * runtime::backend_name() const {
@@ -96,6 +115,11 @@ const char * runtime::backend_name() const {
 }
 
 void runtime::set_n_threads(int32_t n) {
+    // ggml's thread pool holds at most GGML_MAX_N_THREADS (512) workers and indexes past it beyond
+    if (n > k_max_threads) {
+        fail(OMNIMODEL_ERR_INVALID_ARGUMENT, format("n_threads %d is more than the %d the runtime supports (<= 0: all "
+                                                    "hardware threads)", (int) n, (int) k_max_threads));
+    }
     params_.n_threads = resolve_threads(n);
     ggml_backend_cpu_set_n_threads(backend_cpu_, params_.n_threads);
 }
@@ -109,14 +133,18 @@ void runtime::set_input(const std::string & name, const float * data, int32_t n_
     }
     host_tensor h;
     h.n_dims = n_dims;
-    size_t n = 1;
+    int64_t n = 1;
     for (int i = 0; i < n_dims; ++i) {
-        if (ne[i] <= 0 || ne[i] > (int64_t{1} << 40)) {
+        if (ne[i] <= 0) {
             fail(OMNIMODEL_ERR_SHAPE, format("input '%s': dimension %d has invalid size %lld", name.c_str(), i,
                                              (long long) ne[i]));
         }
         h.ne[i] = ne[i];
-        n *= static_cast<size_t>(ne[i]);
+        // the product must not wrap (a wrapped 0 would pass here and abort in ggml)
+        if (__builtin_mul_overflow(n, ne[i], &n) || n > k_max_input_elements) {
+            fail(OMNIMODEL_ERR_SHAPE, format("input '%s' has more than %lld elements", name.c_str(),
+                                             (long long) k_max_input_elements));
+        }
     }
     if (n > 0 && data == nullptr) {
         fail(OMNIMODEL_ERR_INVALID_ARGUMENT, format("input '%s': data is NULL", name.c_str()));
@@ -205,12 +233,14 @@ void runtime::compute() {
         fail(OMNIMODEL_ERR_INTERNAL, format("the %s graph declared no outputs", model_->architecture().c_str()));
     }
     for (auto & o : gb.outputs()) ggml_build_forward_expand(gf, o.second);
+    check_graph(gf, *model_);  // nothing ggml's kernels would abort on reaches the scheduler
 
     ggml_backend_sched_reset(sched_);
     if (!ggml_backend_sched_alloc_graph(sched_, gf)) {
         fail(OMNIMODEL_ERR_BACKEND, "ggml could not allocate the compute graph (out of memory?)");
     }
     for (auto & in : gb.inputs()) {
+        if (in.second->buffer == nullptr) continue;  // declared but unused by the graph: nothing to upload
         const host_tensor & h = inputs_.at(in.first);
         if (in.second->type == GGML_TYPE_I32) {
             // ids arrive as floats (exact below 2^24); graph_builder::input_ids checked them
@@ -222,6 +252,8 @@ void runtime::compute() {
         }
     }
     for (auto & c : gb.constants()) {
+        // a constant no node uses (e.g. positions of a stack with no layers) has no buffer; ggml would abort
+        if (c.first->buffer == nullptr) continue;
         ggml_backend_tensor_set(c.first, c.second.data(), 0, c.second.size());
     }
 
@@ -236,6 +268,7 @@ void runtime::compute() {
         fail(OMNIMODEL_ERR_BACKEND, format("graph compute failed (ggml status %d)", static_cast<int>(st)));
     }
     for (auto & o : gb.outputs()) keep(o.first, o.second);
+    check_outputs_finite(gb.outputs(), results_);
 }
 
 double runtime::ready_seconds(const std::string & name) const {

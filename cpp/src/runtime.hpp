@@ -44,6 +44,7 @@ public:
     const host_tensor &                        result(const std::string & name) const;
 
 private:
+    void        release();  // frees scheduler, model, backends (destructor, and a throwing constructor)
     static bool eval_callback(ggml_tensor * t, bool ask, void * user_data);
     bool        wants(const ggml_tensor * t) const;
     void        keep(const std::string & name, const ggml_tensor * t);

@@ -140,6 +140,8 @@ def bench(out_dir: str | os.PathLike[str], *, runs: int = 10, warmup: int = 2, t
     from omnimodel.arch.openvla_oft.normalization import normalize_proprio
     from omnimodel.arch.openvla_oft.preprocess import images_to_pixel_values
 
+    from .gguf.provenance import parameter_count
+    from .gguf.reader import read_gguf
     from .validate.reference import parity_observation
     from .validate.report import ValidationReport
 
@@ -195,7 +197,8 @@ def bench(out_dir: str | os.PathLike[str], *, runs: int = 10, warmup: int = 2, t
                 "outtype": rep.outtype,
                 "graph": rep.graph,
                 "gguf_bytes": (out_dir / MODEL_FILE).stat().st_size,
-                "parameters": int(sum(p.numel() for p in policy.model.parameters())),
+                # the GGUF's real weights, counted as `omnimodel inspect` counts them
+                "parameters": parameter_count(read_gguf(out_dir / MODEL_FILE).tensors),
             },
             "preprocess_ms": pre_ms,
             "runtime": {

@@ -209,6 +209,14 @@ def convert_openvla_oft(
     if chain is None:  # the runtime has no built-in model graphs to fall back on
         raise ConvertError(f"cannot generate the graph: {why_not}")
 
+    if quant is not None:  # every argument check before the staging directory exists
+        from omnimodel.quant.pipeline import QuantPipelineError
+
+        try:
+            quant.check()
+        except QuantPipelineError as e:
+            raise UsageError(str(e)) from e
+
     stage = _stage_dir(out)
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
@@ -262,7 +270,7 @@ def convert_openvla_oft(
             outcome.allocation.save(stage / ALLOCATION_FILE)
             (stage / QUANT_REPORT_FILE).write_text(json.dumps(outcome.report, indent=2) + "\n")
 
-        what = f"{quant.method} at {outcome.allocation.bpw:.3f} bpw, the rest {outtype}" if outcome else outtype
+        what = f"{quant.method}, quantized {outcome.allocation.bpw:.3f} bpw, the rest {outtype}" if outcome else outtype
         with stage_step("gguf", f"writing {MODEL_FILE} ({what})"):
             gguf_path = oft_export.write_gguf(
                 policy, stage / MODEL_FILE, outtype,
@@ -338,12 +346,25 @@ def convert_openvla_oft(
             out.rename(trash)
             shutil.rmtree(trash, ignore_errors=True)
         stage.rename(out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(stage, ignore_errors=True)
+        _name_user_paths(e, stage, out)
         raise
     finally:
         torch.set_num_threads(previous_threads)
     return ConvertResult(out, _files(out), report, graph_name, demo, times, outcome)
+
+
+def _name_user_paths(e: BaseException, stage: Path, out: Path) -> None:
+    """An error raised while building in the hidden staging directory names the path the user gave
+    (--out), where the file would have been: the staging directory is gone by the time anyone reads it."""
+    hidden, shown = str(stage), str(out)
+    e.args = tuple(a.replace(hidden, shown) if isinstance(a, str) else a for a in e.args)
+    for attr in ("filename", "filename2", "path"):
+        value = getattr(e, attr, None)
+        if isinstance(value, (str, Path)) and hidden in str(value):
+            with contextlib.suppress(AttributeError):
+                setattr(e, attr, type(value)(str(value).replace(hidden, shown)))
 
 
 def _quantize(policy: Any, quant: Any, stage_step: Callable[..., Any], log: Log) -> Any:
@@ -365,7 +386,7 @@ def _quantize(policy: Any, quant: Any, stage_step: Callable[..., Any], log: Log)
     except QuantPipelineError as e:
         raise ConvertError(str(e)) from e
     r = outcome.report
-    log(f"      {len(outcome.allocation.tensors)} matrices at {outcome.allocation.bpw:.3f} bpw "
+    log(f"      {len(outcome.allocation.tensors)} matrices, quantized {outcome.allocation.bpw:.3f} bpw "
         f"(budget {quant.bpw if quant.bpw is not None else 'from file'}); types: "
         + ", ".join(f"{k} {100 * v:.0f}%" for k, v in outcome.allocation.type_histogram().items()))
     if r.get("rows_won"):

@@ -2,13 +2,15 @@
 """Obtain the pinned ggml source tree and print its path.
 
 ggml is never committed to this repository. The pin (pin.json) names a source distribution on PyPI
-that ships ggml; this script downloads it with pip, checks its sha256, extracts only the ggml folder
+that ships ggml; this script downloads that one file, checks its sha256, extracts only the ggml folder
 and caches the result outside the build tree, so rebuilds and CI reruns reuse it.
 
 Resolution order:
   1. --sdist FILE or $OMNIMODEL_GGML_SDIST: a local copy of the pinned sdist (offline machines).
   2. the cache ($OMNIMODEL_CACHE_DIR, else $XDG_CACHE_HOME/omnimodel, else ~/.cache/omnimodel).
-  3. `python -m pip download` of the pinned sdist.
+  3. a download of the sdist file itself from the package index's simple API (PEP 503/691):
+     $OMNIMODEL_GGML_INDEX_URL, else $PIP_INDEX_URL, else https://pypi.org/simple. Standard library
+     only: no pip, no build backend, so any Python 3.8+ CMake finds can run this script.
 
 A user's own ggml checkout (OMNIMODEL_GGML_DIR) bypasses this script entirely; CMake handles that.
 The last line printed on stdout is the ggml source directory; progress goes to stderr.
@@ -21,7 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -49,26 +50,72 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def index_url() -> str:
+    return (os.environ.get("OMNIMODEL_GGML_INDEX_URL") or os.environ.get("PIP_INDEX_URL")
+            or "https://pypi.org/simple").rstrip("/")
+
+
+def _ssl_context():
+    import ssl
+
+    # Honour the CA bundle pip is configured with (corporate proxies), else the system's.
+    bundle = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
+    return ssl.create_default_context(cafile=bundle if bundle and Path(bundle).is_file() else None)
+
+
+def _get(url: str, accept: str, timeout: float = 60.0):
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": "omnimodel-fetch-ggml"})
+    if url.startswith("file:"):
+        return urllib.request.urlopen(req, timeout=timeout)
+    return urllib.request.urlopen(req, timeout=timeout, context=_ssl_context())
+
+
+def sdist_url(pin: dict) -> str:
+    """The sdist's download URL, from the index's project page (JSON when the index speaks PEP 691)."""
+    import html.parser
+    import urllib.parse
+
+    page = f"{index_url()}/{pin['source_package']}/"
+    with _get(page, "application/vnd.pypi.simple.v1+json, text/html;q=0.5") as r:
+        body = r.read().decode("utf-8", errors="replace")
+        kind = r.headers.get("Content-Type", "")
+    if "json" in kind:
+        for f in json.loads(body).get("files", []):
+            if f.get("filename") == pin["sdist_filename"]:
+                return urllib.parse.urljoin(page, f["url"])
+    else:
+        links: list[str] = []
+
+        class _Links(html.parser.HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                href = dict(attrs).get("href")
+                if tag == "a" and href:
+                    links.append(href)
+
+        _Links().feed(body)
+        for href in links:
+            if href.split("#")[0].rsplit("/", 1)[-1] == pin["sdist_filename"]:
+                return urllib.parse.urljoin(page, href.split("#")[0])
+    raise RuntimeError(f"{page} does not list {pin['sdist_filename']}")
+
+
 def download_sdist(pin: dict, dest: Path) -> Path:
-    spec = f"{pin['source_package']}=={pin['source_version']}"
-    log(f"downloading {spec} (source distribution) with pip; this happens once per machine")
-    # --no-build-isolation: pip only needs the sdist's metadata, and building an isolated backend
-    # environment for that would compile CMake from source under --no-binary.
-    cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation",
-        "--no-binary", pin["source_package"], spec, "-d", str(dest),
-    ]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(
-            "could not download the pinned ggml source package.\n"
-            f"command: {' '.join(cmd)}\n{proc.stdout[-3000:]}\n"
-            "Offline? Point OMNIMODEL_GGML_SDIST at a copy of "
-            f"{pin['sdist_filename']}, or OMNIMODEL_GGML_DIR at a ggml {pin['ggml_version']} source tree."
-        )
+    """Fetch the pinned sdist file (its hash is checked by extract_ggml)."""
+    log(f"downloading {pin['sdist_filename']} from {index_url()}; this happens once per machine")
     path = dest / pin["sdist_filename"]
-    if not path.is_file():
-        raise SystemExit(f"pip reported success but {path} is missing")
+    try:
+        url = sdist_url(pin)
+        with _get(url, "*/*", timeout=300.0) as r, open(path, "wb") as f:
+            shutil.copyfileobj(r, f, 1 << 20)
+    except Exception as e:  # noqa: BLE001  every failure becomes the same actionable message
+        raise SystemExit(
+            f"could not download {pin['sdist_filename']} from {index_url()}: {type(e).__name__}: {e}\n"
+            "Offline or behind a proxy? Set OMNIMODEL_GGML_INDEX_URL to a reachable package index, point "
+            f"OMNIMODEL_GGML_SDIST at a copy of {pin['sdist_filename']}, or OMNIMODEL_GGML_DIR at a ggml "
+            f"{pin['ggml_version']} source tree."
+        ) from None
     return path
 
 

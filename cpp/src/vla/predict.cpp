@@ -1,8 +1,10 @@
 #include "predict.hpp"
 
+#include "../check.hpp"
 #include "../error.hpp"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
 
@@ -10,26 +12,12 @@ namespace omni::vla {
 
 namespace {
 
-std::vector<double> f64_array(const model & m, const std::string & key) {
-    const gguf_context * g  = m.gguf();
-    const int64_t        id = m.find_key(key);
-    if (id < 0) fail(OMNIMODEL_ERR_NOT_FOUND, format("metadata key '%s' is missing", key.c_str()));
-    if (gguf_get_kv_type(g, id) != GGUF_TYPE_ARRAY) fail(OMNIMODEL_ERR_FORMAT, format("metadata key '%s' is not an array", key.c_str()));
-    const size_t        n = gguf_get_arr_n(g, id);
-    const void *        d = gguf_get_arr_data(g, id);
-    std::vector<double> out(n);
-    switch (gguf_get_arr_type(g, id)) {
-        case GGUF_TYPE_FLOAT64: std::memcpy(out.data(), d, n * sizeof(double)); break;
-        case GGUF_TYPE_FLOAT32:
-            for (size_t i = 0; i < n; ++i) out[i] = static_cast<const float *>(d)[i];
-            break;
-        case GGUF_TYPE_INT32:
-            for (size_t i = 0; i < n; ++i) out[i] = static_cast<const int32_t *>(d)[i];
-            break;
-        default: fail(OMNIMODEL_ERR_FORMAT, format("metadata key '%s' is not an array of numbers", key.c_str()));
-    }
-    return out;
-}
+// A prompt template is a sentence or two; far longer is a corrupt or hostile file, refused before any
+// tokenizer time is spent on it.
+constexpr size_t k_max_template_bytes = 4096;
+// An instruction can hold at most this many bytes (UTF-8) before tokenising; the context refuses most
+// much earlier, but this bounds the work whatever the vocabulary.
+constexpr size_t k_max_instruction_bytes = 64 * 1024;
 
 std::string fill_template(const std::string & tpl, const std::string & instruction) {
     // str.format with the single field {instruction}; {{ and }} are literal braces
@@ -63,14 +51,14 @@ std::string vla_arch(const model & m) {
 
 state::state(const model & m) : arch(vla_arch(m)), tok(m) {
     const std::string k = arch + ".";
-    n_images    = m.get_int(k + "num_images");
-    image_size  = m.get_int(k + "image_size");
-    chunk       = m.get_int(k + "num_actions_chunk");
-    action_dim  = m.get_int(k + "action_dim");
-    proprio_dim = m.get_int(k + "proprio_dim", 0);
-    if (n_images <= 0 || image_size <= 0 || chunk <= 0 || action_dim <= 0 || proprio_dim < 0) {
-        fail(OMNIMODEL_ERR_FORMAT, format("%s: num_images, image_size, num_actions_chunk and action_dim must be positive", arch.c_str()));
-    }
+    // the same ranges as the generated graph: no product of them below can overflow
+    n_images    = m.get_int_in(k + "num_images", 1, 16);
+    image_size  = m.get_int_in(k + "image_size", 1, 4096);
+    chunk       = m.get_int_in(k + "num_actions_chunk", 1, 4096);
+    action_dim  = m.get_int_in(k + "action_dim", 1, 4096);
+    proprio_dim = m.get_int_in(k + "proprio_dim", 0, 0, 65536);
+    n_slots     = checked_mul(chunk, action_dim, 1 << 20, "num_actions_chunk x action_dim");
+    context     = m.get_int_in(k + "llm.context_length", 0, 0, INT32_MAX);
     // towers: every "<arch>.vision.<name>.image_mean" in file order (the channel order of pixel_values)
     const std::string vp = k + "vision.", suffix = ".image_mean";
     for (int64_t i = 0; i < gguf_get_n_kv(m.gguf()); ++i) {
@@ -80,8 +68,12 @@ state::state(const model & m) : arch(vla_arch(m)), tok(m) {
             continue;
         }
         const std::string   base = key.substr(0, key.size() - suffix.size());
-        std::vector<double> mean = f64_array(m, key), sd = f64_array(m, base + ".image_std");
+        std::vector<double> mean = m.get_f64_array(key), sd = m.get_f64_array(base + ".image_std");
         if (mean.size() != 3 || sd.size() != 3) fail(OMNIMODEL_ERR_FORMAT, base + ".image_{mean,std} must hold 3 values each");
+        for (int c = 0; c < 3; ++c) {
+            if (!(sd[static_cast<size_t>(c)] > 0.0)) fail(OMNIMODEL_ERR_FORMAT, base + ".image_std must be positive");
+        }
+        if (towers.size() >= 8) fail(OMNIMODEL_ERR_FORMAT, format("more than 8 %s*.image_mean towers", vp.c_str()));
         tower_norm t;
         for (int c = 0; c < 3; ++c) {
             t.mean[static_cast<size_t>(c)] = static_cast<float>(mean[static_cast<size_t>(c)]);
@@ -92,19 +84,25 @@ state::state(const model & m) : arch(vla_arch(m)), tok(m) {
     if (towers.empty()) fail(OMNIMODEL_ERR_NOT_FOUND, format("no %s*.image_mean metadata: cannot normalise images", vp.c_str()));
 
     prompt_template    = m.get_string(k + "prompt.template");
+    if (prompt_template.size() > k_max_template_bytes) {
+        fail(OMNIMODEL_ERR_FORMAT, format("%sprompt.template is %zu bytes; at most %zu are accepted", k.c_str(),
+                                          prompt_template.size(), k_max_template_bytes));
+    }
     lowercase          = m.get_int(k + "prompt.lowercase_instruction", 1) != 0;
     append_empty_piece = m.get_int(k + "prompt.append_empty_piece", 1) != 0;
-    bos_id             = static_cast<int32_t>(m.get_int(k + "bos_token_id", m.get_int("tokenizer.ggml.bos_token_id", 1)));
-    eos_id             = static_cast<int32_t>(m.get_int(k + "eos_token_id", m.get_int("tokenizer.ggml.eos_token_id", 2)));
-    placeholder_id     = static_cast<int32_t>(m.get_int(k + "action_placeholder_token_id"));
-    empty_id           = static_cast<int32_t>(m.get_int(k + "prompt.empty_piece_id", tok.piece_id("\xE2\x96\x81")));
+    // ids index the embedding table; the graph checks them against it, here they must at least be ids
+    const int64_t n_vocab = static_cast<int64_t>(tok.size());
+    bos_id         = static_cast<int32_t>(m.get_int_in(k + "bos_token_id", m.get_int_in("tokenizer.ggml.bos_token_id", 1, 0, n_vocab - 1), 0, INT32_MAX));
+    eos_id         = static_cast<int32_t>(m.get_int_in(k + "eos_token_id", m.get_int_in("tokenizer.ggml.eos_token_id", 2, 0, n_vocab - 1), 0, INT32_MAX));
+    placeholder_id = static_cast<int32_t>(m.get_int_in(k + "action_placeholder_token_id", 0, INT32_MAX));
+    empty_id       = static_cast<int32_t>(m.get_int_in(k + "prompt.empty_piece_id", tok.piece_id("\xE2\x96\x81"), -1, INT32_MAX));
 
     if (proprio_dim > 0) {
         const std::string sp = k + "norm_stats.proprio.";
-        proprio_low  = f64_array(m, sp + "low");
-        proprio_high = f64_array(m, sp + "high");
+        proprio_low  = m.get_f64_array(sp + "low");
+        proprio_high = m.get_f64_array(sp + "high");
         std::vector<double> mask(proprio_low.size(), 1.0);
-        if (m.has(sp + "mask")) mask = f64_array(m, sp + "mask");
+        if (m.has(sp + "mask")) mask = m.get_f64_array(sp + "mask");
         if (proprio_low.size() != static_cast<size_t>(proprio_dim) || proprio_high.size() != proprio_low.size() ||
             mask.size() != proprio_low.size()) {
             fail(OMNIMODEL_ERR_FORMAT, format("%s{low,high,mask} must hold %lld values each", sp.c_str(), (long long) proprio_dim));
@@ -114,11 +112,23 @@ state::state(const model & m) : arch(vla_arch(m)), tok(m) {
 }
 
 std::vector<int32_t> state::prompt_ids(const std::string & instruction) const {
+    if (instruction.size() > k_max_instruction_bytes) {
+        fail(OMNIMODEL_ERR_INVALID_ARGUMENT, format("instruction is %zu bytes; at most %zu are accepted",
+                                                    instruction.size(), k_max_instruction_bytes));
+    }
     std::vector<uint32_t> cps = utf8_decode(instruction, "instruction");
     if (cps.empty() || python_is_blank(cps)) fail(OMNIMODEL_ERR_INVALID_ARGUMENT, "instruction must be a non-empty string");
     if (lowercase) cps = python_lower(cps);
     std::vector<int32_t> ids{bos_id};
-    const std::vector<int32_t> body = tok.encode(fill_template(prompt_template, utf8_encode(cps)));
+    const std::string prompt = fill_template(prompt_template, utf8_encode(cps));
+    // Every token covers at most max_piece_chars code points, so this many characters cannot fit the
+    // context whatever they tokenise to: refused before the tokenizer runs.
+    const int64_t room = context > 0 ? context - n_slots - 1 : 0;
+    if (context > 0 && static_cast<int64_t>(cps.size()) > room * static_cast<int64_t>(tok.max_piece_chars())) {
+        fail(OMNIMODEL_ERR_INVALID_ARGUMENT, format("instruction has %zu characters, which cannot fit the model's context "
+                                                    "of %lld tokens", cps.size(), (long long) context));
+    }
+    const std::vector<int32_t> body = tok.encode(prompt);
     ids.insert(ids.end(), body.begin(), body.end());
     if (append_empty_piece && ids.back() != empty_id) ids.push_back(empty_id);
     return ids;
@@ -126,8 +136,13 @@ std::vector<int32_t> state::prompt_ids(const std::string & instruction) const {
 
 std::vector<int32_t> state::input_ids(const std::string & instruction) const {
     std::vector<int32_t> ids = prompt_ids(instruction);
-    ids.insert(ids.end(), static_cast<size_t>(chunk * action_dim), placeholder_id);
+    ids.insert(ids.end(), static_cast<size_t>(n_slots), placeholder_id);
     ids.push_back(eos_id);
+    if (context > 0 && static_cast<int64_t>(ids.size()) > context) {
+        fail(OMNIMODEL_ERR_INVALID_ARGUMENT, format("the instruction takes %zu tokens with the %lld action slots, more than "
+                                                    "the model's context of %lld", ids.size() - static_cast<size_t>(n_slots),
+                                                    (long long) n_slots, (long long) context));
+    }
     return ids;
 }
 
@@ -166,14 +181,17 @@ std::vector<float> pixel_values(const state & st, const std::vector<rgb_view> & 
         }
     }
     std::vector<float> pix;
-    pix.reserve(static_cast<size_t>(st.n_images * 3 * static_cast<int64_t>(st.towers.size()) * st.image_size * st.image_size));
+    // bounded by the metadata ranges (16 images, 8 towers, 4096^2 pixels): int64 cannot overflow
+    const int64_t planes = st.n_images * 3 * static_cast<int64_t>(st.towers.size());
+    pix.reserve(static_cast<size_t>(checked_mul(planes, checked_mul(st.image_size, st.image_size, INT64_MAX, "image_size^2"),
+                                                INT64_MAX, "pixel values")));
     for (const rgb_view & im : images) append_pixel_planes(im, st.image_size, st.towers, pix);
     return pix;
 }
 
 void predict_action(runtime & rt, const state & st, const std::vector<rgb_view> & images, const std::string & instruction,
                     const float * proprio, int64_t proprio_dim, float * actions_out, size_t capacity) {
-    const size_t n_out = static_cast<size_t>(st.chunk * st.action_dim);
+    const size_t n_out = static_cast<size_t>(st.n_slots);
     if (actions_out == nullptr) fail(OMNIMODEL_ERR_INVALID_ARGUMENT, "actions_out is NULL");
     if (capacity < n_out) {
         fail(OMNIMODEL_ERR_INVALID_ARGUMENT, format("actions_out holds %zu floats, the chunk needs %zu (%lld x %lld)", capacity,

@@ -22,6 +22,8 @@ struct state {
 
     std::string             arch;
     int64_t                 n_images = 0, image_size = 0, chunk = 0, action_dim = 0, proprio_dim = 0;
+    int64_t                 n_slots = 0;  // chunk * action_dim, the action placeholders
+    int64_t                 context = 0;  // the language model's context (llm.context_length), 0 when unknown
     std::vector<tower_norm> towers;
     tokenizer               tok;
     std::string             prompt_template;

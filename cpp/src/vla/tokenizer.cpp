@@ -1,13 +1,18 @@
-// See tokenizer.hpp for the two merge semantics. Prompts are a few dozen characters, so the merge
-// loops are the plain quadratic ones: clearer than a priority queue, and fast enough per step.
+// See tokenizer.hpp for the two merge semantics. Both merge loops run on a priority queue over the
+// adjacent pairs of a linked list of symbols: O(n log n) in the text length, so a hostile megabyte
+// costs about a second, not hours. The queue orders pairs exactly as the plain loop "scan every pair,
+// take the best, leftmost on ties" would pick them; entries made stale by a merge are skipped on pop.
 #include "tokenizer.hpp"
 
 #include "../error.hpp"
 
 #include <algorithm>
+#include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <queue>
 
 namespace omni::vla {
 
@@ -144,25 +149,55 @@ bool python_is_blank(const std::vector<uint32_t> & cps) {
     return std::all_of(cps.begin(), cps.end(), space);
 }
 
-tokenizer::tokenizer(const model & m) {
-    const gguf_context * g = m.gguf();
-    const int64_t kt = m.find_key("tokenizer.ggml.tokens");
-    if (kt < 0) fail(OMNIMODEL_ERR_NOT_FOUND, "the model has no vocabulary (tokenizer.ggml.tokens); re-export it");
-    if (gguf_get_kv_type(g, kt) != GGUF_TYPE_ARRAY || gguf_get_arr_type(g, kt) != GGUF_TYPE_STRING) {
-        fail(OMNIMODEL_ERR_FORMAT, "tokenizer.ggml.tokens is not an array of strings");
+namespace {
+
+// A string array of the vocabulary, its kv and element types checked before anything is read.
+int64_t string_array_key(const model & m, const char * key, bool required) {
+    const gguf_context * g  = m.gguf();
+    const int64_t        id = m.find_key(key);
+    if (id < 0) {
+        if (required) fail(OMNIMODEL_ERR_NOT_FOUND, format("the model has no vocabulary (%s); re-export it", key));
+        return -1;
     }
-    const size_t n = gguf_get_arr_n(g, kt);
+    if (gguf_get_kv_type(g, id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(g, id) != GGUF_TYPE_STRING) {
+        fail(OMNIMODEL_ERR_FORMAT, format("%s is not an array of strings", key));
+    }
+    return id;
+}
+
+// A numeric array of exactly n elements of type want, or FORMAT.
+const void * typed_array(const model & m, int64_t id, const char * key, gguf_type want, size_t n) {
+    const gguf_context * g = m.gguf();
+    if (gguf_get_kv_type(g, id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(g, id) != want || gguf_get_arr_n(g, id) != n) {
+        fail(OMNIMODEL_ERR_FORMAT, format("%s must be %zu %s values", key, n, gguf_type_name(want)));
+    }
+    return n == 0 ? nullptr : gguf_get_arr_data(g, id);
+}
+
+size_t utf8_chars(const std::string & s) {
+    size_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+    return n;
+}
+
+}  // namespace
+
+tokenizer::tokenizer(const model & m) {
+    const gguf_context * g  = m.gguf();
+    const int64_t        kt = string_array_key(m, "tokenizer.ggml.tokens", true);
+    const size_t         n  = gguf_get_arr_n(g, kt);
+    if (n == 0 || n > static_cast<size_t>(INT32_MAX)) fail(OMNIMODEL_ERR_FORMAT, "tokenizer.ggml.tokens is empty or too large");
     tokens_.reserve(n);
-    for (size_t i = 0; i < n; ++i) tokens_.emplace_back(gguf_get_arr_str(g, kt, i));
+    for (size_t i = 0; i < n; ++i) {
+        tokens_.emplace_back(gguf_get_arr_str(g, kt, i));
+        max_piece_chars_ = std::max(max_piece_chars_, utf8_chars(tokens_.back()));
+    }
 
     types_.assign(n, NORMAL);
     const int64_t ky = m.find_key("tokenizer.ggml.token_type");
     if (ky < 0) fail(OMNIMODEL_ERR_NOT_FOUND, "tokenizer.ggml.token_type is missing; re-export the model");
-    if (gguf_get_arr_type(g, ky) != GGUF_TYPE_INT32 || gguf_get_arr_n(g, ky) != n) {
-        fail(OMNIMODEL_ERR_FORMAT, format("tokenizer.ggml.token_type must be %zu int32 values", n));
-    }
-    std::memcpy(types_.data(), gguf_get_arr_data(g, ky), n * sizeof(int32_t));
-    unk_id_           = static_cast<int32_t>(m.get_int("tokenizer.ggml.unknown_token_id", 0));
+    std::memcpy(types_.data(), typed_array(m, ky, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, n), n * sizeof(int32_t));
+    unk_id_           = static_cast<int32_t>(m.get_int_in("tokenizer.ggml.unknown_token_id", 0, 0, static_cast<int64_t>(n) - 1));
     add_space_prefix_ = m.get_int("tokenizer.ggml.add_space_prefix", 1) != 0;
 
     for (size_t i = 0; i < n; ++i) {
@@ -174,33 +209,64 @@ tokenizer::tokenizer(const model & m) {
         byte_ids_[b] = it == ids_.end() ? -1 : it->second;
     }
 
-    const int64_t km = m.find_key("tokenizer.ggml.merges");
+    const int64_t km = string_array_key(m, "tokenizer.ggml.merges", false);
     const int64_t ks = m.find_key("tokenizer.ggml.scores");
     if (km >= 0) {
         hf_mode_ = true;
-        if (gguf_get_arr_type(g, km) != GGUF_TYPE_STRING) fail(OMNIMODEL_ERR_FORMAT, "tokenizer.ggml.merges is not an array of strings");
         const size_t nm = gguf_get_arr_n(g, km);
-        for (size_t r = 0; r < nm; ++r) {
+        for (size_t r = 0; r < nm && r < static_cast<size_t>(INT32_MAX); ++r) {
             const std::string s   = gguf_get_arr_str(g, km, r);
             const size_t      sep = s.find(' ');
             if (sep == std::string::npos) fail(OMNIMODEL_ERR_FORMAT, format("tokenizer.ggml.merges[%zu] is not 'left right'", r));
             const int32_t a = piece_id(s.substr(0, sep)), b = piece_id(s.substr(sep + 1));
-            if (a < 0 || b < 0 || piece_id(s.substr(0, sep) + s.substr(sep + 1)) < 0) continue;  // HF skips these too
-            merge_rank_.emplace(std::make_pair(a, b), static_cast<int32_t>(r));
+            const int32_t c = piece_id(s.substr(0, sep) + s.substr(sep + 1));
+            if (a < 0 || b < 0 || c < 0) continue;  // HF skips these too
+            merges_.emplace(pair_key(a, b), merge{static_cast<int32_t>(r), c});
         }
         for (size_t i = 0; i < n; ++i) {
             // tokenizer.json lists <unk>, <s>, </s> (and any added token) as added tokens, all matched in raw text
-            if (types_[i] == CONTROL || types_[i] == USER_DEFINED || types_[i] == UNKNOWN) specials_.emplace_back(tokens_[i], static_cast<int32_t>(i));
+            if ((types_[i] == CONTROL || types_[i] == USER_DEFINED || types_[i] == UNKNOWN) && !tokens_[i].empty()) {
+                add_special(tokens_[i], static_cast<int32_t>(i));
+            }
         }
     } else if (ks >= 0) {
-        if (gguf_get_arr_type(g, ks) != GGUF_TYPE_FLOAT32 || gguf_get_arr_n(g, ks) != n) {
-            fail(OMNIMODEL_ERR_FORMAT, format("tokenizer.ggml.scores must be %zu float32 values", n));
-        }
         scores_.resize(n);
-        std::memcpy(scores_.data(), gguf_get_arr_data(g, ks), n * sizeof(float));
+        std::memcpy(scores_.data(), typed_array(m, ks, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, n), n * sizeof(float));
+        for (size_t i = 0; i < n; ++i) {
+            // the merge order compares scores: a NaN would make it meaningless
+            if (!std::isfinite(scores_[i])) fail(OMNIMODEL_ERR_FORMAT, format("tokenizer.ggml.scores[%zu] is not finite", i));
+        }
     } else {
         fail(OMNIMODEL_ERR_NOT_FOUND, "the vocabulary has neither tokenizer.ggml.merges nor tokenizer.ggml.scores; re-export the model");
     }
+}
+
+void tokenizer::add_special(const std::string & piece, int32_t id) {
+    if (trie_.empty()) trie_.emplace_back();
+    size_t node = 0;
+    for (unsigned char c : piece) {
+        auto it = trie_[node].next.find(c);
+        if (it == trie_[node].next.end()) {
+            trie_.emplace_back();
+            it = trie_[node].next.emplace(c, trie_.size() - 1).first;
+        }
+        node = it->second;
+    }
+    if (trie_[node].id < 0) trie_[node].id = id;  // the first id wins, as for ordinary pieces
+}
+
+size_t tokenizer::longest_special(const std::string & text, size_t pos, int32_t & id) const {
+    size_t best = 0, node = 0;
+    for (size_t i = pos; i < text.size(); ++i) {
+        auto it = trie_[node].next.find(static_cast<unsigned char>(text[i]));
+        if (it == trie_[node].next.end()) break;
+        node = it->second;
+        if (trie_[node].id >= 0) {
+            best = i + 1 - pos;
+            id   = trie_[node].id;
+        }
+    }
+    return best;
 }
 
 int32_t tokenizer::piece_id(const std::string & piece) const {
@@ -218,6 +284,43 @@ void tokenizer::byte_fallback(const std::string & text, std::vector<int32_t> & o
     for (unsigned char b : text) out.push_back(byte_ids_[b]);
 }
 
+namespace {
+
+// One symbol of the text being merged: a byte range of the normalised text (and, in HF mode, its
+// id), linked to its neighbours. A merged-away symbol has len 0.
+struct symbol {
+    size_t  start = 0, len = 0;
+    int32_t id = -1;
+    int64_t prev = -1, next = -1;
+};
+
+// A candidate merge of symbols left and right. `order` ranks candidates (lower merges first: the HF
+// rank, or the negated SentencePiece score); ties go to the leftmost, i.e. the lower symbol index.
+struct candidate {
+    double  order;
+    int64_t left, right;
+    size_t  len;       // SentencePiece: the merged byte length, to detect a stale entry
+    int32_t a, b, to;  // HF: the ids it joins and the id it makes
+};
+
+struct later {
+    bool operator()(const candidate & x, const candidate & y) const {
+        return x.order != y.order ? x.order > y.order : x.left > y.left;
+    }
+};
+
+using queue = std::priority_queue<candidate, std::vector<candidate>, later>;
+
+void unlink_right(std::vector<symbol> & sym, int64_t left, int64_t right) {
+    sym[static_cast<size_t>(left)].len += sym[static_cast<size_t>(right)].len;
+    sym[static_cast<size_t>(right)].len = 0;
+    const int64_t after = sym[static_cast<size_t>(right)].next;
+    sym[static_cast<size_t>(left)].next = after;
+    if (after >= 0) sym[static_cast<size_t>(after)].prev = left;
+}
+
+}  // namespace
+
 void tokenizer::encode_segment(const std::vector<uint32_t> & cps_in, std::vector<int32_t> & out) const {
     if (cps_in.empty()) return;
     // normalisation shared by both: "▁" prefix, spaces -> "▁"
@@ -226,71 +329,88 @@ void tokenizer::encode_segment(const std::vector<uint32_t> & cps_in, std::vector
     if (add_space_prefix_) cps.push_back(0x2581);
     for (uint32_t c : cps_in) cps.push_back(c == 0x20 ? 0x2581 : c);
 
+    std::vector<symbol> sym;
+    std::string         text;  // the normalised text the symbols' byte ranges point into
+    sym.reserve(cps.size());
+    auto push = [&](const std::string & bytes, int32_t id) {
+        symbol s;
+        s.start = text.size();
+        s.len   = bytes.size();
+        s.id    = id;
+        s.prev  = static_cast<int64_t>(sym.size()) - 1;
+        if (!sym.empty()) sym.back().next = static_cast<int64_t>(sym.size());
+        text += bytes;
+        sym.push_back(s);
+    };
+
     if (hf_mode_) {
         // symbols are ids; a character outside the vocabulary becomes its byte pieces (which merge
         // with nothing unless a merge names them)
-        std::vector<int32_t> sym;
         for (uint32_t c : cps) {
             const std::string ch = utf8_encode({c});
             const int32_t     id = piece_id(ch);
             if (id >= 0) {
-                sym.push_back(id);
-            } else {
-                std::vector<int32_t> bytes;
-                byte_fallback(ch, bytes);
-                // HF fuses consecutive unknowns (fuse_unk) when bytes are missing
-                for (int32_t b : bytes) {
-                    if (b == unk_id_ && !sym.empty() && sym.back() == unk_id_) continue;
-                    sym.push_back(b);
-                }
+                push(ch, id);
+                continue;
+            }
+            std::vector<int32_t> bytes;
+            byte_fallback(ch, bytes);
+            // HF fuses consecutive unknowns (fuse_unk) when bytes are missing
+            for (int32_t b : bytes) {
+                if (b == unk_id_ && !sym.empty() && sym.back().id == unk_id_) continue;
+                push(tokens_[static_cast<size_t>(b)], b);
             }
         }
-        for (;;) {
-            int32_t best_rank = std::numeric_limits<int32_t>::max();
-            size_t  best      = 0;
-            for (size_t i = 0; i + 1 < sym.size(); ++i) {
-                auto it = merge_rank_.find({sym[i], sym[i + 1]});
-                if (it != merge_rank_.end() && it->second < best_rank) {
-                    best_rank = it->second;
-                    best      = i;
-                }
-            }
-            if (best_rank == std::numeric_limits<int32_t>::max()) break;
-            sym[best] = piece_id(tokens_[static_cast<size_t>(sym[best])] + tokens_[static_cast<size_t>(sym[best + 1])]);
-            sym.erase(sym.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+        queue q;
+        auto offer = [&](int64_t l) {
+            const int64_t r = l < 0 ? -1 : sym[static_cast<size_t>(l)].next;
+            if (r < 0) return;
+            const int32_t a = sym[static_cast<size_t>(l)].id, b = sym[static_cast<size_t>(r)].id;
+            auto it = merges_.find(pair_key(a, b));
+            if (it != merges_.end()) q.push({static_cast<double>(it->second.rank), l, r, 0, a, b, it->second.to});
+        };
+        for (size_t i = 0; i + 1 < sym.size(); ++i) offer(static_cast<int64_t>(i));
+        while (!q.empty()) {
+            const candidate c = q.top();
+            q.pop();
+            symbol & l = sym[static_cast<size_t>(c.left)];
+            if (l.len == 0 || l.next != c.right || l.id != c.a || sym[static_cast<size_t>(c.right)].id != c.b) continue;
+            unlink_right(sym, c.left, c.right);
+            l.id = c.to;
+            offer(l.prev);
+            offer(c.left);
         }
-        out.insert(out.end(), sym.begin(), sym.end());
+        for (int64_t i = 0; i >= 0; i = sym[static_cast<size_t>(i)].next) out.push_back(sym[static_cast<size_t>(i)].id);
         return;
     }
 
     // SentencePiece BPE: symbols are text; merge the pair whose concatenation is the best-scoring
     // ordinary piece
-    std::vector<std::string> sym;
-    for (uint32_t c : cps) sym.push_back(utf8_encode({c}));
-    auto mergeable = [&](const std::string & s, float & score) {
-        const int32_t id = piece_id(s);
-        if (id < 0) return false;
+    for (uint32_t c : cps) push(utf8_encode({c}), -1);
+    queue q;
+    auto offer = [&](int64_t l) {
+        const int64_t r = l < 0 ? -1 : sym[static_cast<size_t>(l)].next;
+        if (r < 0) return;
+        const size_t  len = sym[static_cast<size_t>(l)].len + sym[static_cast<size_t>(r)].len;
+        const int32_t id  = piece_id(text.substr(sym[static_cast<size_t>(l)].start, len));
+        if (id < 0) return;
         const int32_t t = types_[static_cast<size_t>(id)];
-        if (t != NORMAL && t != USER_DEFINED && t != UNUSED) return false;
-        score = scores_[static_cast<size_t>(id)];
-        return true;
+        if (t != NORMAL && t != USER_DEFINED && t != UNUSED) return;
+        q.push({-static_cast<double>(scores_[static_cast<size_t>(id)]), l, r, len, -1, -1, id});
     };
-    for (;;) {
-        float  best_score = -std::numeric_limits<float>::infinity();
-        size_t best       = sym.size();
-        for (size_t i = 0; i + 1 < sym.size(); ++i) {
-            float s;
-            if (mergeable(sym[i] + sym[i + 1], s) && (best == sym.size() || s > best_score)) {
-                best_score = s;
-                best       = i;
-            }
-        }
-        if (best == sym.size()) break;
-        sym[best] += sym[best + 1];
-        sym.erase(sym.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+    for (size_t i = 0; i + 1 < sym.size(); ++i) offer(static_cast<int64_t>(i));
+    while (!q.empty()) {
+        const candidate c = q.top();
+        q.pop();
+        const symbol & l = sym[static_cast<size_t>(c.left)];
+        if (l.len == 0 || l.next != c.right || l.len + sym[static_cast<size_t>(c.right)].len != c.len) continue;
+        unlink_right(sym, c.left, c.right);
+        offer(sym[static_cast<size_t>(c.left)].prev);
+        offer(c.left);
     }
-    for (const std::string & s : sym) {
-        const int32_t id = piece_id(s);
+    for (int64_t i = 0; i >= 0; i = sym[static_cast<size_t>(i)].next) {
+        const std::string s  = text.substr(sym[static_cast<size_t>(i)].start, sym[static_cast<size_t>(i)].len);
+        const int32_t     id = piece_id(s);
         if (id >= 0 && types_[static_cast<size_t>(id)] != CONTROL && types_[static_cast<size_t>(id)] != BYTE) {
             out.push_back(id);
         } else {
@@ -301,7 +421,7 @@ void tokenizer::encode_segment(const std::vector<uint32_t> & cps_in, std::vector
 
 std::vector<int32_t> tokenizer::encode(const std::string & text) const {
     std::vector<int32_t> out;
-    if (!hf_mode_ || specials_.empty()) {
+    if (!hf_mode_ || trie_.empty()) {
         encode_segment(utf8_decode(text, "text"), out);
         return out;
     }
@@ -310,21 +430,15 @@ std::vector<int32_t> tokenizer::encode(const std::string & text) const {
     utf8_decode(text, "text");  // validate once; specials are whole code points, so cuts stay valid
     size_t pos = 0, seg = 0;
     while (pos < text.size()) {
-        size_t best_len = 0;
-        int32_t best_id = -1;
-        for (const auto & [piece, id] : specials_) {
-            if (piece.size() > best_len && text.compare(pos, piece.size(), piece) == 0) {
-                best_len = piece.size();
-                best_id  = id;
-            }
-        }
-        if (best_id < 0) {
+        int32_t      id  = -1;
+        const size_t len = longest_special(text, pos, id);
+        if (len == 0) {
             ++pos;
             continue;
         }
         encode_segment(utf8_decode(text.substr(seg, pos - seg), "text"), out);
-        out.push_back(best_id);
-        pos += best_len;
+        out.push_back(id);
+        pos += len;
         seg = pos;
     }
     encode_segment(utf8_decode(text.substr(seg), "text"), out);

@@ -40,21 +40,38 @@ public:
     std::vector<int32_t> encode(const std::string & text) const;
     int32_t              piece_id(const std::string & piece) const;  // -1 when absent
     size_t               size() const { return tokens_.size(); }
+    // The most code points one piece covers: n characters need at least n / max_piece_chars() tokens.
+    size_t               max_piece_chars() const { return max_piece_chars_ > 0 ? max_piece_chars_ : 1; }
 
 private:
     enum { NORMAL = 1, UNKNOWN = 2, CONTROL = 3, USER_DEFINED = 4, UNUSED = 5, BYTE = 6 };
 
-    void encode_segment(const std::vector<uint32_t> & cps, std::vector<int32_t> & out) const;
-    void byte_fallback(const std::string & text, std::vector<int32_t> & out) const;
+    struct merge {
+        int32_t rank, to;  // HF: priority (lower first) and the id the pair becomes
+    };
+    struct trie_node {
+        std::map<unsigned char, size_t> next;
+        int32_t                         id = -1;  // a special token ends here
+    };
+    static uint64_t pair_key(int32_t a, int32_t b) {
+        return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+    }
+
+    void   encode_segment(const std::vector<uint32_t> & cps, std::vector<int32_t> & out) const;
+    void   byte_fallback(const std::string & text, std::vector<int32_t> & out) const;
+    void   add_special(const std::string & piece, int32_t id);
+    // Byte length of the longest special token at text[pos] (0: none), its id in `id`.
+    size_t longest_special(const std::string & text, size_t pos, int32_t & id) const;
 
     std::vector<std::string>                      tokens_;
     std::vector<int32_t>                          types_;
     std::vector<float>                            scores_;      // SentencePiece mode
-    std::map<std::pair<int32_t, int32_t>, int32_t> merge_rank_;  // Hugging Face mode
+    std::unordered_map<uint64_t, merge>           merges_;      // Hugging Face mode, by pair_key
     bool                                          hf_mode_ = false;
     bool                                          add_space_prefix_ = true;
     std::unordered_map<std::string, int32_t>      ids_;
-    std::vector<std::pair<std::string, int32_t>>  specials_;  // cut out of raw text (HF mode)
+    std::vector<trie_node>                        trie_;      // special tokens, cut out of raw text (HF mode)
+    size_t                                        max_piece_chars_ = 0;
     int32_t                                       byte_ids_[256];
     int32_t                                       unk_id_ = 0;
 };

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from omnimodel.gguf.encoders import decode, encode
-from omnimodel.gguf.types import GGMLType, parse_type
+from omnimodel.gguf.types import REQUIRES_IMPORTANCE, GGMLType, parse_type
 from omnimodel.gguf.writer import GGUFModelWriter
 
 ARCH = "omni-mlp"
@@ -47,8 +47,13 @@ class MLPModel:
         for name, value in self.weights.items():
             t = self.types.get(name, GGMLType.F32)
             rows = value.reshape(-1, value.shape[-1])
-            out[name] = decode(encode(rows, t), t, rows.shape[-1]).reshape(value.shape)
+            out[name] = decode(encode(rows, t, importance=uniform_importance(rows, t)), t, rows.shape[-1]).reshape(value.shape)
         return out
+
+
+def uniform_importance(value: np.ndarray, t: GGMLType) -> np.ndarray | None:
+    """The IQ types ggml quantizes only with an importance vector get a uniform one (plain RTN)."""
+    return np.ones(value.shape[-1], np.float32) if t in REQUIRES_IMPORTANCE else None
 
 
 def random_mlp(config: MLPConfig, weight_type: GGMLType | str, seed: int = 0) -> MLPModel:
@@ -75,7 +80,8 @@ def write_gguf(model: MLPModel, path: str | os.PathLike[str], *, method: str = "
         w.add_float32(f"{ARCH}.norm_eps", cfg.norm_eps)
         w.add_string(f"{ARCH}.activation", cfg.activation)
         for name, value in model.weights.items():
-            w.add_tensor(name, value, model.types.get(name, GGMLType.F32))
+            t = model.types.get(name, GGMLType.F32)
+            w.add_tensor(name, value, t, importance=uniform_importance(value, t))
 
 
 def _activation(x: np.ndarray, kind: str) -> np.ndarray:

@@ -146,6 +146,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def format_quant_summary(outcome, out_dir: Path) -> str:
     """Per-tensor types, achieved bits per weight (quantized part and whole model), size against F16."""
+    from omnimodel.gguf import provenance
     from omnimodel.gguf.reader import read_gguf
     from omnimodel.gguf.report import build_report
     from omnimodel.gguf.types import GGMLType
@@ -171,9 +172,8 @@ def format_quant_summary(outcome, out_dir: Path) -> str:
     budget = outcome.allocation.budget_bpw
     lines += [
         "",
-        f"method {r['method']}: budget {budget if budget is not None else '(from file)'} bpw; achieved "
-        f"{outcome.allocation.bpw:.3f} bpw over the {len(rows)} quantized matrices (vision + language, "
-        f"padding counted), {g.bpw_total:.3f} bpw over every tensor in the file",
+        f"method {r['method']}, {len(rows)} quantized matrices (vision + language, padding counted); bits per "
+        f"weight: {provenance.BpwFigures(g.bpw_quantized, g.bpw_matrices, g.bpw_total).describe(budget)}",
         "types: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in outcome.allocation.type_histogram().items()),
         f"model.gguf {_size(size)}; the same model with F16 matrices would be {_size(f16_bytes)} "
         f"({size / f16_bytes:.2f}x)",

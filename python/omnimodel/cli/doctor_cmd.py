@@ -16,12 +16,24 @@ from pathlib import Path
 
 from omnimodel.cli.command import Command
 
-DEFAULT_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q4_0", "Q3_K", "Q2_K", "IQ4_XS", "Q1_0"]
+# The float and classic types, then every type the --bpw allocator can pick (quant.allocate's
+# candidates: the IQ and 1-/2-bit types a converted model actually ships), so a passing doctor vouches
+# for every type a convert output may hold.
+_BASE_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q4_0", "Q3_K", "Q2_K", "IQ4_XS", "Q1_0"]
+
+
+def default_types() -> list[str]:
+    from omnimodel.quant.allocate import DEFAULT_CANDIDATES
+
+    return _BASE_TYPES + [t.name for t in DEFAULT_CANDIDATES if t.name not in _BASE_TYPES]
+
+
 MIN_COSINE = 0.999
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--types", default=",".join(DEFAULT_TYPES), help="comma-separated GGML weight types to check")
+    p.add_argument("--types", help="comma-separated GGML weight types to check (default: the float and classic "
+                   "types and every type the --bpw allocator can pick)")
     p.add_argument("--threads", type=int, default=0, help="runtime CPU threads (default: all)")
     p.add_argument("--out", type=Path, help="keep the GGUF files in this directory")
 
@@ -34,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     from omnimodel.gguf.reader import read_gguf
     from omnimodel.gguf.types import parse_type
 
-    types = [parse_type(t) for t in args.types.split(",") if t.strip()]
+    types = [parse_type(t) for t in (args.types or ",".join(default_types())).split(",") if t.strip()]
     print(f"omnimodel {_runtime.version()}, ggml {_runtime.ggml_version()}")
     cfg = omni_mlp.MLPConfig(widths=(1024, 512, 256), norm="layer", activation="gelu")
     x = np.random.default_rng(0).standard_normal((8, cfg.widths[0])).astype(np.float32)

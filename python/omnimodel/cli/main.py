@@ -124,6 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"omnimodel {command.name}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
+    except ImportError as e:
+        from omnimodel.extras import missing_extra
+
+        err = missing_extra(e)
+        if err is None or debug:
+            raise
+        print(f"omnimodel {command.name}: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def _one_line(e: BaseException) -> str:

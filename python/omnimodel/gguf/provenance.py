@@ -2,16 +2,27 @@
 
 The writer stores these numbers and `omnimodel inspect` recomputes them from the tensor table, so both
 go through the functions here and cannot disagree about what "bits per weight" means.
+
+Bits per weight: one vocabulary, three figures (`BpwFigures`), named the same in the keys, in
+`convert`'s summary, in `inspect` and in the docs:
+
+    quantized   over the block-quantized matrices: what `--bpw` constrains, compared with
+                omnimodel.target_bpw                                   key omnimodel.quantized_bpw
+    matrices    over every matrix (>= 2-D), float heads and embeddings too  key omnimodel.achieved_bpw
+    file        over every tensor in the file                          key omnimodel.achieved_bpw_total
+
+All count bits per *real* weight (a row-padded matrix's padding costs bits, counts no weights).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import gguf
 
-from omnimodel.gguf.types import GGMLType
+from omnimodel.gguf.types import GGMLType, type_info
 
 KEY_VERSION = "omnimodel.version"
 KEY_METHOD = "omnimodel.method"
@@ -93,6 +104,12 @@ def real_weights(n_elements: int, shape: tuple[int, ...], real_width: int | None
     return n_elements if real_width is None else n_elements // shape[-1] * real_width
 
 
+def parameter_count(tensors: Iterable[TensorLike]) -> int:
+    """The model's parameters as every tool reports them (inspect, bench): real weights in the file,
+    row padding excluded."""
+    return sum(t.n_weights for t in tensors)
+
+
 def is_matrix(t: TensorLike) -> bool:
     """Tensors we count as quantizable weights: norms and biases (1-D) stay out of the headline bpw."""
     return len(t.shape) >= 2
@@ -106,6 +123,32 @@ def bits_per_weight(tensors: Iterable[TensorLike], *, matrices_only: bool) -> fl
     if n_weights == 0:
         return 0.0
     return 8.0 * sum(t.n_bytes for t in selected) / n_weights
+
+
+@dataclass(frozen=True)
+class BpwFigures:
+    """The three bits-per-weight figures of a set of tensors (module docstring)."""
+
+    quantized: float | None  # None when nothing is block-quantized (an F32/F16/BF16 file)
+    matrices: float
+    file: float
+
+    def describe(self, target: float | None = None) -> str:
+        """One line, the same words everywhere: 'quantized 2.497 bpw (the --bpw measure, target 2.5), ...'."""
+        head = "no block-quantized matrices" if self.quantized is None else f"quantized {self.quantized:.3f} bpw"
+        if self.quantized is not None:
+            head += " (the --bpw measure" + (f", target {target:g})" if target is not None else ")")
+        return f"{head}, matrices {self.matrices:.3f} bpw, file {self.file:.3f} bpw"
+
+
+def bpw_figures(tensors: Iterable[TensorLike]) -> BpwFigures:
+    tensors = list(tensors)
+    blocked = [t for t in tensors if type_info(t.ggml_type).block_size > 1]
+    return BpwFigures(
+        quantized=bits_per_weight(blocked, matrices_only=False) if blocked else None,
+        matrices=bits_per_weight(tensors, matrices_only=True),
+        file=bits_per_weight(tensors, matrices_only=False),
+    )
 
 
 def dominant_type(tensors: Sequence[TensorLike]) -> GGMLType | None:

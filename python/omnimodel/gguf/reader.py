@@ -245,6 +245,11 @@ def _with_padding(cur: _Cursor, tensors: list[TensorRecord], metadata: dict[str,
         return tensors
     if not isinstance(names, list) or not isinstance(widths, list) or len(names) != len(widths):
         raise cur.fail(f"{KEY_PADDED_NAMES} and {KEY_PADDED_WIDTHS} must be arrays of the same length")
+    # Element types before values: a crafted file may hold floats (NaN, inf), strings or nested arrays here.
+    if not all(isinstance(n, str) for n in names):
+        raise cur.fail(f"{KEY_PADDED_NAMES} must be an array of strings")
+    if not all(isinstance(w, int) and not isinstance(w, bool) for w in widths):
+        raise cur.fail(f"{KEY_PADDED_WIDTHS} must be an array of integers")
     real = dict(zip(names, widths))
     by_name = {t.name for t in tensors}
     for n, wdt in real.items():
@@ -289,8 +294,34 @@ def _read_value(cur: _Cursor, vtype: GGUFValueType, what: str, depth: int) -> tu
         arr = np.frombuffer(cur.raw(nbytes, what), dtype=np.dtype(fmt))
         values = arr.astype(bool).tolist() if etype == GGUFValueType.BOOL else arr.tolist()
         return values, etype
+    if etype == GGUFValueType.STRING:
+        return _read_strings(cur, count, what), etype
     items = [_read_value(cur, etype, f"{what}[{j}]", depth + 1)[0] for j in range(count)]
     return items, etype
+
+
+def _read_strings(cur: _Cursor, count: int, what: str) -> list[str]:
+    """A string array (vocabularies, merges: 10^5 entries) in one tight loop, bounds checked as
+    string_bytes does; the element is named only when it is bad."""
+    buf, size, pos = cur.buf, cur.size, cur.pos
+    out = []
+    unpack = struct.unpack_from
+    for j in range(count):
+        if pos + 8 > size:
+            cur.pos = pos
+            cur.need(8, f"the length of {what}[{j}]")
+        (n,) = unpack("<Q", buf, pos)
+        pos += 8
+        if n > size - pos:
+            cur.pos = pos
+            raise cur.fail(
+                f"{what}[{j}] claims a length of {n} bytes at offset {pos - 8}, more than the "
+                f"{size - pos} bytes left in the file (truncated or corrupt)"
+            )
+        out.append(bytes(buf[pos : pos + n]).decode("utf-8", errors="replace"))
+        pos += n
+    cur.pos = pos
+    return out
 
 
 def _alignment(

@@ -38,11 +38,14 @@ class TypeRow:
 @dataclass(frozen=True)
 class Totals:
     n_tensors: int
-    n_elements: int
+    n_parameters: int  # real weights (provenance.parameter_count): what bench reports too
+    n_elements: int  # stored elements, row padding included
     tensor_bytes: int
     file_size: int
-    bpw_matrices: float  # over tensors with >= 2 dims, the same number as omnimodel.achieved_bpw
-    bpw_total: float
+    # provenance.BpwFigures, the same numbers as the omnimodel.* keys of a file omnimodel wrote
+    bpw_quantized: float | None  # over block-quantized matrices: the --bpw measure (omnimodel.quantized_bpw)
+    bpw_matrices: float  # over every >= 2-D tensor (omnimodel.achieved_bpw)
+    bpw_total: float  # over every tensor (omnimodel.achieved_bpw_total)
     file_type: int
     file_type_name: str
 
@@ -78,13 +81,16 @@ def build_report(gf: GGUFFile) -> Report:
     ftype = gf.metadata.get("general.file_type")
     if not isinstance(ftype, int) or isinstance(ftype, bool):
         ftype = provenance.llama_file_type(gf.tensors)
+    bpw = provenance.bpw_figures(gf.tensors)
     totals = Totals(
         n_tensors=len(gf.tensors),
+        n_parameters=provenance.parameter_count(gf.tensors),
         n_elements=sum(t.n_elements for t in gf.tensors),
         tensor_bytes=sum(t.n_bytes for t in gf.tensors),
         file_size=gf.file_size,
-        bpw_matrices=provenance.bits_per_weight(gf.tensors, matrices_only=True),
-        bpw_total=provenance.bits_per_weight(gf.tensors, matrices_only=False),
+        bpw_quantized=bpw.quantized,
+        bpw_matrices=bpw.matrices,
+        bpw_total=bpw.file,
         file_type=ftype,
         file_type_name=provenance.file_type_name(ftype),
     )
@@ -154,11 +160,12 @@ def format_report(r: Report) -> str:
         "",
         "totals:",
         f"  tensors:          {tt.n_tensors}",
-        f"  parameters:       {tt.n_elements:,} ({human_count(tt.n_elements)})",
+        f"  parameters:       {tt.n_parameters:,} ({human_count(tt.n_parameters)})"
+        + (f"; {tt.n_elements:,} stored with row padding" if tt.n_elements != tt.n_parameters else ""),
         f"  tensor data:      {tt.tensor_bytes:,} bytes ({human_bytes(tt.tensor_bytes)})",
         f"  file size:        {tt.file_size:,} bytes ({human_bytes(tt.file_size)})",
         f"  file type:        {tt.file_type_name}",
-        f"  bits per weight:  {tt.bpw_matrices:.3f} over quantized matrices (>= 2-D), {tt.bpw_total:.3f} over all tensors",
+        f"  bits per weight:  {_bpw_line(tt, r.metadata.get(provenance.KEY_TARGET_BPW))}",
         "",
         "by type:",
     ]
@@ -169,6 +176,12 @@ def format_report(r: Report) -> str:
         )
     out += _columns(table, right={1, 2, 3, 4, 5})
     return "\n".join(out) + "\n"
+
+
+def _bpw_line(tt: Totals, target: Any) -> str:
+    figures = provenance.BpwFigures(tt.bpw_quantized, tt.bpw_matrices, tt.bpw_total)
+    ok_target = isinstance(target, (int, float)) and not isinstance(target, bool)
+    return figures.describe(float(target) if ok_target else None)
 
 
 def _show_value(key: str, value: Any, r: Report) -> str:

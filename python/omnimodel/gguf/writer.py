@@ -335,17 +335,11 @@ class GGUFModelWriter:
             out[provenance.KEY_PADDED_WIDTHS] = TypedValue(
                 [int(t.real_width) for t in padded], GGUFValueType.ARRAY, GGUFValueType.UINT32
             )
-        out[provenance.KEY_ACHIEVED_BPW] = TypedValue(
-            provenance.bits_per_weight(tensors, matrices_only=True), GGUFValueType.FLOAT32
-        )
-        out[provenance.KEY_ACHIEVED_BPW_TOTAL] = TypedValue(
-            provenance.bits_per_weight(tensors, matrices_only=False), GGUFValueType.FLOAT32
-        )
-        blocked = [t for t in tensors if type_info(t.ggml_type).block_size > 1]
-        if blocked:
-            out[provenance.KEY_QUANTIZED_BPW] = TypedValue(
-                provenance.bits_per_weight(blocked, matrices_only=False), GGUFValueType.FLOAT32
-            )
+        bpw = provenance.bpw_figures(tensors)  # one vocabulary: see provenance's docstring
+        out[provenance.KEY_ACHIEVED_BPW] = TypedValue(bpw.matrices, GGUFValueType.FLOAT32)
+        out[provenance.KEY_ACHIEVED_BPW_TOTAL] = TypedValue(bpw.file, GGUFValueType.FLOAT32)
+        if bpw.quantized is not None:
+            out[provenance.KEY_QUANTIZED_BPW] = TypedValue(bpw.quantized, GGUFValueType.FLOAT32)
         return out
 
     # ------------------------------------------------------------------ internals
