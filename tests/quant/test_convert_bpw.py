@@ -35,7 +35,7 @@ def test_budget_met_and_reported(quant_out) -> None:
     assert abs(alloc["bpw"] - 2.5) <= 0.02  # the tolerance, over the quantized matrices
     assert len(alloc["tensors"]) == 30
     # the summary names every quantized matrix's type, both bpw figures and the size against F16
-    assert "[4/10] quantize" in text and "achieved" in text and "bpw over every tensor in the file" in text
+    assert "[4/10] allocate" in text and "achieved" in text and "bpw over every tensor in the file" in text
     assert "the same model with F16 matrices would be" in text
     for t in alloc["tensors"]:
         assert t["name"] in text

@@ -40,9 +40,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--calib-split", help="dataset split to calibrate on (default: 'calib' if present, else the first)")
     q.add_argument("--calib-steps", type=int, default=4, help="samples taken per calibration episode (default 4)")
     q.add_argument("--device", default="cpu", help="device for calibration: cpu or cuda (default cpu)")
-    q.add_argument("--calib-memory", type=float, default=4.0, metavar="GIB",
+    q.add_argument("--calib-memory", type=float, metavar="GIB",
                    help="most GiB of fp32 Fisher accumulators per calibration pass; larger models calibrate "
-                   "in passes over groups of layers (default 4)")
+                   "in passes over groups of layers (default: the model's own size in bf16)")
+    q.add_argument("--fisher-score", action="store_true",
+                   help="also compute the Action-Mixed Fisher for a method that does not need it (rtn, imatrix, "
+                   "gptq, awq), to report its Fisher-weighted error as actquant's is")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for validation (0: all)")
     p.add_argument("--reference-dtype", default="auto", choices=["auto", "float32", "float64"],
                    help="PyTorch reference precision (auto: float64 for small models)")
@@ -71,7 +74,8 @@ def _run(args: argparse.Namespace) -> int:
             bpw=args.bpw, method=args.method, allocation=args.allocation, lam=args.lam,
             importance=args.importance, hsic=args.hsic, calib=args.calib, split=args.calib_split,
             steps_per_episode=args.calib_steps, device=args.device,
-            max_accumulator_bytes=int(args.calib_memory * (1 << 30)),
+            max_accumulator_bytes=None if args.calib_memory is None else int(args.calib_memory * (1 << 30)),
+            fisher_score=args.fisher_score,
         )
     knobs = [_parse_knob(k) for k in args.knob]
     if args.out is not None:
