@@ -89,11 +89,14 @@ def test_runtime_padding_is_exercised(quant_out) -> None:
     assert np.all(full[:, t.real_width:] == 0.0)
 
 
-def test_allocation_file_reproduces_the_types(quant_out, tmp_path) -> None:
+def test_allocation_file_reproduces_the_types(quant_out, tmp_path, capsys) -> None:
     out, _ = quant_out
     again = tmp_path / "again"
     assert main(["convert", "openvla-oft", "--allocation", str(out / "allocation.json"), "--method", "rtn",
                  "--out", str(again)]) == 0
+    # RTN in a complete allocation needs no statistics: no calibration pass runs, no Fisher is scored
+    assert "[3/10] calibrate: not needed" in capsys.readouterr().out
+    assert "fisher_error" not in json.loads((again / "quant_report.json").read_text())
     a = {t["name"]: t["type"] for t in json.loads((out / "allocation.json").read_text())["tensors"]}
     b = {t["name"]: t["type"] for t in json.loads((again / "allocation.json").read_text())["tensors"]}
     assert a == b
