@@ -191,3 +191,21 @@ def test_bf16_calibration_is_close_to_fp32(samples) -> None:
         assert np.corrcoef(f.ravel(), g.ravel())[0, 1] > 0.99, n
         assert abs(g.sum() / f.sum() - 1) < 0.1, n
         np.testing.assert_allclose(bf16.imatrix[n], fp32.imatrix[n], rtol=0.05, atol=1e-3 * fp32.imatrix[n].max())
+
+
+def test_recomputed_blocks_give_the_same_statistics(samples) -> None:
+    """Activation checkpointing (every transformer block recomputed in backward) changes no statistic,
+    in fp32 and in the bf16 of a policy loaded as stored; the recomputation's hook calls are ignored."""
+    from omnimodel.arch.openvla_oft import load_policy
+    from omnimodel.demo_assets import DEMO_POLICY_DIR
+
+    for dtype in (torch.float32, None):
+        policy = load_policy(DEMO_POLICY_DIR, dtype=dtype, lazy=True)
+        plain = calibrate(policy, samples[:3], recompute=False)
+        again = calibrate(policy, samples[:3])
+        for field in ("fisher", "imatrix", "features", "inputs"):
+            a, b = getattr(plain, field), getattr(again, field)
+            assert set(a) == set(b)
+            for n in a:
+                np.testing.assert_array_equal(b[n], a[n])
+        assert "forward" not in vars(policy.model.language_model.model.layers[0])  # restored
