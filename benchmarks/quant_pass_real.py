@@ -120,6 +120,10 @@ class StageSampler:
         return self.stages
 
 
+class _StopHere(Exception):
+    """Raised from the stage hook to end a conversion early (convert removes its staging directory)."""
+
+
 def _dir_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.is_dir() else 0
 
@@ -142,15 +146,25 @@ def child_convert(spec: dict) -> dict:
         log_lines.append(msg)
         print(msg, flush=True)
 
+    stop_before = spec.get("stop_before")
+
     def on_stage(name: str) -> None:
         sampler.enter(name, staging_bytes_at_start=_dir_bytes(staging))
+        if name == stop_before:
+            raise _StopHere(name)
 
     t0 = time.perf_counter()
-    result = convert_openvla_oft(out, checkpoint=spec["checkpoint"], outtype="f16", threads=spec["threads"],
-                                 force=True, keep_failed=True, quant=quant, log=log, on_stage=on_stage)
+    try:
+        result = convert_openvla_oft(out, checkpoint=spec["checkpoint"], outtype="f16", threads=spec["threads"],
+                                     force=True, keep_failed=True, quant=quant, log=log, on_stage=on_stage)
+    except _StopHere:
+        result = None
     wall = time.perf_counter() - t0
     stages = sampler.stop()
     stages.pop("(start)", None)
+    if result is None:
+        stages.pop(stop_before, None)
+        return {"wall_s": wall, "vm_hwm": read_status()["VmHWM"], "stages": stages, "stopped_before": stop_before}
     rep = result.report
     return {
         "wall_s": wall,
@@ -457,11 +471,15 @@ def main_real(args: argparse.Namespace) -> int:
         for name in args.runs.split(","):
             log(f"\n== {name}: convert with {runs[name]}")
             spec = {"out": str(work / f"out-{name}"), "checkpoint": str(ck), "threads": args.threads,
-                    "quant": runs[name]}
+                    "quant": runs[name], "stop_before": args.stop_before}
             r = run_child("convert", spec, work, log)
             results["runs"][name] = r
-            log(f"\n{name}: {r['wall_s']:.0f} s, VmHWM {r['vm_hwm'] / GB:.2f} GB (bound {bound / GB:.2f} GB), "
-                f"model.gguf {r['gguf_bytes'] / GB:.2f} GB, parity {'passed' if r['parity_passed'] else 'FAILED at ' + str(r['first_failure'])}")
+            if "stopped_before" in r:
+                end = f"stopped before {r['stopped_before']} (--stop-before)"
+            else:
+                end = (f"model.gguf {r['gguf_bytes'] / GB:.2f} GB, parity "
+                       + ("passed" if r["parity_passed"] else f"FAILED at {r['first_failure']}"))
+            log(f"\n{name}: {r['wall_s']:.0f} s, VmHWM {r['vm_hwm'] / GB:.2f} GB (bound {bound / GB:.2f} GB), {end}")
             log(stage_table(r, bound))
     if args.probes:
         for kind in args.probes.split(","):
@@ -510,6 +528,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps-per-episode", type=int, default=4, help="calibration samples taken per episode")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", default="bpw,rtn-fixed", help="which conversions: bpw, rtn-fixed")
+    ap.add_argument("--stop-before", help="end each conversion when this stage starts (e.g. reference: the "
+                    "validator's stages are measured at reduced depth)")
     ap.add_argument("--probes", default="", help="per-layer probes for the 7B estimate, e.g. "
                     "dinov2-l,siglip-so400m,smollm2,llama2-7b")
     ap.add_argument("--probes-only", action="store_true", help="skip the conversions")
