@@ -357,6 +357,7 @@ def child_probe(spec: dict) -> dict:
             saved[ptr] = t.untyped_storage().nbytes()
         return t
 
+    fwd_times = []
     for i in range(spec["samples"] + 1):  # the first is a warm-up
         args = make_input(gen)
         x = args[0].requires_grad_(True)  # the gradient flows on to the layer below, as in the model
@@ -364,23 +365,35 @@ def child_probe(spec: dict) -> dict:
         t0 = time.perf_counter()
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = module(*args)
+        t1 = time.perf_counter()
         tangent = torch.randn(out.shape, generator=gen, dtype=out.dtype)
         (out.float() * tangent.float()).sum().backward()
         dt = time.perf_counter() - t0
         del x, out
         if i:
             times.append(dt)
+            fwd_times.append(t1 - t0)
     peak_act = sum(saved.values())
     for h in handles:
         h.remove()
     calib_rss = read_status()["VmRSS"] - before
 
+    if spec.get("no_quantize"):
+        return {"kind": spec["kind"], **facts, "params": n_params, "params_quantized": n_q,
+                "calib_s_per_sample": float(np.median(times)), "forward_s_per_sample": float(np.median(fwd_times)),
+                "activation_bytes_per_sample": int(peak_act)}
     # quantization: the solver's 2.5 bpw mix over this layer's matrices, then each matrix by ActQuant / RTN
     targets = [MatrixTarget(n + ".weight", tuple(m.weight.shape), "layer") for n, m in linears.items()]
     weights = {t.name: linears[t.name[:-7]].weight.detach().float().numpy() for t in targets}
     alloc = plan_allocation(targets, weights, None, spec["bpw"], hsic=False)
     q_s = {"actquant": 0.0, "rtn": 0.0}
+    del weights  # quantization reads one matrix at a time, as convert's gguf stage does
+    weights = {t.name: None for t in targets}
+    sampler = StageSampler()
+    sampler.start("quantize")
+    q_base = read_status()["VmRSS"]
     for ta in alloc.tensors:
+        weights[ta.name] = linears[ta.name[:-7]].weight.detach().float().numpy()
         w = weights[ta.name]
         fisher = acc[ta.name[:-7]].numpy() / max(1, len(times))
         stats = _FisherOnly(ta.name, fisher)
@@ -388,6 +401,8 @@ def child_probe(spec: dict) -> dict:
             t0 = time.perf_counter()
             quantize_matrix(w, ta, method, stats if method == "actquant" else None, importance="fisher")
             q_s[method] += time.perf_counter() - t0
+        weights[ta.name] = None
+    q_peak = sampler.stop()["quantize"]["peak"] - q_base
     assert all(isinstance(t, TensorAllocation) for t in alloc.tensors)
     return {
         "kind": spec["kind"],
@@ -395,12 +410,15 @@ def child_probe(spec: dict) -> dict:
         "params": n_params,
         "params_quantized": n_q,
         "calib_s_per_sample": float(np.median(times)),
+        "forward_s_per_sample": float(np.median(fwd_times)),
         "activation_bytes_per_sample": int(peak_act),
         "weights_rss_bytes": int(weights_rss),
         "calib_rss_bytes": int(calib_rss),
         "types": alloc.type_histogram(),
         "bpw": alloc.bpw,
         "quantize_s": q_s,
+        "quantize_peak_bytes": int(q_peak),  # above the layer's own weights, for its largest matrix
+        "largest_matrix": max(t.numel for t in targets),
     }
 
 
@@ -485,34 +503,114 @@ def main_real(args: argparse.Namespace) -> int:
         for kind in args.probes.split(","):
             log(f"\n== probe {kind}")
             results["probes"][kind] = run_child(
-                "probe", {"kind": kind, "threads": args.threads, "samples": args.probe_samples, "bpw": args.budget},
-                work, log)
+                "probe", {"kind": kind, "threads": args.threads, "samples": args.probe_samples, "bpw": args.budget,
+                          "no_quantize": args.probe_no_quantize}, work, log)
             log(json.dumps(results["probes"][kind], indent=1))
         results["estimate"] = estimate(results, args)
+        log("\n== estimate from the per-layer probes (CPU, this machine)\n" + estimate_table(results["estimate"]))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
         log(f"wrote {args.out}")
     return 0
 
 
-def estimate(results: dict, args) -> dict:
-    """Per-layer probe costs x layer counts: OpenVLA-OFT 7B, and the real-width model as a check."""
+# OFT runs depth - 1 blocks of each tower (it reads the second-to-last); the Llama runs every layer
+LAYER_COUNTS = {
+    "openvla-oft-7b": {"dinov2-l": 23, "siglip-so400m": 26, "llama2-7b": 32},
+    "real-width": {"dinov2-l": 23, "siglip-so400m": 26, "smollm2": 30},
+}
+DEFAULT_BASE_RSS = 0.4 * GB  # python + torch + omnimodel + ggml before the checkpoint, when not measured
+
+
+def total_params(model: str, results: dict, args) -> int | None:
+    """Every parameter of the checkpoint: OpenVLA-OFT 7B from its config on the meta device (quant_pass.py);
+    the real-width model from the checkpoint converted here, with the blocks a reduced depth left out
+    added back at the probes' per-block counts (None without a conversion)."""
+    if model == "openvla-oft-7b":
+        sys.path.insert(0, str(HERE.parent))
+        from quant_pass import openvla_7b_targets
+
+        return openvla_7b_targets()[2]
+    facts = results.get("model")
+    if not facts:
+        return None
+    from omnimodel.arch.openvla_oft.miniature import REAL_LLMS, REAL_TOWERS
+
     p = results["probes"]
-    counts = {
-        "openvla-oft-7b": {"dinov2-l": 23, "siglip-so400m": 26, "llama2-7b": 32},
-        "real-width-902m": {"dinov2-l": 23, "siglip-so400m": 26, "smollm2": 30},
+    vd, ll = args.vision_depth, args.llm_layers
+    missing = {
+        "dinov2-l": REAL_TOWERS["dino"]["depth"] - (vd or REAL_TOWERS["dino"]["depth"]),
+        "siglip-so400m": REAL_TOWERS["siglip"]["depth"] - (vd or REAL_TOWERS["siglip"]["depth"]),
+        "smollm2": REAL_LLMS["smollm2"]["llm_layers"] - (ll or REAL_LLMS["smollm2"]["llm_layers"]),
     }
-    out = {}
-    for model, layers in counts.items():
+    return facts["params_safetensors"] + sum(n * p[k]["params"] for k, n in missing.items())
+
+
+def estimate(results: dict, args) -> dict:
+    """Per-layer probe costs x layer counts, for OpenVLA-OFT 7B and, as a check against what the
+    conversion measured, the real-width model.
+
+    Calibration per sample and pass: every layer's forward + backward plus one more forward (the
+    recomputation), an upper bound for passes after the first (their backward stops at their first
+    layer). Passes: ``balanced_groups`` over the layers' fp32 Fisher under the default cap (the model's
+    bf16 size). Peak RSS: calibrate = base + the bf16 model + the largest pass's accumulators + one
+    block's recomputed activations + every block's saved input; gguf = base + the bf16 model + the
+    quantizer's working set for the largest matrix (measured by the probe)."""
+    from omnimodel.quant.pipeline import balanced_groups
+
+    p = results["probes"]
+    bpw_run = results.get("runs", {}).get("bpw", {}).get("stages", {})
+    base = bpw_run.get("checkpoint", {}).get("rss_start", DEFAULT_BASE_RSS)
+    samples = args.episodes * args.steps_per_episode
+    out = {"base_rss_bytes": base, "samples": samples}
+    for model, layers in LAYER_COUNTS.items():
         if not all(k in p for k in layers):
             continue
-        e = {"layers": layers}
-        e["calib_s_per_sample_per_pass"] = sum(n * p[k]["calib_s_per_sample"] for k, n in layers.items())
-        e["quantize_s"] = {m: sum(n * p[k]["quantize_s"][m] for k, n in layers.items()) for m in ("actquant", "rtn")}
-        e["params_quantized"] = sum(n * p[k]["params_quantized"] for k, n in layers.items())
-        e["activation_bytes"] = sum(n * p[k]["activation_bytes_per_sample"] for k, n in layers.items())
+        total = total_params(model, results, args)
+        if total is None:
+            continue
+        bf16 = 2 * total
+        order = [k for k in layers for _ in range(layers[k])]  # towers first, as the model runs them
+        fisher = [4 * p[k]["params_quantized"] for k in order]
+        passes = balanced_groups(fisher, bf16)
+        accum = max(sum(fisher[i] for i in g) for g in passes)
+        per_sample = sum(n * (p[k]["calib_s_per_sample"] + p[k]["forward_s_per_sample"]) for k, n in layers.items())
+        saved_inputs = sum(n * p[k]["tokens_per_sample"] * p[k]["width"] * 2 for k, n in layers.items())
+        act = max(p[k]["activation_bytes_per_sample"] for k in layers)
+        e = {
+            "layers": layers,
+            "params_total": total,
+            "params_quantized": sum(n * p[k]["params_quantized"] for k, n in layers.items()),
+            "bf16_bytes": bf16,
+            "bound_bytes": 2 * bf16 + GB,
+            "fisher_bytes": sum(fisher),
+            "passes": len(passes),
+            "largest_pass_bytes": accum,
+            "calib_s_per_sample_per_pass": per_sample,
+            "calib_s": per_sample * len(passes) * samples,
+            "quantize_s": {m: sum(n * p[k]["quantize_s"][m] for k, n in layers.items()) for m in ("actquant", "rtn")},
+            "calibrate_peak_bytes": base + bf16 + accum + act + saved_inputs,
+            "gguf_peak_bytes": base + bf16 + max(p[k]["quantize_peak_bytes"] for k in layers),
+            "keeping_activations_instead_bytes": sum(n * p[k]["activation_bytes_per_sample"] for k, n in layers.items()),
+        }
         out[model] = e
     return out
+
+
+def estimate_table(est: dict) -> str:
+    rows = []
+    for model in LAYER_COUNTS:
+        e = est.get(model)
+        if e is None:
+            continue
+        rows.append([
+            model, f"{e['params_total'] / 1e9:.3f}", f"{e['bf16_bytes'] / GB:.1f}", f"{e['bound_bytes'] / GB:.1f}",
+            f"{e['passes']} x {e['largest_pass_bytes'] / GB:.1f}", f"{e['calibrate_peak_bytes'] / GB:.1f}",
+            f"{e['gguf_peak_bytes'] / GB:.1f}", f"{e['calib_s_per_sample_per_pass']:.0f}",
+            f"{e['quantize_s']['actquant'] / 60:.0f}", f"{e['quantize_s']['rtn'] / 60:.1f}",
+        ])
+    return table(rows, ["model", "params (B)", "bf16 GB", "bound GB", "passes x Fisher GB", "calibrate peak GB",
+                        "gguf peak GB", "calib s / sample / pass", "actquant min", "rtn min"])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -534,6 +632,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "dinov2-l,siglip-so400m,smollm2,llama2-7b")
     ap.add_argument("--probes-only", action="store_true", help="skip the conversions")
     ap.add_argument("--probe-samples", type=int, default=3)
+    ap.add_argument("--probe-no-quantize", action="store_true", help="probes time calibration only")
     ap.add_argument("--out", help="write the results as JSON here")
     return ap.parse_args(argv)
 

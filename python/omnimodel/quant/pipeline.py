@@ -214,27 +214,36 @@ def default_accumulator_bytes(policy) -> int:
 def layer_groups(policy, max_bytes: int, hessian: bool = False, *, fisher: bool = True) -> list[list[str]]:
     """The quantized matrices in consecutive groups of whole layers whose accumulators fit ``max_bytes``
     (a layer larger than that alone still forms one group), as few groups as that allows and as even
-    as whole layers allow: two passes over 3.2 GB of Fisher hold 1.6 GB each, not 1.8 + 1.4."""
+    as whole layers allow (``balanced_groups``)."""
     by_layer: dict[str, list] = {}
     for t in matrix_targets(policy.model):
         by_layer.setdefault(t.layer, []).append(t)
-    layers = [(sum((4 * t.numel if fisher else 0) + (8 * t.n_in * t.n_in if hessian else 0) for t in ts),
-               [t.name for t in ts]) for ts in by_layer.values()]
-    total = sum(need for need, _ in layers)
-    first = min(max(1, math.ceil(total / max(max_bytes, 1))), len(layers))
-    for n in range(first, len(layers) + 1):  # n = len(layers): one layer per group always fits
-        groups: list[tuple[int, int, list[str]]] = []  # (bytes, layers, names)
-        done = 0
-        for need, names in layers:
+    layers = list(by_layer.values())
+    sizes = [sum((4 * t.numel if fisher else 0) + (8 * t.n_in * t.n_in if hessian else 0) for t in ts)
+             for ts in layers]
+    return [[t.name for i in group for t in layers[i]] for group in balanced_groups(sizes, max_bytes)]
+
+
+def balanced_groups(sizes: list[int], max_bytes: int) -> list[list[int]]:
+    """Consecutive index groups over ``sizes``: the fewest groups whose sums are <= ``max_bytes`` (an
+    item above it alone is a group of its own), cut where the running total passes k/n of the whole, so
+    two passes over 3.2 GB of Fisher hold 1.6 GB each, not 1.8 + 1.4."""
+    total = sum(sizes)
+    first = min(max(1, math.ceil(total / max(max_bytes, 1))), max(len(sizes), 1))
+    groups: list[list[int]] = []
+    for n in range(first, len(sizes) + 1):  # n = len(sizes): one item per group always fits
+        groups, sums, done = [], [], 0
+        for i, size in enumerate(sizes):
             # the next group starts once the groups so far hold their share of the total
-            if not groups or done + need > len(groups) * total / n:
-                groups.append((0, 0, []))
-            size, count, members = groups[-1]
-            groups[-1] = (size + need, count + 1, members + names)
-            done += need
-        if all(size <= max_bytes or count == 1 for size, count, _ in groups):
+            if not groups or done + size > len(groups) * total / n:
+                groups.append([])
+                sums.append(0)
+            groups[-1].append(i)
+            sums[-1] += size
+            done += size
+        if all(s <= max_bytes or len(g) == 1 for s, g in zip(sums, groups)):
             break
-    return [names for _, _, names in groups]
+    return groups
 
 
 def merge_stats(parts: list[CalibStats]) -> CalibStats:
@@ -340,6 +349,7 @@ __all__ = [
     "check_budget",
     "default_accumulator_bytes",
     "finish_outcome",
+    "balanced_groups",
     "layer_groups",
     "load_samples",
     "make_quantizer",
