@@ -486,7 +486,7 @@ def main_real(args: argparse.Namespace) -> int:
             "bpw": {"bpw": args.budget, "calib": str(calib), "steps_per_episode": args.steps_per_episode},
             "rtn-fixed": {"allocation": str(alloc), "method": "rtn", "calib": str(calib)},
         }
-        for name in args.runs.split(","):
+        for name in [r for r in args.runs.split(",") if r]:
             log(f"\n== {name}: convert with {runs[name]}")
             spec = {"out": str(work / f"out-{name}"), "checkpoint": str(ck), "threads": args.threads,
                     "quant": runs[name], "stop_before": args.stop_before}
@@ -499,6 +499,9 @@ def main_real(args: argparse.Namespace) -> int:
                        + ("passed" if r["parity_passed"] else f"FAILED at {r['first_failure']}"))
             log(f"\n{name}: {r['wall_s']:.0f} s, VmHWM {r['vm_hwm'] / GB:.2f} GB (bound {bound / GB:.2f} GB), {end}")
             log(stage_table(r, bound))
+    if args.probes_from:
+        results["probes"] = json.loads(Path(args.probes_from).read_text())["probes"]
+        log(f"\nper-layer probes from {args.probes_from}: {', '.join(results['probes'])}")
     if args.probes:
         for kind in args.probes.split(","):
             log(f"\n== probe {kind}")
@@ -506,6 +509,7 @@ def main_real(args: argparse.Namespace) -> int:
                 "probe", {"kind": kind, "threads": args.threads, "samples": args.probe_samples, "bpw": args.budget,
                           "no_quantize": args.probe_no_quantize}, work, log)
             log(json.dumps(results["probes"][kind], indent=1))
+    if results["probes"]:
         results["estimate"] = estimate(results, args)
         log("\n== estimate from the per-layer probes (CPU, this machine)\n" + estimate_table(results["estimate"]))
     if args.out:
@@ -632,6 +636,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "dinov2-l,siglip-so400m,smollm2,llama2-7b")
     ap.add_argument("--probes-only", action="store_true", help="skip the conversions")
     ap.add_argument("--probe-samples", type=int, default=3)
+    ap.add_argument("--probes-from", help="take the probes from an earlier run's JSON instead of running them")
     ap.add_argument("--probe-no-quantize", action="store_true", help="probes time calibration only")
     ap.add_argument("--out", help="write the results as JSON here")
     return ap.parse_args(argv)
