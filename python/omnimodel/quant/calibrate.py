@@ -110,6 +110,24 @@ def domain_of(name: str) -> str:
     return "llm"
 
 
+def pass_bytes(policy: OpenVLAOFTPolicy, names: Iterable[str], *, fisher: bool = True, hessian: bool = False) -> int:
+    """Memory one calibration pass over ``names`` needs besides the model: the fp32 Fisher accumulators
+    (4 bytes per weight), GPTQ's fp64 E[x x^T] sums, and for a matrix the forward uses more than once per
+    sample (each vision tower runs once per camera image) its partial gradient in the model's dtype,
+    which backward holds until the last use's gradient arrives (only then is it squared and freed)."""
+    linears = quantized_linears(policy.model)
+    images = policy.config.num_images
+    total = 0
+    for n in names:
+        w = linears[n].weight
+        uses = images if domain_of(n) != "llm" else 1
+        if fisher:
+            total += w.numel() * (4 + (w.element_size() if uses > 1 else 0))
+        if hessian:
+            total += 8 * w.shape[1] * w.shape[1]
+    return total
+
+
 def action_tokens(normalized: np.ndarray, base: int, n_bins: int = N_ACTION_BINS) -> np.ndarray:
     """OpenVLA's discretisation: digitize into ``n_bins`` uniform edges on [-1, 1]; token = base - bin."""
     bins = np.linspace(-1.0, 1.0, n_bins)
@@ -394,4 +412,13 @@ def calibrate(
     )
 
 
-__all__ = ["N_ACTION_BINS", "CalibStats", "action_tokens", "calibrate", "checkpointed", "domain_of", "transformer_blocks"]
+__all__ = [
+    "N_ACTION_BINS",
+    "CalibStats",
+    "action_tokens",
+    "calibrate",
+    "checkpointed",
+    "domain_of",
+    "pass_bytes",
+    "transformer_blocks",
+]
