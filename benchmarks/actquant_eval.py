@@ -87,7 +87,9 @@ def run_config(c: Config, runs: Path, heldout: Path, episodes: int) -> dict:
         model = d / "model"
         # --keep-failed: a configuration whose parity misses the bound is still evaluated (the table
         # shows its min cosine); only a crash or a refused conversion stops it
-        cmd = omnimodel("convert", "openvla-oft", "--bpw", f"{c.bpw:g}", "--method", c.method, *c.flags,
+        # baselines need no Fisher; --fisher-score still computes it so every method is scored on it
+        score = ("--fisher-score",) if c.method != "actquant" else ()
+        cmd = omnimodel("convert", "openvla-oft", "--bpw", f"{c.bpw:g}", "--method", c.method, *c.flags, *score,
                         "--out", str(model), "--force", "--keep-failed")
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()

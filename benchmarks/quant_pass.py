@@ -25,6 +25,9 @@ real config (Llama-2-7B, DINOv2 ViT-L/14-reg4, SigLIP so400m/14 at 224 px) on th
 
     PYTHONPATH=python python benchmarks/quant_pass.py --out quant_pass.json
     PYTHONPATH=python python benchmarks/quant_pass.py --quick          # a smoke run, about a minute
+
+``--real-width`` instead runs `omnimodel convert` on a real-width OpenVLA-OFT and measures peak memory
+per stage, plus per-layer probes for a 7B estimate (``benchmarks/quant_pass_real.py``).
 """
 
 from __future__ import annotations
@@ -387,6 +390,12 @@ def fmt_s(s: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--real-width" in (sys.argv[1:] if argv is None else argv):
+        # the real-width conversion's per-stage memory and the 7B estimate: benchmarks/quant_pass_real.py
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from quant_pass_real import main_real, parse_args
+
+        return main_real(parse_args(argv))
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -14,7 +14,7 @@ import pytest
 import omnimodel
 import omnimodel.gguf.encoders as encoders
 from omnimodel.errors import GGUFWriteError, OmnimodelError
-from omnimodel.gguf import GGMLType, GGUFModelWriter, load_raw, load_tensor, read_gguf, type_info
+from omnimodel.gguf import GGMLType, GGUFModelWriter, GGUFStreamWriter, load_raw, load_tensor, read_gguf, type_info
 from omnimodel.gguf.values import GGUFValueType
 
 RNG = np.random.default_rng(1234)
@@ -425,3 +425,119 @@ def test_padded_matrix_counts_real_weights(tmp_path: Path) -> None:
     assert rec.real_width == 80 and rec.shape == (8, 256)
     assert gf.metadata["omnimodel.achieved_bpw"] == pytest.approx(8 * blocks.nbytes / 640)
     assert load_tensor(gf, "m.weight").shape == (8, 80)
+
+
+# ---------------------------------------------------------------------- the stream writer
+
+
+def _layout() -> list[tuple[str, GGMLType, tuple[int, ...], np.ndarray]]:
+    rng = np.random.default_rng(7)
+    return [
+        (f"t{i}.{t.name.lower()}", t, shape, rng.standard_normal(shape).astype(np.float32))
+        for i, (t, shape, _) in enumerate(ROUND_TRIP)
+    ]
+
+
+def _write_both(tmp_path: Path) -> tuple[Path, Path]:
+    """The same tensors and metadata through both writers; the padded Q4_K matrix as pre-encoded blocks."""
+    from omnimodel.gguf.encoders import encode
+
+    padded = np.random.default_rng(8).standard_normal((8, 80)).astype(np.float32)
+    blocks = encode(np.pad(padded, ((0, 0), (0, 176))), "Q4_K")
+    spooled, streamed = tmp_path / "spool.gguf", tmp_path / "stream.gguf"
+    with GGUFModelWriter(spooled, "omni-test", method="rtn", target_bpw=4.25) as w:
+        w.add_string("test.str", "x")
+        for name, t, _, x in _layout():
+            w.add_tensor(name, x, t)
+        w.add_encoded("p.weight", blocks, "Q4_K", (8, 256), real_width=80)
+        w.add_array("test.vocab", [f"tok{i}" for i in range(100)])
+    with GGUFStreamWriter(streamed, "omni-test", method="rtn", target_bpw=4.25) as s:
+        s.add_string("test.str", "x")
+        for name, t, shape, _ in _layout():
+            s.declare(name, t, shape)
+        s.declare("p.weight", "Q4_K", (8, 256), real_width=80)
+        s.add_array("test.vocab", [f"tok{i}" for i in range(100)])
+        for name, _, _, x in _layout():
+            s.write_tensor(name, x)
+        s.write_encoded("p.weight", blocks)
+    return spooled, streamed
+
+
+def test_stream_writer_writes_the_same_file(tmp_path: Path) -> None:
+    spooled, streamed = _write_both(tmp_path)
+    assert streamed.read_bytes() == spooled.read_bytes()
+    gf = read_gguf(streamed)
+    assert gf.tensor("p.weight").real_width == 80
+    for name, _, shape, x in _layout():
+        assert load_tensor(gf, name).shape == shape
+    assert _temp_leftovers(tmp_path) == []
+
+
+def test_stream_writer_has_no_spool(tmp_path: Path) -> None:
+    """While data is written, the only temporary is the output itself, growing tensor by tensor."""
+    path = tmp_path / "m.gguf"
+    x = _weights((64, 256))
+    with GGUFStreamWriter(path, "omni-test") as s:
+        for i in range(3):
+            s.declare(f"w{i}", "F32", x.shape)
+        sizes = []
+        for i in range(3):
+            s.write_tensor(f"w{i}", x)
+            (tmp,) = _temp_leftovers(tmp_path)
+            sizes.append((tmp_path / tmp).stat().st_size)
+    assert sizes[1] - sizes[0] == sizes[2] - sizes[1] == x.nbytes
+    assert path.stat().st_size >= 3 * x.nbytes and _temp_leftovers(tmp_path) == []
+
+
+def test_stream_writer_misuse_is_named_and_leaves_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"previous model")
+    x = _weights((4, 32))
+    with pytest.raises(GGUFWriteError, match="'b' was declared; the next to write is 'a'"):
+        with GGUFStreamWriter(path, "omni-test") as s:
+            s.declare("a", "F16", x.shape)
+            s.declare("b", "F16", x.shape)
+            s.write_tensor("b", x)
+    with pytest.raises(GGUFWriteError, match="'c' was never declared"):
+        with GGUFStreamWriter(path, "omni-test") as s:
+            s.declare("a", "F16", x.shape)
+            s.write_tensor("c", x)
+    with pytest.raises(GGUFWriteError, match=r"declared with shape \[4, 64\], got \[4, 32\]"):
+        with GGUFStreamWriter(path, "omni-test") as s:
+            s.declare("a", "F16", (4, 64))
+            s.write_tensor("a", x)
+    with pytest.raises(GGUFWriteError, match="takes 256 bytes, got 10"):
+        with GGUFStreamWriter(path, "omni-test") as s:
+            s.declare("a", "F16", (4, 32))
+            s.write_encoded("a", bytes(10))
+    with pytest.raises(GGUFWriteError, match="1 declared tensor.s. never written, first 'b'"):
+        with GGUFStreamWriter(path, "omni-test") as s:
+            s.declare("a", "F16", x.shape)
+            s.declare("b", "F16", x.shape)
+            s.write_tensor("a", x)
+    with pytest.raises(GGUFWriteError, match="already writing tensor data"):
+        with GGUFStreamWriter(path, "omni-test") as s:
+            s.declare("a", "F16", x.shape)
+            s.write_tensor("a", x)
+            s.add_string("late.key", "x")
+    with pytest.raises(GGUFWriteError, match="rows of 300 pad to 512 for Q4_K, not 256"):
+        GGUFStreamWriter(path, "omni-test").declare("p", "Q4_K", (8, 256), real_width=300)
+    with pytest.raises(KeyError):
+        with GGUFStreamWriter(path, "omni-test") as s:
+            s.declare("a", "F16", x.shape)
+            s.write_tensor("a", x)
+            raise KeyError("caller failed halfway")
+    gc.collect()
+    assert path.read_bytes() == b"previous model"
+    assert _temp_leftovers(tmp_path) == []
+
+
+def test_abandoned_stream_writer_cleans_up(tmp_path: Path) -> None:
+    s = GGUFStreamWriter(tmp_path / "model.gguf", "omni-test")
+    s.declare("a", "F32", (4, 32))
+    s.declare("b", "F32", (4, 32))
+    s.write_tensor("a", _weights((4, 32)))
+    assert len(_temp_leftovers(tmp_path)) == 1  # the output being written
+    del s
+    gc.collect()
+    assert list(tmp_path.iterdir()) == []

@@ -22,9 +22,15 @@ Nothing half-written: everything is built in a hidden staging directory next to 
 it at the very end; any failure removes the staging directory.
 
 With a quantization budget (``quant=QuantOptions(bpw=2.5)``) two stages run after planning:
-calibration on episodes, then allocation + per-tensor quantization; the GGUF then stores the
-quantizer's blocks byte for byte and parity is checked against PyTorch running the weights decoded from
-that GGUF (so it proves the runtime computes with what the quantizer chose).
+calibration on episodes (only the statistics the method and allocation need; none for RTN with a
+complete ``--allocation``), then the allocation; the GGUF stage then quantizes each matrix when the
+writer reaches it and stores the blocks byte for byte, and parity is checked against PyTorch running the
+weights decoded from that GGUF (so it proves the runtime computes with what the quantizer chose).
+
+Memory: the policy is loaded in the checkpoint's own dtype (bf16 for released checkpoints; fp32 for
+AWQ, which edits weights in place) with its weights left in the memory-mapped safetensors until used;
+calibration keeps fp32 accumulators for one pass's matrices and spills each finished Fisher to disk
+(``<stage>/.calib``); the GGUF is streamed, one tensor in memory at a time.
 
 The graph is always the generated one: the runtime has no hand-written model graphs. The report
 records which graph the runtime actually ran (``graph_source``, asked from the runtime, not assumed).
@@ -112,12 +118,14 @@ def _checkpoint_error(e: Exception) -> ConvertError:
     return ConvertError(" ".join(str(e).split()))
 
 
-def _load_policy(checkpoint: Path, unnorm_key: str | None = None):
+def _load_policy(checkpoint: Path, quant: Any = None, unnorm_key: str | None = None):
+    """The policy in the checkpoint's own dtype (``policy_dtype``), its weights memory-mapped (lazy)."""
     from omnimodel.arch.openvla_oft import load_policy
     from omnimodel.arch.openvla_oft.config import ConfigError
+    from omnimodel.quant.pipeline import policy_dtype
 
     try:
-        return load_policy(checkpoint, unnorm_key=unnorm_key)
+        return load_policy(checkpoint, dtype=policy_dtype(quant), lazy=True, unnorm_key=unnorm_key)
     except (ConfigError, ValueError) as e:  # CheckpointError derives from ConfigError(ValueError)
         raise _checkpoint_error(e) from e
 
@@ -156,6 +164,7 @@ def convert_openvla_oft(
     quant: Any = None,
     unnorm_key: str | None = None,
     log: Log = print,
+    on_stage: Callable[[str], None] | None = None,
 ) -> ConvertResult:
     """Run the whole conversion; raises ConvertError (nothing left behind) on any failure.
 
@@ -169,6 +178,8 @@ def convert_openvla_oft(
 
     ``unnorm_key``: the statistics entry of the checkpoint's dataset_statistics.json to un-normalise
     with (needed when it holds several, unless the calibration data's name picks one).
+
+    ``on_stage(name)`` is called as each stage starts (benchmarks attribute time and memory to stages).
     """
     import torch
 
@@ -193,7 +204,7 @@ def convert_openvla_oft(
         if not checkpoint.is_dir():
             raise ConvertError(f"{checkpoint}: checkpoint directory not found")
 
-    if quant is not None:
+    if quant is not None:  # every argument check before the staging directory exists
         from omnimodel.quant.pipeline import QuantPipelineError
 
         try:
@@ -209,14 +220,6 @@ def convert_openvla_oft(
     if chain is None:  # the runtime has no built-in model graphs to fall back on
         raise ConvertError(f"cannot generate the graph: {why_not}")
 
-    if quant is not None:  # every argument check before the staging directory exists
-        from omnimodel.quant.pipeline import QuantPipelineError
-
-        try:
-            quant.check()
-        except QuantPipelineError as e:
-            raise UsageError(str(e)) from e
-
     stage = _stage_dir(out)
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
@@ -225,13 +228,15 @@ def convert_openvla_oft(
     if threads > 0:
         torch.set_num_threads(threads)
     step = 0
-    n_steps = 8 if quant is None else 10 if quant.needs_calibration else 9
+    n_steps = 8 if quant is None else 10
     outcome = None
 
     @contextlib.contextmanager
     def stage_step(name: str, what: str):
         nonlocal step
         step += 1
+        if on_stage is not None:
+            on_stage(name)
         log(f"[{step}/{n_steps}] {name}: {what}")
         t0 = time.perf_counter()
         yield
@@ -245,7 +250,7 @@ def convert_openvla_oft(
                     "trained on Meta-World (real file layout; see docs/simbench.md), copied into the output")
                 # A copy keeps the output self-contained: `omnimodel validate` re-reads it from there.
                 checkpoint = Path(shutil.copytree(DEMO_POLICY_DIR, stage / DEMO_DIR))
-            policy = _load_policy(checkpoint, unnorm_key)
+            policy = _load_policy(checkpoint, quant, unnorm_key)
             cfg = policy.config
             log(f"      {cfg.num_images} image(s) {cfg.vision.image_size}px, LLM {cfg.llm.num_hidden_layers} layers x "
                 f"{cfg.llm.hidden_size}, chunk {cfg.num_actions_chunk} x {cfg.action_dim} actions")
@@ -263,22 +268,26 @@ def convert_openvla_oft(
                 raise ConvertError(f"analyze/plan: {' '.join(str(e).split())}") from e
             (stage / PLAN_FILE).write_text(_plan_json(plan) + "\n")
 
+        quantizer = None
         if quant is not None:
-            outcome = _quantize(policy, quant, stage_step, log)
-            plan = plan.with_tensor_types(outcome.allocation.types(), outtype="mixed")
+            allocation, quantizer = _calibrate_and_allocate(policy, quant, stage_step, log, stage / ".calib")
+            plan = plan.with_tensor_types(allocation.types(), outtype="mixed")
             (stage / PLAN_FILE).write_text(_plan_json(plan) + "\n")
-            outcome.allocation.save(stage / ALLOCATION_FILE)
-            (stage / QUANT_REPORT_FILE).write_text(json.dumps(outcome.report, indent=2) + "\n")
+            allocation.save(stage / ALLOCATION_FILE)
 
-        what = f"{quant.method}, quantized {outcome.allocation.bpw:.3f} bpw, the rest {outtype}" if outcome else outtype
+        what = f"{quant.method} at {allocation.bpw:.3f} bpw, matrix by matrix, the rest {outtype}" if quant else outtype
         with stage_step("gguf", f"writing {MODEL_FILE} ({what})"):
             gguf_path = oft_export.write_gguf(
                 policy, stage / MODEL_FILE, outtype,
-                encoded=outcome.result.tensors if outcome else None,
+                encoder=quantizer,
                 method=quant.method if quant is not None else "none",
                 target_bpw=quant.bpw if quant is not None else None,
             )
             log(f"      {gguf_path.stat().st_size / 2**20:.2f} MiB")
+            if quantizer is not None:
+                outcome = _finish_quantization(policy, allocation, quantizer, quant, log)
+                (stage / QUANT_REPORT_FILE).write_text(json.dumps(outcome.report, indent=2) + "\n")
+                shutil.rmtree(stage / ".calib", ignore_errors=True)
 
         with stage_step("render+build", "generate the graph's C++ and build the plugin"):
             chain.render(plan, stage / "sources")
@@ -289,6 +298,7 @@ def convert_openvla_oft(
 
         weights_from = "gguf" if outcome is not None else "checkpoint"
         with stage_step("reference", f"PyTorch forward with hooks ({weights_from} weights)"):
+            _widen_for_reference(policy)
             rdtype = _reference_dtype(policy, reference_dtype)
             images, proprio = parity_observation(policy, DEFAULT_SEED)
             with gguf_weights(policy, gguf_path) if outcome is not None else contextlib.nullcontext():
@@ -367,31 +377,51 @@ def _name_user_paths(e: BaseException, stage: Path, out: Path) -> None:
                 setattr(e, attr, type(value)(str(value).replace(hidden, shown)))
 
 
-def _quantize(policy: Any, quant: Any, stage_step: Callable[..., Any], log: Log) -> Any:
-    """Calibration, then allocation + quantization; pipeline errors become ConvertErrors."""
-    from omnimodel.quant.pipeline import QuantPipelineError, calibrate_policy, check_budget, load_samples
-    from omnimodel.quant.pipeline import quantize_policy
+def _calibrate_and_allocate(
+    policy: Any, quant: Any, stage_step: Callable[..., Any], log: Log, spill: Path
+) -> tuple[Any, Any]:
+    """Calibration (what the options need), then the allocation; -> (allocation, the per-matrix
+    quantizer the GGUF stage runs). Pipeline errors become ConvertErrors."""
+    from omnimodel.quant.pipeline import QuantPipelineError, calibrate_policy, calibration_needs, check_budget
+    from omnimodel.quant.pipeline import make_quantizer, plan
 
     try:
         check_budget(policy, quant)  # before the expensive calibration
-        stats = None  # RTN / magnitude ActQuant on a fixed allocation use no statistics
-        if quant.needs_calibration:
-            src = quant.calib or "the demo's bundled calibration split"
-            with stage_step("calibrate", f"imatrix, Action-Mixed Fisher (lambda {quant.lam}), HSIC features on {src}"):
-                samples = load_samples(policy, quant)
-                stats = calibrate_policy(policy, quant, samples, log=log)
+        needs = calibration_needs(quant)
+        src = quant.calib or "the demo's bundled calibration split"
+        what = f"{needs.describe()} on {src}" if needs.any else "not needed"
+        with stage_step("calibrate", what):
+            stats = calibrate_policy(policy, quant, log=log, spill=spill)
         budget = f"{quant.bpw:g} bpw" if quant.bpw is not None else f"allocation {quant.allocation}"
-        with stage_step("quantize", f"allocate ({budget}), then {quant.method} per tensor"):
-            outcome = quantize_policy(policy, stats, quant, log=log)
+        with stage_step("allocate", f"one type per matrix ({budget})"):
+            allocation = plan(policy, stats, quant)
+            quantizer = make_quantizer(policy, allocation, stats, quant, log)
+            log(f"      {len(allocation.tensors)} matrices at {allocation.bpw:.3f} bpw "
+                f"(budget {quant.bpw if quant.bpw is not None else 'from file'}); types: "
+                + ", ".join(f"{k} {100 * v:.0f}%" for k, v in allocation.type_histogram().items()))
     except QuantPipelineError as e:
         raise ConvertError(str(e)) from e
-    r = outcome.report
-    log(f"      {len(outcome.allocation.tensors)} matrices, quantized {outcome.allocation.bpw:.3f} bpw "
-        f"(budget {quant.bpw if quant.bpw is not None else 'from file'}); types: "
-        + ", ".join(f"{k} {100 * v:.0f}%" for k, v in outcome.allocation.type_histogram().items()))
-    if r.get("rows_won"):
-        log("      rows won: " + ", ".join(f"{k} {v}" for k, v in r["rows_won"].items()))
+    return allocation, quantizer
+
+
+def _finish_quantization(policy: Any, allocation: Any, quantizer: Any, quant: Any, log: Log) -> Any:
+    from omnimodel.quant.pipeline import finish_outcome
+
+    outcome = finish_outcome(policy, allocation, quantizer, quant)
+    log(f"      {quant.method}: {len(allocation.tensors)} matrices quantized in {quantizer.seconds:.2f} s of it")
+    if outcome.report.get("rows_won"):
+        log("      rows won: " + ", ".join(f"{k} {v}" for k, v in outcome.report["rows_won"].items()))
     return outcome
+
+
+def _widen_for_reference(policy: Any) -> None:
+    """The reference runs a policy of at least fp32, as before lazy bf16 loading: ``gguf_weights`` copies
+    the GGUF's decoded weights into the policy's own parameters, which in bf16 would round them.
+    Delete once the reference upcasts a bf16 policy per module itself (the validator's side)."""
+    import torch
+
+    if any(p.dtype in (torch.bfloat16, torch.float16) for p in policy.model.parameters()):
+        policy.model.float()
 
 
 NO_CALIB_MESSAGE = (
@@ -555,7 +585,8 @@ def revalidate(out_dir: str | os.PathLike[str], *, threads: int = 1, log: Log = 
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        policy = _load_policy(checkpoint, _gguf_stats_key(out_dir / MODEL_FILE))
+        policy = _load_policy(checkpoint, unnorm_key=_gguf_stats_key(out_dir / MODEL_FILE))
+        _widen_for_reference(policy)
         log(f"checkpoint {checkpoint}; graph {graph}; outtype {old.outtype}; reference {old.reference_dtype}")
         images, proprio = parity_observation(policy, old.seed)
         from_gguf = old.reference_weights == "gguf"

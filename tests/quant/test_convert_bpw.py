@@ -36,7 +36,7 @@ def test_budget_met_and_reported(quant_out) -> None:
     assert len(alloc["tensors"]) == 30
     # the summary names every quantized matrix's type, the three bpw figures (provenance.BpwFigures'
     # words, the same as inspect's) and the size against F16
-    assert "[4/10] quantize" in text
+    assert "[4/10] allocate" in text
     assert f"quantized {alloc['bpw']:.3f} bpw (the --bpw measure, target 2.5), matrices " in text and " file " in text
     assert "the same model with F16 matrices would be" in text
     for t in alloc["tensors"]:
@@ -91,11 +91,14 @@ def test_runtime_padding_is_exercised(quant_out) -> None:
     assert np.all(full[:, t.real_width:] == 0.0)
 
 
-def test_allocation_file_reproduces_the_types(quant_out, tmp_path) -> None:
+def test_allocation_file_reproduces_the_types(quant_out, tmp_path, capsys) -> None:
     out, _ = quant_out
     again = tmp_path / "again"
     assert main(["convert", "openvla-oft", "--allocation", str(out / "allocation.json"), "--method", "rtn",
                  "--out", str(again)]) == 0
+    # RTN in a complete allocation needs no statistics: no calibration pass runs, no Fisher is scored
+    assert "[3/10] calibrate: not needed" in capsys.readouterr().out
+    assert "fisher_error" not in json.loads((again / "quant_report.json").read_text())
     a = {t["name"]: t["type"] for t in json.loads((out / "allocation.json").read_text())["tensors"]}
     b = {t["name"]: t["type"] for t in json.loads((again / "allocation.json").read_text())["tensors"]}
     assert a == b

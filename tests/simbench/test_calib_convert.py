@@ -65,7 +65,7 @@ def no_heavy_work(monkeypatch):
 
     seen: dict[str, object] = {}
 
-    def load_policy(checkpoint, unnorm_key=None):
+    def load_policy(checkpoint, quant=None, unnorm_key=None):
         seen["unnorm_key"] = unnorm_key
         raise conv.ConvertError("stopped here")
 
@@ -274,7 +274,7 @@ def test_conversion_runs(fmt, mini, mini_two_keys, data, tmp_path, capsys) -> No
     assert rc == 0, err
     assert f"({fmt.replace('-v', ' v')})" in text and "[3/10] calibrate" in text
     assert "images 64x64 are resized to 56x56" in text and "3 of 5 episodes x 2 steps" in text
-    assert "      6 samples, L1" in text and "convert: parity passed (mixed)" in text
+    assert " on 6 samples in 1 pass(es), L1" in text and "convert: parity passed (mixed)" in text
     opts = json.loads((out / "quant_report.json").read_text())["options"]
     assert opts["calib"] == str(data[fmt]) and opts["calib_episodes"] == 3
     from omnimodel.gguf.reader import read_gguf

@@ -52,9 +52,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="episodes calibrated on, spread over the tasks, when the data has more (default 16)")
     q.add_argument("--calib-steps", type=int, default=4, help="samples taken per calibration episode (default 4)")
     q.add_argument("--device", default="cpu", help="device for calibration: cpu or cuda (default cpu)")
-    q.add_argument("--calib-memory", type=float, default=4.0, metavar="GIB",
+    q.add_argument("--calib-memory", type=float, metavar="GIB",
                    help="most GiB of fp32 Fisher accumulators per calibration pass; larger models calibrate "
-                   "in passes over groups of layers (default 4)")
+                   "in passes over groups of layers (default: the model's own size in bf16)")
+    q.add_argument("--fisher-score", action="store_true",
+                   help="also compute the Action-Mixed Fisher for a method that does not need it (rtn, imatrix, "
+                   "gptq, awq), to report its Fisher-weighted error as actquant's is")
     p.add_argument("--unnorm-key", metavar="KEY",
                    help="the checkpoint's dataset statistics entry to un-normalise with (needed when "
                    "dataset_statistics.json holds several, unless the --calib data's name picks one)")
@@ -88,7 +91,8 @@ def _run(args: argparse.Namespace) -> int:
             calib_cameras=_camera_list(args.calib_cameras), calib_state=args.calib_state,
             calib_action=args.calib_action, calib_episodes=args.calib_episodes,
             steps_per_episode=args.calib_steps, device=args.device,
-            max_accumulator_bytes=int(args.calib_memory * (1 << 30)),
+            max_accumulator_bytes=None if args.calib_memory is None else int(args.calib_memory * (1 << 30)),
+            fisher_score=args.fisher_score,
         )
         if quant.needs_calibration and quant.calib is None and not args.demo:
             from omnimodel.convert import NO_CALIB_MESSAGE

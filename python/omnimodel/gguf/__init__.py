@@ -8,13 +8,14 @@ from omnimodel.errors import GGUFFormatError, GGUFWriteError, TensorNotFoundErro
 from omnimodel.gguf.reader import GGUFFile, TensorRecord, load_raw, load_tensor, read_gguf, read_gguf_bytes
 from omnimodel.gguf.types import GGMLType, TypeInfo, parse_type, type_info
 from omnimodel.gguf.values import GGUFValueType
-from omnimodel.gguf.writer import GGUFModelWriter, WrittenTensor
+from omnimodel.gguf.writer import GGUFModelWriter, GGUFStreamWriter, WrittenTensor
 
 __all__ = [
     "GGMLType",
     "GGUFFile",
     "GGUFFormatError",
     "GGUFModelWriter",
+    "GGUFStreamWriter",
     "GGUFValueType",
     "GGUFWriteError",
     "TensorNotFoundError",

@@ -1,11 +1,20 @@
 """Writing a model to a GGUF file, one tensor at a time, atomically.
 
-GGUF puts every tensor's info (and so its offset) in the header, before the data. To avoid holding a
-whole encoded model in memory until the header can be written, each tensor is encoded as soon as it is
-added and appended to a spool file already laid out as the GGUF data section. `finish()` writes the
-header with gguf-py's `GGUFWriter` into a temporary file next to the destination, copies the spool after
-it, and only then `os.replace`s it onto the destination. Anything that fails removes both temporaries, so
-a crash never leaves a half-written model where a good one is expected.
+GGUF puts every tensor's info (and so its offset) in the header, before the data. Two writers share the
+metadata, provenance and atomic-replace logic:
+
+* ``GGUFStreamWriter`` (what the exporters use): every tensor is *declared* first (name, GGML type,
+  shape; its byte size follows from the type, so all offsets are known), then the header is written and
+  each tensor's data goes straight into the output file in declaration order. Nothing is spooled or
+  copied, and a caller can produce each tensor just before it is written (a quantizer working one
+  matrix at a time) and drop it right after.
+* ``GGUFModelWriter``: tensors are added with their data, in any number, before the header is known;
+  each is encoded at once and appended to a spool file laid out as the data section, which ``finish()``
+  copies after the header. Convenient for small files and tools; it needs the data section twice on disk.
+
+Both write into a temporary file next to the destination and ``os.replace`` it onto the destination only
+when complete. Anything that fails removes the temporaries, so a crash never leaves a half-written model
+where a good one is expected.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 
 import gguf
 import numpy as np
@@ -72,12 +81,8 @@ class WrittenTensor:
         return 8.0 * self.n_bytes / self.n_weights if self.n_weights else 0.0
 
 
-class GGUFModelWriter:
-    """Collects metadata and tensors, then writes one GGUF file.
-
-    Use as a context manager: leaving the block normally calls `finish()`, leaving it with an exception
-    calls `abort()`. Without a `with`, call `finish()` (or `abort()`) yourself.
-    """
+class _GGUFWriterBase:
+    """Metadata, provenance, tensor records and the atomic write shared by the two writers."""
 
     def __init__(
         self,
@@ -99,17 +104,13 @@ class GGUFModelWriter:
         self.target_bpw = target_bpw
         self._metadata: dict[str, TypedValue] = {}
         self._tensors: dict[str, WrittenTensor] = {}
-        self._state = "open"  # open -> finished | aborted | broken
-
+        self._state = "open"  # open -> (writing ->) finished | aborted | broken
         directory = self.path.parent
         if not directory.is_dir():
             raise GGUFWriteError(f"cannot write {self.path}: directory {directory} does not exist")
-        fd, spool_name = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".data.tmp")
-        self._spool_path = Path(spool_name)
-        self._spool: BinaryIO = os.fdopen(fd, "w+b")
-        self._header_tmp: Path | None = None
+        self._temps = _Temporaries()
         # Leaves no temporaries behind even if the caller drops the writer without finishing it.
-        self._cleanup = weakref.finalize(self, _discard, self._spool, [self._spool_path])
+        self._cleanup = weakref.finalize(self, self._temps.discard)
 
     @property
     def method(self) -> str:
@@ -137,13 +138,13 @@ class GGUFModelWriter:
 
     # ------------------------------------------------------------------ context manager
 
-    def __enter__(self) -> GGUFModelWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
             self.abort()
-        elif self._state == "open":
+        elif self._state in ("open", "writing"):
             self.finish()
 
     # ------------------------------------------------------------------ metadata
@@ -219,105 +220,6 @@ class GGUFModelWriter:
     def tensors(self) -> list[WrittenTensor]:
         return list(self._tensors.values())
 
-    def add_tensor(
-        self,
-        name: str,
-        array: Any,
-        ggml_type: GGMLType | int | str,
-        *,
-        importance: np.ndarray | None = None,
-        scales: np.ndarray | None = None,
-    ) -> WrittenTensor:
-        """Encode a float tensor in PyTorch layout (nn.Linear weight = [out, in]) as `ggml_type` and
-        append it. Rows are all leading dimensions flattened; blocks run along the last dimension, which
-        therefore must be a multiple of the type's block size. `importance` / `scales` go to the encoder."""
-        self._check_new_tensor(name)
-        gt = self._parse_type(name, ggml_type)
-        x = _as_float32(name, array)
-        shape = _check_shape(name, x.shape)
-        n_per_row = shape[-1]
-        rows = math.prod(shape[:-1])
-        info = type_info(gt)
-        try:
-            row_bytes = info.row_bytes(n_per_row)
-        except ValueError as e:
-            raise GGUFWriteError(f"tensor {name!r} with shape {list(shape)}: {e}") from e
-
-        from omnimodel.gguf.encoders import encode  # noqa: PLC0415  (encoders may pull in the runtime)
-
-        try:
-            data = encode(x.reshape(rows, n_per_row), gt, importance=importance, scales=scales)
-        except ValueError as e:
-            raise GGUFWriteError(f"tensor {name!r} ({gt.name}, shape {list(shape)}): {e}") from e
-        data = np.asarray(data)
-        if data.dtype != np.uint8 or data.shape != (rows, row_bytes):
-            raise GGUFWriteError(
-                f"tensor {name!r}: the {gt.name} encoder returned {data.dtype} {data.shape}, "
-                f"expected uint8 {(rows, row_bytes)}"
-            )
-        return self._append(name, gt, shape, data)
-
-    def add_encoded(
-        self,
-        name: str,
-        data: np.ndarray | bytes,
-        ggml_type: GGMLType | int | str,
-        shape: Sequence[int],
-        *,
-        real_width: int | None = None,
-    ) -> WrittenTensor:
-        """Append bytes that are already in `ggml_type`'s block layout; `shape` is the element shape in
-        PyTorch order as stored and must account for exactly `len(data)` bytes. `real_width`: the rows
-        are zero-padded from this many columns to shape[-1] (recorded in the file, and bits per weight
-        are counted over the real columns); the runtime pads the activation to match."""
-        self._check_new_tensor(name)
-        gt = self._parse_type(name, ggml_type)
-        shape_t = _check_shape(name, tuple(int(d) for d in shape))
-        if real_width is not None:
-            bs = type_info(gt).block_size
-            if not 0 < real_width <= shape_t[-1] or shape_t[-1] != -(-real_width // bs) * bs:
-                raise GGUFWriteError(
-                    f"tensor {name!r}: rows of {real_width} pad to {-(-real_width // bs) * bs} for {gt.name}, "
-                    f"not {shape_t[-1]}"
-                )
-            if real_width == shape_t[-1]:
-                real_width = None
-        try:
-            expected = math.prod(shape_t[:-1]) * type_info(gt).row_bytes(shape_t[-1])
-        except ValueError as e:
-            raise GGUFWriteError(f"tensor {name!r} with shape {list(shape_t)}: {e}") from e
-        raw = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data)
-        if raw.dtype != np.uint8:
-            raise GGUFWriteError(f"tensor {name!r}: encoded data must be uint8, got {raw.dtype}")
-        if raw.nbytes != expected:
-            raise GGUFWriteError(
-                f"tensor {name!r}: {gt.name} with shape {list(shape_t)} takes {expected} bytes, got {raw.nbytes}"
-            )
-        return self._append(name, gt, shape_t, raw, real_width)
-
-    # ------------------------------------------------------------------ finishing
-
-    def finish(self) -> Path:
-        """Write the file and move it into place. Returns the destination path."""
-        self._check_open("finish()")
-        try:
-            self._write_file()
-        except BaseException:
-            self.abort()
-            raise
-        self._state = "finished"
-        self._cleanup()
-        return self.path
-
-    def abort(self) -> None:
-        """Drop everything written so far; the destination is left as it was. Safe to call twice."""
-        if self._state in ("open", "broken"):
-            self._state = "aborted"
-        self._cleanup()
-        if self._header_tmp is not None:
-            _remove_quietly(self._header_tmp)
-            self._header_tmp = None
-
     def provenance(self) -> dict[str, TypedValue]:
         """The `omnimodel.*` keys finish() will write, from the tensors added so far."""
         tensors = self.tensors
@@ -342,6 +244,17 @@ class GGUFModelWriter:
             out[provenance.KEY_QUANTIZED_BPW] = TypedValue(bpw.quantized, GGUFValueType.FLOAT32)
         return out
 
+    # ------------------------------------------------------------------ finishing
+
+    def finish(self) -> Path:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop everything written so far; the destination is left as it was. Safe to call twice."""
+        if self._state in ("open", "writing", "broken"):
+            self._state = "aborted"
+        self._temps.discard()
+
     # ------------------------------------------------------------------ internals
 
     def _check_open(self, what: str) -> None:
@@ -350,7 +263,8 @@ class GGUFModelWriter:
         reason = {
             "finished": "has already finished",
             "aborted": "was aborted",
-            "broken": "failed to write its spool file earlier",
+            "broken": "failed to write its data earlier",
+            "writing": "is already writing tensor data (declare everything first)",
         }[self._state]
         raise GGUFWriteError(f"cannot add {what}: the writer for {self.path} {reason}")
 
@@ -373,24 +287,19 @@ class GGUFModelWriter:
         except ValueError as e:
             raise GGUFWriteError(f"tensor {name!r}: {e}") from e
 
-    def _append(
-        self, name: str, gt: GGMLType, shape: tuple[int, ...], data: np.ndarray, real_width: int | None = None
+    def _record(
+        self, name: str, gt: GGMLType, shape: tuple[int, ...], n_bytes: int, offset: int, real_width: int | None
     ) -> WrittenTensor:
-        offset = self._spool.tell()
-        try:
-            self._spool.write(np.ascontiguousarray(data).data)
-            pad = -data.nbytes % self.alignment
-            if pad:
-                self._spool.write(bytes(pad))
-        except BaseException:
-            # A partial write leaves the spool out of step with the tensor table; refuse to go on.
-            self._state = "broken"
-            raise
-        record = WrittenTensor(name, gt, shape, math.prod(shape), int(data.nbytes), offset, real_width)
+        record = WrittenTensor(name, gt, shape, math.prod(shape), int(n_bytes), offset, real_width)
         self._tensors[name] = record
         return record
 
-    def _write_file(self) -> None:
+    def _padded(self, n_bytes: int) -> int:
+        return n_bytes + (-n_bytes % self.alignment)
+
+    def _open_output(self) -> tuple[Any, BinaryIO, int]:
+        """A temporary file next to the destination holding the header (metadata, tensor infos) and the
+        padding up to the data section: (gguf-py writer to close, the open file, data section offset)."""
         tensors = self.tensors
         w = gguf.GGUFWriter(path=None, arch=self.arch)
         if self.alignment != DEFAULT_ALIGNMENT:
@@ -405,33 +314,308 @@ class GGUFModelWriter:
 
         fd, tmp_name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         os.close(fd)
-        self._header_tmp = Path(tmp_name)
+        tmp = Path(tmp_name)
+        self._temps.paths.append(tmp)
         try:
-            w.open_output_file(self._header_tmp)
+            w.open_output_file(tmp)
+            assert w.fout is not None
+            self._temps.files.append(w.fout[0])
             w.write_header_to_file()
             w.write_kv_data_to_file()
             w.write_ti_data_to_file()
-            assert w.fout is not None
             out = w.fout[0]
             out.write(bytes(-out.tell() % self.alignment))
-            data_offset = out.tell()
-            self._spool.flush()
-            self._spool.seek(0)
-            shutil.copyfileobj(self._spool, out, 16 << 20)
+        except BaseException:
+            w.close()
+            raise
+        return w, out, out.tell()
+
+    def _commit(self, w: Any, out: BinaryIO, data_offset: int) -> None:
+        """Flush and close the temporary file, check its size against the tensor table, move it into place."""
+        try:
             out.flush()
             size = out.tell()
             os.fsync(out.fileno())
         finally:
             w.close()
-        spool_size = self._spool.tell()
-        if size != data_offset + spool_size:
-            raise GGUFWriteError(f"internal error writing {self.path}: size {size} != {data_offset} + {spool_size}")
-        os.chmod(self._header_tmp, _default_file_mode())
-        os.replace(self._header_tmp, self.path)
-        self._header_tmp = None
+        data_size = sum(self._padded(t.n_bytes) for t in self._tensors.values())
+        if size != data_offset + data_size:
+            raise GGUFWriteError(f"internal error writing {self.path}: size {size} != {data_offset} + {data_size}")
+        tmp = Path(out.name)
+        os.chmod(tmp, _default_file_mode())
+        os.replace(tmp, self.path)
+        self._temps.forget(tmp, out)
+
+
+class GGUFStreamWriter(_GGUFWriterBase):
+    """Declare every tensor, then write their data in that order straight into the output file.
+
+        with GGUFStreamWriter(path, "openvla-oft") as w:
+            w.add_uint32("openvla-oft.image_size", 224)            # metadata: any time before the data
+            for name, shape, gt in layout:
+                w.declare(name, gt, shape)                          # offsets follow from the types
+            for name, ... in layout:
+                w.write_tensor(name, array)  /  w.write_encoded(name, blocks)
+
+    The first data write writes the header; from then on only data may follow, in declaration order.
+    Leaving the ``with`` block normally calls ``finish()`` (an error if a declared tensor was never
+    written), leaving it with an exception calls ``abort()``."""
+
+    def __init__(self, path: str | os.PathLike[str], arch: str, **kwargs: Any) -> None:
+        super().__init__(path, arch, **kwargs)
+        self._out: BinaryIO | None = None
+        self._gguf_writer: Any = None
+        self._data_offset = 0
+        self._next = 0  # index of the next tensor to write, in declaration order
+        self._offset = 0  # running offset of the next declared tensor
+
+    def declare(
+        self,
+        name: str,
+        ggml_type: GGMLType | int | str,
+        shape: Sequence[int],
+        *,
+        real_width: int | None = None,
+    ) -> WrittenTensor:
+        """Reserve a tensor: `shape` in PyTorch order as stored (blocks run along the last dimension, which
+        must be a multiple of the type's block size). `real_width`: the rows are zero-padded from this
+        many columns to shape[-1] (see ``GGUFModelWriter.add_encoded``)."""
+        self._check_new_tensor(name)
+        gt = self._parse_type(name, ggml_type)
+        shape_t = _check_shape(name, tuple(int(d) for d in shape))
+        real_width = _check_real_width(name, gt, shape_t, real_width)
+        n_bytes = _data_bytes(name, gt, shape_t)
+        record = self._record(name, gt, shape_t, n_bytes, self._offset, real_width)
+        self._offset += self._padded(n_bytes)
+        return record
+
+    def write_tensor(
+        self, name: str, array: Any, *, importance: np.ndarray | None = None, scales: np.ndarray | None = None
+    ) -> None:
+        """Encode a float tensor (the declared shape) in its declared type and write it."""
+        t = self._expect(name)
+        shape, data = _encode_float(name, t.ggml_type, array, importance, scales)
+        if shape != t.shape:
+            raise GGUFWriteError(f"tensor {name!r}: declared with shape {list(t.shape)}, got {list(shape)}")
+        self._write(t, data)
+
+    def write_encoded(self, name: str, data: np.ndarray | bytes) -> None:
+        """Write bytes already in the declared type's block layout (exactly the declared size)."""
+        t = self._expect(name)
+        raw = _as_bytes(name, data)
+        if raw.nbytes != t.n_bytes:
+            raise GGUFWriteError(
+                f"tensor {name!r}: {t.ggml_type.name} with shape {list(t.shape)} takes {t.n_bytes} bytes, "
+                f"got {raw.nbytes}"
+            )
+        self._write(t, raw)
+
+    def finish(self) -> Path:
+        """Write the header if no data came yet, check every declared tensor was written, move the file
+        into place. Returns the destination path."""
+        if self._state == "open":
+            self._start()
+        if self._state != "writing":
+            self._check_open("finish()")
+        try:
+            missing = [t.name for t in self.tensors[self._next :]]
+            if missing:
+                raise GGUFWriteError(
+                    f"cannot finish {self.path}: {len(missing)} declared tensor(s) never written, first {missing[0]!r}"
+                )
+            assert self._out is not None
+            self._commit(self._gguf_writer, self._out, self._data_offset)
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "finished"
+        self._out = self._gguf_writer = None
+        return self.path
+
+    def _expect(self, name: str) -> WrittenTensor:
+        if self._state == "open":
+            self._start()
+        if self._state != "writing":
+            self._check_open(f"data for tensor {name!r}")
+        tensors = self.tensors
+        if self._next >= len(tensors):
+            raise GGUFWriteError(f"tensor {name!r}: every declared tensor has been written already")
+        t = tensors[self._next]
+        if name != t.name:
+            known = "was declared" if name in self._tensors else "was never declared"
+            raise GGUFWriteError(f"tensor {name!r} {known}; the next to write is {t.name!r} (declaration order)")
+        return t
+
+    def _start(self) -> None:
+        try:
+            self._gguf_writer, self._out, self._data_offset = self._open_output()
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "writing"
+
+    def _write(self, t: WrittenTensor, data: np.ndarray) -> None:
+        assert self._out is not None
+        try:
+            self._out.write(np.ascontiguousarray(data).data)
+            pad = -data.nbytes % self.alignment
+            if pad:
+                self._out.write(bytes(pad))
+        except BaseException:
+            self._state = "broken"
+            self.abort()
+            raise
+        self._next += 1
+
+
+class GGUFModelWriter(_GGUFWriterBase):
+    """Collects metadata and tensors (with their data, as they come), then writes one GGUF file.
+
+    Use as a context manager: leaving the block normally calls `finish()`, leaving it with an exception
+    calls `abort()`. Without a `with`, call `finish()` (or `abort()`) yourself. The tensor data waits in a
+    spool file until the header is known; ``GGUFStreamWriter`` avoids that when the layout is known first.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], arch: str, **kwargs: Any) -> None:
+        super().__init__(path, arch, **kwargs)
+        fd, spool_name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".data.tmp")
+        self._spool: BinaryIO = os.fdopen(fd, "w+b")
+        self._temps.paths.append(Path(spool_name))
+        self._temps.files.append(self._spool)
+
+    def add_tensor(
+        self,
+        name: str,
+        array: Any,
+        ggml_type: GGMLType | int | str,
+        *,
+        importance: np.ndarray | None = None,
+        scales: np.ndarray | None = None,
+    ) -> WrittenTensor:
+        """Encode a float tensor in PyTorch layout (nn.Linear weight = [out, in]) as `ggml_type` and
+        append it. Rows are all leading dimensions flattened; blocks run along the last dimension, which
+        therefore must be a multiple of the type's block size. `importance` / `scales` go to the encoder."""
+        self._check_new_tensor(name)
+        gt = self._parse_type(name, ggml_type)
+        shape, data = _encode_float(name, gt, array, importance, scales)
+        return self._append(name, gt, shape, data)
+
+    def add_encoded(
+        self,
+        name: str,
+        data: np.ndarray | bytes,
+        ggml_type: GGMLType | int | str,
+        shape: Sequence[int],
+        *,
+        real_width: int | None = None,
+    ) -> WrittenTensor:
+        """Append bytes that are already in `ggml_type`'s block layout; `shape` is the element shape in
+        PyTorch order as stored and must account for exactly `len(data)` bytes. `real_width`: the rows
+        are zero-padded from this many columns to shape[-1] (recorded in the file, and bits per weight
+        are counted over the real columns); the runtime pads the activation to match."""
+        self._check_new_tensor(name)
+        gt = self._parse_type(name, ggml_type)
+        shape_t = _check_shape(name, tuple(int(d) for d in shape))
+        real_width = _check_real_width(name, gt, shape_t, real_width)
+        expected = _data_bytes(name, gt, shape_t)
+        raw = _as_bytes(name, data)
+        if raw.nbytes != expected:
+            raise GGUFWriteError(
+                f"tensor {name!r}: {gt.name} with shape {list(shape_t)} takes {expected} bytes, got {raw.nbytes}"
+            )
+        return self._append(name, gt, shape_t, raw, real_width)
+
+    def finish(self) -> Path:
+        """Write the file and move it into place. Returns the destination path."""
+        self._check_open("finish()")
+        try:
+            w, out, data_offset = self._open_output()
+            try:
+                self._spool.flush()
+                self._spool.seek(0)
+                shutil.copyfileobj(self._spool, out, 16 << 20)
+            except BaseException:
+                w.close()
+                raise
+            self._commit(w, out, data_offset)
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "finished"
+        self._temps.discard()  # the spool
+        return self.path
+
+    def _append(
+        self, name: str, gt: GGMLType, shape: tuple[int, ...], data: np.ndarray, real_width: int | None = None
+    ) -> WrittenTensor:
+        offset = self._spool.tell()
+        try:
+            self._spool.write(np.ascontiguousarray(data).data)
+            pad = -data.nbytes % self.alignment
+            if pad:
+                self._spool.write(bytes(pad))
+        except BaseException:
+            # A partial write leaves the spool out of step with the tensor table; refuse to go on.
+            self._state = "broken"
+            raise
+        return self._record(name, gt, shape, data.nbytes, offset, real_width)
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _encode_float(
+    name: str, gt: GGMLType, array: Any, importance: np.ndarray | None, scales: np.ndarray | None
+) -> tuple[tuple[int, ...], np.ndarray]:
+    """(stored shape, uint8 (rows, row_bytes) blocks) of a float tensor encoded as `gt`."""
+    x = _as_float32(name, array)
+    shape = _check_shape(name, x.shape)
+    n_per_row = shape[-1]
+    rows = math.prod(shape[:-1])
+    try:
+        row_bytes = type_info(gt).row_bytes(n_per_row)
+    except ValueError as e:
+        raise GGUFWriteError(f"tensor {name!r} with shape {list(shape)}: {e}") from e
+
+    from omnimodel.gguf.encoders import encode  # noqa: PLC0415  (encoders may pull in the runtime)
+
+    try:
+        data = encode(x.reshape(rows, n_per_row), gt, importance=importance, scales=scales)
+    except ValueError as e:
+        raise GGUFWriteError(f"tensor {name!r} ({gt.name}, shape {list(shape)}): {e}") from e
+    data = np.asarray(data)
+    if data.dtype != np.uint8 or data.shape != (rows, row_bytes):
+        raise GGUFWriteError(
+            f"tensor {name!r}: the {gt.name} encoder returned {data.dtype} {data.shape}, "
+            f"expected uint8 {(rows, row_bytes)}"
+        )
+    return shape, data
+
+
+def _check_real_width(name: str, gt: GGMLType, shape: tuple[int, ...], real_width: int | None) -> int | None:
+    """None when the rows are not padded; else the real width, which must round up to the stored one."""
+    if real_width is None:
+        return None
+    bs = type_info(gt).block_size
+    if not 0 < real_width <= shape[-1] or shape[-1] != -(-real_width // bs) * bs:
+        raise GGUFWriteError(
+            f"tensor {name!r}: rows of {real_width} pad to {-(-real_width // bs) * bs} for {gt.name}, not {shape[-1]}"
+        )
+    return None if real_width == shape[-1] else real_width
+
+
+def _data_bytes(name: str, gt: GGMLType, shape: tuple[int, ...]) -> int:
+    try:
+        return math.prod(shape[:-1]) * type_info(gt).row_bytes(shape[-1])
+    except ValueError as e:
+        raise GGUFWriteError(f"tensor {name!r} with shape {list(shape)}: {e}") from e
+
+
+def _as_bytes(name: str, data: np.ndarray | bytes) -> np.ndarray:
+    raw = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data)
+    if raw.dtype != np.uint8:
+        raise GGUFWriteError(f"tensor {name!r}: encoded data must be uint8, got {raw.dtype}")
+    return raw
 
 
 def _as_float32(name: str, array: Any) -> np.ndarray:
@@ -487,9 +671,28 @@ def _remove_quietly(path: Path) -> None:
         pass
 
 
-def _discard(spool: BinaryIO, paths: list[Path]) -> None:
-    try:
-        spool.close()
-    finally:
-        for p in paths:
-            _remove_quietly(p)
+class _Temporaries:
+    """Files a writer has open and temporaries it has on disk; ``discard`` closes and removes them all.
+    Holds no reference to the writer, so ``weakref.finalize`` can call it when a writer is dropped."""
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+        self.files: list[BinaryIO] = []
+
+    def forget(self, path: Path, file: BinaryIO) -> None:
+        """``path`` became the destination (and ``file`` is closed): no longer ours to remove."""
+        self.paths = [p for p in self.paths if p != path]
+        self.files = [f for f in self.files if f is not file]
+
+    def discard(self) -> None:
+        files, paths = self.files, self.paths
+        self.files, self.paths = [], []
+        try:
+            for f in files:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        finally:
+            for p in paths:
+                _remove_quietly(p)

@@ -131,6 +131,7 @@ def search_scales(
     rms = np.sqrt(np.maximum(diag, 0.0))
     rms = np.where(rms > 0, rms, rms[rms > 0].min() if np.any(rms > 0) else 1.0)
     H = stats.hessian.get(first) if stats.hessian else None
+    ws = {name: np.asarray(weights[name], np.float64) for name in group.members}  # this group's only
     errs: dict[float, float] = {}
     best = (np.inf, 0.0, np.ones_like(rms))
     for alpha in alphas:
@@ -138,7 +139,7 @@ def search_scales(
         s = s / np.exp(np.log(s).mean())  # geometric mean 1 keeps the weights' overall range
         total = 0.0
         for name in group.members:
-            w = np.asarray(weights[name], np.float64)
+            w = ws[name]
             q = quantize_rtn((w * s).astype(np.float32), types[name])
             total += _output_error(w, q.values(w.shape[1]).astype(np.float64) / s, H, diag)
         errs[alpha] = total
@@ -151,12 +152,15 @@ def search_scales(
 def awq_transform(
     model: OpenVLAOFT, allocation: Allocation, stats: CalibStats, alphas: tuple[float, ...] = ALPHAS
 ) -> dict[str, float]:
-    """Search and apply AWQ scales in place; returns the chosen alpha per group (0 = left as is)."""
-    from .targets import quantized_linears
+    """Search and apply AWQ scales in place; returns the chosen alpha per group (0 = left as is).
 
-    lin = quantized_linears(model)
+    Each group's search reads its members' current weights from the model (one group at a time, so
+    later groups see what earlier folds changed)."""
+    from .targets import ModelWeights
+
+    weights = ModelWeights(model)
+    lin = weights.linears
     types = {t.name: t.type for t in allocation.tensors}
-    weights = {n: m.weight.detach().float().cpu().numpy().copy() for n, m in lin.items()}
     chosen: dict[str, float] = {}
     for g in scale_groups(model):
         if not all(n in types for n in g.members):
@@ -169,9 +173,6 @@ def awq_transform(
         for n in g.members:
             lin[n].weight.mul_(st.to(lin[n].weight.dtype)[None, :])
         g.fold(st)
-        # later groups search on the current weights: refresh what this group changed
-        for n in g.members + ((g.folds_into,) if g.folds_into in lin else ()):
-            weights[n] = lin[n].weight.detach().float().cpu().numpy().copy()
     return chosen
 
 
@@ -182,11 +183,10 @@ def quantize_awq(model: OpenVLAOFT, allocation: Allocation, stats: CalibStats, a
     and folded rows carry the 1/s.
     """
     from .quantize import quantize_matrices
-    from .targets import matrix_weights
+    from .targets import ModelWeights
 
     chosen = awq_transform(model, allocation, stats, alphas)
-    weights = {n: w.numpy() for n, w in matrix_weights(model).items()}
-    result = quantize_matrices(weights, allocation, "rtn")
+    result = quantize_matrices(ModelWeights(model), allocation, "rtn")
     result.method = "awq"
     return result, chosen
 

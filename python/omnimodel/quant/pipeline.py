@@ -1,9 +1,22 @@
 """The quantization pass as the CLI runs it: calibration episodes -> statistics -> allocation -> blocks.
 
     opts = QuantOptions(bpw=2.5)                        # method "actquant", the demo's calibration split
-    stats = calibrate_policy(policy, opts, log=print)   # one pass over the calibration samples
-    outcome = quantize_policy(policy, stats, opts)       # allocation + per-tensor blocks + report
-    write_gguf(policy, path, "f16", encoded=outcome.result.tensors, method=..., target_bpw=opts.bpw)
+    stats = calibrate_policy(policy, opts, log=print)   # what opts.method and the allocation need, or None
+    allocation = plan(policy, stats, opts)               # one GGML type per matrix
+    quantizer = make_quantizer(policy, allocation, stats, opts)
+    write_gguf(policy, path, "f16", encoder=quantizer, method=opts.method, target_bpw=opts.bpw)
+    outcome = finish_outcome(policy, allocation, quantizer, opts)   # the report
+
+``write_gguf`` asks the quantizer for each matrix when it reaches it, so one matrix's weight, statistics
+and blocks are in memory at a time; ``quantize_policy`` is the same pass keeping every matrix's blocks
+(for callers that want them in memory).
+
+What is calibrated follows from the options (``calibration_needs``): the Action-Mixed Fisher (a backward
+pass per sample) only for actquant's importance, the measured error model or ``fisher_score``; the HSIC
+features only when the solver allocates with HSIC; E[x xᵀ] only for gptq; ``rtn`` with a complete
+``--allocation`` needs no calibration at all. The Fisher accumulators of one pass are capped at
+``max_accumulator_bytes`` (default: the model's own size in bf16), larger models calibrate in passes over
+groups of whole layers, and with ``spill`` each finished Fisher goes to disk (``quant.spill``).
 
 Every method shares the allocation stage (one type per matrix under the budget), so a baseline differs
 from ActQuant only where the method itself differs: ``rtn``, ``imatrix``, ``gptq`` and ``awq`` quantize
@@ -14,6 +27,7 @@ AWQ edits the policy in place (its scales fold into norms and rows), so export t
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,10 +42,11 @@ from .allocate import check_budget as check_allocation_budget
 from .calib_check import CalibMismatchError, PolicyInputs, check_episode, check_metadata, check_sample
 from .calib_data import DEFAULT_EPISODES, CalibDataOptions, open_calib_data
 from .calibrate import CalibStats, calibrate
-from .quantize import IMPORTANCE_MODES, QuantResult, plan_allocation, quantize_matrices
+from .quantize import IMPORTANCE_MODES, MatrixQuantizer, QuantResult, plan_allocation
 from .report import quant_report
 from .samples import CalibSample, samples_from_episodes
-from .targets import matrix_targets, matrix_weights
+from .spill import merge_arrays
+from .targets import ModelWeights, matrix_targets
 
 PIPELINE_METHODS = ("actquant", "rtn", "imatrix", "gptq", "awq")
 Log = Callable[[str], None]
@@ -65,16 +80,19 @@ class QuantOptions:
     # Calibration memory: the fp32 Fisher accumulators (4 bytes per quantized weight, plus E[x x^T] per
     # matrix for gptq) of at most this many bytes per pass; above it the matrices are calibrated in
     # passes over groups of whole layers (the statistics are identical, the forward/backward repeats).
-    max_accumulator_bytes: int = 4 << 30
+    # None: the model's own size in bf16 (2 bytes per parameter), so calibrating costs at most the model
+    # again.
+    max_accumulator_bytes: int | None = None
+    # also compute the Fisher for a method that does not need it, to score it on the shared measure
+    # (quant_report's fisher_error, as the method comparison does)
+    fisher_score: bool = False
 
     @property
     def needs_calibration(self) -> bool:
-        """Whether this run needs calibration data. Under a --bpw budget always (the solver weighs the
-        matrices by Fisher and HSIC); on a fixed --allocation every method but RTN and magnitude-importance
-        ActQuant still needs its own statistics (imatrix, Fisher, Hessian, AWQ's activations)."""
-        if self.bpw is not None:
-            return True
-        return not (self.method == "rtn" or (self.method == "actquant" and self.importance == "magnitude"))
+        """Whether this run needs calibration data: whether ``calibration_needs`` asks for any statistic
+        (a --bpw budget's HSIC features or Fisher, each method's own; nothing for RTN or magnitude-importance
+        ActQuant on a complete --allocation)."""
+        return calibration_needs(self).any
 
     def calib_data_options(self) -> CalibDataOptions:
         return CalibDataOptions(cameras=self.calib_cameras, state_key=self.calib_state, action_key=self.calib_action,
@@ -95,6 +113,47 @@ class QuantOptions:
             raise QuantPipelineError(
                 f"--calib-episodes and --calib-steps must be >= 1, got {self.calib_episodes} and "
                 f"{self.steps_per_episode}")
+
+
+@dataclass(frozen=True)
+class CalibNeeds:
+    """Which statistics a quantization pass needs; calibration runs only when ``any``."""
+
+    features: bool  # HSIC features (forward hooks): the solver's sensitivity
+    imatrix: bool  # E[x^2] per input column (forward hooks)
+    fisher: bool  # the Action-Mixed Fisher: one backward pass per sample
+    hessian: bool  # E[x x^T] per matrix (forward hooks, quadratic memory in the width)
+
+    @property
+    def any(self) -> bool:
+        return self.features or self.imatrix or self.fisher or self.hessian
+
+    def describe(self) -> str:
+        parts = [name for name, on in (("HSIC features", self.features), ("imatrix", self.imatrix),
+                                       ("Action-Mixed Fisher", self.fisher), ("E[xx^T]", self.hessian)) if on]
+        return ", ".join(parts) if parts else "nothing"
+
+
+def calibration_needs(opts: QuantOptions) -> CalibNeeds:
+    """What ``opts`` needs: a complete allocation file needs no statistics, the solver its HSIC features
+    (``hsic``) and the Fisher (``error_model="measured"``); each method its own (rtn: none)."""
+    solver = opts.bpw is not None
+    return CalibNeeds(
+        features=solver and opts.hsic,
+        imatrix=opts.method in ("imatrix", "awq"),
+        fisher=(opts.method == "actquant" and opts.importance != "magnitude")
+        or (solver and opts.error_model == "measured")
+        or opts.fisher_score,
+        hessian=opts.method == "gptq",
+    )
+
+
+def policy_dtype(opts: QuantOptions | None):
+    """The dtype convert loads the policy in for ``opts``: the checkpoint's own (None) except for AWQ,
+    which scales weights and folds the inverse into norms in place and so needs fp32 to stay exact."""
+    import torch
+
+    return torch.float32 if opts is not None and opts.method == "awq" else None
 
 
 @dataclass
@@ -137,69 +196,104 @@ def load_samples(policy, opts: QuantOptions) -> list[CalibSample]:
 
 
 def calibrate_policy(
-    policy, opts: QuantOptions, samples: list[CalibSample] | None = None, log: Log = print
-) -> CalibStats:
-    """The statistics ``opts.method`` needs (all of them for actquant: imatrix, Fisher, HSIC features)."""
+    policy,
+    opts: QuantOptions,
+    samples: list[CalibSample] | None = None,
+    log: Log = print,
+    spill: str | Path | None = None,
+) -> CalibStats | None:
+    """The statistics ``opts`` needs (``calibration_needs``; all of them for actquant), None when it
+    needs none. ``spill``: a fresh directory for the per-matrix Fisher / E[x x^T] (see ``calibrate``)."""
     opts.check()
+    needs = calibration_needs(opts)
+    if not needs.any:
+        log(f"      nothing to calibrate: {opts.method} with a complete allocation needs no statistics")
+        return None
     if samples is None:
         samples = load_samples(policy, opts)
     t0 = time.perf_counter()
-    hessian = opts.method == "gptq"
-    groups = layer_groups(policy, opts.max_accumulator_bytes, hessian)
+    budget = opts.max_accumulator_bytes or default_accumulator_bytes(policy)
+    if needs.fisher or needs.hessian:
+        groups = layer_groups(policy, budget, needs.hessian, fisher=needs.fisher)
+    else:
+        groups = [[t.name for t in matrix_targets(policy.model)]]
     parts = []
     for i, names in enumerate(groups):
         if len(groups) > 1:
             log(f"      pass {i + 1}/{len(groups)}: {len(names)} matrices")
-        parts.append(calibrate(policy, samples, lam=opts.lam, fisher=True, hessian=hessian, device=opts.device,
-                               only=names if len(groups) > 1 else None))
+        parts.append(calibrate(policy, samples, lam=opts.lam, fisher=needs.fisher, hessian=needs.hessian,
+                               device=opts.device, only=names if len(groups) > 1 else None, spill=spill))
     stats = merge_stats(parts)
-    log(f"      {len(samples)} samples, L1 {stats.losses.get('act', float('nan')):.4f}, "
-        f"CE {stats.losses.get('ce', float('nan')):.3f} ({time.perf_counter() - t0:.1f} s)")
+    losses = f"L1 {stats.losses.get('act', float('nan')):.4f}, CE {stats.losses.get('ce', float('nan')):.3f}"
+    log(f"      {needs.describe()} on {len(samples)} samples in {len(groups)} pass(es), {losses} "
+        f"({time.perf_counter() - t0:.1f} s)")
     return stats
 
 
-def layer_groups(policy, max_bytes: int, hessian: bool = False) -> list[list[str]]:
+def default_accumulator_bytes(policy) -> int:
+    """The default cap on one calibration pass's fp32 accumulators: the model's size in bf16."""
+    return 2 * sum(p.numel() for p in policy.model.parameters())
+
+
+def layer_groups(policy, max_bytes: int, hessian: bool = False, *, fisher: bool = True) -> list[list[str]]:
     """The quantized matrices in consecutive groups of whole layers whose accumulators fit ``max_bytes``
-    (a layer larger than that alone still forms one group)."""
-    groups: list[list[str]] = [[]]
-    size = 0
+    (a layer larger than that alone still forms one group), as few groups as that allows and as even
+    as whole layers allow (``balanced_groups``)."""
     by_layer: dict[str, list] = {}
     for t in matrix_targets(policy.model):
         by_layer.setdefault(t.layer, []).append(t)
-    for layer in by_layer.values():
-        need = sum(4 * t.numel + (8 * t.n_in * t.n_in if hessian else 0) for t in layer)
-        if groups[-1] and size + need > max_bytes:
-            groups.append([])
-            size = 0
-        groups[-1].extend(t.name for t in layer)
-        size += need
+    layers = list(by_layer.values())
+    sizes = [sum((4 * t.numel if fisher else 0) + (8 * t.n_in * t.n_in if hessian else 0) for t in ts)
+             for ts in layers]
+    return [[t.name for i in group for t in layers[i]] for group in balanced_groups(sizes, max_bytes)]
+
+
+def balanced_groups(sizes: list[int], max_bytes: int) -> list[list[int]]:
+    """Consecutive index groups over ``sizes``: the fewest groups whose sums are <= ``max_bytes`` (an
+    item above it alone is a group of its own), cut where the running total passes k/n of the whole, so
+    two passes over 3.2 GB of Fisher hold 1.6 GB each, not 1.8 + 1.4."""
+    total = sum(sizes)
+    first = min(max(1, math.ceil(total / max(max_bytes, 1))), max(len(sizes), 1))
+    groups: list[list[int]] = []
+    for n in range(first, len(sizes) + 1):  # n = len(sizes): one item per group always fits
+        groups, sums, done = [], [], 0
+        for i, size in enumerate(sizes):
+            # the next group starts once the groups so far hold their share of the total
+            if not groups or done + size > len(groups) * total / n:
+                groups.append([])
+                sums.append(0)
+            groups[-1].append(i)
+            sums[-1] += size
+            done += size
+        if all(s <= max_bytes or len(g) == 1 for s, g in zip(sums, groups)):
+            break
     return groups
 
 
 def merge_stats(parts: list[CalibStats]) -> CalibStats:
-    """One CalibStats from passes over disjoint matrix subsets (same samples, so the shared fields agree)."""
+    """One CalibStats from passes over disjoint matrix subsets (same samples, so the shared fields agree).
+    Spilled statistics stay on disk: the merged mapping reads each part's files."""
     if len(parts) == 1:
         return parts[0]
     first = parts[0]
-    merged = CalibStats(first.n_samples, first.lam, {}, {}, {}, dict(first.inputs), first.actions,
-                        losses=dict(first.losses))
-    for p in parts:
-        for field_name in ("imatrix", "fisher", "features", "fisher_act", "fisher_ce", "hessian"):
-            getattr(merged, field_name).update(getattr(p, field_name))
-    return merged
+
+    def merged(field_name: str):
+        return merge_arrays([getattr(p, field_name) for p in parts])
+
+    return CalibStats(
+        first.n_samples, first.lam, merged("imatrix"), merged("fisher"), merged("features"), dict(first.inputs),
+        first.actions, fisher_act=merged("fisher_act"), fisher_ce=merged("fisher_ce"), hessian=merged("hessian"),
+        losses=dict(first.losses),
+    )
 
 
-def _weights(policy) -> dict:
-    return {n: w.numpy() for n, w in matrix_weights(policy.model).items()}
-
-
-def plan(policy, stats: CalibStats, opts: QuantOptions, weights: dict | None = None) -> Allocation:
+def plan(policy, stats: CalibStats | None, opts: QuantOptions, weights=None) -> Allocation:
     """The allocation: the solver's under ``opts.bpw``, a saved one, or overrides on top of the solver's.
-    ``weights``: the quantized matrices as numpy (taken from the policy when not given)."""
+    ``weights``: the quantized matrices as numpy (read lazily from the policy, one at a time, if not given)."""
     targets = matrix_targets(policy.model)
     base = None
     if opts.bpw is not None:
-        weights = weights if weights is not None else _weights(policy)
+        weights = weights if weights is not None else ModelWeights(policy.model)
         try:
             base = plan_allocation(targets, weights, stats, opts.bpw, error_model=opts.error_model, hsic=opts.hsic)
         except AllocationError as e:
@@ -217,25 +311,45 @@ def plan(policy, stats: CalibStats, opts: QuantOptions, weights: dict | None = N
         raise QuantPipelineError(str(e)) from e
 
 
-def quantize_policy(policy, stats: CalibStats, opts: QuantOptions, log: Log = print) -> QuantOutcome:
-    """Allocation, then the method's blocks for every quantized matrix, then the report."""
-    opts.check()
-    times: dict[str, float] = {}
-    t0 = time.perf_counter()
-    weights = _weights(policy)
-    allocation = plan(policy, stats, opts, weights)
-    times["allocate"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    if opts.method == "awq":  # AWQ rescales the weights first, so it takes them from the model itself
-        from .awq import quantize_awq
+def make_quantizer(
+    policy, allocation: Allocation, stats: CalibStats | None, opts: QuantOptions, log: Log = print
+) -> MatrixQuantizer:
+    """The per-matrix quantizer for ``opts.method`` (for ``write_gguf(encoder=...)``). AWQ first searches
+    its scales and edits the policy in place (so export the policy after this), then quantizes with RTN."""
+    if opts.method == "awq":
+        from .awq import awq_transform
 
-        result, _alphas = quantize_awq(policy.model, allocation, stats)
-    else:
-        result = quantize_matrices(weights, allocation, opts.method, stats, importance=opts.importance)
-    times["quantize"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        alphas = awq_transform(policy.model, allocation, stats)
+        scaled = sum(1 for a in alphas.values() if a > 0)
+        log(f"      AWQ: scales folded into {scaled} of {len(alphas)} groups ({time.perf_counter() - t0:.1f} s)")
+        return MatrixQuantizer(allocation, "rtn", stats if opts.fisher_score else None, label="awq")
+    return MatrixQuantizer(allocation, opts.method, stats, importance=opts.importance)
+
+
+def finish_outcome(
+    policy, allocation: Allocation, quantizer: MatrixQuantizer, opts: QuantOptions, seconds: dict | None = None
+) -> QuantOutcome:
+    """The report of a pass whose matrices ``quantizer`` has encoded (after ``write_gguf``)."""
+    result = quantizer.result()
     report = quant_report(policy, allocation, result)
     report["options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.__dict__.items()}
-    return QuantOutcome(allocation, result, report, times)
+    return QuantOutcome(allocation, result, report, {**(seconds or {}), "quantize": quantizer.seconds})
+
+
+def quantize_policy(policy, stats: CalibStats | None, opts: QuantOptions, log: Log = print) -> QuantOutcome:
+    """Allocation, then the method's blocks for every quantized matrix (kept in ``result.tensors``), then
+    the report. Matrices are read from the policy one at a time."""
+    opts.check()
+    t0 = time.perf_counter()
+    allocation = plan(policy, stats, opts)
+    allocate_s = time.perf_counter() - t0
+    quantizer = make_quantizer(policy, allocation, stats, opts, log)
+    weights = ModelWeights(policy.model)
+    blocks = {t.name: quantizer.encode(t.name, weights[t.name]) for t in allocation.tensors}
+    outcome = finish_outcome(policy, allocation, quantizer, opts, {"allocate": allocate_s})
+    outcome.result = QuantResult(outcome.result.method, blocks)
+    return outcome
 
 
 def check_budget(policy, opts: QuantOptions) -> None:
@@ -250,14 +364,21 @@ def check_budget(policy, opts: QuantOptions) -> None:
 
 __all__ = [
     "PIPELINE_METHODS",
+    "CalibNeeds",
     "QuantOptions",
     "QuantOutcome",
     "QuantPipelineError",
     "calibrate_policy",
+    "calibration_needs",
     "check_budget",
+    "default_accumulator_bytes",
+    "finish_outcome",
+    "balanced_groups",
     "layer_groups",
     "load_samples",
+    "make_quantizer",
     "merge_stats",
     "plan",
+    "policy_dtype",
     "quantize_policy",
 ]

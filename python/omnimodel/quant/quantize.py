@@ -4,6 +4,10 @@
     result = quantize_matrices(weights, allocation, "actquant", stats)          # stage 1d, or a baseline
     types = allocation.types()   # -> write_gguf(types=...);  result.tensors[name].data: the block bytes
 
+    quantizer = MatrixQuantizer(allocation, "actquant", stats)                  # the same, one matrix at
+    write_gguf(policy, path, "f16", encoder=quantizer)                          # a time while the GGUF is
+    result = quantizer.result()                                                 # written (no blocks held)
+
 Methods: ``actquant`` (Fisher-derived per-element importance, alternating stored-scale optimisation vs
 ggml row by row, best kept per row), ``rtn`` (ggml, no importance), ``imatrix`` (ggml with E[x^2]) and
 ``gptq`` (block-wise error feedback with H = E[x x^T]). AWQ edits the model (it folds scales into the
@@ -14,14 +18,15 @@ error sum F_ii (w_i - w_hat_i)^2, a second-order estimate of the action-loss inc
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from omnimodel.gguf.types import parse_type, type_info
+from omnimodel.gguf.types import GGMLType, parse_type, type_info
 
-from .allocate import DEFAULT_CANDIDATES, Allocation, allocate, measured_errors, paper_errors
+from .allocate import DEFAULT_CANDIDATES, Allocation, TensorAllocation, allocate, measured_errors, paper_errors
 from .calibrate import CalibStats
 from .gptq import quantize_gptq
 from .imatrix import quantize_imatrix
@@ -37,7 +42,7 @@ ERROR_MODELS = ("paper", "measured")
 def plan_allocation(
     targets: Iterable[MatrixTarget],
     weights: Mapping[str, np.ndarray],
-    stats: CalibStats,
+    stats: CalibStats | None,
     budget_bpw: float,
     *,
     error_model: str = "paper",
@@ -49,8 +54,12 @@ def plan_allocation(
     hsic: bool = True,
 ) -> Allocation:
     """HSIC sensitivities -> per-type errors -> the layer-balanced greedy allocation. ``hsic=False``
-    weighs every matrix the same (the ablation's allocation without the HSIC sensitivity)."""
+    weighs every matrix the same (the ablation's allocation without the HSIC sensitivity); with the paper
+    error model it then needs no statistics (``stats=None``). ``weights`` may be lazy (one matrix read
+    at a time)."""
     targets = list(targets)
+    if stats is None and (hsic or error_model == "measured"):
+        raise ValueError("the HSIC sensitivities and the measured error model need calibration statistics")
     sens = (
         sensitivity_weights(sensitivities(stats, alpha=alpha, beta=beta))
         if hsic
@@ -68,10 +77,26 @@ def plan_allocation(
     return allocate(targets, errs, budget_bpw, candidates=candidates, padding=padding, tol=tol)
 
 
+@dataclass(frozen=True)
+class QuantSummary:
+    """What a report needs of one quantized matrix once its blocks are written and dropped."""
+
+    ggml_type: GGMLType
+    pad_to: int
+    method: str
+    errors: dict[str, float]
+    rows_won: dict[str, int] | None
+    rows: int
+
+    @classmethod
+    def of(cls, q: TensorQuant) -> QuantSummary:
+        return cls(q.ggml_type, q.pad_to, q.method, q.errors, q.rows_won, int(q.data.shape[0]))
+
+
 @dataclass
 class QuantResult:
     method: str
-    tensors: dict[str, TensorQuant]
+    tensors: dict[str, TensorQuant | QuantSummary]  # summaries when the blocks went to a file as produced
 
     def report(self) -> list[dict]:
         return [
@@ -97,7 +122,8 @@ class QuantResult:
         """Rows each candidate supplied, over every tensor (ActQuant keeps the best candidate per row)."""
         out: dict[str, int] = {}
         for q in self.tensors.values():
-            for k, v in (q.rows_won or {q.method: q.data.shape[0]}).items():
+            rows = q.rows if isinstance(q, QuantSummary) else q.data.shape[0]
+            for k, v in (q.rows_won or {q.method: rows}).items():
                 out[k] = out.get(k, 0) + v
         return out
 
@@ -107,6 +133,53 @@ class QuantResult:
 
 
 IMPORTANCE_MODES = ("fisher", "amf", "magnitude")
+
+
+def _check_method(method: str, stats: CalibStats | None, importance: str) -> None:
+    if importance not in IMPORTANCE_MODES:
+        raise ValueError(f"importance must be one of {IMPORTANCE_MODES}, got {importance!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method in ("imatrix", "gptq") and stats is None:
+        raise ValueError(f"{method} needs calibration statistics")
+    if method == "gptq" and not stats.hessian:
+        raise ValueError("gptq needs H = E[x x^T] per matrix (calibrate(..., hessian=True))")
+    if method == "actquant" and importance != "magnitude" and (stats is None or not stats.fisher):
+        raise ValueError("actquant needs the Action-Mixed Fisher (calibrate(..., fisher=True))")
+
+
+def quantize_matrix(
+    w: np.ndarray,
+    ta: TensorAllocation,
+    method: str,
+    stats: CalibStats | None = None,
+    *,
+    importance: str = "amf",
+) -> TensorQuant:
+    """One matrix (fp32 (out, in)) in its allocated type by ``method``; the statistics it reads are this
+    matrix's only (a spilled Fisher is loaded from disk here, once)."""
+    w = np.asarray(w, np.float32)
+    t = parse_type(ta.type)
+    score = None if stats is None or not stats.fisher else np.asarray(stats.fisher[ta.name])
+    if method == "actquant":
+        if importance == "magnitude":
+            imp = w * w
+        elif importance == "amf":
+            bs = type_info(t).block_size if t not in FLOAT_TYPES else 32
+            imp = element_importance(score, w, bs)
+        else:
+            imp = np.asarray(score, np.float32)
+        q = optimise_tensor(w, t, imp, pad_to=ta.pad_to if t not in FLOAT_TYPES else None)
+    elif method == "rtn":
+        q = quantize_rtn(w, t, score)
+    elif method == "gptq":
+        q = quantize_gptq(w, t, stats.hessian[ta.name], score)
+    else:
+        q = quantize_imatrix(w, t, stats.imatrix[ta.name], score)
+    if score is not None:
+        # every method re-scored on the shared Fisher measure, so methods compare like for like
+        q.errors["fisher"] = _fisher_error(w, q, score)
+    return q
 
 
 def quantize_matrices(
@@ -119,42 +192,66 @@ def quantize_matrices(
 ) -> QuantResult:
     """``importance`` (actquant only): ``fisher`` the plain diagonal Fisher F, which is exactly the
     second-order loss measure the methods are scored on; ``amf`` METHODS 1d's w' = F w^2 / mean_block(w^2);
-    ``magnitude`` w^2 alone (no calibration: the ablation's magnitude-weighted scales)."""
-    if importance not in IMPORTANCE_MODES:
-        raise ValueError(f"importance must be one of {IMPORTANCE_MODES}, got {importance!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method in ("imatrix", "gptq") and stats is None:
-        raise ValueError(f"{method} needs calibration statistics")
-    if method == "gptq" and not stats.hessian:
-        raise ValueError("gptq needs H = E[x x^T] per matrix (calibrate(..., hessian=True))")
-    if method == "actquant" and importance != "magnitude" and (stats is None or not stats.fisher):
-        raise ValueError("actquant needs the Action-Mixed Fisher (calibrate(..., fisher=True))")
+    ``magnitude`` w^2 alone (no calibration: the ablation's magnitude-weighted scales).
+
+    ``weights`` may be lazy (``targets.ModelWeights``): each matrix is read when its turn comes. The
+    blocks of every matrix are returned; ``MatrixQuantizer`` is the form that hands them to a writer one
+    at a time instead."""
+    _check_method(method, stats, importance)
     out: dict[str, TensorQuant] = {}
     for ta in allocation.tensors:
-        w = np.asarray(weights[ta.name], np.float32)
-        t = parse_type(ta.type)
-        score = None if stats is None or not stats.fisher else stats.fisher[ta.name]
-        if method == "actquant":
-            if importance == "magnitude":
-                imp = w * w
-            elif importance == "amf":
-                bs = type_info(t).block_size if t not in FLOAT_TYPES else 32
-                imp = element_importance(stats.fisher[ta.name], w, bs)
-            else:
-                imp = np.asarray(stats.fisher[ta.name], np.float32)
-            q = optimise_tensor(w, t, imp, pad_to=ta.pad_to if t not in FLOAT_TYPES else None)
-        elif method == "rtn":
-            q = quantize_rtn(w, t, score)
-        elif method == "gptq":
-            q = quantize_gptq(w, t, stats.hessian[ta.name], score)
-        else:
-            q = quantize_imatrix(w, t, stats.imatrix[ta.name], score)
-        if score is not None:
-            # every method re-scored on the shared Fisher measure, so methods compare like for like
-            q.errors["fisher"] = _fisher_error(w, q, score)
-        out[ta.name] = q
+        out[ta.name] = quantize_matrix(weights[ta.name], ta, method, stats, importance=importance)
     return QuantResult(method, out)
+
+
+class MatrixQuantizer:
+    """An allocation's matrices quantized on demand, one at a time (the exporter's ``MatrixEncoder``).
+
+    ``write_gguf(policy, path, outtype, encoder=q)`` declares each allocated matrix with ``layout`` (its
+    type and stored row width are known before any block exists), then calls ``encode`` with the matrix's
+    fp32 weight when its turn comes and writes the blocks; only a ``QuantSummary`` is kept, so the pass
+    holds one matrix's weight, statistics and blocks at a time. ``label`` names the method in the result
+    (AWQ quantizes with ``rtn`` after its transform)."""
+
+    def __init__(
+        self,
+        allocation: Allocation,
+        method: str,
+        stats: CalibStats | None = None,
+        *,
+        importance: str = "amf",
+        label: str | None = None,
+    ) -> None:
+        _check_method(method, stats, importance)
+        self.allocation = allocation
+        self.method = method
+        self.stats = stats
+        self.importance = importance
+        self.label = label or method
+        self._by_name = {t.name: t for t in allocation.tensors}
+        self._done: dict[str, QuantSummary] = {}
+        self.seconds = 0.0  # time spent quantizing (the rest of a GGUF write is encoding and I/O)
+
+    def matrices(self) -> Collection[str]:
+        return self._by_name.keys()
+
+    def layout(self, name: str) -> tuple[GGMLType, int] | None:
+        ta = self._by_name.get(name)
+        return None if ta is None else (parse_type(ta.type), ta.pad_to)
+
+    def encode(self, name: str, weight: np.ndarray) -> TensorQuant:
+        t0 = time.perf_counter()
+        q = quantize_matrix(weight, self._by_name[name], self.method, self.stats, importance=self.importance)
+        self.seconds += time.perf_counter() - t0
+        self._done[name] = QuantSummary.of(q)
+        return q
+
+    def result(self) -> QuantResult:
+        """The summaries in allocation order; every allocated matrix must have been encoded."""
+        missing = [n for n in self._by_name if n not in self._done]
+        if missing:
+            raise ValueError(f"{len(missing)} allocated matrices were never quantized, first {missing[0]}")
+        return QuantResult(self.label, {n: self._done[n] for n in self._by_name})
 
 
 def _fisher_error(w: np.ndarray, q: TensorQuant, fisher: np.ndarray) -> float:
@@ -162,4 +259,14 @@ def _fisher_error(w: np.ndarray, q: TensorQuant, fisher: np.ndarray) -> float:
     return float((np.asarray(fisher, np.float64) * d * d).sum())
 
 
-__all__ = ["ERROR_MODELS", "IMPORTANCE_MODES", "METHODS", "QuantResult", "plan_allocation", "quantize_matrices"]
+__all__ = [
+    "ERROR_MODELS",
+    "IMPORTANCE_MODES",
+    "METHODS",
+    "MatrixQuantizer",
+    "QuantResult",
+    "QuantSummary",
+    "plan_allocation",
+    "quantize_matrices",
+    "quantize_matrix",
+]

@@ -9,8 +9,10 @@ so they are not quantized either. The layer key groups matrices for the layer-ba
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -65,10 +67,28 @@ def matrix_targets(model: OpenVLAOFT) -> list[MatrixTarget]:
     ]
 
 
+class ModelWeights(Mapping[str, np.ndarray]):
+    """name -> fp32 numpy copy of a quantized matrix, made when asked for (and not kept): how the
+    allocation and the quantizers read a model one matrix at a time instead of all at once."""
+
+    def __init__(self, model: OpenVLAOFT) -> None:
+        self.linears = quantized_linears(model)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        w = self.linears[name].weight.detach()
+        return w.to(torch.float32, copy=True).cpu().numpy()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.linears)
+
+    def __len__(self) -> int:
+        return len(self.linears)
+
+
 def matrix_weights(model: OpenVLAOFT) -> dict[str, torch.Tensor]:
     """name -> the fp32 weight (detached CPU copy) of every quantized matrix."""
     # clone: for an fp32 CPU model .float().cpu() would alias the parameter, and AWQ edits it in place
     return {n: m.weight.detach().float().cpu().clone() for n, m in quantized_linears(model).items()}
 
 
-__all__ = ["MatrixTarget", "layer_of", "matrix_targets", "matrix_weights", "quantized_linears"]
+__all__ = ["MatrixTarget", "ModelWeights", "layer_of", "matrix_targets", "matrix_weights", "quantized_linears"]

@@ -20,6 +20,7 @@ and, where there is one, the tensor.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -138,6 +139,7 @@ class TensorRef:
     is_float: bool
     tensor: torch.Tensor | None = None  # already in memory (the component .pt files)
     path: Path | None = None  # safetensors file to read it from
+    dtype: str | None = None  # as stored: a safetensors dtype name ("BF16", "F32", ...) or a torch dtype's
 
 
 _SAFETENSORS_FLOATS = {"F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"}
@@ -162,6 +164,7 @@ def scan_vla_tensors(files: CheckpointFiles) -> dict[str, TensorRef]:
                         shape=tuple(view.get_shape()),
                         is_float=view.get_dtype() in _SAFETENSORS_FLOATS,
                         path=shard,
+                        dtype=view.get_dtype(),
                     )
         except CheckpointError:
             raise
@@ -216,13 +219,9 @@ def _describe_head(state: Mapping[str, torch.Tensor], path: Path) -> tuple[int, 
     return in_dim, hidden, action_dim, len(blocks)
 
 
-def load_state_into(model: OpenVLAOFT, refs: Mapping[str, TensorRef]) -> None:
-    """Strict load with errors that name the file and tensor; casts to the model's dtype.
-
-    Everything is validated from shapes before any data is read, then tensors are copied one shard at a
-    time, so the peak memory is the model plus one tensor (the real 7.5B model: ~30 GB in fp32).
-    """
-    expected = model.state_dict()
+def check_refs(expected: Mapping[str, torch.Tensor], refs: Mapping[str, TensorRef]) -> None:
+    """The checkpoint's tensors are exactly the model's, in the model's shapes, floating point; raises
+    CheckpointError naming the first file and tensor that is not. Reads no tensor data."""
     film = [k for k in refs if _FILM_KEY.search(k)]
     if film:
         raise CheckpointError(
@@ -249,30 +248,121 @@ def load_state_into(model: OpenVLAOFT, refs: Mapping[str, TensorRef]) -> None:
             )
         if not got.is_float:
             raise CheckpointError(f"{got.file}: tensor '{key}' is not a floating-point tensor")
+
+
+def _check_finite(ref: TensorRef, key: str, tensor: torch.Tensor) -> None:
+    # NaN/Inf weights mean a damaged file (there are no checksums to catch it otherwise)
+    if not bool(torch.isfinite(tensor).all()):
+        raise CheckpointError(f"{ref.file}: tensor '{key}' contains NaN or Inf values")
+
+
+def read_tensors(
+    refs: Mapping[str, TensorRef],
+    keys: list[str],
+    dtype: torch.dtype | Mapping[str, torch.dtype],
+    *,
+    lazy: bool = False,
+):
+    """Yield (key, tensor in ``dtype``) for ``keys``, one file at a time, each checked for NaN/Inf.
+    ``dtype`` is one for all or one per key.
+
+    ``lazy``: a tensor the file already stores in ``dtype`` is a view of the memory-mapped file
+    (``omnimodel.arch.mmap_safetensors``), not a copy; anything else is read and cast one tensor at a time."""
+    from omnimodel.arch.mmap_safetensors import MappedFileError, mapped_tensors
+
+    def want(key: str) -> torch.dtype:
+        return dtype[key] if isinstance(dtype, Mapping) else dtype
+
     by_file: dict[Path | None, list[str]] = {}
-    for key in expected:
+    for key in keys:
         by_file.setdefault(refs[key].path, []).append(key)
+    for path, file_keys in by_file.items():
+        if path is None:  # in-memory component tensors
+            for key in file_keys:
+                t = refs[key].tensor
+                _check_finite(refs[key], key, t)
+                yield key, t.to(want(key))
+            continue
+        try:
+            mapped = mapped_tensors(path) if lazy else {}
+            with safe_open(str(path), framework="pt") as f:
+                for key in file_keys:
+                    t = mapped.get(key)
+                    if t is None or t.dtype != want(key):
+                        t = f.get_tensor(key)
+                    _check_finite(refs[key], key, t)
+                    yield key, t.to(want(key))
+        except CheckpointError:
+            raise
+        except (MappedFileError, Exception) as exc:
+            raise CheckpointError(f"{path.name}: cannot read tensor data ({exc})") from exc
 
-    def copy(key: str, tensor: torch.Tensor) -> None:
-        # NaN/Inf weights mean a damaged file (there are no checksums to catch it otherwise)
-        if not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(f"{refs[key].file}: tensor '{key}' contains NaN or Inf values")
-        expected[key].copy_(tensor)
 
+def load_state_into(model: OpenVLAOFT, refs: Mapping[str, TensorRef]) -> None:
+    """Strict load into an existing model with errors that name the file and tensor; casts to the
+    model's dtype. Everything is validated from shapes before any data is read, then tensors are copied
+    one shard at a time, so the peak memory is the model plus one tensor."""
+    expected = model.state_dict()
+    check_refs(expected, refs)
     with torch.no_grad():
-        for path, keys in by_file.items():
-            if path is None:  # in-memory component tensors
-                for key in keys:
-                    copy(key, refs[key].tensor)
-                continue
-            try:
-                with safe_open(str(path), framework="pt") as f:
-                    for key in keys:
-                        copy(key, f.get_tensor(key))
-            except CheckpointError:
-                raise
-            except Exception as exc:
-                raise CheckpointError(f"{path.name}: cannot read tensor data ({exc})") from exc
+        for key, t in read_tensors(refs, list(expected), next(iter(expected.values())).dtype):
+            expected[key].copy_(t)
+
+
+def build_model(
+    config: OpenVLAOFTConfig,
+    refs: Mapping[str, TensorRef],
+    dtype: torch.dtype | Mapping[str, torch.dtype],
+    *,
+    lazy: bool = False,
+) -> OpenVLAOFT:
+    """The model with the checkpoint's tensors as its parameters, in ``dtype`` (one, or one per tensor
+    name), without random initialisation: the module tree is built on the meta device, then every
+    parameter is assigned its tensor.
+
+    ``lazy`` keeps tensors the checkpoint stores in ``dtype`` as views of the memory-mapped safetensors
+    (see ``read_tensors``): loading then costs no anonymous memory for them, and the peak is one tensor."""
+    with torch.device("meta"):
+        model = OpenVLAOFT(config)
+    expected = model.state_dict()
+    check_refs(expected, refs)
+    state = dict(read_tensors(refs, list(expected), dtype, lazy=lazy))
+    model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
+def _ref_dtype(r: TensorRef) -> torch.dtype | None:
+    from omnimodel.arch.mmap_safetensors import DTYPES
+
+    if r.tensor is not None:
+        return r.tensor.dtype
+    return DTYPES.get(r.dtype) if isinstance(r.dtype, str) else None
+
+
+def stored_dtypes(refs: Mapping[str, TensorRef]) -> dict[str, torch.dtype]:
+    """Per tensor, the dtype the model holds it in when loaded "as stored" (``dtype=None``).
+
+    The VLA weights (the safetensors, nearly all parameters) share the dtype most of them are stored in:
+    bf16 for the released checkpoints. The action head and the proprio projector are separate small
+    modules (their own .pt files) and each keeps the widest dtype its tensors are stored in when that is
+    wider, so no stored value is rounded there (upstream trains the proprio projector in fp32); the model's
+    forward casts at those module boundaries."""
+    counts: dict[torch.dtype, int] = {}
+    for r in refs.values():
+        d = _ref_dtype(r)
+        if r.path is not None and d is not None and d.is_floating_point:
+            counts[d] = counts.get(d, 0) + math.prod(r.shape)
+    bulk = max(counts, key=counts.__getitem__) if counts else torch.float32
+    out = {k: bulk for k in refs}
+    for prefix in (ACTION_HEAD_PREFIX, PROPRIO_PREFIX):
+        keys = [k for k in refs if k.startswith(prefix)]
+        widest = bulk
+        for k in keys:
+            d = _ref_dtype(refs[k])
+            if d is not None and d.is_floating_point and torch.finfo(d).bits > torch.finfo(widest).bits:
+                widest = d
+        out.update({k: widest for k in keys})
+    return out
 
 
 def _expected_file(key: str) -> str:
@@ -383,14 +473,20 @@ def statistics_keys(checkpoint_dir: str | Path) -> tuple[list[str], str]:
 def load_checkpoint(
     checkpoint_dir: str | Path,
     *,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = torch.float32,
+    lazy: bool = False,
     unnorm_key: str | None = None,
     platform: str | None = None,
     num_images: int | None = None,
     num_actions_chunk: int | None = None,
     tokenizer_file: str = "tokenizer.json",
 ) -> LoadedCheckpoint:
-    """Read every file, build the config, instantiate the model and load all weights (strict)."""
+    """Read every file, build the config, instantiate the model and load all weights (strict).
+
+    ``dtype``: the parameters' dtype; ``None`` keeps the checkpoint's own (``stored_dtypes``: bf16 for the
+    released checkpoints' VLA weights; the small head / proprio modules never narrower than stored). ``lazy``: weights stored in that dtype stay
+    views of the memory-mapped safetensors (read on first use, copy-on-write) instead of being copied;
+    the files must then not be rewritten in place while the model is alive."""
     h = read_checkpoint_header(checkpoint_dir, unnorm_key=unnorm_key, platform=platform, num_images=num_images,
                                num_actions_chunk=num_actions_chunk)
     files, config = h.files, h.config
@@ -409,10 +505,10 @@ def load_checkpoint(
         (PROPRIO_PREFIX, proprio_state, files.proprio_projector),
     ):
         for k, v in state.items():
-            refs[prefix + k] = TensorRef(file=path.name, shape=tuple(v.shape), is_float=v.is_floating_point(), tensor=v)
+            refs[prefix + k] = TensorRef(file=path.name, shape=tuple(v.shape), is_float=v.is_floating_point(),
+                                         tensor=v, dtype=str(v.dtype))
 
-    model = OpenVLAOFT(config).to(dtype)
-    load_state_into(model, refs)
+    model = build_model(config, refs, stored_dtypes(refs) if dtype is None else dtype, lazy=lazy)
     model.eval()
     tokenizer = load_prompt_tokenizer(files.root, config.prompt, config.bos_token_id, prefer=tokenizer_file)
     if tokenizer.encoder.vocab_size() > config.llm.vocab_size:
@@ -433,6 +529,10 @@ __all__ = [
     "scan_vla_tensors",
     "load_component_state_dict",
     "load_state_into",
+    "build_model",
+    "check_refs",
+    "read_tensors",
+    "stored_dtypes",
     "load_checkpoint",
     "read_checkpoint_header",
     "header_norm_stats",

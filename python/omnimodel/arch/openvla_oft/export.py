@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from omnimodel.gguf.types import GGMLType
-from omnimodel.gguf.writer import GGUFModelWriter
+from omnimodel.gguf.types import parse_type
+from omnimodel.gguf.writer import GGUFStreamWriter
 from omnimodel.plan.types import OUTTYPES, tensor_type  # the planner owns the type rules
 
 from .config import ViTConfig
@@ -63,6 +64,36 @@ class EncodedMatrix(Protocol):
     ggml_type: GGMLType
     data: np.ndarray  # uint8 (rows, row_bytes) of rows zero-padded to pad_to
     pad_to: int
+
+
+class MatrixEncoder(Protocol):
+    """Encodes chosen matrices when the writer reaches them (``omnimodel.quant.MatrixQuantizer`` is one):
+    ``layout`` says each one's GGML type and stored row width before any data exists (the GGUF header
+    needs them), ``encode`` gets the fp32 weight (out, in) and returns its blocks, which are written and
+    dropped at once."""
+
+    def matrices(self) -> Collection[str]: ...
+
+    def layout(self, name: str) -> tuple[GGMLType, int] | None: ...
+
+    def encode(self, name: str, weight: np.ndarray) -> EncodedMatrix: ...
+
+
+class _Precomputed:
+    """``MatrixEncoder`` over blocks computed earlier (``write_gguf(encoded=...)``)."""
+
+    def __init__(self, encoded: Mapping[str, EncodedMatrix]) -> None:
+        self._encoded = encoded
+
+    def matrices(self) -> Collection[str]:
+        return self._encoded.keys()
+
+    def layout(self, name: str) -> tuple[GGMLType, int] | None:
+        q = self._encoded.get(name)
+        return None if q is None else (parse_type(q.ggml_type), int(q.pad_to))
+
+    def encode(self, name: str, weight: np.ndarray) -> EncodedMatrix:
+        return self._encoded[name]
 
 
 @dataclass
@@ -119,7 +150,7 @@ def _vocabulary(policy: OpenVLAOFTPolicy) -> Vocabulary:
     return Vocabulary(tokens, types, [float(sp.GetScore(i)) for i in range(n)], None, int(sp.unk_id()))
 
 
-def _add_tower(w: GGUFModelWriter, name: str, vit: ViTConfig, mean, std) -> None:
+def _add_tower(w: GGUFStreamWriter, name: str, vit: ViTConfig, mean, std) -> None:
     p = f"{ARCH}.vision.{name}."
     w.add_uint32(p + "patch_size", vit.patch_size)
     w.add_uint32(p + "embedding_length", vit.embed_dim)
@@ -146,6 +177,7 @@ def write_gguf(
     causal_attention: bool = False,
     types: Mapping[str, GGMLType] | None = None,
     encoded: Mapping[str, EncodedMatrix] | None = None,
+    encoder: MatrixEncoder | None = None,
     method: str = "none",
     target_bpw: float | None = None,
 ) -> Path:
@@ -153,17 +185,27 @@ def write_gguf(
     per-tensor GGML types; without it ``outtype``'s rules apply. ``encoded`` (a quantizer's result,
     ``QuantResult.tensors``) supplies matrices already in their GGML blocks: they are stored byte for byte
     as the quantizer chose them, zero-padded rows included (``pad_to``), so what was scored is what ships.
-    ``method`` / ``target_bpw`` go to the provenance keys. ``causal_attention=True`` (tests only) records
-    a causal Llama in the metadata; generated graphs take the masking from their plan instead."""
+    ``encoder`` instead encodes each of its matrices when the writer reaches it (a quantizer working one
+    matrix at a time). ``method`` / ``target_bpw`` go to the provenance keys. ``causal_attention=True``
+    (tests only) records a causal Llama in the metadata; generated graphs take the masking from their
+    plan instead.
+
+    The file is streamed (``GGUFStreamWriter``): the layout is declared from the types, then each tensor
+    is converted to fp32, encoded and written in turn, so the exporter holds one tensor at a time besides
+    the policy itself (which may be bf16 and memory-mapped)."""
     if outtype not in OUTTYPES:
         raise ValueError(f"outtype must be one of {OUTTYPES}, got {outtype!r}")
+    if encoded is not None and encoder is not None:
+        raise ValueError("give encoded= or encoder=, not both")
+    if encoded is not None:
+        encoder = _Precomputed(encoded)
     cfg = policy.config
     k = f"{ARCH}."
     exported = exported_tensors(policy)
-    unknown = sorted(set(encoded or {}) - set(exported))
+    unknown = sorted(set(encoder.matrices() if encoder is not None else ()) - set(exported))
     if unknown:
         raise ValueError(f"encoded tensors the model does not export: {unknown[:3]}")
-    with GGUFModelWriter(path, ARCH, method=method, target_bpw=target_bpw) as w:
+    with GGUFStreamWriter(path, ARCH, method=method, target_bpw=target_bpw) as w:
         w.add_uint32(k + "num_images", cfg.num_images)
         w.add_uint32(k + "image_size", cfg.vision.image_size)
         w.add_string(k + "image_resize_strategy", cfg.vision.resize_strategy)
@@ -225,15 +267,25 @@ def write_gguf(
         w.add_uint32("tokenizer.ggml.bos_token_id", cfg.bos_token_id)
         w.add_uint32("tokenizer.ggml.eos_token_id", cfg.eos_token_id)
 
+        blocks: dict[str, tuple[GGMLType, int]] = {}
         for name, t in exported.items():
-            if encoded is not None and name in encoded:
-                q = encoded[name]
-                rows, n_in = (int(d) for d in t.shape)
-                w.add_encoded(name, q.data, q.ggml_type, (rows, q.pad_to), real_width=n_in)
+            shape = tuple(int(d) for d in t.shape)
+            lay = encoder.layout(name) if encoder is not None else None
+            if lay is not None:
+                blocks[name] = lay
+                w.declare(name, lay[0], (shape[0], lay[1]), real_width=shape[1])
+            else:
+                gt = types[name] if types is not None and name in types else tensor_type(name, shape, outtype)
+                w.declare(name, gt, shape)
+        for name, t in exported.items():
+            value = t.detach().to(torch.float32).cpu().numpy()  # one tensor at a time
+            if name not in blocks:
+                w.write_tensor(name, value)
                 continue
-            value = t.detach().to(torch.float32).cpu().numpy()
-            gt = types[name] if types is not None and name in types else tensor_type(name, tuple(value.shape), outtype)
-            w.add_tensor(name, value, gt)
+            q = encoder.encode(name, value)
+            if (parse_type(q.ggml_type), int(q.pad_to)) != blocks[name]:
+                raise ValueError(f"{name}: encoded as {q.ggml_type} rows of {q.pad_to}, declared {blocks[name]}")
+            w.write_encoded(name, q.data)
     return Path(path)
 
 
@@ -248,4 +300,4 @@ def runtime_inputs(out) -> dict[str, np.ndarray]:
     return inputs
 
 
-__all__ = ["ARCH", "OUTTYPES", "write_gguf", "tensor_type", "exported_tensors", "runtime_inputs"]
+__all__ = ["ARCH", "OUTTYPES", "MatrixEncoder", "write_gguf", "tensor_type", "exported_tensors", "runtime_inputs"]

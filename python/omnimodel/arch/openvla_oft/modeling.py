@@ -505,8 +505,10 @@ class OpenVLAOFT(nn.Module):
         if self.proprio_projector is not None:
             if proprio is None:
                 raise ValueError("this checkpoint has a proprio projector: proprio is required")
-            proprio = proprio.reshape(prefix.shape[0], -1).to(prefix.device, prefix.dtype)
-            prefix = torch.cat([prefix, self.proprio_projector(proprio).unsqueeze(1)], dim=1)
+            # the projector may be held wider than the backbone (a checkpoint loaded as stored)
+            own = self.proprio_projector.fc1.weight.dtype
+            proprio = proprio.reshape(prefix.shape[0], -1).to(prefix.device, own)
+            prefix = torch.cat([prefix, self.proprio_projector(proprio).to(prefix.dtype).unsqueeze(1)], dim=1)
         elif proprio is not None:
             raise ValueError("this checkpoint has no proprio projector: pass proprio=None")
         embeds = torch.cat([text_embeds[:, :1], prefix, text_embeds[:, 1:]], dim=1)
@@ -521,8 +523,9 @@ class OpenVLAOFT(nn.Module):
         hidden = self.language_model.model(embeds)
         start, stop = layout.head_read
         action_hidden = hidden[:, start:stop]
+        head_dtype = self.action_head.model.fc1.weight.dtype  # may be wider than the backbone (as above)
         return OFTForwardOutput(
-            normalized_actions=self.action_head(action_hidden),
+            normalized_actions=self.action_head(action_hidden.to(head_dtype)),
             action_hidden_states=action_hidden,
             last_hidden_states=hidden,
             layout=layout,
