@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import struct
 import subprocess
@@ -178,21 +179,25 @@ def patch_float_array(path: Path, key: str, values) -> None:
 
 
 def faults(work: Path, ckpt: Path, args) -> dict:
+    return {t: faults_at(work, ckpt, args, t) for t in args.fault_outtypes.split(",")}
+
+
+def faults_at(work: Path, ckpt: Path, args, outtype: str) -> dict:
     out: dict[str, dict] = {}
-    base = work / "out_f16"
+    base = work / f"out_{outtype}"
     for name, knobs, what in FAULTS:
-        d = work / ("fault_" + name.replace(" ", "_"))
-        log(f"fault {name} ...")
+        d = work / (f"fault_{outtype}_" + name.replace(" ", "_"))
+        log(f"fault {name} at {outtype} ...")
         rec: dict = {"what": what}
         if knobs is not None:
-            conv = run_cli(["convert", "openvla-oft", "--checkpoint", str(ckpt), "--outtype", "f16", "--out", str(d),
+            conv = run_cli(["convert", "openvla-oft", "--checkpoint", str(ckpt), "--outtype", outtype, "--out", str(d),
                             "--force", "--keep-failed", "--threads", str(args.threads),
                             *[a for k in knobs for a in ("--knob", k)]], work / f"convert_{d.name}.log")
             rec["convert"] = conv
             text = Path(conv["log"]).read_text()
-            first = next((ln.split("FAIL, first at ", 1)[1].split(" (", 1)[0].strip() for ln in text.splitlines()
-                          if "FAIL, first at " in ln), None)
-            rec["first_failure"] = first
+            line = next((ln.split("FAIL, first at ", 1)[1] for ln in text.splitlines() if "FAIL, first at " in ln), None)
+            rec["first_failure"] = line.split(" (", 1)[0].strip() if line else None
+            rec["first_reason"] = line.split(" (", 1)[1].rstrip(")") if line and " (" in line else None
             if (d / "validation_report.json").is_file():
                 rep = json.loads((d / "validation_report.json").read_text())
                 refl = rep.get("reflection") or {}
@@ -201,13 +206,9 @@ def faults(work: Path, ckpt: Path, args) -> dict:
                 attempts = refl.get("attempts") or []
                 rec["attempts"] = len(attempts)
                 rec["summary"] = refl.get("summary")
-                # how far past its bound the first failing tensor was (the attempts record it after a fix;
-                # before, the convert log's table row is the source)
-                rec["first_failure_row"] = next((ln.strip() for ln in text.splitlines()
-                                                 if ln.startswith(">> ")), None)
         else:
             if not (base / "model.gguf").is_file():
-                log("  needs the correct f16 output (run --only correct first)")
+                log(f"  needs the correct {outtype} output (run --only correct first)")
                 continue
             shutil.rmtree(d, ignore_errors=True)
             shutil.copytree(base, d, ignore=shutil.ignore_patterns("project"))
@@ -219,8 +220,8 @@ def faults(work: Path, ckpt: Path, args) -> dict:
             rep = json.loads((d / "revalidated.json").read_text())
             rec["first_failure"] = rep["first_failure"]
             rec["repaired"] = False
-            rec["first_failure_row"] = next((ln.strip() for ln in Path(val["log"]).read_text().splitlines()
-                                             if ln.startswith(">> ")), None)
+            first = next(r for r in rep["results"] if r["name"] == rep["first_failure"])
+            rec["first_reason"] = first["reason"]
         out[name] = rec
         log(f"  {name}: first failing tensor {rec.get('first_failure')}; repaired {rec.get('repaired')} "
             f"{rec.get('fix') or ''}")
@@ -301,10 +302,11 @@ def tables(result: dict) -> str:
                 f"{_e(rep.get('action_inherent'))} | {_e(rep.get('action_noise'))} | {_e(rep.get('action_runtime'))} | "
                 f"{r['convert']['wall_s']} s | {r['convert']['peak_rss_gib']} GiB |")
         lines.append("")
-    if "faults" in result:
-        lines += ["| fault | first failing tensor | repaired | by |", "|---|---|---|---|"]
-        for name, r in result["faults"].items():
-            lines.append(f"| {name} ({r['what']}) | `{r.get('first_failure')}` | "
+    for outtype, rows in result.get("faults", {}).items():
+        lines += [f"| fault ({outtype}) | first failing tensor | error / bound | repaired | by |",
+                  "|---|---|---|---|---|"]
+        for name, r in rows.items():
+            lines.append(f"| {name} ({r['what']}) | `{r.get('first_failure')}` | {_ratio(r.get('first_reason'))} | "
                          f"{'yes' if r.get('repaired') else 'no'} | {r.get('fix') or '-'} |")
         lines.append("")
     if "q4k" in result:
@@ -322,6 +324,12 @@ def tables(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _ratio(reason: str | None) -> str:
+    """error / bound from a failing tensor's reason ("error E ... > bound B ...")."""
+    m = re.search(r"error ([0-9.e+-]+) .*> bound ([0-9.e+-]+)", reason or "")
+    return f"{float(m.group(1)) / float(m.group(2)):.3g}x" if m else "-"
+
+
 def _e(x) -> str:
     return "-" if not isinstance(x, float) else f"{x:.2e}"
 
@@ -337,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--llm-layers", type=int, default=None, help="Llama layers (default: all 30)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="correct,faults,q4k", help="comma-separated parts to run")
+    ap.add_argument("--fault-outtypes", default="f32,f16", help="the conversions faults are injected into")
     args = ap.parse_args(argv)
     work = args.work.absolute()
     work.mkdir(parents=True, exist_ok=True)

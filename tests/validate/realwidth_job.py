@@ -7,11 +7,15 @@ A real-width OpenVLA-OFT (DINOv2-L + SigLIP-so400m at 224 px, two images, a 576-
 injected outlier channels; 2 blocks per tower, 1 run, and 2 Llama layers), one generated graph (it does
 not depend on the weight types), and:
 
-    correct   GGUFs at f32, f16, bf16, q8_0, every quantized matrix Q4_K (RTN; 576-wide rows padded
-              to 768), and a mix of the allocator's low-bit types (every vec_dot path: F16, Q8_0
-              blocks for Q1_0/Q2_0/Q4_0/IQ4_NL, Q8_K for the K and IQ types): ParityCheck on each
-    faults    the f16 model with one fault each (a knob, or wrong normalisation in the GGUF metadata)
-    out_f16   a convert-style output directory for `omnimodel validate` (and a copy with the fault)
+    correct   GGUFs at f32, f16, every quantized matrix Q4_K (RTN; 576-wide rows padded to 768), and
+              a mix of the allocator's low-bit types (every vec_dot path: Q8_0 blocks for Q1_0, Q2_0,
+              Q4_0, IQ4_NL; Q8_K for the K and IQ types): ParityCheck on each. bf16 and q8_0 (one
+              more rounding each, F16-like and Q8_0-like) run in benchmarks/parity_realwidth.py.
+    faults    the f32 model (where nothing rounds, so the smallest faults show) with one fault each:
+              the knobs and mechanisms new at real width (eps, theta, GQA mapping, action slot, image
+              normalisation in the GGUF metadata); tanh GELU and causal masks are also in
+              test_fault_injection.py, every fault at f32 and f16 in the benchmark
+    out_f16   a convert-style output directory for `omnimodel validate`
 """
 
 from __future__ import annotations
@@ -41,8 +45,6 @@ from omnimodel.validate.parity import ParityCheck
 MIX = (GGMLType.Q2_K, GGMLType.IQ3_S, GGMLType.Q1_0, GGMLType.IQ4_XS, GGMLType.Q2_0, GGMLType.Q3_K,
        GGMLType.IQ2_XXS, GGMLType.IQ4_NL, GGMLType.Q4_0, GGMLType.Q5_K, GGMLType.Q6_K)
 KNOB_FAULTS = {
-    "tanh GELU": ("vision_backbone.featurizer", "gelu", "tanh"),
-    "causal vision mask": ("vision_backbone.fused_featurizer", "attn_mask", "causal"),
     "norm eps 1e-6": ("language_model.model", "norm_eps", 1e-6),
     "rope theta 1e4": ("language_model.model", "rope_theta", 10000.0),
     "GQA head mapping": ("language_model.model", "kv_heads", "interleaved"),
@@ -90,7 +92,7 @@ def main(work: Path) -> None:
     base = make_plan(desc, "f16")
     so = build(base, work / "graph")
     checks = {}
-    for outtype in ("f32", "f16", "bf16", "q8_0"):
+    for outtype in ("f32", "f16"):
         gguf = work / f"{outtype}.gguf"
         write_gguf(policy, gguf, outtype)
         checks[outtype] = ParityCheck(policy, gguf, threads=2)
@@ -115,23 +117,24 @@ def main(work: Path) -> None:
     shutil.copy2(so, out / "plugin" / so.name)
     (out / "plan.json").write_text(base.to_json() + "\n")
     check = checks["f16"]
-    report = check.run(base, graph=f"plugin:plugin/{so.name}", checkpoint=str(ckpt))
+    report = checks["f16"].run(base, graph=f"plugin:plugin/{so.name}", checkpoint=str(ckpt))
     report.write_json(out / "validation_report.json")
 
+    check, f32 = checks["f32"], make_plan(desc, "f32")
     for fault, (module, knob, value) in KNOB_FAULTS.items():
-        plan = base.with_knob(module, knob, value)
+        plan = f32.with_knob(module, knob, value)
         build(plan, work / f"fault_{knob}")
         result["faults"][fault] = summary(check.run(plan))
 
     # wrong image normalisation: the converter wrote ImageNet statistics for the SigLIP tower
-    bad = work / "out_bad_norm"
-    shutil.copytree(out, bad)
+    bad = work / "bad_norm.gguf"
+    shutil.copy2(work / "f32.gguf", bad)
     for key, values in zip(("image_mean", "image_std"), IMAGENET):
-        patch_float_array(bad / "model.gguf", f"openvla-oft.vision.fused_featurizer.{key}", values)
+        patch_float_array(bad, f"openvla-oft.vision.fused_featurizer.{key}", values)
     _runtime.load_plugin(str(so))
     wrong = copy.copy(check)  # the same weights: the references stay valid
-    wrong.gguf = bad / "model.gguf"
-    result["faults"]["image normalisation"] = summary(wrong.run(base))
+    wrong.gguf = bad
+    result["faults"]["image normalisation"] = summary(wrong.run(f32))
     (work / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
 
 

@@ -169,3 +169,37 @@ def test_unowned_tensor_and_skill_without_fixes(tmp_path) -> None:
     rep = first_report(rt2, NoOwner(), tmp_path / "b")
     res = reflect(NoOwner(), rep, SKILLS, rt2.steps().apply, workdir=tmp_path / "r2")
     assert not res.passed and "not computed by any plan module" in res.diagnosis
+
+
+def test_the_value_the_checkpoint_states_is_tried_first(tmp_path) -> None:
+    """A module's stated knobs (what the analyzer read, kept through an override) come before the
+    skill's generic fixes, so a knob override or a template that lost the config's value is undone in
+    one attempt."""
+    from omnimodel.plan.skills import SKILLS as REAL_SKILLS
+
+    @dataclass(frozen=True)
+    class StatedModule(FakeModule):
+        params: dict[str, Any] = field(default_factory=dict)
+
+    class StatedPlan(FakePlan):
+        def module_for_tensor(self, name: str):
+            if OWNER.get(name) != "llm":
+                return super().module_for_tensor(name)
+            return StatedModule("llm", "llama_stack", self.knobs["llm"], {"stated_knobs": {"rope_theta": 100000.0}})
+
+    class ThetaRuntime(FakeRuntime):
+        def run(self) -> dict[str, np.ndarray]:
+            self.calls.append("run")
+            out, broken = {}, False
+            for name in ORDER:
+                broken = broken or (OWNER[name] == "llm" and self.loaded["llm"].get("rope_theta") != 100000.0)
+                out[name] = REFERENCE[name] + (0.3 if broken else 0.0) * RNG.standard_normal(64)
+            return out
+
+    plan = StatedPlan(knobs={"vit": {"gelu": "tanh"}, "llm": {"rope_theta": 10000.0}, "head": {}})
+    rt = ThetaRuntime({})
+    rep = first_report(rt, plan, tmp_path)
+    assert rep.first_failure.name == "llm.layers.0"
+    res = reflect(plan, rep, {**SKILLS, "llama_stack": REAL_SKILLS["llama_stack"]}, rt.steps().apply,
+                  workdir=tmp_path / "r")
+    assert res.passed and [a.knobs for a in res.attempts] == [{"rope_theta": 100000.0}]
