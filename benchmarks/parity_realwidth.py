@@ -235,7 +235,13 @@ def q4k(work: Path, ckpt: Path, args) -> dict:
     from omnimodel.arch.openvla_oft import load_policy
     from omnimodel.gguf.types import GGMLType
     from omnimodel.validate.numerics import round_activations
-    from omnimodel.validate.reference import GGUFWeights, parity_observation, reference_inputs, run_reference
+    from omnimodel.validate.reference import (
+        GGUFWeights,
+        action_span,
+        parity_observation,
+        reference_inputs,
+        run_reference,
+    )
 
     res: dict = {}
     q = work / "out_q4_k"
@@ -270,6 +276,30 @@ def q4k(work: Path, ckpt: Path, args) -> dict:
     finally:
         for h in handles:
             h.remove()
+    # counterfactual: the same Q4_K weights with the activations rounded in Q8_0 blocks of 32 instead of
+    # Q8_K blocks of 256 -- how much of the inherent deviation is the block size meeting the outliers
+    from omnimodel.plan.plan import Plan
+    from omnimodel.validate.numerics import RuntimeNumerics
+    from omnimodel.validate.reference import DistanceSink, StoreSink
+
+    plan = Plan.from_json((q / "plan.json").read_text())
+    real = RuntimeNumerics.from_plan(plan)
+    as_q8_0 = RuntimeNumerics({n: (GGMLType.Q4_0 if t == GGMLType.Q4_K else t) for n, t in real.weight_types.items()})
+    w = GGUFWeights(q / "model.gguf")
+    keep = {"language_model.model.norm", "actions", "vision_backbone"}.__contains__
+    exact = StoreSink()
+    run_reference(pol, x, weights=w, keep=keep, sink=exact)
+    ref = exact.tensors()
+    span = action_span(pol)
+    res["block_size_counterfactual"] = {}
+    for label, num in (("Q8_K blocks of 256 (ggml)", real), ("Q8_0 blocks of 32", as_q8_0)):
+        sink = DistanceSink(ref)
+        run_reference(pol, x, weights=w, numerics=num, keep=keep, sink=sink)
+        res["block_size_counterfactual"][label] = {
+            "language_model.model.norm": float(np.sqrt(sink.sq_err["language_model.model.norm"]
+                                                       / sink.sq_ref["language_model.model.norm"])),
+            "actions (of range)": float((sink.max_err["actions"] / span).max()),
+        }
     res["activations"] = {k: {"peak_over_rms": round(v["peak_over_rms"], 1),
                               "q8k_rel_err": float(np.mean(v["q8k_err"])), "q8_0_rel_err": float(np.mean(v["q8_0_err"])),
                               "f16_rel_err": float(np.mean(v["f16_err"]))} for k, v in stats.items()}
@@ -318,6 +348,9 @@ def tables(result: dict) -> str:
         for k, v in result["q4k"]["activations"].items():
             lines.append(f"| {k} | {v['peak_over_rms']} | {_e(v['q8k_rel_err'])} | {_e(v['q8_0_rel_err'])} | "
                          f"{_e(v['f16_rel_err'])} |")
+        for label, v in (result["q4k"].get("block_size_counterfactual") or {}).items():
+            lines.append(f"\nexact vs Q4_K weights with activations in {label}: final norm "
+                         f"{_e(v['language_model.model.norm'])}, actions {_e(v['actions (of range)'])} of the range")
         ctl = (result["q4k"].get("random_control") or {}).get("report") or {}
         lines.append(f"\nrandom-weight Llama control at Q4_K: parity {'pass' if ctl.get('passed') else 'FAIL'}, "
                      f"actions inherent {_e(ctl.get('action_inherent'))}, runtime {_e(ctl.get('action_runtime'))}")

@@ -133,7 +133,7 @@ class _Plan:
 
 def test_numerics_from_plan_reads_types_and_attention_knobs() -> None:
     plan = _Plan(
-        modules=(_Module("vision_backbone.featurizer", {"attn": "flash"}), _Module("language_model.model", {"attn": "naive"})),
+        modules=(_Module("vision_backbone.featurizer", {"attn": "flash_f16"}), _Module("language_model.model", {"attn": "omni"})),
         tensors=(_Tensor("a.weight", (8, 64), GGMLType.Q4_K), _Tensor("a.bias", (8,), GGMLType.F32)),
     )
     num = RuntimeNumerics.from_plan(plan)

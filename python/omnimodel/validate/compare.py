@@ -49,9 +49,11 @@ class Tolerance:
 
 
 # Measured at real width (benchmarks/parity_realwidth.py, docs/parity.md "Choosing K and the floors"):
-# correct conversions reach at most ~1.6x their noise sample and ~2e-7 where there is nothing to
-# flip; the weakest fault (tanh GELU at F16) reaches 4.5x.
-DEFAULT_TOLERANCE = Tolerance(k=3.0, floor=1e-6, action_floor=1e-6)
+# correct conversions reach at most 2.3x their noise (the larger of two samples), the weakest fault at
+# F32 (RMSNorm eps 1e-6 for 1e-5 on a random-weight Llama) 7.4x: K = 4 sits between them with a margin of
+# ~1.8 on either side. The floors cover tensors with no noise at all (exact copies: token embeddings,
+# the preprocessed inputs), where a correct runtime has been exact.
+DEFAULT_TOLERANCE = Tolerance(k=4.0, floor=1e-6, action_floor=1e-6)
 
 
 @dataclass(frozen=True)

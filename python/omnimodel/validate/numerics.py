@@ -16,10 +16,14 @@ and the padding never changes a block's scale. ``round_activations`` calls ggml-
 through the extension, so the emulating reference rounds bit for bit as the runtime does.
 
 Knobs that change numerics only (not the model's function) are honoured too: a skill's ``attn`` knob
-(``naive`` -- float32 K/Q/V, the default -- or ``flash``: ggml_flash_attn_ext with F16 K/V, which also
-rounds Q to F16) maps to the rounding of the attention's q/k/v in ``ATTENTION_ROUNDING``. A knob value
-missing there is an error, never silently ignored: a fast path whose rounding the reference does not
-know would otherwise be judged against the wrong arithmetic.
+maps to the rounding of the attention's q/k/v in ``ATTENTION_ROUNDING`` (docs/parity.md, "Runtime
+numerics"): ``naive`` (matmul, softmax, matmul), ``flash`` (ggml_flash_attn_ext on F32 K/V) and ``omni``
+(whole score rows, exact softmax) compute in float32 -- no rounding point, only summation order;
+``flash_f16`` converts K and V to F16, and ggml's kernel then converts Q to K's vec_dot_type, F16. (That
+kernel also accumulates the output over F16 V rows in F16, which is not emulated.) A knob value missing
+there is an error, never silently ignored: a fast path whose rounding the reference does not know would
+otherwise be judged against the wrong arithmetic. Other speed knobs (a vectorised erf, a BF16 GEMM that
+rounds activations to BF16 as ggml's vec_dot_type does) add no rounding point.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from omnimodel.gguf.types import GGMLType
 
 #: the skill knob choosing an attention implementation, and what each value rounds q/k/v to (None: F32)
 ATTENTION_KNOB = "attn"
-ATTENTION_ROUNDING: dict[str, GGMLType | None] = {"naive": None, "flash": GGMLType.F16}
+ATTENTION_ROUNDING: dict[str, GGMLType | None] = {"naive": None, "flash": None, "omni": None,
+                                                  "flash_f16": GGMLType.F16}
 
 
 class NumericsError(ValueError):
