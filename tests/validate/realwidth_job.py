@@ -135,6 +135,8 @@ def main(work: Path) -> None:
     wrong = copy.copy(check)  # the same weights: the references stay valid
     wrong.gguf = bad
     result["faults"]["image normalisation"] = summary(wrong.run(f32))
+    # the references do not depend on the graph: every fault above reused the f32 check's one set
+    result["f32_reference_sets"] = len(check._references)
     (work / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
 
 

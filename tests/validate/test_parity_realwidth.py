@@ -76,6 +76,13 @@ def test_fault_fails_at_the_tensor_where_it_enters(job, fault: str, first: str) 
         assert "image_mean" in r["first_reason"]  # the report says where preprocessing comes from
 
 
+def test_faults_reuse_the_references(job) -> None:
+    """The references depend on the weights and the numerics, not on the graph: five faulty graphs were
+    judged against the one set computed for the correct f32 conversion."""
+    _, result = job
+    assert result["f32_reference_sets"] == 1
+
+
 def test_omnimodel_validate_reruns_the_check(job) -> None:
     work, _ = job
     res = subprocess.run([sys.executable, "-m", "omnimodel", "validate", str(work / "out_f16"), "--threads", "2"],
