@@ -244,6 +244,8 @@ def q4k(work: Path, ckpt: Path, args) -> dict:
     )
 
     res: dict = {}
+    previous = (json.loads((work / "parity_realwidth.json").read_text()).get("q4k") or {}
+                if (work / "parity_realwidth.json").is_file() else {})
     q = work / "out_q4_k"
     rep = json.loads((q / "validation_report.json").read_text())
     res["layers"] = [{k: r[k] for k in ("name", "inherent", "noise", "error", "bound")} for r in rep["results"]
@@ -307,9 +309,11 @@ def q4k(work: Path, ckpt: Path, args) -> dict:
     ctl = write_checkpoint(work, args, pretrained=False, name="ckpt_random")
     calib = write_calibration(work, ckpt)
     d = work / "out_q4_k_random"
-    conv = run_cli(["convert", "openvla-oft", "--checkpoint", str(ctl), "--out", str(d), "--force", "--keep-failed",
-                    "--allocation", str(work / "all_q4k.txt"), "--method", "rtn", "--calib", str(calib),
-                    "--threads", str(args.threads)], work / "convert_out_q4_k_random.log")
+    conv = previous.get("random_control", {}).get("convert") if (d / "validation_report.json").is_file() else None
+    if conv is None:
+        conv = run_cli(["convert", "openvla-oft", "--checkpoint", str(ctl), "--out", str(d), "--force", "--keep-failed",
+                        "--allocation", str(work / "all_q4k.txt"), "--method", "rtn", "--calib", str(calib),
+                        "--threads", str(args.threads)], work / "convert_out_q4_k_random.log")
     res["random_control"] = {"convert": conv, "report": report_summary(d) if (d / "validation_report.json").is_file()
                              else None}
     return res
