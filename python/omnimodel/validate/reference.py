@@ -64,7 +64,8 @@ _ATTENTION_SUFFIXES = (".attn", ".self_attn")
 
 @dataclass(frozen=True)
 class Perturbation:
-    """Multiply every rounding point's input by (1 + eps * u), u uniform in [-1, 1], seeded.
+    """Multiply every matmul's input (the rounding points, F32 matmuls included) and each attention's q,
+    k, v by (1 + eps * u), u uniform in [-1, 1], seeded.
 
     eps = 2^-24 is float32's half ulp: the relative size of one float32 rounding, i.e. the least by
     which a correct float32 computation of an activation may differ from the exact one."""
@@ -78,7 +79,7 @@ class ReferenceRun:
     """The reference's result for one observation."""
 
     inputs: dict[str, np.ndarray]  # what the runtime must be fed (pixel values, token ids, proprio)
-    tensors: dict[str, np.ndarray]  # name -> intermediate (float64), in PyTorch execution order (first call)
+    tensors: dict[str, np.ndarray]  # name -> intermediate (the store's dtype), in PyTorch execution order
     dtype: str
     action_span: np.ndarray | None = None  # per action dim: the range errors of ``actions`` are relative to
     notes: list[str] = field(default_factory=list)
