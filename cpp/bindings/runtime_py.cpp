@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -460,6 +461,87 @@ py::array_t<float> ggml_dequantize(int type_id, py::array_t<uint8_t, py::array::
     return out;
 }
 
+
+// ---- BEGIN parity: the runtime's activation rounding (omnimodel.validate.numerics) ------------------
+// A quantized or half-precision matmul does not multiply the float32 activation: ggml-cpu first
+// converts each activation row to its weight type's vec_dot_type with that type's CPU from_float
+// (F16/BF16 rounding, Q8_0/Q8_1 blocks of 32, Q8_K blocks of 256). The emulating reference calls the
+// very same function here, so its rounding is ggml's bit for bit, not a re-implementation.
+
+int vec_dot_type(int type_id) {
+    traits_or_throw(type_id);
+    return static_cast<int>(ggml_get_type_traits_cpu(static_cast<ggml_type>(type_id))->vec_dot_type);
+}
+
+// One vec_dot_type row (as from_float wrote it) back to float32: exactly the values the dot product uses.
+void decode_vec_dot_row(ggml_type vdt, const uint8_t * src, float * dst, int64_t n) {
+    switch (vdt) {
+        case GGML_TYPE_Q8_K: {  // {float d; int8 qs[256]; int16 bsums[16]}: d * q
+            const size_t bs = ggml_type_size(vdt);
+            for (int64_t b = 0; b < n / 256; ++b) {
+                float d;
+                std::memcpy(&d, src + b * bs, sizeof(float));
+                const int8_t * qs = reinterpret_cast<const int8_t *>(src + b * bs + sizeof(float));
+                for (int j = 0; j < 256; ++j) dst[b * 256 + j] = d * static_cast<float>(qs[j]);
+            }
+            return;
+        }
+        case GGML_TYPE_Q8_1: {  // {half d; half s; int8 qs[32]}: d * q (s only serves the weight's min term)
+            const size_t bs = ggml_type_size(vdt);
+            for (int64_t b = 0; b < n / 32; ++b) {
+                ggml_fp16_t d;
+                std::memcpy(&d, src + b * bs, sizeof(d));
+                const float    df = ggml_fp16_to_fp32(d);
+                const int8_t * qs = reinterpret_cast<const int8_t *>(src + b * bs + 2 * sizeof(ggml_fp16_t));
+                for (int j = 0; j < 32; ++j) dst[b * 32 + j] = df * static_cast<float>(qs[j]);
+            }
+            return;
+        }
+        default: {
+            const ggml_type_traits * tr = ggml_get_type_traits(vdt);
+            if (tr->to_float == nullptr) {
+                throw py::value_error(std::string("cannot decode activations of vec_dot_type ") + tr->type_name);
+            }
+            tr->to_float(src, dst, n);
+        }
+    }
+}
+
+// (rows, n) float32 activations of a matmul with weights of type_id -> what ggml multiplies them as:
+// each row zero-padded to the vec_dot_type's block (as the graph pads rows of a padded weight),
+// converted with ggml-cpu's from_float, decoded, the padding dropped.
+py::array_t<float> round_activations(int type_id, py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+    traits_or_throw(type_id);
+    if (x.ndim() != 2) throw py::value_error("x must be 2-D (rows, n)");
+    ggml_cpu_init();
+    const auto    vdt  = static_cast<ggml_type>(vec_dot_type(type_id));
+    const int64_t rows = x.shape(0), n = x.shape(1);
+    py::array_t<float> out({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(n)});
+    if (vdt == GGML_TYPE_F32) {
+        std::copy_n(x.data(), rows * n, out.mutable_data());
+        return out;
+    }
+    const ggml_from_float_t from_float = ggml_get_type_traits_cpu(vdt)->from_float;
+    if (from_float == nullptr) {
+        throw py::value_error(std::string("ggml-cpu has no from_float for ") + ggml_type_name(vdt));
+    }
+    const int64_t blk = ggml_blck_size(vdt), padded = (n + blk - 1) / blk * blk;
+    const float * src = x.data();
+    float *       dst = out.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        std::vector<float>   row(static_cast<size_t>(padded), 0.0f), back(static_cast<size_t>(padded));
+        std::vector<uint8_t> packed(ggml_row_size(vdt, padded));
+        for (int64_t r = 0; r < rows; ++r) {
+            std::copy_n(src + r * n, n, row.begin());
+            from_float(row.data(), packed.data(), padded);
+            decode_vec_dot_row(vdt, packed.data(), back.data(), padded);
+            std::copy_n(back.begin(), n, dst + r * n);
+        }
+    }
+    return out;
+}
+// ---- END parity -------------------------------------------------------------------------------------
 }  // namespace
 
 PYBIND11_MODULE(_runtime, m) {
@@ -535,4 +617,12 @@ PYBIND11_MODULE(_runtime, m) {
           "ggml_quantize_chunk over a (rows, n_per_row) float32 matrix; returns (rows, row_bytes) uint8");
     m.def("ggml_dequantize", &ggml_dequantize, py::arg("type_id"), py::arg("data"), py::arg("n_per_row"),
           "ggml's to_float over (rows, row_bytes) uint8; returns (rows, n_per_row) float32");
+
+    // ---- BEGIN parity
+    m.def("vec_dot_type", &vec_dot_type, py::arg("type_id"),
+          "the GGML type id ggml-cpu converts a matmul's activations to for weights of type_id");
+    m.def("round_activations", &round_activations, py::arg("type_id"), py::arg("x"),
+          "(rows, n) float32 activations of a matmul with type_id weights -> the values ggml-cpu multiplies "
+          "(rows zero-padded to the vec_dot_type block, from_float, decoded, padding dropped)");
+    // ---- END parity
 }

@@ -133,6 +133,11 @@ ggml_tensor * build_llama_block(graph_builder & gb, ggml_tensor * x, ggml_tensor
     const int rope_mode = hp.rope == rope_kind::neox ? GGML_ROPE_TYPE_NEOX : 0;
     q = ggml_rope_ext(ctx, q, positions, nullptr, (int) hd, rope_mode, 0, hp.rope_theta, 1.0f, 0.0f, 1.0f, 0.0f, 0.0f);
     k = ggml_rope_ext(ctx, k, positions, nullptr, (int) hd, rope_mode, 0, hp.rope_theta, 1.0f, 0.0f, 1.0f, 0.0f, 0.0f);
+    if (hp.kv_map == kv_map_kind::interleaved && hp.n_head_kv != hp.n_head) {
+        // ggml_repeat tiles: head h of the result is kv head h % n_head_kv (build_attention then maps 1:1)
+        k = ggml_repeat_4d(ctx, k, hd, hp.n_head, n_tok, 1);
+        v = ggml_repeat_4d(ctx, v, hd, hp.n_head, n_tok, 1);
+    }
     ggml_tensor * attn = build_attention(gb, q, k, v, 1.0f / std::sqrt((float) hd), hp.causal);
     attn = ggml_reshape_2d(ctx, attn, hp.n_head * hd, n_tok);
     attn = gb.build_linear(attn, gb.weight(a + "o_proj.weight", {hp.n_head * hd, d}));

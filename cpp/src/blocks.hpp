@@ -50,6 +50,10 @@ ggml_tensor * build_vit_block(graph_builder & gb, ggml_tensor * x, const std::st
 // RoPE pairing: neox rotates (i, i + hd/2) (HF rotate_half), normal rotates (2i, 2i + 1) (GPT-J).
 enum class rope_kind { neox, normal };
 
+// Which kv head serves query head h under grouped-query attention: grouped is HF repeat_kv
+// (repeat_interleave: kv head h / (n_head / n_head_kv)), interleaved cycles the kv heads (h % n_head_kv).
+enum class kv_map_kind { grouped, interleaved };
+
 struct llama_block_params {
     int64_t n_embd    = 0;
     int64_t n_head    = 0;
@@ -59,6 +63,7 @@ struct llama_block_params {
     float   rope_theta = 10000.0f;
     rope_kind rope    = rope_kind::neox;
     bool    causal    = false;
+    kv_map_kind kv_map = kv_map_kind::grouped;
 };
 
 // HF Llama decoder layer: RMSNorm, q/k/v/o (no bias), RoPE (hp.rope; HF is neox) over the whole head,

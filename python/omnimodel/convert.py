@@ -59,9 +59,11 @@ PLAN_FILE = "plan.json"
 MODEL_FILE = "model.gguf"
 DEMO_DIR = "demo_checkpoint"
 PROJECT_DIR = "project"
-# Parity is about numerics, not skill: a float64 reference is the tighter truth and affordable for
-# models up to this many parameters (the miniature; not a 7B model, which would need ~60 GB).
-FLOAT64_REFERENCE_MAX_PARAMS = 200_000_000
+# Parity is about numerics, not skill: the references compute in float64, the tighter truth. They hold
+# the model in its own dtype and make each module's float64 weights just in time, so float64 costs one
+# module's weights at 8 bytes each (a 7B model's largest, the token embedding: 1 GiB), not a float64
+# copy of the model; float32 only when even that would not fit.
+FLOAT64_REFERENCE_MAX_MODULE_BYTES = 2 * 2**30
 
 Log = Callable[[str], None]
 
@@ -133,8 +135,8 @@ def _load_policy(checkpoint: Path, quant: Any = None, unnorm_key: str | None = N
 def _reference_dtype(policy, requested: str) -> str:
     if requested != "auto":
         return requested
-    n = sum(p.numel() for p in policy.model.parameters())
-    return "float64" if n <= FLOAT64_REFERENCE_MAX_PARAMS else "float32"
+    largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in policy.model.modules())
+    return "float64" if 8 * largest <= FLOAT64_REFERENCE_MAX_MODULE_BYTES else "float32"
 
 
 def _files(root: Path) -> dict[str, int]:
@@ -186,8 +188,7 @@ def convert_openvla_oft(
     from omnimodel.demo_assets import DEMO_POLICY_DIR
     from omnimodel.arch.openvla_oft import export as oft_export
 
-    from .validate.parity import check_parity, run_runtime
-    from .validate.reference import DEFAULT_INSTRUCTION, DEFAULT_SEED, gguf_weights, parity_observation, run_reference
+    from .validate.parity import ParityCheck
     from .validate.reflector import PluginSteps, reflect
 
     if outtype not in OUTTYPES:
@@ -296,36 +297,31 @@ def convert_openvla_oft(
             graph_name = f"plugin:{plugin.relative_to(stage)}"
             log(f"      built and loaded {plugin.relative_to(stage)}")
 
-        weights_from = "gguf" if outcome is not None else "checkpoint"
-        with stage_step("reference", f"PyTorch forward with hooks ({weights_from} weights)"):
-            _widen_for_reference(policy)
-            rdtype = _reference_dtype(policy, reference_dtype)
-            images, proprio = parity_observation(policy, DEFAULT_SEED)
-            with gguf_weights(policy, gguf_path) if outcome is not None else contextlib.nullcontext():
-                ref = run_reference(policy, images, DEFAULT_INSTRUCTION, proprio, dtype=rdtype)
-            log(f"      {len(ref.tensors)} intermediates in {rdtype}")
-
         recorded_checkpoint = DEMO_DIR if demo else str(checkpoint)
-        parity_class = "mixed" if outcome is not None else outtype
+        _widen_for_reference(policy)
+        rdtype = _reference_dtype(policy, reference_dtype)
+        parity = ParityCheck(policy, gguf_path, dtype=rdtype, threads=threads, log=log)
 
-        def validate(tensors):
-            return check_parity(tensors, ref, parity_class, graph=graph_name, checkpoint=recorded_checkpoint,
-                                instruction=DEFAULT_INSTRUCTION, seed=DEFAULT_SEED, threads=threads,
-                                reference_weights=weights_from)
+        def validate(tensors, for_plan):
+            return parity.validate(tensors, for_plan, graph=graph_name, checkpoint=recorded_checkpoint)
 
-        with stage_step("validate", f"runtime ({graph_name}) vs PyTorch, every intermediate"):
-            report = validate(run_runtime(gguf_path, ref.inputs, threads))
+        with stage_step("runtime", f"run {graph_name} on the parity observation, capturing every intermediate"):
+            tensors = parity.run_runtime()
+            log(f"      {len(tensors)} named intermediates")
+
+        with stage_step("validate", f"against the PyTorch references (GGUF weights, {rdtype}): exact, "
+                                    "emulating its rounding, and noise samples"):
+            report = validate(tensors, plan)
             _check_graph_source(report, stage, log)
             first = report.first_failure
             verdict = "all pass" if report.passed else f"FAIL, first at {first.name}" if first else "nothing compared"
-            log(f"      {len(report.results)} tensors: {verdict}")
+            log(f"      {len(report.results)} tensors: {verdict}" + (f" ({first.reason})" if first else ""))
 
         with stage_step("reflect", "repair a failing generated graph"):
             if report.passed:
                 log("      not needed")
             else:
-                steps = PluginSteps(chain.render, chain.build_plugin, chain.load_plugin,
-                                    lambda: run_runtime(gguf_path, ref.inputs, threads), validate)
+                steps = PluginSteps(chain.render, chain.build_plugin, chain.load_plugin, parity.run_runtime, validate)
                 result = reflect(plan, report, chain.skills, steps.apply, workdir=stage / ".reflect")
                 for a in result.attempts:
                     log(f"      try {a.module} {a.describe()}")
@@ -554,18 +550,20 @@ def _adopt_attempt(attempt_dir: Path, stage: Path, chain: PluginChain) -> Path:
 
 
 def revalidate(out_dir: str | os.PathLike[str], *, threads: int = 1, log: Log = print):
-    """Re-run the parity check of a convert output directory with what its report recorded."""
+    """Re-run the parity check of a convert output directory with what its report and plan recorded."""
     import torch
 
-    from .validate.parity import check_parity, run_runtime
-    from .validate.reference import gguf_weights, parity_observation, run_reference
+    from .validate.parity import ParityCheck
     from .validate.report import ValidationReport
 
     out_dir = Path(out_dir).absolute()
     report_path = out_dir / REPORT_FILE
     if not report_path.is_file():
         raise ConvertError(f"{out_dir}: no {REPORT_FILE} (not a convert output directory?)")
-    old = ValidationReport.read_json(report_path)
+    try:
+        old = ValidationReport.read_json(report_path)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConvertError(f"{report_path}: unreadable ({' '.join(str(e).split())})") from e
     if not old.checkpoint:
         raise ConvertError(f"{report_path}: records no checkpoint path; cannot re-run the reference")
     checkpoint = Path(old.checkpoint)
@@ -573,6 +571,10 @@ def revalidate(out_dir: str | os.PathLike[str], *, threads: int = 1, log: Log = 
         checkpoint = out_dir / checkpoint
     if not checkpoint.is_dir():
         raise ConvertError(f"{checkpoint}: the checkpoint recorded in {REPORT_FILE} is gone")
+    plan = _read_plan(out_dir / PLAN_FILE)
+    for needed in (out_dir / MODEL_FILE,):
+        if not needed.is_file():
+            raise ConvertError(f"{needed}: missing from the convert output directory")
     graph = old.graph
     if graph.startswith("plugin:"):
         from omnimodel import _runtime
@@ -588,16 +590,22 @@ def revalidate(out_dir: str | os.PathLike[str], *, threads: int = 1, log: Log = 
         policy = _load_policy(checkpoint, unnorm_key=_gguf_stats_key(out_dir / MODEL_FILE))
         _widen_for_reference(policy)
         log(f"checkpoint {checkpoint}; graph {graph}; outtype {old.outtype}; reference {old.reference_dtype}")
-        images, proprio = parity_observation(policy, old.seed)
-        from_gguf = old.reference_weights == "gguf"
-        with gguf_weights(policy, out_dir / MODEL_FILE) if from_gguf else contextlib.nullcontext():
-            ref = run_reference(policy, images, old.instruction, proprio, dtype=old.reference_dtype)
-        tensors = run_runtime(out_dir / MODEL_FILE, ref.inputs, threads)
+        parity = ParityCheck(policy, out_dir / MODEL_FILE, dtype=old.reference_dtype, instruction=old.instruction,
+                             seed=old.seed, threads=threads, tolerance=old.tolerance, log=log)
+        return parity.run(plan, graph=graph, checkpoint=old.checkpoint)
     finally:
         torch.set_num_threads(previous)
-    return check_parity(tensors, ref, old.outtype, graph=graph, checkpoint=old.checkpoint,
-                        instruction=old.instruction, seed=old.seed, threads=threads,
-                        reference_weights=old.reference_weights)
+
+
+def _read_plan(path: Path):
+    from omnimodel.plan.plan import Plan
+
+    if not path.is_file():
+        raise ConvertError(f"{path}: missing from the convert output directory")
+    try:
+        return Plan.from_json(path.read_text())
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConvertError(f"{path}: unreadable plan ({' '.join(str(e).split())})") from e
 
 
 def _gguf_stats_key(path: Path) -> str | None:

@@ -40,7 +40,7 @@ def test_description_modules_and_variants(desc) -> None:
     assert siglip.variants["image_mean"] == [0.5, 0.5, 0.5]
     llm = desc.module("language_model.model").variants
     assert llm == {"norm": "rms", "norm_eps": 1e-6, "rope": "neox", "rope_theta": 10000.0,
-                   "attn_mask": "bidirectional", "act": "silu"}
+                   "attn_mask": "bidirectional", "act": "silu", "kv_heads": "grouped"}
     assert desc.module("action_head").variants["norm_eps"] == 1e-5
     assert desc.module("projector").variants["gelu"] == "erf"
     # unused tensors are not part of what the runtime reads
@@ -74,6 +74,8 @@ def test_with_knob_is_immutable_and_checked(desc) -> None:
     with pytest.raises(KeyError):
         plan.with_knob("vision_backbone.featurizer", "no_such_knob", 1)
     assert Plan.from_json(tanh.to_json()) == tanh
+    # what the checkpoint states survives the override, for the reflector to try first
+    assert tanh.module("vision_backbone.featurizer").params["stated_knobs"]["gelu"] == "erf"
 
 
 def test_module_for_tensor(desc) -> None:
@@ -83,7 +85,10 @@ def test_module_for_tensor(desc) -> None:
     assert plan.module_for_tensor("proprio_projector.fc1").name == "proprio_projector"  # not "projector"
     assert plan.module_for_tensor("projector").name == "projector"
     assert plan.module_for_tensor("language_model.model.layers.1").name == "language_model.model"
-    assert plan.module_for_tensor("inputs_embeds") is None
+    # the architecture glue owns what it computes itself
+    assert plan.module_for_tensor("inputs_embeds").skill == "openvla_oft_glue"
+    assert plan.module_for_tensor("action_hidden_states").skill == "openvla_oft_glue"
+    assert plan.module_for_tensor("no.such.tensor") is None
 
 
 def test_skill_fixes() -> None:
@@ -91,4 +96,5 @@ def test_skill_fixes() -> None:
     assert {"attn_mask": "causal"} in SKILLS["llama_stack"].fixes and {"rope": "normal"} in SKILLS["llama_stack"].fixes
     cur = {"gelu": "erf", "norm_eps": 1e-6}
     alts = SKILLS["vit_tower"].alternatives(cur, extra={"norm_eps": [1e-6, 2e-6]})
-    assert {"gelu": "erf"} not in alts and alts[0] == {"gelu": "tanh"} and {"norm_eps": 2e-6} in alts
+    # the per-module candidates (what the config states) come first; no-ops are dropped
+    assert {"gelu": "erf"} not in alts and alts[0] == {"norm_eps": 2e-6} and alts[1] == {"gelu": "tanh"}

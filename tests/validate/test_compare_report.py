@@ -1,4 +1,4 @@
-"""Comparison math, first-failure selection, report JSON and table."""
+"""Comparison math, the measured tolerance, first-failure selection, report JSON and table."""
 
 from __future__ import annotations
 
@@ -7,11 +7,20 @@ import math
 
 import numpy as np
 import pytest
-from omnimodel.errors import UsageError
-from omnimodel.validate.compare import THRESHOLDS, compare_all, compare_tensor, cosine, rel_max_err, thresholds_for
+from omnimodel.validate.compare import (
+    ACTION_RANGE,
+    DEFAULT_TOLERANCE,
+    REL_RMS,
+    Tolerance,
+    compare_all,
+    compare_tensor,
+    cosine,
+    range_error,
+    rel_rms,
+)
 from omnimodel.validate.report import ValidationReport
 
-F32 = THRESHOLDS["f32"]
+TOL = Tolerance(k=3.0, floor=1e-6, action_floor=1e-6)
 
 
 def test_cosine_edge_cases() -> None:
@@ -24,15 +33,40 @@ def test_cosine_edge_cases() -> None:
     assert cosine(x, np.zeros(3)) == 0.0
 
 
-def test_rel_err_edge_cases() -> None:
-    assert rel_max_err(np.array([1.0, 2.0]), np.array([1.0, 4.0])) == pytest.approx(0.5)
-    assert rel_max_err(np.zeros(2), np.zeros(2)) == 0.0
-    assert rel_max_err(np.ones(2), np.zeros(2)) == math.inf
+def test_distances_are_scale_free_with_zero_edge_cases() -> None:
+    a, b = np.array([3.0, 4.0]), np.array([0.0, 0.0]) + np.array([3.0, 4.0]) * 1.01
+    assert rel_rms(a, b) == pytest.approx(rel_rms(1e6 * a, 1e6 * b))
+    assert rel_rms(np.array([1.0, 2.0]), np.array([1.0, 4.0])) == pytest.approx(2 / math.sqrt(17))
+    assert rel_rms(np.zeros(2), np.zeros(2)) == 0.0
+    assert rel_rms(np.ones(2), np.zeros(2)) == math.inf
+    # the action metric: the worst element relative to its own dimension's range
+    ref = np.zeros((2, 3))
+    off = ref.copy()
+    off[1, 2] = 0.01
+    assert range_error(off, ref, np.array([1.0, 1.0, 0.5])) == pytest.approx(0.02)
+
+
+def test_bound_is_k_times_noise_with_a_floor() -> None:
+    t = Tolerance(k=3.0, floor=1e-6, action_floor=5e-6)
+    assert t.bound(1e-3, REL_RMS) == pytest.approx(3e-3)
+    assert t.bound(1e-9, REL_RMS) == 1e-6  # nothing to flip: float32 arithmetic is always allowed
+    assert t.bound(1e-9, ACTION_RANGE) == 5e-6
+    assert t.bound(math.nan, REL_RMS) == 1e-6  # no noise measured: only the floor
+
+
+def test_pass_and_fail_follow_the_noise() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal(1000)
+    runtime = ref + 1e-3 * rng.standard_normal(1000)  # relative RMS ~1e-3
+    assert compare_tensor("t", runtime, ref, TOL, noise=1e-3).passed  # as far as a correct float32 run
+    r = compare_tensor("t", runtime, ref, TOL, noise=1e-4)  # 10x a correct run: wrong
+    assert not r.passed and "bound" in r.reason and r.ratio > 3
+    assert r.error == pytest.approx(1e-3, rel=0.1) and r.metric == REL_RMS
 
 
 def test_zeros_pass_and_half_zero_fails() -> None:
-    assert compare_tensor("z", np.zeros((2, 3)), np.zeros((1, 2, 3)), F32).passed
-    r = compare_tensor("z", np.zeros(3), np.ones(3), F32)
+    assert compare_tensor("z", np.zeros((2, 3)), np.zeros((1, 2, 3)), TOL, noise=0.0).passed
+    r = compare_tensor("z", np.zeros(3), np.ones(3), TOL, noise=0.0)
     assert not r.passed and r.cosine == 0.0
 
 
@@ -40,42 +74,43 @@ def test_zeros_pass_and_half_zero_fails() -> None:
 def test_non_finite_fails(bad: float) -> None:
     good = np.ones(4)
     broken = np.array([1.0, bad, 1.0, 1.0])
-    r = compare_tensor("t", broken, good, F32)
+    r = compare_tensor("t", broken, good, TOL, noise=1.0)
     assert not r.passed and "non-finite" in r.reason and "runtime" in r.reason
-    r = compare_tensor("t", good, broken, F32)
+    r = compare_tensor("t", good, broken, TOL, noise=1.0)
     assert not r.passed and "reference" in r.reason
 
 
 def test_shape_check_ignores_batch_one_only() -> None:
     a = np.arange(6.0)
-    assert compare_tensor("t", a.reshape(2, 3), a.reshape(1, 2, 3), F32).passed
-    r = compare_tensor("t", a.reshape(3, 2), a.reshape(2, 3), F32)  # same size, different layout
+    assert compare_tensor("t", a.reshape(2, 3), a.reshape(1, 2, 3), TOL, noise=0.0).passed
+    r = compare_tensor("t", a.reshape(3, 2), a.reshape(2, 3), TOL, noise=1.0)  # same size, other layout
     assert not r.passed and "shape" in r.reason
 
 
-def test_thresholds_per_outtype() -> None:
-    rng = np.random.default_rng(0)
-    ref = rng.standard_normal(1000)
-    noisy = ref + 0.01 * rng.standard_normal(1000)  # cosine ~0.99995
-    assert not compare_tensor("t", noisy, ref, thresholds_for("f32")).passed
-    for t in ("f16", "bf16", "q8_0"):
-        assert compare_tensor("t", noisy, ref, thresholds_for(t)).passed
-    with pytest.raises(UsageError):
-        thresholds_for("q4_k")
-
-
-def test_action_range_error() -> None:
+def test_action_chunk_is_judged_by_its_range() -> None:
     ref = np.linspace(-1, 1, 14).reshape(2, 7)
     span = np.full(7, 2.0)
     off = ref.copy()
-    off[1, 3] += 3e-4 * 2.0  # cosine still ~1, but 3e-4 of the range > f32's 1e-4
-    r = compare_tensor("actions", off, ref, F32, action_range=span)
-    assert r.cosine > 0.99999 and not r.passed and r.range_err == pytest.approx(3e-4)
-    assert compare_tensor("actions", off, ref, thresholds_for("f16"), action_range=span).passed
+    off[1, 3] += 3e-4 * 2.0  # cosine still ~1, but 3e-4 of the range
+    r = compare_tensor("actions", off, ref, TOL, noise=2e-5, action_range=span)
+    assert r.cosine > 0.99999 and not r.passed and r.metric == ACTION_RANGE and r.error == pytest.approx(3e-4)
+    assert compare_tensor("actions", off, ref, TOL, noise=2e-4, action_range=span).passed
+
+
+def test_a_close_but_wrong_formula_fails_where_nothing_rounds() -> None:
+    """tanh-GELU vs erf-GELU: cosine 1 - 1e-7, but a relative error far above float32's."""
+    import torch
+
+    x = torch.linspace(-4, 4, 4001, dtype=torch.float64)
+    erf, tanh = torch.nn.functional.gelu(x).numpy(), torch.nn.functional.gelu(x, approximate="tanh").numpy()
+    noise32 = rel_rms(erf.astype(np.float32), erf)  # what float32 alone does to this tensor
+    r = compare_tensor("mlp", tanh, erf, DEFAULT_TOLERANCE, noise=noise32)
+    assert r.cosine > 0.99999 and not r.passed
 
 
 def _report(values: dict[str, float]) -> ValidationReport:
-    """Runtime tensors in this order; each reference equals it except for ``values[name]`` noise."""
+    """Runtime tensors in this order; each reference equals it except for ``values[name]`` noise; the
+    noise sample says 1e-3 for every tensor."""
     rng = np.random.default_rng(1)
     runtime, ref = {}, {}
     for name, noise in values.items():
@@ -83,8 +118,9 @@ def _report(values: dict[str, float]) -> ValidationReport:
         ref[name] = r
         runtime[name] = r + noise * rng.standard_normal(50)
     runtime["extra"] = np.ones(3)  # no reference: listed, never counted as passing
-    results, unmatched = compare_all(runtime, ref, F32)
-    return ValidationReport("f32", F32, results, unmatched)
+    results, unmatched = compare_all(runtime, ref, TOL, noise={n: 1e-3 for n in values},
+                                     inherent={n: 2e-3 for n in values})
+    return ValidationReport("f16", TOL, results, unmatched, rounding={"F16": 3})
 
 
 def test_first_failure_is_earliest_in_execution_order() -> None:
@@ -96,7 +132,7 @@ def test_first_failure_is_earliest_in_execution_order() -> None:
 
 
 def test_empty_report_never_passes() -> None:
-    rep = ValidationReport("f32", F32, [], ["x"])
+    rep = ValidationReport("f32", TOL, [], ["x"])
     assert not rep.passed
     assert "NOTHING COMPARED" in rep.format_table()
 
@@ -107,22 +143,21 @@ def test_report_json_roundtrip_and_table(tmp_path) -> None:
     d = json.loads(path.read_text())  # valid JSON despite NaN metrics
     assert d["passed"] is False and d["first_failure"] == "b"
     assert [r["name"] for r in d["results"]] == ["a", "b", "c"]
+    assert d["results"][0]["noise"] == 1e-3 and d["results"][0]["inherent"] == 2e-3
+    assert d["tolerance"] == {"k": 3.0, "floor": 1e-6, "action_floor": 1e-6}
     back = ValidationReport.read_json(path)
-    assert back.first_failure.name == "b" and math.isnan(back.result("c").cosine)
+    assert back.first_failure.name == "b" and math.isnan(back.result("c").error)
+    assert back.tolerance == TOL and back.rounding == {"F16": 3}
     table = rep.format_table()
     lines = table.splitlines()
     marked = [ln for ln in lines if ln.startswith(">>")]
     assert len(marked) == 1 and " b " in marked[0] and "FAIL" in marked[0]
     assert "first failing tensor in execution order: b" in table
+    assert "inherent" in lines[0] and "noise" in lines[0] and "runtime" in lines[0]
+    assert "3 matrices to F16" in table
     assert "not compared (no PyTorch counterpart): extra" in table
 
 
-def test_f32_rel_err_catches_a_close_but_wrong_formula() -> None:
-    """tanh-GELU vs erf-GELU: cosine ~1 - 1e-7 (passes 0.99999), but rel err ~5e-4 fails f32's 1e-4."""
-    import torch
-
-    x = torch.linspace(-4, 4, 4001, dtype=torch.float64)
-    erf, tanh = torch.nn.functional.gelu(x).numpy(), torch.nn.functional.gelu(x, approximate="tanh").numpy()
-    r = compare_tensor("mlp", tanh, erf, F32)
-    assert r.cosine > 0.99999 and not r.passed and "rel err" in r.reason
-    assert compare_tensor("mlp", tanh, erf, thresholds_for("f16")).passed  # 16-bit cannot tell; f32 must
+def test_old_reports_are_refused_with_a_reason() -> None:
+    with pytest.raises(ValueError, match="re-run convert"):
+        ValidationReport.from_dict({"version": 1, "results": []})

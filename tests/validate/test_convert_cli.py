@@ -115,8 +115,8 @@ def test_validate_needs_an_output_dir(tmp_path, capsys) -> None:
 def test_parity_failure_leaves_nothing_and_names_first_tensor(tmp_path, monkeypatch, capsys) -> None:
     real = parity.run_runtime
 
-    def corrupt(path, inputs, threads=1):
-        out = real(path, inputs, threads)
+    def corrupt(path, inputs, threads=1, **kw):
+        out = real(path, inputs, threads, **kw)
         for name in ("language_model.model.layers.1.mlp", "language_model.model.layers.1"):
             out[name] = out[name] * 1.5 + 0.1
         return out
@@ -150,6 +150,10 @@ class _Module:
 @dataclass(frozen=True)
 class _Plan:
     knobs: dict[str, Any] = field(default_factory=lambda: {"gelu": "tanh"})
+    # what the parity check reads from a plan: no module or tensor types, i.e. nothing rounds (f32)
+    outtype: str = "f32"
+    modules: tuple = ()
+    tensors: tuple = ()
 
     def with_knob(self, module: str, knob: str, value: Any) -> _Plan:
         return replace(self, knobs={**self.knobs, knob: value})
@@ -197,8 +201,8 @@ def test_convert_uses_plugin_chain_and_reflector_repairs(tmp_path, monkeypatch, 
     monkeypatch.setattr(convert_mod, "plugin_chain", lambda: (chain, ""))
     real = parity.run_runtime
 
-    def runtime(path, inputs, threads=1):
-        out = real(path, inputs, threads)
+    def runtime(path, inputs, threads=1, **kw):
+        out = real(path, inputs, threads, **kw)
         if loaded.get("gelu") != "erf":
             rng = np.random.default_rng(0)
             for name in list(out)[list(out).index("vision_backbone.featurizer.blocks.0.mlp"):]:

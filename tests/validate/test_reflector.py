@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omnimodel.validate.compare import THRESHOLDS, compare_all
+from omnimodel.validate.compare import Tolerance, compare_all
 from omnimodel.validate.reflector import PluginSteps, reflect
 from omnimodel.validate.report import ValidationReport
 
-F32 = THRESHOLDS["f32"]
+TOL = Tolerance(k=3.0, floor=1e-6, action_floor=1e-6)
 ORDER = ["vit.blocks.0", "vit.blocks.1", "llm.layers.0", "head"]
 OWNER = {"vit.blocks.0": "vit", "vit.blocks.1": "vit", "llm.layers.0": "llm", "head": "head"}
 RNG = np.random.default_rng(0)
@@ -54,6 +54,7 @@ class FakeRuntime:
         self.correct = correct
         self.loaded: FakePlan | None = None
         self.calls: list[str] = []
+        self.validated: list[FakePlan] = []  # the plan each validation judged (the references follow it)
 
     def render(self, plan: FakePlan, out: Path) -> list[Path]:
         self.calls.append("render")
@@ -82,9 +83,10 @@ class FakeRuntime:
             out[name] = REFERENCE[name] + (0.3 if broken else 0.0) * RNG.standard_normal(64)
         return out
 
-    def validate(self, tensors: dict[str, np.ndarray]) -> ValidationReport:
-        results, unmatched = compare_all(tensors, REFERENCE, F32)
-        return ValidationReport("f32", F32, results, unmatched, graph="plugin:fake")
+    def validate(self, tensors: dict[str, np.ndarray], plan: FakePlan) -> ValidationReport:
+        self.validated.append(plan)
+        results, unmatched = compare_all(tensors, REFERENCE, TOL, noise={n: 1e-3 for n in REFERENCE})
+        return ValidationReport("f32", TOL, results, unmatched, graph="plugin:fake")
 
     def steps(self) -> PluginSteps:
         return PluginSteps(self.render, self.build, self.load, self.run, self.validate)
@@ -120,7 +122,8 @@ def test_fault_fixed_on_second_try(tmp_path) -> None:
     assert res.passed
     assert [a.knobs for a in res.attempts] == [{"gelu": "broken"}, {"gelu": "erf"}]
     assert "compile error" in res.attempts[0].error
-    assert res.attempts[1].passed and res.attempts[1].tensor_cosine > 0.99999
+    assert res.attempts[1].passed and res.attempts[1].tensor_ratio < 1
+    assert rt.validated[-1] == res.plan  # validation is told which plan it judges
     assert res.accepted == [res.attempts[1]] and res.plan.knobs["vit"]["gelu"] == "erf"
     assert res.report.passed and res.workdir == tmp_path / "reflect" / "attempt-2"
     assert (res.workdir / "build" / "plugin.so").is_file()
@@ -149,7 +152,7 @@ def test_nothing_fixes_gives_diagnosis_listing_tries(tmp_path) -> None:
     assert "none passes" in d
     assert not res.report.passed  # never a silent pass
     d2 = res.to_dict()
-    assert d2["passed"] is False and len(d2["attempts"]) == 2 and d2["attempts"][1]["tensor_cosine"] < 0.99999
+    assert d2["passed"] is False and len(d2["attempts"]) == 2 and d2["attempts"][1]["tensor_ratio"] > 1
 
 
 def test_unowned_tensor_and_skill_without_fixes(tmp_path) -> None:
@@ -166,3 +169,37 @@ def test_unowned_tensor_and_skill_without_fixes(tmp_path) -> None:
     rep = first_report(rt2, NoOwner(), tmp_path / "b")
     res = reflect(NoOwner(), rep, SKILLS, rt2.steps().apply, workdir=tmp_path / "r2")
     assert not res.passed and "not computed by any plan module" in res.diagnosis
+
+
+def test_the_value_the_checkpoint_states_is_tried_first(tmp_path) -> None:
+    """A module's stated knobs (what the analyzer read, kept through an override) come before the
+    skill's generic fixes, so a knob override or a template that lost the config's value is undone in
+    one attempt."""
+    from omnimodel.plan.skills import SKILLS as REAL_SKILLS
+
+    @dataclass(frozen=True)
+    class StatedModule(FakeModule):
+        params: dict[str, Any] = field(default_factory=dict)
+
+    class StatedPlan(FakePlan):
+        def module_for_tensor(self, name: str):
+            if OWNER.get(name) != "llm":
+                return super().module_for_tensor(name)
+            return StatedModule("llm", "llama_stack", self.knobs["llm"], {"stated_knobs": {"rope_theta": 100000.0}})
+
+    class ThetaRuntime(FakeRuntime):
+        def run(self) -> dict[str, np.ndarray]:
+            self.calls.append("run")
+            out, broken = {}, False
+            for name in ORDER:
+                broken = broken or (OWNER[name] == "llm" and self.loaded["llm"].get("rope_theta") != 100000.0)
+                out[name] = REFERENCE[name] + (0.3 if broken else 0.0) * RNG.standard_normal(64)
+            return out
+
+    plan = StatedPlan(knobs={"vit": {"gelu": "tanh"}, "llm": {"rope_theta": 10000.0}, "head": {}})
+    rt = ThetaRuntime({})
+    rep = first_report(rt, plan, tmp_path)
+    assert rep.first_failure.name == "llm.layers.0"
+    res = reflect(plan, rep, {**SKILLS, "llama_stack": REAL_SKILLS["llama_stack"]}, rt.steps().apply,
+                  workdir=tmp_path / "r")
+    assert res.passed and [a.knobs for a in res.attempts] == [{"rope_theta": 100000.0}]

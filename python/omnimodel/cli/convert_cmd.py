@@ -63,7 +63,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    "dataset_statistics.json holds several, unless the --calib data's name picks one)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for validation (0: all)")
     p.add_argument("--reference-dtype", default="auto", choices=["auto", "float32", "float64"],
-                   help="PyTorch reference precision (auto: float64 for small models)")
+                   help="precision of the PyTorch references (auto: float64 unless one module's float64 "
+                        "weights exceed 2 GiB; the model itself stays in its dtype, see docs/parity.md)")
     p.add_argument("--knob", action="append", default=[], metavar="MODULE:KNOB=VALUE",
                    help="override a planned knob of the generated graph, e.g. vision_backbone.featurizer:gelu=tanh "
                    "(repeatable; parity is still checked and the reflector may undo it)")

@@ -21,7 +21,7 @@ from typing import Any
 import jinja2
 
 from omnimodel.plan import Plan
-from omnimodel.plan.skills import SKILLS
+from omnimodel.plan.skills import BLOCK, GLUE, SKILLS
 
 _REPO_TEMPLATES = Path(__file__).resolve().parents[3] / "templates"
 _PACKAGE_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -73,10 +73,15 @@ def render_source(plan: Plan) -> str:
     env = _environment()
     for m in plan.modules:
         SKILLS[m.skill].validate(m.knobs)
-    blocks = [env.get_template(SKILLS[m.skill].template).render(m=m).rstrip("\n") + "\n" for m in plan.modules]
-    fn = {m.name: m.ident for m in plan.modules}
+    block_modules = [m for m in plan.modules if SKILLS[m.skill].kind == BLOCK]
+    glue = [m for m in plan.modules if SKILLS[m.skill].kind == GLUE]
+    if len(glue) > 1:
+        raise ValueError(f"a plan has at most one glue module, got {[m.name for m in glue]}")
+    blocks = [env.get_template(SKILLS[m.skill].template).render(m=m).rstrip("\n") + "\n" for m in block_modules]
+    fn = {m.name: m.ident for m in block_modules}
     return env.get_template(plan.arch_template).render(
-        plan=plan, blocks=blocks, fn=fn, build_fn="build_" + arch_ident(plan.architecture)
+        plan=plan, blocks=blocks, fn=fn, glue=glue[0] if glue else None,
+        build_fn="build_" + arch_ident(plan.architecture)
     )
 
 

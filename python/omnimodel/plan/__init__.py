@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from omnimodel.analyze.description import ModelDescription
 
-from .plan import ModulePlan, Plan, TensorPlan
+from .plan import OWNS, STATED_KNOBS, ModulePlan, Plan, TensorPlan
 from .skills import SKILLS
 from .types import OUTTYPES, tensor_type
 
@@ -24,6 +26,8 @@ def make_plan(desc: ModelDescription, outtype: str = "f32") -> Plan:
     modules = spec.module_plans(desc)
     for m in modules:
         SKILLS[m.skill].validate(m.knobs)
+    # what the checkpoint states, kept through later overrides for the reflector to try first
+    modules = tuple(replace(m, params={**m.params, STATED_KNOBS: dict(m.knobs)}) for m in modules)
     tensors = tuple(TensorPlan(t.name, tuple(t.shape), tensor_type(t.name, t.shape, outtype).name) for t in desc.tensors)
     return Plan(desc.architecture, spec.ARCH_TEMPLATE, outtype, modules, tensors, dict(desc.globals))
 

@@ -14,6 +14,13 @@ from omnimodel.gguf.types import GGMLType
 
 from .skills import SKILLS
 
+#: ``ModulePlan.params`` key: the knob values the analyzer read from the checkpoint, kept when a knob is
+#: overridden (``--knob``) so the reflector can try them first.
+STATED_KNOBS = "stated_knobs"
+#: ``ModulePlan.params`` key: runtime intermediates a module computes that are not named under its path
+#: (an architecture's glue computes "inputs_embeds", "action_hidden_states", ...).
+OWNS = "owns"
+
 
 @dataclass(frozen=True)
 class ModulePlan:
@@ -63,9 +70,13 @@ class Plan:
         return replace(self, modules=mods)
 
     def module_for_tensor(self, name: str) -> ModulePlan | None:
-        """The module owning a captured intermediate or a weight: the longest module path that is
-        ``name`` or a dotted prefix of it (``vision_backbone.featurizer.blocks.3`` ->
-        ``vision_backbone.featurizer``). None for glue (``inputs_embeds``, ``vision_backbone``)."""
+        """The module owning a captured intermediate or a weight: the one listing it as its own
+        (``params["owns"]``: the architecture glue's ``inputs_embeds``, ``action_hidden_states``...), else
+        the longest module path that is ``name`` or a dotted prefix of it
+        (``vision_backbone.featurizer.blocks.3`` -> ``vision_backbone.featurizer``); None if neither."""
+        for m in self.modules:
+            if name in m.params.get(OWNS, ()):
+                return m
         best: ModulePlan | None = None
         for m in self.modules:
             if (name == m.name or name.startswith(m.name + ".")) and (best is None or len(m.name) > len(best.name)):
@@ -103,4 +114,4 @@ class Plan:
         )
 
 
-__all__ = ["ModulePlan", "TensorPlan", "Plan"]
+__all__ = ["ModulePlan", "TensorPlan", "Plan", "OWNS", "STATED_KNOBS"]

@@ -33,6 +33,10 @@ class Knob:
             raise ValueError(f"knob '{self.name}' must be a {type(self.default).__name__}, got {value!r}")
 
 
+BLOCK = "block"  # rendered from its own template into one build function
+GLUE = "glue"  # an architecture's glue (sequence assembly, outputs): its knobs are read by the glue template
+
+
 @dataclass(frozen=True)
 class Skill:
     name: str
@@ -40,6 +44,7 @@ class Skill:
     knobs: tuple[Knob, ...]
     fixes: tuple[dict[str, Any], ...]  # ordered: the most common real-world mix-ups first
     doc: str
+    kind: str = BLOCK
 
     def knob(self, name: str) -> Knob:
         for k in self.knobs:
@@ -58,10 +63,10 @@ class Skill:
             self.knob(name).check(value)
 
     def alternatives(self, current: Mapping[str, Any], extra: Mapping[str, list[Any]] | None = None) -> list[dict]:
-        """``fixes`` minus the ones that change nothing, plus per-module candidates (``extra``: e.g. the
-        eps the config states), in order and without repeats."""
+        """Per-module candidates first (``extra``: e.g. the eps the config states), then ``fixes``, minus
+        the ones that change nothing, in order and without repeats."""
         out: list[dict] = []
-        candidates = list(self.fixes) + [{k: v} for k, vs in (extra or {}).items() for v in vs]
+        candidates = [{k: v} for k, vs in (extra or {}).items() for v in vs] + list(self.fixes)
         for fix in candidates:
             if any(current.get(k) != v for k, v in fix.items()) and fix not in out:
                 out.append(dict(fix))
@@ -111,11 +116,15 @@ SKILLS: dict[str, Skill] = {
                 Knob("rope", ("neox", "normal"), "neox", "RoPE pairing: neox (HF rotate_half) or normal (GPT-J)"),
                 Knob("rope_theta", None, 10000.0, "RoPE base"),
                 Knob("attn_mask", _MASK, "causal", "self-attention masking"),
+                Knob("kv_heads", ("grouped", "interleaved"), "grouped",
+                     "GQA: query head h reads kv head h // (heads / kv_heads) (grouped, HF repeat_kv) or "
+                     "h % kv_heads (interleaved)"),
             ),
             fixes=(
                 {"attn_mask": "bidirectional"}, {"attn_mask": "causal"},
                 {"rope": "neox"}, {"rope": "normal"}, *_EPS_FIXES,
                 {"rope_theta": 10000.0}, {"rope_theta": 500000.0},
+                {"kv_heads": "grouped"}, {"kv_heads": "interleaved"},
             ),
             doc="HF Llama decoder layers (RMSNorm, RoPE attention, SwiGLU) and the final RMSNorm",
         ),
@@ -126,7 +135,18 @@ SKILLS: dict[str, Skill] = {
             fixes=({"norm_eps": 1e-5}, {"norm_eps": 1e-6}),
             doc="OFT L1-regression head: MLPResNet (LayerNorm, Linear, ReLU residual blocks)",
         ),
+        # ---- architecture glue: the template is the architecture's glue template, which reads these knobs
+        Skill(
+            name="openvla_oft_glue",
+            template="archs/openvla_oft.cpp.j2",
+            kind=GLUE,
+            knobs=(Knob("action_rows", ("before_slot", "at_slot"), "before_slot",
+                        "the hidden-state row the action head reads per action slot: the one before it "
+                        "(upstream's next-token alignment) or the slot's own"),),
+            fixes=({"action_rows": "before_slot"}, {"action_rows": "at_slot"}),
+            doc="OpenVLA-OFT's sequence assembly around the modules, the action-slot read, un-normalisation",
+        ),
     )
 }
 
-__all__ = ["Knob", "Skill", "SKILLS"]
+__all__ = ["BLOCK", "GLUE", "Knob", "Skill", "SKILLS"]

@@ -2,13 +2,32 @@
 
 The runtime names each intermediate after the PyTorch module that computes it (``projector``,
 ``language_model.model.layers.0``, ...), so most references are plain forward-hook outputs. A few runtime
-names have no module of their own; they are rebuilt from hooks here (``DERIVED``) so that every tensor
-the runtime exposes can be checked, not only the convenient ones:
+names have no module of their own; they are rebuilt from hooks here so that every tensor the runtime
+exposes can be checked, not only the convenient ones:
 
     <tower>.embed                     input of the tower's block 0 (patch + position embedding + prefix)
     <tower>.blocks.{i}.attn_residual  block input + ls1 output (the residual after attention)
     inputs_embeds                     input of language_model.model (assembled sequence)
-    action_hidden_states / normalized_actions / actions   what run_policy returned
+    input_ids / pixel_values          the network's inputs (the runtime's preprocessing must match them)
+    action_hidden_states / normalized_actions / actions   what the network returned
+
+One function runs all three references of a parity check (docs/parity.md), differing only in options:
+
+    E   exact:      the weights the runtime multiplies (``weights``: decoded from the GGUF), in ``dtype``
+    R   emulating:  E + the runtime's rounding points (``numerics``: each matmul's activations rounded
+                    to its weight type's vec_dot_type, q/k/v per the attention knob)
+    R'  noise:      R computed in float32 (``dtype``), with a float32-sized relative perturbation at
+                    every rounding point's input (``perturb``): a correct float32 implementation of R,
+                    as the runtime is one; how far it drifts from R is what the runtime may drift
+
+Memory: the model stays in its own dtype (bf16 for a released checkpoint); each module's weights are
+made just in time by a forward pre-hook -- decoded from the GGUF and/or upcast to ``dtype`` -- and
+dropped by its forward hook, so a float64 reference costs one module's float64 weights plus the
+activations, never a float64 copy of the model. ``keep`` limits what is recorded to the names the
+runtime captured, and a ``sink`` may consume each value as it is produced (``DistanceSink`` compares
+it with another run on the fly instead of storing it; ``StoreSink(np.float32)`` keeps a float64 run's
+results rounded once, at the end, to float32 -- half the memory, 6e-8 from the float64 values, while a
+float32 computation drifts ~1e-6 through the network).
 
 Layout: a module called several times in one forward pass (each ViT tower runs once per camera image)
 has its outputs concatenated on dim 0, which is how the runtime batches images. Leading size-1 batch
@@ -19,20 +38,40 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
-from omnimodel.arch.openvla_oft import OpenVLAOFTPolicy, PolicyOutput, run_policy
-from omnimodel.arch.openvla_oft.policy import swapped_weights
+from omnimodel.arch.openvla_oft import OpenVLAOFTPolicy
 from omnimodel.arch.openvla_oft.export import runtime_inputs
+from omnimodel.arch.openvla_oft.normalization import unnormalize_actions
+from omnimodel.arch.openvla_oft.policy import PolicyInputs, prepare_inputs
+
+from .numerics import RuntimeNumerics, round_activations
 
 DEFAULT_INSTRUCTION = "put the black bowl on the plate"
 DEFAULT_SEED = 3
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+# The attention modules whose q/k/v an attention-numerics knob rounds (modeling.QKVRounding).
+_ATTENTION_SUFFIXES = (".attn", ".self_attn")
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """Multiply every matmul's input (the rounding points, F32 matmuls included) and each attention's q,
+    k, v by (1 + eps * u), u uniform in [-1, 1], seeded.
+
+    eps = 2^-24 is float32's half ulp: the relative size of one float32 rounding, i.e. the least by
+    which a correct float32 computation of an activation may differ from the exact one."""
+
+    eps: float = 2.0**-24
+    seed: int = 0
 
 
 @dataclass
@@ -40,11 +79,97 @@ class ReferenceRun:
     """The reference's result for one observation."""
 
     inputs: dict[str, np.ndarray]  # what the runtime must be fed (pixel values, token ids, proprio)
-    tensors: dict[str, np.ndarray]  # name -> intermediate, in PyTorch execution order (first call)
-    output: PolicyOutput
+    tensors: dict[str, np.ndarray]  # name -> intermediate (the store's dtype), in PyTorch execution order
     dtype: str
     action_span: np.ndarray | None = None  # per action dim: the range errors of ``actions`` are relative to
     notes: list[str] = field(default_factory=list)
+
+
+class Sink(Protocol):
+    def add(self, name: str, value: torch.Tensor) -> None: ...
+
+
+class StoreSink:
+    """Keeps every value as numpy ``dtype``, calls of one name concatenated on dim 0."""
+
+    def __init__(self, dtype: type = np.float64) -> None:
+        self.dtype = dtype
+        self.parts: dict[str, list[np.ndarray]] = {}
+
+    def add(self, name: str, value: torch.Tensor) -> None:
+        self.parts.setdefault(name, []).append(value.detach().cpu().numpy().astype(self.dtype, copy=True))
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {k: v[0] if len(v) == 1 else np.concatenate(v, 0) for k, v in self.parts.items()}
+
+
+class DistanceSink:
+    """Compares each value with the same name's rows of ``against`` as it arrives, keeping only sums:
+    for every name, sum (x - ref)^2, sum ref^2, and max |x - ref| per last-axis element."""
+
+    def __init__(self, against: dict[str, np.ndarray]) -> None:
+        self.against = against
+        self.offset: dict[str, int] = {}
+        self.sq_err: dict[str, float] = {}
+        self.sq_ref: dict[str, float] = {}
+        self.max_err: dict[str, np.ndarray] = {}
+        self.shape_mismatch: set[str] = set()
+
+    def add(self, name: str, value: torch.Tensor) -> None:
+        ref = self.against.get(name)
+        if ref is None:
+            return
+        x = value.detach().to(torch.float64).cpu().numpy()
+        off = self.offset.get(name, 0)
+        rows = x.shape[0] if x.ndim else 1
+        part = (ref[off : off + rows] if ref.ndim else ref).astype(np.float64)
+        self.offset[name] = off + rows
+        if part.shape != x.shape:
+            self.shape_mismatch.add(name)
+            return
+        d = x - part
+        self.sq_err[name] = self.sq_err.get(name, 0.0) + float(np.sum(d * d))
+        self.sq_ref[name] = self.sq_ref.get(name, 0.0) + float(np.sum(part * part))
+        m = np.abs(d).reshape(-1, d.shape[-1]).max(0) if d.ndim and d.size else np.abs(d).reshape(-1)
+        self.max_err[name] = m if name not in self.max_err else np.maximum(self.max_err[name], m)
+
+
+class WeightSource(Protocol):
+    def get(self, name: str) -> torch.Tensor | None: ...
+
+
+class GGUFWeights:
+    """The values the runtime multiplies: every tensor of a GGUF, decoded by ggml's own to_float on
+    demand (zero padding dropped). Only the header is kept in memory."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        from omnimodel.gguf.reader import read_gguf
+
+        self.path = path
+        self.file = read_gguf(path)
+        self.records = {t.name: t for t in self.file.tensors}
+
+    def get(self, name: str) -> torch.Tensor | None:
+        t = self.records.get(name)
+        if t is None:
+            return None
+        return torch.from_numpy(_decode(self.file, t))
+
+
+def _decode(gf, t) -> np.ndarray:
+    from omnimodel.gguf.reader import load_raw, load_tensor
+    from omnimodel.gguf.types import GGMLType
+
+    if t.ggml_type in (GGMLType.F32, GGMLType.F16, GGMLType.BF16) or len(t.shape) < 1:
+        return load_tensor(gf, t.name)
+    from omnimodel import _runtime
+
+    raw = load_raw(gf, t.name)
+    try:
+        out = _runtime.ggml_dequantize(int(t.ggml_type), raw, int(t.shape[-1])).reshape(t.shape)
+    except ValueError:  # a type this ggml cannot dequantize: the project's own decoders
+        return load_tensor(gf, t.name)
+    return out if t.real_width is None else np.ascontiguousarray(out[..., : t.real_width])
 
 
 def parity_observation(policy: OpenVLAOFTPolicy, seed: int = DEFAULT_SEED) -> tuple[list[np.ndarray], np.ndarray | None]:
@@ -70,19 +195,129 @@ def action_span(policy: OpenVLAOFTPolicy) -> np.ndarray:
     return np.where(span > 0, span, 2.0)
 
 
-def _collect(policy: OpenVLAOFTPolicy) -> tuple[dict[str, list[torch.Tensor]], list]:
-    seen: dict[str, list[torch.Tensor]] = {}
-    block_inputs: dict[str, list[torch.Tensor]] = {}
+# ---------------------------------------------------------------------------------------------------
+# hooks
+
+
+@contextlib.contextmanager
+def _hooks(handles: list) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def just_in_time_weights(model: nn.Module, dtype: torch.dtype, source: WeightSource | None) -> list:
+    """Pre-hooks giving each module its weights in ``dtype`` (from ``source`` where it has them) for
+    the duration of its own forward; the module's own tensors are put back right after."""
+    handles = []
+    for mod_name, module in model.named_modules():
+        direct = [n for n, p in module.named_parameters(recurse=False) if p is not None]
+        if not direct:
+            continue
+
+        def pre(m, _args, mod_name=mod_name, direct=direct):
+            saved = {}
+            for n in direct:
+                own = m._parameters[n]
+                value = source.get(f"{mod_name}.{n}" if mod_name else n) if source is not None else None
+                if value is None:
+                    value = own.detach()
+                elif tuple(value.shape) != tuple(own.shape):
+                    raise ValueError(f"{mod_name}.{n}: the weights file has shape {tuple(value.shape)}, "
+                                     f"the model {tuple(own.shape)}")
+                saved[n] = own
+                m._parameters[n] = nn.Parameter(value.to(dtype), requires_grad=False)
+            m._omni_saved_params = saved
+
+        def post(m, _args, _out):
+            for n, own in m.__dict__.pop("_omni_saved_params", {}).items():
+                m._parameters[n] = own
+
+        handles.append(module.register_forward_pre_hook(pre))
+        handles.append(module.register_forward_hook(post))
+    return handles
+
+
+def _perturb(x: torch.Tensor, p: Perturbation, gen: torch.Generator) -> torch.Tensor:
+    u = torch.rand(x.shape, generator=gen, dtype=torch.float64) * 2.0 - 1.0
+    return x * (1.0 + p.eps * u).to(x.dtype)
+
+
+def _round_conv_input(x: torch.Tensor, conv: nn.Conv2d, wtype) -> torch.Tensor:
+    """ggml's conv is im2col + matmul: each patch's (c, kh, kw) row is one activation row. With
+    stride == kernel the patches tile the image, so rounding them and folding back is exact."""
+    kh, kw = conv.kernel_size
+    if conv.stride != (kh, kw) or conv.padding != (0, 0) or conv.dilation != (1, 1):
+        raise ValueError("the emulating reference rounds only non-overlapping patch convolutions")
+    h, w = x.shape[-2] // kh * kh, x.shape[-1] // kw * kw
+    cols = nn.functional.unfold(x[..., :h, :w], (kh, kw), stride=(kh, kw))  # (B, C*kh*kw, L)
+    cols = round_activations(cols.transpose(1, 2), wtype).transpose(1, 2)
+    out = x.clone()
+    out[..., :h, :w] = nn.functional.fold(cols, (h, w), (kh, kw), stride=(kh, kw))
+    return out
+
+
+def rounding_points(
+    model: nn.Module, numerics: RuntimeNumerics | None, perturb: Perturbation | None
+) -> list:
+    """Pre-hooks at every matmul's activation input: perturb (R'), then round as the runtime does (R)."""
+    if numerics is None and perturb is None:
+        return []
+    gen = torch.Generator().manual_seed(perturb.seed) if perturb is not None else None
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            wtype = numerics.weight_type(f"{name}.weight") if numerics is not None else None
+
+            def pre(m, args, wtype=wtype):
+                x = args[0]
+                if perturb is not None:
+                    x = _perturb(x, perturb, gen)
+                if wtype is not None:
+                    x = _round_conv_input(x, m, wtype) if isinstance(m, nn.Conv2d) else round_activations(x, wtype)
+                return (x, *args[1:])
+
+            handles.append(module.register_forward_pre_hook(pre))
+        elif name.endswith(_ATTENTION_SUFFIXES) and hasattr(module, "qkv_rounding"):
+            rounding = numerics.attention_rounding(name) if numerics is not None else None
+            if rounding is None and perturb is None:
+                continue
+
+            def qkv(q, k, v, rounding=rounding):
+                if perturb is not None:
+                    q, k, v = (_perturb(t, perturb, gen) for t in (q, k, v))
+                if rounding is not None:
+                    q, k, v = (round_activations(t, rounding) for t in (q, k, v))
+                return q, k, v
+
+            module.qkv_rounding = qkv
+            handles.append(_Unset(module))
+    return handles
+
+
+class _Unset:
+    """A handle whose remove() clears an attention's qkv_rounding."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def remove(self) -> None:
+        self.module.qkv_rounding = None
+
+
+def _collect(model: nn.Module, sink: Sink, keep: Callable[[str], bool]) -> list:
+    block_inputs: dict[str, torch.Tensor] = {}
     handles = []
 
-    def keep(name: str, value: torch.Tensor) -> None:
-        seen.setdefault(name, []).append(value.detach().to(torch.float64).cpu().clone())
+    def put(name: str, value: torch.Tensor) -> None:
+        if keep(name):
+            sink.add(name, value)
 
-    model = policy.model
     for name, module in model.named_modules():
-        if not name:
-            continue
-        handles.append(module.register_forward_hook(lambda _m, _i, out, name=name: keep(name, out)))
+        if name and keep(name):
+            handles.append(module.register_forward_hook(lambda _m, _i, out, name=name: put(name, out)))
 
     for tower in ("featurizer", "fused_featurizer"):
         prefix = f"vision_backbone.{tower}"
@@ -91,72 +326,93 @@ def _collect(policy: OpenVLAOFTPolicy) -> tuple[dict[str, list[torch.Tensor]], l
             bname = f"{prefix}.blocks.{i}"
 
             def pre(_m, args, bname=bname, first=(i == 0), prefix=prefix):
-                block_inputs.setdefault(bname, []).append(args[0].detach())
+                block_inputs[bname] = args[0].detach()
                 if first:
-                    keep(f"{prefix}.embed", args[0])
+                    put(f"{prefix}.embed", args[0])
 
             def after_ls1(_m, _i, out, bname=bname):
-                keep(f"{bname}.attn_residual", block_inputs[bname][-1] + out)
+                if keep(f"{bname}.attn_residual"):
+                    put(f"{bname}.attn_residual", block_inputs[bname] + out)
 
             handles.append(block.register_forward_pre_hook(pre))
             handles.append(block.ls1.register_forward_hook(after_ls1))
 
-    handles.append(
-        model.language_model.model.register_forward_pre_hook(lambda _m, args: keep("inputs_embeds", args[0]))
-    )
-    return seen, handles
+    handles.append(model.language_model.model.register_forward_pre_hook(lambda _m, args: put("inputs_embeds", args[0])))
+    return handles
+
+
+# ---------------------------------------------------------------------------------------------------
+# the run
+
+
+def reference_inputs(
+    policy: OpenVLAOFTPolicy, images: Sequence[np.ndarray], instruction: str, proprio: np.ndarray | None
+) -> PolicyInputs:
+    return prepare_inputs(policy, images, instruction, proprio)
 
 
 @torch.no_grad()
 def run_reference(
     policy: OpenVLAOFTPolicy,
-    images: Sequence[np.ndarray],
-    instruction: str,
-    proprio: np.ndarray | None,
+    images: Sequence[np.ndarray] | PolicyInputs,
+    instruction: str = DEFAULT_INSTRUCTION,
+    proprio: np.ndarray | None = None,
     *,
-    dtype: str = "float32",
+    dtype: str = "float64",
+    weights: WeightSource | None = None,
+    numerics: RuntimeNumerics | None = None,
+    perturb: Perturbation | None = None,
+    keep: Callable[[str], bool] | None = None,
+    sink: Sink | None = None,
 ) -> ReferenceRun:
-    """``run_policy`` with every intermediate recorded (as float64 arrays).
+    """The network on one observation with every intermediate recorded (see the module doc for E, R, R').
 
-    ``dtype="float64"`` runs a float64 copy of the model: a tighter truth for small models, at twice
-    the memory; the policy passed in is left in its own dtype.
-    """
+    ``images`` may be the ``PolicyInputs`` an earlier run prepared (then instruction/proprio are unused).
+    With a ``sink`` the values go there and the returned run's ``tensors`` is empty."""
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-    model_dtype = next(policy.model.parameters()).dtype
-    run_on = policy
-    if _DTYPES[dtype] != model_dtype:
-        import copy
-
-        run_on = copy.copy(policy)
-        run_on.model = copy.deepcopy(policy.model).to(_DTYPES[dtype])
-    seen, handles = _collect(run_on)
-    try:
-        out = run_policy(run_on, images, instruction, proprio)
-    finally:
-        for h in handles:
-            h.remove()
-    tensors = {k: torch.cat(v, 0).numpy() for k, v in seen.items()}
-    tensors["action_hidden_states"] = out.action_hidden_states.to(torch.float64).numpy()
-    tensors["normalized_actions"] = np.asarray(out.normalized_actions, np.float64)
-    tensors["actions"] = np.asarray(out.actions, np.float64)
+    x = images if isinstance(images, PolicyInputs) else prepare_inputs(policy, images, instruction, proprio)
+    keep = keep or (lambda _name: True)
+    store = StoreSink() if sink is None else None
+    target = sink if sink is not None else store
+    model = policy.model
+    handles = just_in_time_weights(model, _DTYPES[dtype], weights)
+    handles += rounding_points(model, numerics, perturb)
+    handles += _collect(model, target, keep)
+    for name, value in (("input_ids", x.input_ids), ("pixel_values", x.pixel_values)):
+        if keep(name):  # what the runtime's own preprocessing must reproduce
+            target.add(name, value)
+    with _hooks(handles):
+        device = model.language_model.model.embed_tokens.weight.device
+        proprio_t = x.proprio.to(_DTYPES[dtype]) if x.proprio is not None else None
+        out = model(x.pixel_values.to(_DTYPES[dtype]), x.prompt_ids.to(device), proprio_t)
+    normalized = out.normalized_actions[0].to(torch.float64)
+    finals = {
+        "action_hidden_states": out.action_hidden_states,
+        "normalized_actions": normalized,
+        "actions": torch.from_numpy(unnormalize_actions(normalized.cpu().numpy(), policy.norm_stats.action)),
+    }
+    for name, value in finals.items():
+        if keep(name):
+            target.add(name, value)
     return ReferenceRun(
-        inputs=runtime_inputs(out), tensors=tensors, output=out, dtype=dtype, action_span=action_span(policy)
+        inputs=runtime_inputs(x), tensors=store.tensors() if store is not None else {}, dtype=dtype,
+        action_span=action_span(policy),
     )
 
 
-__all__ = ["ReferenceRun", "run_reference", "gguf_weights", "parity_observation", "action_span", "DEFAULT_INSTRUCTION", "DEFAULT_SEED"]
-
-
-def gguf_weights(policy: OpenVLAOFTPolicy, gguf_path: str | os.PathLike[str]) -> contextlib.AbstractContextManager[None]:
-    """Within the block the policy holds the weights decoded from ``gguf_path`` (every tensor the GGUF
-    stores under a state_dict name, padding dropped); its own weights are restored afterwards.
-
-    This is the reference for a quantized conversion: PyTorch then runs exactly the values the runtime
-    multiplies with, so parity isolates the runtime's arithmetic from the quantizer's choices."""
-    from omnimodel.gguf.reader import load_tensor, read_gguf
-
-    gf = read_gguf(gguf_path)
-    names = set(dict(policy.model.named_parameters())) | set(dict(policy.model.named_buffers()))
-    values = {t.name: torch.from_numpy(load_tensor(gf, t.name)) for t in gf.tensors if t.name in names}
-    return swapped_weights(policy.model, values)
+__all__ = [
+    "DEFAULT_INSTRUCTION",
+    "DEFAULT_SEED",
+    "DistanceSink",
+    "GGUFWeights",
+    "Perturbation",
+    "ReferenceRun",
+    "StoreSink",
+    "action_span",
+    "just_in_time_weights",
+    "parity_observation",
+    "reference_inputs",
+    "rounding_points",
+    "run_reference",
+]

@@ -25,6 +25,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from omnimodel.plan.plan import STATED_KNOBS
+
 from .report import ValidationReport
 
 
@@ -56,7 +58,7 @@ class Attempt:
     skill: str
     knobs: dict[str, Any]  # the fix's knob settings
     passed: bool  # the whole report passed afterwards
-    tensor_cosine: float | None  # the targeted tensor's cosine afterwards (None: it did not run)
+    tensor_ratio: float | None  # the targeted tensor's error / bound afterwards (None: it did not run)
     first_failure: str | None  # the first failing tensor afterwards
     error: str | None = None  # render/build/load/run failure, one line
     workdir: str | None = None  # where this attempt's sources and plugin are
@@ -65,9 +67,9 @@ class Attempt:
         knobs = ", ".join(f"{k}={v!r}" for k, v in self.knobs.items())
         if self.error:
             return f"{{{knobs}}}: error: {self.error}"
-        cos = "n/a" if self.tensor_cosine is None else f"{self.tensor_cosine:.7f}"
+        at = "n/a" if self.tensor_ratio is None else f"{100 * self.tensor_ratio:.0f}%"
         after = "all pass" if self.passed else f"first failure now {self.first_failure}"
-        return f"{{{knobs}}}: {self.tensor} cosine {cos}, {after}"
+        return f"{{{knobs}}}: {self.tensor} at {at} of its bound, {after}"
 
 
 @dataclass
@@ -95,8 +97,8 @@ class Reflection:
         def clean(a: Attempt) -> dict[str, Any]:
             d = asdict(a)
             d["knobs"] = {k: _jsonable(v) for k, v in a.knobs.items()}
-            if d["tensor_cosine"] is not None and not math.isfinite(d["tensor_cosine"]):
-                d["tensor_cosine"] = str(d["tensor_cosine"])
+            if d["tensor_ratio"] is not None and not math.isfinite(d["tensor_ratio"]):
+                d["tensor_ratio"] = str(d["tensor_ratio"])
             return d
 
         return {
@@ -145,7 +147,7 @@ def reflect(
         failing = current.first_failure
         if failing is None:  # nothing compared: there is no tensor to blame
             return done(False, "no tensor was compared, so parity is unproven and nothing can be repaired")
-        where = f"first failing tensor {failing.name} (cosine {failing.cosine:.7f}: {failing.reason})"
+        where = f"first failing tensor {failing.name} ({failing.reason})"
         module = current_plan.module_for_tensor(failing.name)
         if module is None:
             return done(False, f"{where} is not computed by any plan module; nothing to repair automatically")
@@ -153,7 +155,10 @@ def reflect(
         if skill is None:
             fixes = []
         elif hasattr(skill, "alternatives"):  # the skill library's own filter: drops no-op fixes, dedups
-            fixes = list(skill.alternatives(module.knobs))
+            # the values the analyzer read from the checkpoint come first: an override or a template
+            # that lost them is the likeliest fault
+            stated = getattr(module, "params", {}).get(STATED_KNOBS, {})
+            fixes = list(skill.alternatives(module.knobs, {k: [v] for k, v in stated.items()}))
         else:
             fixes = list(skill.fixes)
         owner = f"module {module.name} (skill {module.skill}, knobs {dict(module.knobs)})"
@@ -178,7 +183,7 @@ def reflect(
                 attempt.error = " ".join((str(e) or type(e).__name__).split()) or traceback.format_exc(limit=1)
                 continue
             target = new.result(failing.name)
-            attempt.tensor_cosine = target.cosine if target is not None else None
+            attempt.tensor_ratio = target.ratio if target is not None else None
             attempt.passed = new.passed
             attempt.first_failure = new.first_failure.name if new.first_failure else None
             if new.passed:
@@ -208,7 +213,7 @@ class PluginSteps:
     build_plugin: Callable[[Path, Path], Path]  # (sources_dir, build_dir) -> plugin path
     load_plugin: Callable[[Path], Any]
     run_runtime: Callable[[], dict[str, np.ndarray]]  # runs the model with the loaded plugin
-    validate: Callable[[dict[str, np.ndarray]], ValidationReport]
+    validate: Callable[[dict[str, np.ndarray], Any], ValidationReport]  # (runtime tensors, plan)
 
     def apply(self, plan: Any, workdir: Path) -> ValidationReport:
         sources = workdir / "sources"
@@ -216,7 +221,7 @@ class PluginSteps:
         self.render(plan, sources)
         plugin = self.build_plugin(sources, workdir / "build")
         self.load_plugin(plugin)
-        return self.validate(self.run_runtime())
+        return self.validate(self.run_runtime(), plan)
 
 
 __all__ = ["Attempt", "Reflection", "PluginSteps", "reflect", "Apply"]

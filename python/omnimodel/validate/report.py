@@ -9,28 +9,30 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .compare import TensorComparison, Thresholds
+from .compare import ACTION_RANGE, TensorComparison, Tolerance
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 
 
 @dataclass
 class ValidationReport:
     outtype: str
-    thresholds: Thresholds
+    tolerance: Tolerance
     results: list[TensorComparison]  # execution order (the runtime's capture order)
     unmatched: list[str] = field(default_factory=list)  # runtime tensors with no reference counterpart
     graph: str = ""  # the graph the output directory ships ("plugin:plugin/<name>.so"), reloaded by validate
     graph_source: str | None = None  # which graph the runtime said it ran (omnimodel_graph_source)
     checkpoint: str | None = None
-    reference_dtype: str = "float32"
+    reference_dtype: str = "float64"
     instruction: str = ""
     seed: int = 0
     threads: int = 1
     reflection: dict[str, Any] | None = None  # the reflector's record when it ran
-    # "checkpoint": the reference ran the checkpoint's weights; "gguf": the weights decoded from the
-    # GGUF (quantized conversions: parity then proves the runtime computes what the quantizer shipped)
-    reference_weights: str = "checkpoint"
+    # "gguf": the references ran the weights decoded from the GGUF (what the runtime multiplies)
+    reference_weights: str = "gguf"
+    perturbation: float = 0.0  # R''s relative noise at each rounding point
+    noise_samples: int = 1  # R' runs (seeds); a tensor's noise is the largest of their distances
+    rounding: dict[str, int] = field(default_factory=dict)  # matrices per activation rounding (vec_dot_type)
 
     @property
     def passed(self) -> bool:
@@ -47,28 +49,43 @@ class ValidationReport:
         values = [r.cosine for r in self.results]
         return min(values) if values else math.nan
 
+    @property
+    def worst(self) -> TensorComparison | None:
+        """The tensor closest to (or furthest past) its bound."""
+        finite = [r for r in self.results if not math.isnan(r.ratio)]
+        return max(finite, key=lambda r: r.ratio) if finite else None
+
+    def action_result(self) -> TensorComparison | None:
+        return next((r for r in self.results if r.metric == ACTION_RANGE and r.name == "actions"), None) or next(
+            (r for r in self.results if r.metric == ACTION_RANGE), None)
+
     def result(self, name: str) -> TensorComparison | None:
         return next((r for r in self.results if r.name == name), None)
 
     def to_dict(self) -> dict[str, Any]:
         first = self.first_failure
+        worst = self.worst
         return {
             "version": REPORT_VERSION,
             "passed": self.passed,
             "outtype": self.outtype,
-            "thresholds": asdict(self.thresholds),
+            "tolerance": asdict(self.tolerance),
             "graph": self.graph,
             "graph_source": self.graph_source,
             "checkpoint": self.checkpoint,
             "reference_dtype": self.reference_dtype,
             "reference_weights": self.reference_weights,
+            "perturbation": self.perturbation,
+            "noise_samples": self.noise_samples,
+            "rounding": dict(self.rounding),
             "instruction": self.instruction,
             "seed": self.seed,
             "threads": self.threads,
             "first_failure": first.name if first else None,
+            "worst": {"name": worst.name, "ratio": _json_float(worst.ratio)} if worst else None,
             "min_cosine": _json_float(self.min_cosine),
             "results": [
-                {**asdict(r), "cosine": _json_float(r.cosine), "rel_err": _json_float(r.rel_err),
+                {**{k: _json_float(v) if isinstance(v, float) else v for k, v in asdict(r).items()},
                  "runtime_shape": list(r.runtime_shape), "reference_shape": list(r.reference_shape)}
                 for r in self.results
             ],
@@ -78,14 +95,20 @@ class ValidationReport:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ValidationReport:
+        if int(d.get("version", 1)) != REPORT_VERSION:
+            raise ValueError(f"validation report version {d.get('version', 1)}, this omnimodel reads {REPORT_VERSION} "
+                             "(re-run convert)")
         results = [
             TensorComparison(
                 name=r["name"],
                 runtime_shape=tuple(r["runtime_shape"]),
                 reference_shape=tuple(r["reference_shape"]),
+                metric=r["metric"],
+                error=_from_json_float(r["error"]),
+                noise=_from_json_float(r["noise"]),
+                inherent=_from_json_float(r["inherent"]),
+                bound=_from_json_float(r["bound"]),
                 cosine=_from_json_float(r["cosine"]),
-                rel_err=_from_json_float(r["rel_err"]),
-                range_err=r.get("range_err"),
                 passed=bool(r["passed"]),
                 reason=r.get("reason", ""),
             )
@@ -93,18 +116,21 @@ class ValidationReport:
         ]
         return cls(
             outtype=d["outtype"],
-            thresholds=Thresholds(**d["thresholds"]),
+            tolerance=Tolerance(**d["tolerance"]),
             results=results,
             unmatched=list(d.get("unmatched", [])),
             graph=d.get("graph", ""),
             graph_source=d.get("graph_source"),
             checkpoint=d.get("checkpoint"),
-            reference_dtype=d.get("reference_dtype", "float32"),
+            reference_dtype=d.get("reference_dtype", "float64"),
             instruction=d.get("instruction", ""),
             seed=int(d.get("seed", 0)),
             threads=int(d.get("threads", 1)),
             reflection=d.get("reflection"),
-            reference_weights=d.get("reference_weights", "checkpoint"),
+            reference_weights=d.get("reference_weights", "gguf"),
+            perturbation=float(d.get("perturbation", 0.0)),
+            noise_samples=int(d.get("noise_samples", 1)),
+            rounding=dict(d.get("rounding", {})),
         )
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:
@@ -119,35 +145,54 @@ class ValidationReport:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def format_table(self) -> str:
-        """One row per tensor; the first failing one is marked with '>>' so the eye lands on the cause."""
+        """One row per tensor: inherent d(E,R), noise d(R',R), runtime d(runtime,R) and the bound; the
+        first failing tensor is marked with '>>' so the eye lands on the cause."""
         first = self.first_failure
         width = max([len(r.name) for r in self.results] + [6])
-        head = f"   {'tensor':<{width}} {'shape':<16} {'1-cosine':>11} {'rel err':>9}  result"
+        head = (f"   {'tensor':<{width}} {'shape':<14} {'inherent':>9} {'noise':>9} {'runtime':>9} {'bound':>9}"
+                f" {'of bound':>8}  result")
         lines = [head, "-" * len(head)]
         for r in self.results:
             mark = ">> " if r is first else "   "
             shape = "x".join(str(s) for s in r.runtime_shape) or "scalar"
             verdict = "pass" if r.passed else f"FAIL  {r.reason}"
-            # 1 - cosine shows what 7 decimals of cosine would round away (f32 differences are ~1e-10)
-            lines.append(f"{mark}{r.name:<{width}} {shape:<16} {1.0 - r.cosine:>11.2e} {r.rel_err:>9.2e}  {verdict}")
+            unit = " *" if r.metric == ACTION_RANGE else ""
+            lines.append(f"{mark}{r.name:<{width}} {shape:<14} {r.inherent:>9.2e} {r.noise:>9.2e} {r.error:>9.2e} "
+                         f"{r.bound:>9.2e} {_pct(r.ratio):>8}  {verdict}{unit}")
         n_fail = sum(not r.passed for r in self.results)
+        t = self.tolerance
         lines.append("")
-        t = self.thresholds
-        rel = f", rel err <= {t.max_rel_err:g}" if t.max_rel_err is not None else ""
-        summary = (
-            f"{len(self.results)} tensors compared ({self.outtype}: cosine >= {t.min_cosine}{rel}, action chunk error "
-            f"<= {t.action_range_err:g} of the action range), graph {self.graph_source or self.graph}: "
-        )
+        lines.append(
+            f"distances against R, the {self.reference_dtype} reference that rounds where the runtime rounds "
+            f"(activations: {_rounding(self.rounding)}): relative RMS error, * = largest error / action range. "
+            f"inherent = d(exact, R), noise = the largest d(R', R) of {self.noise_samples} R' = R in float32 + "
+            f"{self.perturbation:.1e} relative noise at each rounding point; pass: runtime <= bound = max({t.k:g} x noise, floor {t.floor:g}; "
+            f"actions {t.action_floor:g})")
+        summary = f"{len(self.results)} tensors compared ({self.outtype}), graph {self.graph_source or self.graph}: "
         if self.passed:
-            summary += f"all pass, min cosine {self.min_cosine:.7f}"
+            w = self.worst
+            summary += f"all pass; closest to its bound: {w.name} at {_pct(w.ratio)}" if w else "all pass"
         elif not self.results:
             summary += "NOTHING COMPARED (no runtime tensor has a reference) -- FAIL"
         else:
             summary += f"{n_fail} FAIL; first failing tensor in execution order: {first.name}"
         lines.append(summary)
+        act = self.action_result()
+        if act is not None and math.isfinite(act.inherent):
+            lines.append(f"the runtime's own rounding moves the actions by {act.inherent:.2e} of the action range "
+                         f"(d(exact, R); a property of the chosen types, not a parity error)")
         if self.unmatched:
             lines.append(f"not compared (no PyTorch counterpart): {', '.join(self.unmatched)}")
         return "\n".join(lines) + "\n"
+
+
+def _pct(ratio: float) -> str:
+    return "n/a" if math.isnan(ratio) else "inf" if math.isinf(ratio) else f"{100 * ratio:.0f}%"
+
+
+def _rounding(rounding: dict[str, int]) -> str:
+    kinds = {k: v for k, v in rounding.items() if k != "F32"}
+    return ", ".join(f"{v} matrices to {k}" for k, v in kinds.items()) or "none"
 
 
 def _json_float(x: float) -> float | str:

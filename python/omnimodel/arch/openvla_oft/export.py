@@ -290,7 +290,7 @@ def write_gguf(
 
 
 def runtime_inputs(out) -> dict[str, np.ndarray]:
-    """The runtime's inputs for what ``run_policy`` fed the reference (a ``PolicyOutput``)."""
+    """The runtime's inputs for what the reference is fed (a ``PolicyInputs`` or ``PolicyOutput``)."""
     inputs = {
         "pixel_values": out.pixel_values.to(torch.float32).numpy(),
         "input_ids": out.input_ids.to(torch.float32).numpy(),

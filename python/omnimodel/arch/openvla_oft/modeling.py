@@ -25,6 +25,7 @@ also uses (``last_hidden_states[:, num_patches:-1]`` against ``labels[:, 1:]``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +56,12 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, D), row-major patch order
 
 
+# A reference that emulates a runtime's attention numerics (omnimodel.validate) sets an attention's
+# ``qkv_rounding``: q, k, v (B, heads, tokens, head_dim; after RoPE) -> what the runtime's attention
+# multiplies, e.g. rounded to F16 for a flash-attention kernel with F16 K/V. None: exact.
+QKVRounding = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
 class ViTAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
@@ -62,11 +69,14 @@ class ViTAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
         self.proj = nn.Linear(dim, dim, bias=True)
+        self.qkv_rounding: QKVRounding | None = None  # see QKVRounding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
+        if self.qkv_rounding is not None:
+            q, k, v = self.qkv_rounding(q, k, v)
         out = F.scaled_dot_product_attention(q, k, v)  # scale = head_dim ** -0.5, no mask
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
@@ -263,6 +273,7 @@ class LlamaAttention(nn.Module):
         self.k_proj = nn.Linear(d, self.num_kv_heads * self.head_dim, bias=False)
         self.v_proj = nn.Linear(d, self.num_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, d, bias=False)
+        self.qkv_rounding: QKVRounding | None = None  # see QKVRounding
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, causal: bool) -> torch.Tensor:
         b, n, _ = x.shape
@@ -271,6 +282,8 @@ class LlamaAttention(nn.Module):
         v = self.v_proj(x).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
+        if self.qkv_rounding is not None:
+            q, k, v = self.qkv_rounding(q, k, v)
         if self.num_kv_heads != self.num_heads:
             rep = self.num_heads // self.num_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
@@ -505,8 +518,9 @@ class OpenVLAOFT(nn.Module):
         if self.proprio_projector is not None:
             if proprio is None:
                 raise ValueError("this checkpoint has a proprio projector: proprio is required")
-            # the projector may be held wider than the backbone (a checkpoint loaded as stored)
-            own = self.proprio_projector.fc1.weight.dtype
+            # the projector may be held wider than the backbone (a checkpoint loaded as stored); never
+            # narrower than the activations (a reference may widen weights just in time, in hooks)
+            own = torch.promote_types(self.proprio_projector.fc1.weight.dtype, prefix.dtype)
             proprio = proprio.reshape(prefix.shape[0], -1).to(prefix.device, own)
             prefix = torch.cat([prefix, self.proprio_projector(proprio).to(prefix.dtype).unsqueeze(1)], dim=1)
         elif proprio is not None:
@@ -523,7 +537,7 @@ class OpenVLAOFT(nn.Module):
         hidden = self.language_model.model(embeds)
         start, stop = layout.head_read
         action_hidden = hidden[:, start:stop]
-        head_dtype = self.action_head.model.fc1.weight.dtype  # may be wider than the backbone (as above)
+        head_dtype = torch.promote_types(self.action_head.model.fc1.weight.dtype, action_hidden.dtype)  # as above
         return OFTForwardOutput(
             normalized_actions=self.action_head(action_hidden.to(head_dtype)),
             action_hidden_states=action_hidden,

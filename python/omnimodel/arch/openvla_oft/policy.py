@@ -74,6 +74,31 @@ def _prepare_proprio(policy: OpenVLAOFTPolicy, proprio: np.ndarray | None, norma
     return torch.tensor(p, dtype=torch.float32)[None]
 
 
+@dataclass
+class PolicyInputs:
+    """What the network is fed for one observation (no forward pass needed to know it)."""
+
+    prompt_ids: torch.Tensor  # (1, L): BOS .. "▁"
+    input_ids: torch.Tensor  # (1, L + A + 1)
+    pixel_values: torch.Tensor  # (1, 6 * num_images, S, S)
+    proprio: torch.Tensor | None  # (1, P) normalised
+
+
+def prepare_inputs(
+    policy: OpenVLAOFTPolicy,
+    images: Sequence[np.ndarray],
+    instruction: str,
+    proprio: np.ndarray | None = None,
+    *,
+    proprio_is_normalized: bool = False,
+) -> PolicyInputs:
+    cfg = policy.config
+    pixel_values = images_to_pixel_values(images, cfg.vision, cfg.num_images)
+    proprio_t = _prepare_proprio(policy, proprio, proprio_is_normalized)
+    prompt_ids = torch.tensor([policy.tokenizer.encode_prompt(instruction)], dtype=torch.long)
+    return PolicyInputs(prompt_ids, policy.model.full_input_ids(prompt_ids), pixel_values, proprio_t)
+
+
 @torch.no_grad()
 def run_policy(
     policy: OpenVLAOFTPolicy,
@@ -83,20 +108,17 @@ def run_policy(
     *,
     proprio_is_normalized: bool = False,
 ) -> PolicyOutput:
-    cfg = policy.config
-    pixel_values = images_to_pixel_values(images, cfg.vision, cfg.num_images)
-    proprio_t = _prepare_proprio(policy, proprio, proprio_is_normalized)
-    prompt_ids = torch.tensor([policy.tokenizer.encode_prompt(instruction)], dtype=torch.long)
+    x = prepare_inputs(policy, images, instruction, proprio, proprio_is_normalized=proprio_is_normalized)
     device = policy.model.language_model.model.embed_tokens.weight.device
-    out = policy.model(pixel_values, prompt_ids.to(device), proprio_t)
+    out = policy.model(x.pixel_values, x.prompt_ids.to(device), x.proprio)
     normalized = out.normalized_actions[0].float().cpu().numpy()
     return PolicyOutput(
         actions=unnormalize_actions(normalized, policy.norm_stats.action),
         normalized_actions=normalized,
-        prompt_ids=prompt_ids,
-        input_ids=policy.model.full_input_ids(prompt_ids),
-        pixel_values=pixel_values,
-        proprio=proprio_t,
+        prompt_ids=x.prompt_ids,
+        input_ids=x.input_ids,
+        pixel_values=x.pixel_values,
+        proprio=x.proprio,
         layout=out.layout,
         action_hidden_states=out.action_hidden_states.cpu(),
     )
@@ -139,4 +161,4 @@ def swapped_weights(model: torch.nn.Module, values: Mapping[str, torch.Tensor]) 
                 params[name].copy_(old)
 
 
-__all__ = ["OpenVLAOFTPolicy", "PolicyOutput", "load_policy", "run_policy", "predict_action", "swapped_weights"]
+__all__ = ["OpenVLAOFTPolicy", "PolicyInputs", "PolicyOutput", "load_policy", "prepare_inputs", "run_policy", "predict_action", "swapped_weights"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from omnimodel.analyze.description import ModelDescription, ModuleDesc
 
-from ..plan import ModulePlan
+from ..plan import OWNS, ModulePlan
 
 ARCH_TEMPLATE = "archs/openvla_oft.cpp.j2"
 META = "openvla-oft."
@@ -40,7 +40,7 @@ def _module_plan(m: ModuleDesc) -> ModulePlan:
             m.name,
             "llama_stack",
             {"norm_eps": float(v["norm_eps"]), "rope": v["rope"], "rope_theta": float(v["rope_theta"]),
-             "attn_mask": v["attn_mask"]},
+             "attn_mask": v["attn_mask"], "kv_heads": v["kv_heads"]},
             {"meta": f"{META}llm."},
         )
     if m.kind == "l1_head":
@@ -49,5 +49,15 @@ def _module_plan(m: ModuleDesc) -> ModulePlan:
     raise ValueError(f"openvla-oft: no skill for module '{m.name}' of kind '{m.kind}'")
 
 
+# The runtime intermediates the glue template computes itself (not inside a module's block).
+GLUE_TENSORS = ("vision_backbone", "inputs_embeds", "action_hidden_states", "actions")
+
+
+def _glue(desc: ModelDescription) -> ModulePlan:
+    # upstream predict_action reads hidden[NUM_PATCHES + NUM_PROMPT_TOKENS ...], one row before each slot
+    return ModulePlan(desc.architecture, "openvla_oft_glue", {"action_rows": "before_slot"},
+                      {OWNS: list(GLUE_TENSORS)})
+
+
 def module_plans(desc: ModelDescription) -> tuple[ModulePlan, ...]:
-    return tuple(_module_plan(m) for m in desc.modules)
+    return tuple(_module_plan(m) for m in desc.modules) + (_glue(desc),)
