@@ -5,6 +5,7 @@
 // exactly what robot code links against, status codes included.
 #include "omnimodel.h"
 
+#include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "ggml.h"
 
@@ -13,6 +14,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cctype>
 #include <string>
 #include <vector>
 
@@ -367,6 +369,50 @@ py::array_t<float> ggml_dequantize(int type_id, py::array_t<uint8_t, py::array::
     return out;
 }
 
+// ---- CPU build features (omnimodel --version / doctor, tests/test_cpu_features.py) ----
+//
+// What ggml's CPU backend was compiled with, as it reports itself: the SIMD flags (compile-time in a
+// non-DL build, so they say what the kernels can use, not what the host has), LLAMAFILE (tinyBLAS),
+// OPENMP and REPACK, plus the extra weight buffer types the CPU device offers on this host and
+// whether the build was -march=native.
+py::dict cpu_features() {
+    py::dict out;
+    ggml_backend_reg_t reg = ggml_backend_reg_by_name("CPU");
+    if (reg != nullptr) {
+        auto get = reinterpret_cast<ggml_backend_get_features_t>(
+            ggml_backend_reg_get_proc_address(reg, "ggml_backend_get_features"));
+        for (ggml_backend_feature * f = get != nullptr ? get(reg) : nullptr; f != nullptr && f->name != nullptr; ++f) {
+            std::string key = f->name;
+            std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
+            const std::string v = f->value;
+            if (v == "1") {
+                out[py::str(key)] = true;
+            } else {
+                out[py::str(key)] = v;
+            }
+        }
+    }
+    for (const char * k : {"llamafile", "openmp", "repack"}) {
+        if (!out.contains(k)) out[k] = false;
+    }
+    py::list bufts;
+    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (reg != nullptr && dev != nullptr) {
+        auto get_extra = reinterpret_cast<ggml_backend_dev_get_extra_bufts_t>(
+            ggml_backend_reg_get_proc_address(reg, "ggml_backend_dev_get_extra_bufts"));
+        for (ggml_backend_buffer_type_t * b = get_extra != nullptr ? get_extra(dev) : nullptr; b != nullptr && *b != nullptr; ++b) {
+            bufts.append(ggml_backend_buft_name(*b));
+        }
+    }
+    out["extra_buffer_types"] = bufts;
+#ifdef OMNIMODEL_NATIVE_BUILD
+    out["native"] = true;
+#else
+    out["native"] = false;
+#endif
+    return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_runtime, m) {
@@ -380,6 +426,8 @@ PYBIND11_MODULE(_runtime, m) {
 
     m.def("version", &omnimodel_version, "omnimodel runtime version");
     m.def("ggml_version", &omnimodel_ggml_version, "version of the ggml compiled in");
+    m.def("cpu_features", &cpu_features,
+          "ggml CPU backend build features: SIMD flags, llamafile, openmp, repack (bools), extra_buffer_types, native");
     m.def("status_string", [](int code) { return omnimodel_status_string(static_cast<omnimodel_status>(code)); });
 
     // Architecture plugins (omnimodel.codegen + omnimodel.build): registers the library's graph,
