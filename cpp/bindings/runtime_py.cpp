@@ -57,8 +57,9 @@ py::array_t<float> to_numpy(const std::vector<float> & data, int32_t n_dims, con
 class Model {
 public:
     Model(const std::string & path, int n_threads, bool use_mmap, const std::string & backend, int gpu_device,
-          bool verbose) {
+          bool verbose, bool repack) {
         omnimodel_params p = omnimodel_default_params();
+        p.repack_weights   = repack;
         p.n_threads        = n_threads;
         p.use_mmap         = use_mmap;
         p.backend          = parse_backend(backend);
@@ -450,9 +451,9 @@ PYBIND11_MODULE(_runtime, m) {
         "which graph serves an architecture now: 'builtin:<arch>', 'plugin:<path>', 'linked:<file>'; '' if none");
 
     py::class_<Model>(m, "Model")
-        .def(py::init<const std::string &, int, bool, const std::string &, int, bool>(), py::arg("path"),
+        .def(py::init<const std::string &, int, bool, const std::string &, int, bool, bool>(), py::arg("path"),
              py::arg("n_threads") = 0, py::arg("use_mmap") = true, py::arg("backend") = "auto",
-             py::arg("gpu_device") = 0, py::arg("verbose") = false)
+             py::arg("gpu_device") = 0, py::arg("verbose") = false, py::arg("repack") = true)
         .def_property_readonly("architecture", &Model::architecture)
         .def_property_readonly("graph_source", &Model::graph_source,
                                "which graph this model runs: 'builtin:<arch>', 'plugin:<path>' or 'linked:<file>'")
@@ -480,6 +481,51 @@ PYBIND11_MODULE(_runtime, m) {
         .def("timings", &Model::timings,
              "last compute: build_s, compute_s, and ready_s (seconds from compute start per captured intermediate)")
         .def("result", &Model::result, py::arg("name"))
+        // ---- performance: per-node profile, graph reuse, memory (omnimodel bench --profile)
+        .def(
+            "set_profile", [](Model & s, bool on) { check(omnimodel_set_profile(s.ctx(), on ? 1 : 0), s.ctx()); },
+            py::arg("on"), "profile the next runs node by node (Model.profile())")
+        .def(
+            "profile",
+            [](const Model & s) {
+                py::list out;
+                const size_t n = omnimodel_profile_size(s.ctx());
+                for (size_t i = 0; i < n; ++i) {
+                    omnimodel_profile_node p{};
+                    check(omnimodel_profile_get(s.ctx(), i, &p), s.ctx());
+                    py::dict d;
+                    d["name"]           = p.name;
+                    d["op"]             = p.op;
+                    d["type"]           = p.type;
+                    d["src_type"]       = py::make_tuple(p.src_type[0], p.src_type[1], p.src_type[2]);
+                    d["src0_is_weight"] = p.src0_is_weight;
+                    d["ne"]             = py::make_tuple(p.ne[0], p.ne[1], p.ne[2], p.ne[3]);
+                    py::list src_ne;
+                    for (auto & e : p.src_ne) src_ne.append(py::make_tuple(e[0], e[1], e[2], e[3]));
+                    d["src_ne"]  = src_ne;  // ggml order (ne[0] fastest)
+                    d["seconds"]     = p.seconds;
+                    d["cpu_seconds"] = p.cpu_seconds;
+                    out.append(d);
+                }
+                return out;
+            },
+            "nodes of the last profiled run in execution order: name, op, type, src_type, src0_is_weight, ne, "
+            "src_ne (ggml order), seconds, cpu_seconds (all threads)")
+        .def(
+            "run_stats",
+            [](const Model & s) {
+                omnimodel_run_stats st{};
+                check(omnimodel_get_run_stats(s.ctx(), &st), s.ctx());
+                py::dict d;
+                d["graph_builds"]         = st.graph_builds;
+                d["graph_reuses"]         = st.graph_reuses;
+                d["compute_buffer_bytes"] = st.compute_buffer_bytes;
+                d["weight_bytes"]         = st.weight_bytes;
+                d["repacked_bytes"]       = st.repacked_bytes;
+                d["n_repacked"]           = st.n_repacked;
+                return d;
+            },
+            "graph builds/reuses so far, activation buffer bytes, weight bytes, repacked bytes and matrices")
         .def("close", &Model::close)
         .def("__enter__", [](Model & self) -> Model & { return self; })
         .def("__exit__", [](Model & self, py::args) { self.close(); });

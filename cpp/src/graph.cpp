@@ -2,7 +2,9 @@
 
 #include "archs/archs.hpp"
 #include "error.hpp"
+#include "fast_gelu.hpp"
 
+#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <utility>
@@ -21,8 +23,9 @@ act_kind parse_act_kind(const std::string & s) {
     if (s == "silu") return act_kind::silu;
     if (s == "gelu" || s == "gelu_erf") return act_kind::gelu_erf;
     if (s == "gelu_tanh") return act_kind::gelu_tanh;
+    if (s == "gelu_erf_fast") return act_kind::gelu_erf_fast;
     fail(OMNIMODEL_ERR_UNSUPPORTED,
-         format("unknown activation '%s' (expected none, relu, silu, gelu, gelu_tanh)", s.c_str()));
+         format("unknown activation '%s' (expected none, relu, silu, gelu, gelu_tanh, gelu_erf_fast)", s.c_str()));
 }
 
 std::string shape_str(const ggml_tensor * t) {
@@ -52,6 +55,7 @@ ggml_tensor * graph_builder::input(const std::string & name) {
     ggml_set_name(t, name.c_str());
     ggml_set_input(t);
     inputs_.emplace_back(name, t);
+    id_limits_.push_back(-1);
     return t;
 }
 
@@ -69,18 +73,23 @@ ggml_tensor * graph_builder::input_ids(const std::string & name, int64_t limit) 
         fail(OMNIMODEL_ERR_NOT_FOUND, format("the %s graph needs input '%s', which was not set",
                                              m.architecture().c_str(), name.c_str()));
     }
-    for (size_t i = 0; i < h->data.size(); ++i) {
-        const float v = h->data[i];
+    check_ids(name, *h, limit);
+    ggml_tensor * t = ggml_new_tensor(ctx0, GGML_TYPE_I32, 4, h->ne.data());
+    ggml_set_name(t, name.c_str());
+    ggml_set_input(t);
+    inputs_.emplace_back(name, t);
+    id_limits_.push_back(limit);
+    return t;
+}
+
+void check_ids(const std::string & name, const host_tensor & h, int64_t limit) {
+    for (size_t i = 0; i < h.data.size(); ++i) {
+        const float v = h.data[i];
         if (v != static_cast<float>(static_cast<int64_t>(v)) || v < 0 || v >= static_cast<float>(limit)) {
             fail(OMNIMODEL_ERR_INVALID_ARGUMENT, format("input '%s'[%zu] = %g is not an id in [0, %lld)",
                                                         name.c_str(), i, (double) v, (long long) limit));
         }
     }
-    ggml_tensor * t = ggml_new_tensor(ctx0, GGML_TYPE_I32, 4, h->ne.data());
-    ggml_set_name(t, name.c_str());
-    ggml_set_input(t);
-    inputs_.emplace_back(name, t);
-    return t;
 }
 
 ggml_tensor * graph_builder::const_i32(const std::string & name, const std::vector<int32_t> & values) {
@@ -112,6 +121,24 @@ ggml_tensor * graph_builder::const_f32(const std::string & name, const std::vect
     std::vector<uint8_t> bytes(values.size() * sizeof(float));
     if (!bytes.empty()) std::memcpy(bytes.data(), values.data(), bytes.size());
     constants_.emplace_back(t, std::move(bytes));
+    return t;
+}
+
+ggml_tensor * graph_builder::causal_mask_f16(int64_t n) {
+    auto it = causal_masks_.find(n);
+    if (it != causal_masks_.end()) return it->second;
+    ggml_tensor * t = ggml_new_tensor_2d(ctx0, GGML_TYPE_F16, n, n);
+    ggml_set_name(t, ("causal_mask_" + std::to_string(n)).c_str());
+    ggml_set_input(t);
+    const ggml_fp16_t zero = ggml_fp32_to_fp16(0.0f), neg_inf = ggml_fp32_to_fp16(-INFINITY);
+    std::vector<ggml_fp16_t> m(static_cast<size_t>(n * n));
+    for (int64_t q = 0; q < n; ++q) {
+        for (int64_t k = 0; k < n; ++k) m[static_cast<size_t>(q * n + k)] = k <= q ? zero : neg_inf;
+    }
+    std::vector<uint8_t> bytes(m.size() * sizeof(ggml_fp16_t));
+    std::memcpy(bytes.data(), m.data(), bytes.size());
+    constants_.emplace_back(t, std::move(bytes));
+    causal_masks_[n] = t;
     return t;
 }
 
@@ -212,6 +239,7 @@ ggml_tensor * graph_builder::build_act(ggml_tensor * x, act_kind kind) {
         case act_kind::silu: return ggml_silu(ctx0, x);
         case act_kind::gelu_erf: return ggml_gelu_erf(ctx0, x);
         case act_kind::gelu_tanh: return ggml_gelu(ctx0, x);
+        case act_kind::gelu_erf_fast: return ggml_gelu_erf_fast(ctx0, x);
     }
     return x;
 }

@@ -25,10 +25,12 @@ struct host_tensor {
 };
 
 enum class norm_kind { layer, rms };
-enum class act_kind { none, relu, silu, gelu_erf, gelu_tanh };
+// gelu_erf is ggml's GELU_ERF (libm erff per element); gelu_erf_fast the same function through our
+// vectorised erf (fast_gelu.hpp: within 4e-7 absolute of float64, about 50x faster on the CPU).
+enum class act_kind { none, relu, silu, gelu_erf, gelu_tanh, gelu_erf_fast };
 
 norm_kind   parse_norm_kind(const std::string & s);  // "layer" | "rms"
-act_kind    parse_act_kind(const std::string & s);   // "none" | "relu" | "silu" | "gelu" (erf) | "gelu_tanh"
+act_kind    parse_act_kind(const std::string & s);   // "none" | "relu" | "silu" | "gelu" (erf) | "gelu_tanh" | "gelu_erf_fast"
 std::string shape_str(const ggml_tensor * t);
 
 class graph_builder {
@@ -44,12 +46,17 @@ public:
     // every value must be an integer in [0, limit), else INVALID_ARGUMENT. Float is exact below 2^24.
     ggml_tensor * input_ids(const std::string & name, int64_t limit);
     // The caller's host data for `name`, or nullptr when it was not set (shape checks before ggml).
+    // Only its shape and presence may shape the graph: the runtime reuses a built graph for inputs
+    // of the same names and shapes (graph_cache), so values read here would go stale.
     const host_tensor * host_input(const std::string & name) const;
 
     // Constant graph inputs whose values the graph computes itself (positions, masks, statistics).
     ggml_tensor * const_i32(const std::string & name, const std::vector<int32_t> & values);
     ggml_tensor * const_f32(const std::string & name, const std::vector<float> & values,
                             std::initializer_list<int64_t> ne);
+    // The F16 mask ggml_flash_attn_ext takes for causal self-attention over n tokens: {n, n}, 0 where
+    // key <= query, -inf after. One per graph and size, shared by every layer.
+    ggml_tensor * causal_mask_f16(int64_t n);
 
     // Weights. `weight` fails with NOT_FOUND naming the tensor; the shaped overload also checks ne.
     // A quantized matrix may be stored with its rows zero-padded to its type's block size (SigLIP's
@@ -73,16 +80,24 @@ public:
 
     const std::vector<std::pair<std::string, ggml_tensor *>> & outputs() const { return outputs_; }
     const std::vector<std::pair<std::string, ggml_tensor *>> & inputs() const { return inputs_; }
+    // For input i: the id limit input_ids checked it against, -1 for a float input.
+    const std::vector<int64_t> & input_id_limits() const { return id_limits_; }
     const std::vector<std::pair<ggml_tensor *, std::vector<uint8_t>>> & constants() const { return constants_; }
 
 private:
     const std::map<std::string, host_tensor> &         host_inputs_;
     std::vector<std::pair<std::string, ggml_tensor *>> outputs_;
     std::vector<std::pair<std::string, ggml_tensor *>> inputs_;
+    std::vector<int64_t>                               id_limits_;
+    std::map<int64_t, ggml_tensor *>                   causal_masks_;
     std::vector<std::pair<ggml_tensor *, std::vector<uint8_t>>> constants_;
 };
 
 using build_fn = void (*)(graph_builder & gb);
+
+// INVALID_ARGUMENT unless every value of `h` is an integer id in [0, limit) (input_ids' check, and the
+// runtime's when it reuses a graph for new ids).
+void check_ids(const std::string & name, const host_tensor & h, int64_t limit);
 
 // Architectures known to this runtime, by general.architecture. Each entry remembers where its
 // graph came from (architecture_source): "builtin:<name>" for the ones compiled into the core,

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .convert import MODEL_FILE, REPORT_FILE, ConvertError, _load_policy
+from .profile import format_profile
 
 _STAGE_MODULES = {
     "vision": ("vision_backbone", "projector", "proprio_projector"),
@@ -116,6 +117,7 @@ def _bench_torch(policy, dtype, pixel_values, prompt_ids, proprio, runs: int, wa
 # The runtime computes one graph; capturing the last tensor of each stage and reading when it became
 # ready (the CPU backend runs nodes in order) splits the compute into stages.
 _RUNTIME_STAGE_ENDS = {"vision": "projector", "llm": "language_model.model.norm"}
+_PROFILE_STAGE_ENDS = _RUNTIME_STAGE_ENDS
 
 
 def _runtime_stages(m, inputs: dict[str, np.ndarray], runs: int, warmup: int) -> dict[str, float]:
@@ -133,7 +135,7 @@ def _runtime_stages(m, inputs: dict[str, np.ndarray], runs: int, warmup: int) ->
 
 
 def bench(out_dir: str | os.PathLike[str], *, runs: int = 10, warmup: int = 2, threads: int = 1,
-          torch_dtypes: tuple[str, ...] = ("float32", "bfloat16")) -> dict[str, Any]:
+          torch_dtypes: tuple[str, ...] = ("float32", "bfloat16"), profile: bool = False) -> dict[str, Any]:
     import torch
 
     from omnimodel import _runtime
@@ -185,6 +187,12 @@ def bench(out_dir: str | os.PathLike[str], *, runs: int = 10, warmup: int = 2, t
             backend = m.backend_name
             rt = _time(lambda: m.run(inputs), runs, warmup)
             rt_stages = _runtime_stages(m, inputs, runs, warmup)
+            rt_profile = None
+            if profile:
+                from .profile import profile_runtime
+
+                rt_profile = profile_runtime(m, inputs, runs=runs, warmup=0, stage_ends=_PROFILE_STAGE_ENDS,
+                                             last_stage="head")
         result: dict[str, Any] = {
             "machine": machine_description(),
             "threads": threads,
@@ -207,6 +215,9 @@ def bench(out_dir: str | os.PathLike[str], *, runs: int = 10, warmup: int = 2, t
                 "samples_ms": [round(s * 1e3, 3) for s in rt],
             },
         }
+        if rt_profile is not None:
+            result["runtime"]["profile"] = rt_profile.to_json()
+            result["runtime"]["profile_text"] = format_profile(rt_profile)
         for name in torch_dtypes:
             r = _bench_torch(policy, getattr(torch, name), pixel_values, prompt_ids, proprio, runs, warmup)
             r["predict_action_ms"] = round(pre_ms + r["model_ms"], 3)
@@ -232,6 +243,8 @@ def format_bench(result: dict[str, Any]) -> str:
                      f"{cell('vision')} {cell('llm')} {cell('head')}")
     lines.append(f"(predict_action = preprocess {result['preprocess_ms']:.3f} ms + model; runtime stages: "
                  f"{result['runtime']['stages_note']})")
+    if "profile_text" in result["runtime"]:
+        lines += ["", "runtime profile (median per node over the runs):", result["runtime"]["profile_text"].rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

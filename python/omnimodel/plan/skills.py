@@ -21,6 +21,9 @@ class Knob:
     allowed: tuple[Any, ...] | None  # None: any value of the default's type (eps, theta)
     default: Any
     doc: str
+    # What a plan written before this knob existed computed: Plan.from_json fills it in, so an old
+    # convert output re-renders to the graph it was validated with. None: the knob is required.
+    legacy: Any = None
 
     def check(self, value: Any) -> None:
         if self.allowed is not None:
@@ -50,6 +53,10 @@ class Skill:
     def defaults(self) -> dict[str, Any]:
         return {k.name: k.default for k in self.knobs}
 
+    def with_legacy(self, knobs: Mapping[str, Any]) -> dict[str, Any]:
+        """``knobs`` plus the legacy value of every knob it lacks that has one."""
+        return {**{k.name: k.legacy for k in self.knobs if k.legacy is not None and k.name not in knobs}, **knobs}
+
     def validate(self, knobs: Mapping[str, Any]) -> None:
         missing = {k.name for k in self.knobs} - set(knobs)
         if missing:
@@ -71,6 +78,17 @@ class Skill:
 _EPS_FIXES = ({"norm_eps": 1e-6}, {"norm_eps": 1e-5})
 _MASK = ("bidirectional", "causal")
 
+# Speed knobs: how the runtime computes, not what. Each value fixes where and how the runtime rounds;
+# docs/parity.md ("Runtime numerics") states the arithmetic of every value. They come last in the
+# fixes, so the repair loop falls back to the plain kernels only after every semantic knob.
+_ATTN = Knob("attn", ("naive", "flash", "flash_f16"), "flash",
+             "attention kernel: naive (matmul, softmax, matmul), flash (ggml_flash_attn_ext on F32 K/V), "
+             "flash_f16 (K/V converted to F16 first)", legacy="naive")
+_GELU_IMPL = Knob("gelu_impl", ("ggml", "fast"), "fast",
+                  "exact-erf GELU through ggml's GELU_ERF (libm erff per element) or omnimodel's vectorised erf",
+                  legacy="ggml")
+_SPEED_FIXES_VIT = ({"attn": "naive"}, {"gelu_impl": "ggml"})
+
 SKILLS: dict[str, Skill] = {
     s.name: s
     for s in (
@@ -86,11 +104,14 @@ SKILLS: dict[str, Skill] = {
                 Knob("reg_tokens", None, 0, "learned register tokens after the class token"),
                 Knob("pos_embed", ("patches_only", "all_tokens"), "all_tokens",
                      "timm no_embed_class: pos_embed covers the patches only (added before the prefix tokens)"),
+                _ATTN,
+                _GELU_IMPL,
             ),
             fixes=(
                 {"gelu": "erf"}, {"gelu": "tanh"}, *_EPS_FIXES,
                 {"attn_mask": "bidirectional"}, {"attn_mask": "causal"},
                 {"pos_embed": "patches_only"}, {"pos_embed": "all_tokens"},
+                *_SPEED_FIXES_VIT,
             ),
             doc="timm VisionTransformer up to a feature block: patch embedding, prefix tokens, position "
                 "embedding, ViT blocks, prefix tokens dropped",
@@ -99,8 +120,9 @@ SKILLS: dict[str, Skill] = {
             name="mlp_chain",
             template="blocks/mlp_chain.cpp.j2",
             knobs=(Knob("act", ("gelu_erf", "gelu_tanh", "relu", "silu"), "gelu_erf",
-                        "activation between the linears (none after the last)"),),
-            fixes=({"act": "gelu_erf"}, {"act": "gelu_tanh"}),
+                        "activation between the linears (none after the last)"),
+                   _GELU_IMPL),
+            fixes=({"act": "gelu_erf"}, {"act": "gelu_tanh"}, {"gelu_impl": "ggml"}),
             doc="Linear layers with one activation between them (projectors)",
         ),
         Skill(
@@ -111,11 +133,13 @@ SKILLS: dict[str, Skill] = {
                 Knob("rope", ("neox", "normal"), "neox", "RoPE pairing: neox (HF rotate_half) or normal (GPT-J)"),
                 Knob("rope_theta", None, 10000.0, "RoPE base"),
                 Knob("attn_mask", _MASK, "causal", "self-attention masking"),
+                _ATTN,
             ),
             fixes=(
                 {"attn_mask": "bidirectional"}, {"attn_mask": "causal"},
                 {"rope": "neox"}, {"rope": "normal"}, *_EPS_FIXES,
                 {"rope_theta": 10000.0}, {"rope_theta": 500000.0},
+                {"attn": "naive"},
             ),
             doc="HF Llama decoder layers (RMSNorm, RoPE attention, SwiGLU) and the final RMSNorm",
         ),

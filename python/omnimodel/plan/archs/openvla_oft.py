@@ -10,9 +10,15 @@ from __future__ import annotations
 from omnimodel.analyze.description import ModelDescription, ModuleDesc
 
 from ..plan import ModulePlan
+from ..skills import SKILLS
 
 ARCH_TEMPLATE = "archs/openvla_oft.cpp.j2"
 META = "openvla-oft."
+
+
+def _speed(skill: str, *knobs: str) -> dict:
+    """The skill's defaults for knobs that choose kernels rather than semantics (attn, gelu_impl)."""
+    return {k: SKILLS[skill].knob(k).default for k in knobs}
 
 
 def _module_plan(m: ModuleDesc) -> ModulePlan:
@@ -30,17 +36,19 @@ def _module_plan(m: ModuleDesc) -> ModulePlan:
                 "class_token": bool(v["class_token"]),
                 "reg_tokens": int(v["reg_tokens"]),
                 "pos_embed": v["pos_embed"],
+                **_speed("vit_tower", "attn", "gelu_impl"),
             },
             {"meta": f"{META}vision.{tower}."},
         )
     if m.kind in ("projector", "proprio_projector"):
-        return ModulePlan(m.name, "mlp_chain", {"act": "gelu_" + v["gelu"]}, {"layers": list(m.hparams["layers"])})
+        return ModulePlan(m.name, "mlp_chain", {"act": "gelu_" + v["gelu"], **_speed("mlp_chain", "gelu_impl")},
+                          {"layers": list(m.hparams["layers"])})
     if m.kind == "llama":
         return ModulePlan(
             m.name,
             "llama_stack",
             {"norm_eps": float(v["norm_eps"]), "rope": v["rope"], "rope_theta": float(v["rope_theta"]),
-             "attn_mask": v["attn_mask"]},
+             "attn_mask": v["attn_mask"], **_speed("llama_stack", "attn")},
             {"meta": f"{META}llm."},
         )
     if m.kind == "l1_head":
