@@ -36,14 +36,7 @@ ggml_tensor * build_patch_embed(graph_builder & gb, ggml_tensor * pixels, const 
     ggml_tensor * cols = ggml_im2col(gb.ctx0, w, pixels, (int) p, (int) p, 0, 0, 1, 1, true, GGML_TYPE_F32);
     cols = ggml_reshape_2d(gb.ctx0, cols, cols->ne[0], ow * oh * nb);
     ggml_tensor * w2 = ggml_reshape_2d(gb.ctx0, w, p * p * w->ne[2], d);
-    ggml_tensor * y = ggml_mul_mat(gb.ctx0, w2, cols);  // {D, OW*OH*B}: patch index oh*OW + ow
-    if (b != nullptr) {
-        if (ggml_nelements(b) != d) {
-            fail(OMNIMODEL_ERR_SHAPE, format("'%sproj.bias' has %lld elements, expected %lld", prefix.c_str(),
-                                             (long long) ggml_nelements(b), (long long) d));
-        }
-        y = ggml_add(gb.ctx0, y, b);
-    }
+    ggml_tensor * y = gb.build_linear(cols, w2, b);  // {D, OW*OH*B}: patch index oh*OW + ow
     y = ggml_reshape_3d(gb.ctx0, y, d, ow * oh, nb);
     return gb.name(y, module_name(prefix));
 }

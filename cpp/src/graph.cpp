@@ -3,6 +3,7 @@
 #include "archs/archs.hpp"
 #include "error.hpp"
 #include "fast_gelu.hpp"
+#include "gemm_bf16.hpp"
 
 #include <cmath>
 #include <cstring>
@@ -208,15 +209,26 @@ ggml_tensor * graph_builder::build_linear(ggml_tensor * x, ggml_tensor * w, ggml
     if (w->ne[2] != 1 || w->ne[3] != 1) {
         fail(OMNIMODEL_ERR_SHAPE, format("'%s' is not a matrix: %s", ggml_get_name(w), shape_str(w).c_str()));
     }
-    ggml_tensor * y = ggml_mul_mat(ctx0, w, x);
-    if (b != nullptr) {
-        if (ggml_nelements(b) != w->ne[1]) {
-            fail(OMNIMODEL_ERR_SHAPE, format("bias '%s' has %lld elements, expected %lld", ggml_get_name(b),
-                                             (long long) ggml_nelements(b), (long long) w->ne[1]));
-        }
-        y = ggml_add(ctx0, y, b);
+    if (b != nullptr && ggml_nelements(b) != w->ne[1]) {
+        fail(OMNIMODEL_ERR_SHAPE, format("bias '%s' has %lld elements, expected %lld", ggml_get_name(b),
+                                         (long long) ggml_nelements(b), (long long) w->ne[1]));
     }
-    return y;
+    if (ggml_tensor * y = omni_gemm(w, x, b)) return y;  // bias added in the GEMM's store
+    ggml_tensor * y = ggml_mul_mat(ctx0, w, x);
+    return b != nullptr ? ggml_add(ctx0, y, b) : y;
+}
+
+ggml_tensor * graph_builder::omni_gemm(ggml_tensor * w, ggml_tensor * x, ggml_tensor * b) {
+    if (gemm != gemm_kind::omni || w->type != GGML_TYPE_BF16) return nullptr;
+    const ggml_tensor * base = w->view_src != nullptr ? w->view_src : w;
+    // a CPU-side weight: the custom op runs on the CPU backend only
+    if (base->buffer == nullptr || !ggml_backend_buffer_is_host(base->buffer)) return nullptr;
+    return gemm_bf16(ctx0, w, x, b);
+}
+
+ggml_tensor * graph_builder::matmul(ggml_tensor * w, ggml_tensor * x) {
+    if (ggml_tensor * y = omni_gemm(w, x, nullptr)) return y;
+    return ggml_mul_mat(ctx0, w, x);
 }
 
 ggml_tensor * graph_builder::build_norm(ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, norm_kind kind, float eps) {

@@ -29,6 +29,10 @@ enum class norm_kind { layer, rms };
 // vectorised erf (fast_gelu.hpp: within 4e-7 absolute of float64, about 50x faster on the CPU).
 enum class act_kind { none, relu, silu, gelu_erf, gelu_tanh, gelu_erf_fast };
 
+// The matmul kernel for BF16 weights (the skills' `gemm` knob): ggml's (llamafile's tinyBLAS), or
+// omnimodel's (gemm_bf16.hpp) where the CPU has AVX512-BF16. Other weight types always take ggml's.
+enum class gemm_kind { ggml, omni };
+
 norm_kind   parse_norm_kind(const std::string & s);  // "layer" | "rms"
 act_kind    parse_act_kind(const std::string & s);   // "none" | "relu" | "silu" | "gelu" (erf) | "gelu_tanh" | "gelu_erf_fast"
 std::string shape_str(const ggml_tensor * t);
@@ -74,6 +78,11 @@ public:
     // y = x W^T + b for a PyTorch-layout weight W [out, in] (ggml ne = {in, out}). A row-padded W
     // (see `weight`) gets x zero-padded to its width: the padding columns multiply zeros.
     ggml_tensor * build_linear(ggml_tensor * x, ggml_tensor * w, ggml_tensor * b = nullptr);
+    // y = x W^T by the kernel `gemm` selects (ggml_mul_mat semantics; W may be a reshaped view).
+    ggml_tensor * matmul(ggml_tensor * w, ggml_tensor * x);
+
+    // Set per module by the generated code (gemm_scope) from the plan's `gemm` knob.
+    gemm_kind gemm = gemm_kind::ggml;
     // Normalise over ne[0], then scale by w and shift by b (each optional).
     ggml_tensor * build_norm(ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, norm_kind kind, float eps);
     ggml_tensor * build_act(ggml_tensor * x, act_kind kind);
@@ -85,12 +94,27 @@ public:
     const std::vector<std::pair<ggml_tensor *, std::vector<uint8_t>>> & constants() const { return constants_; }
 
 private:
+    ggml_tensor * omni_gemm(ggml_tensor * w, ggml_tensor * x, ggml_tensor * b);  // nullptr: use ggml's
+
     const std::map<std::string, host_tensor> &         host_inputs_;
     std::vector<std::pair<std::string, ggml_tensor *>> outputs_;
     std::vector<std::pair<std::string, ggml_tensor *>> inputs_;
     std::vector<int64_t>                               id_limits_;
     std::map<int64_t, ggml_tensor *>                   causal_masks_;
     std::vector<std::pair<ggml_tensor *, std::vector<uint8_t>>> constants_;
+};
+
+// While alive, gb.gemm is `kind`; a generated module function opens one with its knob.
+class gemm_scope {
+public:
+    gemm_scope(graph_builder & gb, gemm_kind kind) : gb_(gb), previous_(gb.gemm) { gb.gemm = kind; }
+    ~gemm_scope() { gb_.gemm = previous_; }
+    gemm_scope(const gemm_scope &)             = delete;
+    gemm_scope & operator=(const gemm_scope &) = delete;
+
+private:
+    graph_builder & gb_;
+    gemm_kind       previous_;
 };
 
 using build_fn = void (*)(graph_builder & gb);

@@ -41,6 +41,12 @@ def _prod(xs) -> int:
 def node_category(node: dict[str, Any]) -> str:
     """The row a node is counted in: matmuls by weight type, attention by K/V type, else the op."""
     op = node["op"]
+    if op == "CUSTOM" and node["src0_is_weight"]:  # omnimodel's GEMM (gemm_bf16.cpp): weight, packed x
+        return f"GEMM(omni) w={_type_name(node['src_type'][0])}"
+    if op == "CUSTOM" and _type_name(node["type"]) == "i32":
+        return "GEMM(omni) pack x"
+    if op == "MAP_CUSTOM1" and _type_name(node["type"]) == "f32":
+        return "GELU_ERF(fast)"  # the only map op the runtime builds (fast_gelu.cpp)
     if op == "MUL_MAT":
         if node["src0_is_weight"]:
             return f"MUL_MAT w={_type_name(node['src_type'][0])}"
@@ -54,7 +60,7 @@ def node_category(node: dict[str, Any]) -> str:
 
 def node_flops(node: dict[str, Any]) -> float:
     """Multiply-adds x 2 of matmul-like nodes; 0 where not counted."""
-    if node["op"] == "MUL_MAT":
+    if node["op"] == "MUL_MAT" or (node["op"] == "CUSTOM" and node["src0_is_weight"]):
         k = node["src_ne"][0][0]
         return 2.0 * k * _prod(node["ne"])
     if node["op"] == "FLASH_ATTN_EXT":
@@ -77,6 +83,11 @@ class OpRow:
     def gflops(self) -> float | None:
         return self.flops / self.seconds / 1e9 if self.flops and self.seconds > 0 else None
 
+    @property
+    def gflops_cpu(self) -> float | None:
+        """Per CPU-second of all threads: the kernel's rate per core, whatever else the machine runs."""
+        return self.flops / self.cpu_seconds / 1e9 if self.flops and self.cpu_seconds > 0 else None
+
 
 @dataclass
 class Profile:
@@ -91,7 +102,8 @@ class Profile:
     def to_json(self) -> dict[str, Any]:
         def rows(rs: list[OpRow]) -> list[dict[str, Any]]:
             return [dict(asdict(r), ms=round(r.seconds * 1e3, 3), cpu_ms=round(r.cpu_seconds * 1e3, 3),
-                         gflops=None if r.gflops is None else round(r.gflops, 1)) for r in rs]
+                         gflops=None if r.gflops is None else round(r.gflops, 1),
+                         gflops_cpu=None if r.gflops_cpu is None else round(r.gflops_cpu, 1)) for r in rs]
 
         return {
             "total_ms": round(self.total_s * 1e3, 3),
@@ -174,11 +186,13 @@ def format_profile(p: Profile, top: int = 14) -> str:
 
     def table(rows: list[OpRow], title: str, stage_total: float) -> None:
         lines.append("")
-        lines.append(f"{title:<30} {'calls':>6} {'wall ms':>10} {'share':>7} {'CPU ms':>10} {'GFLOP/s':>9}")
+        lines.append(f"{title:<30} {'calls':>6} {'wall ms':>10} {'share':>7} {'CPU ms':>10} {'GFLOP/s':>8} "
+                     f"{'/CPU-s':>7}")
         for r in rows[:top]:
-            g = f"{r.gflops:>9.1f}" if r.gflops is not None else f"{'':>9}"
+            g = f"{r.gflops:>8.1f}" if r.gflops is not None else f"{'':>8}"
+            gc = f"{r.gflops_cpu:>7.1f}" if r.gflops_cpu is not None else f"{'':>7}"
             lines.append(f"{r.category:<30} {r.calls:>6} {r.seconds * 1e3:>10.2f} {100 * r.seconds / total:>6.1f}% "
-                         f"{r.cpu_seconds * 1e3:>10.2f} {g}")
+                         f"{r.cpu_seconds * 1e3:>10.2f} {g} {gc}")
         if len(rows) > top:
             rest = rows[top:]
             lines.append(f"{'(other ops)':<30} {sum(r.calls for r in rest):>6} "

@@ -87,7 +87,10 @@ _ATTN = Knob("attn", ("naive", "flash", "flash_f16"), "flash",
 _GELU_IMPL = Knob("gelu_impl", ("ggml", "fast"), "fast",
                   "exact-erf GELU through ggml's GELU_ERF (libm erff per element) or omnimodel's vectorised erf",
                   legacy="ggml")
-_SPEED_FIXES_VIT = ({"attn": "naive"}, {"gelu_impl": "ggml"})
+_GEMM = Knob("gemm", ("ggml", "omni"), "omni",
+             "matmul kernel for BF16 weights: ggml's (llamafile tinyBLAS) or omnimodel's AVX512-BF16 GEMM "
+             "(CPUs that have it; other weight types and CPUs always use ggml's)", legacy="ggml")
+_SPEED_FIXES_VIT = ({"attn": "naive"}, {"gelu_impl": "ggml"}, {"gemm": "ggml"})
 
 SKILLS: dict[str, Skill] = {
     s.name: s
@@ -106,6 +109,7 @@ SKILLS: dict[str, Skill] = {
                      "timm no_embed_class: pos_embed covers the patches only (added before the prefix tokens)"),
                 _ATTN,
                 _GELU_IMPL,
+                _GEMM,
             ),
             fixes=(
                 {"gelu": "erf"}, {"gelu": "tanh"}, *_EPS_FIXES,
@@ -121,8 +125,8 @@ SKILLS: dict[str, Skill] = {
             template="blocks/mlp_chain.cpp.j2",
             knobs=(Knob("act", ("gelu_erf", "gelu_tanh", "relu", "silu"), "gelu_erf",
                         "activation between the linears (none after the last)"),
-                   _GELU_IMPL),
-            fixes=({"act": "gelu_erf"}, {"act": "gelu_tanh"}, {"gelu_impl": "ggml"}),
+                   _GELU_IMPL, _GEMM),
+            fixes=({"act": "gelu_erf"}, {"act": "gelu_tanh"}, {"gelu_impl": "ggml"}, {"gemm": "ggml"}),
             doc="Linear layers with one activation between them (projectors)",
         ),
         Skill(
@@ -134,20 +138,21 @@ SKILLS: dict[str, Skill] = {
                 Knob("rope_theta", None, 10000.0, "RoPE base"),
                 Knob("attn_mask", _MASK, "causal", "self-attention masking"),
                 _ATTN,
+                _GEMM,
             ),
             fixes=(
                 {"attn_mask": "bidirectional"}, {"attn_mask": "causal"},
                 {"rope": "neox"}, {"rope": "normal"}, *_EPS_FIXES,
                 {"rope_theta": 10000.0}, {"rope_theta": 500000.0},
-                {"attn": "naive"},
+                {"attn": "naive"}, {"gemm": "ggml"},
             ),
             doc="HF Llama decoder layers (RMSNorm, RoPE attention, SwiGLU) and the final RMSNorm",
         ),
         Skill(
             name="mlp_resnet_head",
             template="blocks/mlp_resnet_head.cpp.j2",
-            knobs=(Knob("norm_eps", None, 1e-5, "LayerNorm eps of every norm in the head"),),
-            fixes=({"norm_eps": 1e-5}, {"norm_eps": 1e-6}),
+            knobs=(Knob("norm_eps", None, 1e-5, "LayerNorm eps of every norm in the head"), _GEMM),
+            fixes=({"norm_eps": 1e-5}, {"norm_eps": 1e-6}, {"gemm": "ggml"}),
             doc="OFT L1-regression head: MLPResNet (LayerNorm, Linear, ReLU residual blocks)",
         ),
     )
