@@ -75,8 +75,8 @@ struct omnimodel_params {
     omnimodel_backend backend;
     int32_t           gpu_device; /* index among GPU devices when the backend is a GPU          */
     bool              verbose;    /* forward ggml's log to stderr                               */
-    bool              repack_weights; /* CPU: copy matmul weights of the types ggml has interleaved
-                                         GEMM kernels for (x86: Q4_0, Q4_K, IQ4_NL, Q2_K) into that
+    bool              repack_weights; /* CPU: copy matmul weights of the types ggml has faster
+                                         interleaved GEMM kernels for (x86: Q4_0, IQ4_NL) into that
                                          layout at the first compute (needs use_mmap); default on */
 };
 

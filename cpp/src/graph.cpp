@@ -18,6 +18,12 @@ norm_kind parse_norm_kind(const std::string & s) {
     fail(OMNIMODEL_ERR_UNSUPPORTED, format("unknown norm kind '%s' (expected 'layer' or 'rms')", s.c_str()));
 }
 
+gemm_kind parse_gemm_kind(const std::string & s) {
+    if (s == "ggml") return gemm_kind::ggml;
+    if (s == "omni") return gemm_kind::omni;
+    fail(OMNIMODEL_ERR_UNSUPPORTED, format("unknown gemm kind '%s' (expected 'ggml' or 'omni')", s.c_str()));
+}
+
 act_kind parse_act_kind(const std::string & s) {
     if (s == "none") return act_kind::none;
     if (s == "relu") return act_kind::relu;

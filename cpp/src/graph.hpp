@@ -34,6 +34,7 @@ enum class act_kind { none, relu, silu, gelu_erf, gelu_tanh, gelu_erf_fast };
 enum class gemm_kind { ggml, omni };
 
 norm_kind   parse_norm_kind(const std::string & s);  // "layer" | "rms"
+gemm_kind   parse_gemm_kind(const std::string & s);  // "ggml" | "omni"
 act_kind    parse_act_kind(const std::string & s);   // "none" | "relu" | "silu" | "gelu" (erf) | "gelu_tanh" | "gelu_erf_fast"
 std::string shape_str(const ggml_tensor * t);
 

@@ -69,7 +69,8 @@ public:
 
     // Weight repacking (model_repack.cpp). On the CPU, ggml has GEMM kernels for some quantized types
     // (on x86: Q4_0, Q4_K, IQ4_NL, Q2_K) that read weights interleaved across rows; its "CPU_REPACK"
-    // buffer type converts a tensor into that layout when it is uploaded. Called with the first graph
+    // buffer type converts a tensor into that layout when it is uploaded. Types that ggml's tiled
+    // K-quant kernel runs faster unrepacked (on x86: Q4_K, Q2_K) are left as they are. Called with the first graph
     // built (before it is allocated): the mapped matrices that graph uses only as matmul weights and
     // that ggml can repack move into one repack buffer, and their pages of the mapping are released
     // so the weights are not held twice. Later graphs are only checked: a repacked matrix must stay a

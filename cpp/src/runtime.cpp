@@ -260,8 +260,11 @@ void graph_cache::clear() {
 void runtime::build_graph() {
     graph_.clear();  // a failed build leaves no graph behind, so the next compute builds again
     ggml_backend_sched_reset(sched_);
-    graph_.meta.resize(ggml_tensor_overhead() * k_graph_size + ggml_graph_overhead_custom(k_graph_size, false));
-    ggml_init_params ip{graph_.meta.size(), graph_.meta.data(), /*no_alloc=*/true};
+    if (graph_.meta == nullptr) {
+        graph_.meta_size = ggml_tensor_overhead() * k_graph_size + ggml_graph_overhead_custom(k_graph_size, false);
+        graph_.meta.reset(new uint8_t[graph_.meta_size]);
+    }
+    ggml_init_params ip{graph_.meta_size, graph_.meta.get(), /*no_alloc=*/true};
     ggml_context *   ctx0 = ggml_init(ip);
     if (ctx0 == nullptr) fail(OMNIMODEL_ERR_OUT_OF_MEMORY, "cannot create the graph context");
     struct ctx_guard {

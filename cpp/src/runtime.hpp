@@ -38,7 +38,10 @@ struct profile_node {
 // Graphs may depend on input shapes, never on input values: token ids are re-checked on reuse.
 struct graph_cache {
     std::vector<std::pair<std::string, std::array<int64_t, 4>>> key;  // inputs by name, with shapes
-    std::vector<uint8_t>                                        meta;  // tensor and graph metadata
+    // Tensor and graph metadata for up to k_graph_size nodes; left uninitialised, so only the part a
+    // graph uses is ever touched (resident).
+    std::unique_ptr<uint8_t[]>                                  meta;
+    size_t                                                      meta_size = 0;
     ggml_context *                                              ctx = nullptr;
     ggml_cgraph *                                               gf  = nullptr;
     std::vector<std::pair<std::string, ggml_tensor *>>          outputs, inputs;

@@ -9,6 +9,10 @@ are medians over ``runs`` after ``warmup`` runs. Stages:
     head        the L1 action head
 ``predict_action_ms`` = preprocess + model. PyTorch stages are timed with forward pre/post hooks; the
 runtime's split comes from the ready times of captured stage outputs in a separate capturing run.
+
+``memory`` (omnimodel.bench_memory): the peak RSS of the runtime's own predict_action (frames in,
+actions out), measured in a fresh process that never imports torch, against the GGUF size and the
+activation buffers. ``profile=True`` adds the runtime's per-op profile (omnimodel.profile).
 """
 
 from __future__ import annotations
@@ -135,7 +139,8 @@ def _runtime_stages(m, inputs: dict[str, np.ndarray], runs: int, warmup: int) ->
 
 
 def bench(out_dir: str | os.PathLike[str], *, runs: int = 10, warmup: int = 2, threads: int = 1,
-          torch_dtypes: tuple[str, ...] = ("float32", "bfloat16"), profile: bool = False) -> dict[str, Any]:
+          torch_dtypes: tuple[str, ...] = ("float32", "bfloat16"), profile: bool = False,
+          memory: bool = True) -> dict[str, Any]:
     import torch
 
     from omnimodel import _runtime
@@ -218,6 +223,12 @@ def bench(out_dir: str | os.PathLike[str], *, runs: int = 10, warmup: int = 2, t
         if rt_profile is not None:
             result["runtime"]["profile"] = rt_profile.to_json()
             result["runtime"]["profile_text"] = format_profile(rt_profile)
+        if memory:
+            from .bench_memory import measure
+
+            plugin = out_dir / rep.graph.split(":", 1)[1] if rep.graph.startswith("plugin:") else None
+            result["runtime"]["memory"] = measure(out_dir / MODEL_FILE, plugin, images, instruction,
+                                                  proprio_raw, threads=threads, runs=min(runs, 3))
         for name in torch_dtypes:
             r = _bench_torch(policy, getattr(torch, name), pixel_values, prompt_ids, proprio, runs, warmup)
             r["predict_action_ms"] = round(pre_ms + r["model_ms"], 3)
@@ -243,6 +254,10 @@ def format_bench(result: dict[str, Any]) -> str:
                      f"{cell('vision')} {cell('llm')} {cell('head')}")
     lines.append(f"(predict_action = preprocess {result['preprocess_ms']:.3f} ms + model; runtime stages: "
                  f"{result['runtime']['stages_note']})")
+    if "memory" in result["runtime"]:
+        from .bench_memory import format_memory
+
+        lines.append(format_memory(result["runtime"]["memory"]))
     if "profile_text" in result["runtime"]:
         lines += ["", "runtime profile (median per node over the runs):", result["runtime"]["profile_text"].rstrip("\n")]
     return "\n".join(lines) + "\n"
