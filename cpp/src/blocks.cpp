@@ -1,5 +1,6 @@
 #include "blocks.hpp"
 
+#include "attention_cpu.hpp"
 #include "error.hpp"
 
 #include <cmath>
@@ -54,6 +55,10 @@ ggml_tensor * build_attention(graph_builder & gb, ggml_tensor * q, ggml_tensor *
     if (k->ne[1] <= 0 || n_head % k->ne[1] != 0) {
         fail(OMNIMODEL_ERR_SHAPE, format("%lld query heads are not a multiple of %lld kv heads", (long long) n_head,
                                          (long long) k->ne[1]));
+    }
+    if (impl == attn_impl::omni && gb.on_cpu()) {
+        ggml_tensor * o = attention_cpu(ctx, q, k, v, scale, causal);  // {hd, H, T, B}
+        return ggml_reshape_3d(ctx, o, hd * n_head, n_tok, nb);
     }
     if (impl != attn_impl::naive) {
         // Views in, {hd, H, T, B} out: the layout the output projection reads, so nothing is copied.

@@ -33,7 +33,9 @@ ggml_tensor * build_patch_embed(graph_builder & gb, ggml_tensor * pixels, const 
 //   flash      ggml_flash_attn_ext on views of q/k/v in F32: scores a tile at a time, online softmax,
 //              no copies, nothing rounded below F32
 //   flash_f16  the same with K and V converted to F16 first (ggml's usual layout for a KV cache)
-enum class attn_impl { naive, flash, flash_f16 };
+//   omni       omnimodel's CPU kernel (attention_cpu.hpp): whole rows of scores, exact softmax, F32;
+//              ggml's flash where the model runs on another backend
+enum class attn_impl { naive, flash, flash_f16, omni };
 
 // Scaled dot-product attention. q {hd, n_head, T, B}, k/v {hd, n_head_kv, T, B} (n_head a multiple of
 // n_head_kv; kv head h / (n_head / n_head_kv) serves query head h, as repeat_interleave); q/k/v may be

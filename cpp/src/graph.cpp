@@ -4,6 +4,7 @@
 #include "error.hpp"
 #include "fast_gelu.hpp"
 #include "gemm_bf16.hpp"
+#include "pad_rows.hpp"
 
 #include <cmath>
 #include <cstring>
@@ -206,7 +207,9 @@ void graph_builder::output(ggml_tensor * t, const std::string & name_) {
 
 ggml_tensor * graph_builder::build_linear(ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
     if (x->ne[0] < w->ne[0] && is_block_padding(w, x->ne[0])) {
-        x = ggml_pad(ctx0, x, (int) (w->ne[0] - x->ne[0]), 0, 0, 0);
+        // our copy-and-fill op on the CPU; ggml's generic pad where the weight lives on another backend
+        const bool on_cpu = w->buffer != nullptr && ggml_backend_buffer_is_host(w->buffer);
+        x = on_cpu ? pad_rows(ctx0, x, w->ne[0] - x->ne[0]) : ggml_pad(ctx0, x, (int) (w->ne[0] - x->ne[0]), 0, 0, 0);
     }
     if (x->ne[0] != w->ne[0]) {
         fail(OMNIMODEL_ERR_SHAPE, format("'%s' expects inputs of width %lld but got %s ('%s')", ggml_get_name(w),
@@ -222,6 +225,13 @@ ggml_tensor * graph_builder::build_linear(ggml_tensor * x, ggml_tensor * w, ggml
     if (ggml_tensor * y = omni_gemm(w, x, b)) return y;  // bias added in the GEMM's store
     ggml_tensor * y = ggml_mul_mat(ctx0, w, x);
     return b != nullptr ? ggml_add(ctx0, y, b) : y;
+}
+
+bool graph_builder::on_cpu() const {
+    for (const ggml_tensor * t : m.tensors()) {
+        if (t->buffer != nullptr) return ggml_backend_buffer_is_host(t->buffer);
+    }
+    return true;
 }
 
 ggml_tensor * graph_builder::omni_gemm(ggml_tensor * w, ggml_tensor * x, ggml_tensor * b) {
@@ -257,7 +267,7 @@ ggml_tensor * graph_builder::build_act(ggml_tensor * x, act_kind kind) {
         case act_kind::silu: return ggml_silu(ctx0, x);
         case act_kind::gelu_erf: return ggml_gelu_erf(ctx0, x);
         case act_kind::gelu_tanh: return ggml_gelu(ctx0, x);
-        case act_kind::gelu_erf_fast: return ggml_gelu_erf_fast(ctx0, x);
+        case act_kind::gelu_erf_fast: return on_cpu() ? ggml_gelu_erf_fast(ctx0, x) : ggml_gelu_erf(ctx0, x);
     }
     return x;
 }

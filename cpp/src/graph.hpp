@@ -82,6 +82,10 @@ public:
     // y = x W^T by the kernel `gemm` selects (ggml_mul_mat semantics; W may be a reshaped view).
     ggml_tensor * matmul(ggml_tensor * w, ggml_tensor * x);
 
+    // The model's weights live in host memory, so the graph runs on the CPU backend and omnimodel's
+    // CPU-only kernels (custom ops: fast GELU, GEMM, attention, row padding) apply.
+    bool on_cpu() const;
+
     // Set per module by the generated code (gemm_scope) from the plan's `gemm` knob.
     gemm_kind gemm = gemm_kind::ggml;
     // Normalise over ne[0], then scale by w and shift by b (each optional).

@@ -45,6 +45,12 @@ def node_category(node: dict[str, Any]) -> str:
         return f"GEMM(omni) w={_type_name(node['src_type'][0])}"
     if op == "CUSTOM" and _type_name(node["type"]) == "i32":
         return "GEMM(omni) pack x"
+    if op == "CUSTOM" and node["name"].startswith("pad_rows"):
+        return "PAD(rows)"
+    if op == "CUSTOM" and node["name"].startswith("attention (packed"):
+        return "ATTN(omni) pack K,V"
+    if op == "CUSTOM" and node["name"].startswith("attention"):
+        return "ATTN(omni)"
     if op == "MAP_CUSTOM1" and _type_name(node["type"]) == "f32":
         return "GELU_ERF(fast)"  # the only map op the runtime builds (fast_gelu.cpp)
     if op == "MUL_MAT":
@@ -63,6 +69,9 @@ def node_flops(node: dict[str, Any]) -> float:
     if node["op"] == "MUL_MAT" or (node["op"] == "CUSTOM" and node["src0_is_weight"]):
         k = node["src_ne"][0][0]
         return 2.0 * k * _prod(node["ne"])
+    if node["op"] == "CUSTOM" and node["name"].startswith("attention (softmax"):
+        d, h, tq, b = node["ne"]
+        return 2.0 * tq * tq * h * b * 2 * d  # every key (masked ones included), as for flash
     if node["op"] == "FLASH_ATTN_EXT":
         d, tq, h, b = node["src_ne"][0]
         tk = node["src_ne"][1][1]

@@ -42,7 +42,7 @@ def _plugin(plan, attn: str, root):
     return build_plugin(root / f"src-{attn}", root / f"build-{attn}", verbose=False)
 
 
-@pytest.mark.parametrize("attn", ["naive", "flash", "flash_f16"])
+@pytest.mark.parametrize("attn", ["naive", "flash", "flash_f16", "omni"])
 def test_attention_path_passes_the_validator(mini, attn, generated_oft_plugin) -> None:
     from omnimodel.validate.parity import check_parity, run_runtime
 
@@ -63,7 +63,8 @@ def test_attention_path_passes_the_validator(mini, attn, generated_oft_plugin) -
             m.set_profile(True)
             m.run(ref.inputs)
             ops = {n["op"] for n in m.profile()}
-        assert ("FLASH_ATTN_EXT" in ops) == (attn != "naive"), ops
+        assert ("FLASH_ATTN_EXT" in ops) == attn.startswith("flash"), ops
+        assert ("CUSTOM" in ops) == (attn == "omni"), ops
         assert ("SOFT_MAX" in ops) == (attn == "naive"), ops
     finally:
         generated_oft_plugin.reload()

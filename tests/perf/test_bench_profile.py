@@ -38,7 +38,7 @@ def test_bench_profile_and_memory_on_the_demo(tmp_path, capsys) -> None:
     assert main(["bench", str(out), "--no-torch", "--profile", "--runs", "2", "--warmup", "1",
                  "--json", str(tmp_path / "b.json")]) == 0
     text = capsys.readouterr().out
-    assert "runtime profile" in text and "FLASH_ATTN_EXT" in text and "memory (predict_action" in text
+    assert "runtime profile" in text and "ATTN(omni)" in text and "memory (predict_action" in text
     b = json.loads((tmp_path / "b.json").read_text())
     prof = b["runtime"]["profile"]
     assert set(prof["stage_ms"]) == {"vision", "llm", "head"} and prof["n_nodes"] > 100

@@ -62,7 +62,7 @@ def test_plan_types_and_knobs(desc) -> None:
     assert plan.module("language_model.model").knobs["attn_mask"] == "bidirectional"
     assert plan.module("projector").knobs == {"act": "gelu_erf", "gelu_impl": "fast", "gemm": "omni"}
     # speed knobs: the skills' defaults
-    assert plan.module("vision_backbone.featurizer").knobs["attn"] == "flash"
+    assert plan.module("vision_backbone.featurizer").knobs["attn"] == "omni"
     assert plan.module("language_model.model").knobs["gemm"] == "omni"
 
 

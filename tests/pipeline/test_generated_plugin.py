@@ -52,7 +52,7 @@ def test_rendering_is_deterministic(generated_oft_plugin, tmp_path) -> None:
     # knobs are baked in as constants, with the module named in a comment
     assert "// ---- vision_backbone.featurizer (skill vit_tower)" in src
     assert "act_kind::gelu_erf_fast;  // knobs gelu, gelu_impl = fast" in src
-    assert "hp.causal     = false;  // knob attn_mask" in src and "attn_impl::flash;  // knob attn" in src
+    assert "hp.causal     = false;  // knob attn_mask" in src and "attn_impl::omni;  // knob attn" in src
     tanh = render_source(plan.with_knob("vision_backbone.featurizer", "gelu", "tanh"))
     assert tanh != src and "act_kind::gelu_tanh;  // knobs gelu, gelu_impl = fast" in tanh
     libm = render_source(plan.with_knob("vision_backbone.featurizer", "gelu_impl", "ggml"))

@@ -81,9 +81,10 @@ _MASK = ("bidirectional", "causal")
 # Speed knobs: how the runtime computes, not what. Each value fixes where and how the runtime rounds;
 # docs/parity.md ("Runtime numerics") states the arithmetic of every value. They come last in the
 # fixes, so the repair loop falls back to the plain kernels only after every semantic knob.
-_ATTN = Knob("attn", ("naive", "flash", "flash_f16"), "flash",
+_ATTN = Knob("attn", ("naive", "flash", "flash_f16", "omni"), "omni",
              "attention kernel: naive (matmul, softmax, matmul), flash (ggml_flash_attn_ext on F32 K/V), "
-             "flash_f16 (K/V converted to F16 first)", legacy="naive")
+             "flash_f16 (K/V converted to F16 first), omni (omnimodel's CPU kernel: whole score rows, "
+             "exact softmax, F32)", legacy="naive")
 _GELU_IMPL = Knob("gelu_impl", ("ggml", "fast"), "fast",
                   "exact-erf GELU through ggml's GELU_ERF (libm erff per element) or omnimodel's vectorised erf",
                   legacy="ggml")
