@@ -70,13 +70,20 @@ const float * row(const ggml_tensor * t, int64_t i1, int64_t i2, int64_t i3) {
                                            i3 * t->nb[3]);
 }
 
-// dst {per_kv_head, Hkv * B}: per kv head, K transposed ([hd][T padded to 16], zeros past T) and V's
-// rows padded to 16 lanes ([T][hd padded], zeros past hd).
+// Threads take tasks from a counter in the packed tensor's extra last row (see gemm_bf16.cpp).
+int64_t * work_counter(const ggml_tensor * packed) {
+    return reinterpret_cast<int64_t *>(static_cast<char *>(packed->data) + (packed->ne[1] - 1) * packed->nb[1]);
+}
+
+// dst {per_kv_head, Hkv * B + 1}: per kv head, K transposed ([hd][T padded to 16], zeros past T) and V's
+// rows padded to 16 lanes ([T][hd padded], zeros past hd); the last row holds attention_op's work
+// counter, zeroed here (the barrier after this node publishes it).
 void pack_op(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * k = dst->src[0];
     const ggml_tensor * v = dst->src[1];
     const int64_t       hd = k->ne[0], hkv = k->ne[1], n = k->ne[2], np = round_up(n, k_lanes),
-                  hdp = round_up(hd, k_lanes), groups = dst->ne[1];
+                  hdp = round_up(hd, k_lanes), groups = dst->ne[1] - 1;
+    if (ith == 0) *work_counter(dst) = 0;
     for (int64_t g = groups * ith / nth; g < groups * (ith + 1) / nth; ++g) {
         const int64_t b = g / hkv, h = g % hkv;
         float *       kt = reinterpret_cast<float *>(static_cast<char *>(dst->data) + g * dst->nb[1]);
@@ -188,18 +195,20 @@ void weighted_values(const float * p, int64_t ld_p, const float * vp, int64_t hd
     }
 }
 
-void attention_op(ggml_tensor * dst, int ith, int nth, void * params) {
+void attention_op(ggml_tensor * dst, int, int, void * params) {
     const ggml_tensor * q      = dst->src[0];
     const ggml_tensor * packed = dst->src[1];
     float               scale;
     bool                causal;
     decode_params(params, scale, causal);
-    const shape   sh      = shape_of(q, packed->ne[1] / q->ne[3]);
+    const shape   sh      = shape_of(q, (packed->ne[1] - 1) / q->ne[3]);
     const int64_t qblocks = (sh.n_tok + k_queries - 1) / k_queries;
     const int64_t tasks   = sh.n_batch * sh.n_head * qblocks;
     const int64_t group   = sh.n_head / sh.n_head_kv;
     std::vector<float> s(static_cast<size_t>(k_queries * sh.n_tok_p)), qb(static_cast<size_t>(k_queries * sh.hd));
-    for (int64_t task = ith; task < tasks; task += nth) {
+    int64_t * next = work_counter(packed);
+    for (int64_t task = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED); task < tasks;
+         task = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED)) {
         const int64_t b = task / (sh.n_head * qblocks), h = (task / qblocks) % sh.n_head, q0 = (task % qblocks) * k_queries;
         const int64_t nq     = std::min<int64_t>(k_queries, sh.n_tok - q0);
         const int64_t n_keys = causal ? q0 + nq : sh.n_tok;  // keys any of these queries sees
@@ -231,7 +240,7 @@ ggml_tensor * attention_cpu(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k
     const int64_t hd = q->ne[0], n = q->ne[2], b = q->ne[3], hkv = k->ne[1];
     ggml_tensor * kv[2] = {k, v};
     ggml_tensor * packed = ggml_custom_4d(ctx, GGML_TYPE_F32, hd * round_up(n, k_lanes) + n * round_up(hd, k_lanes),
-                                          hkv * b, 1, 1, kv, 2, pack_op, GGML_N_TASKS_MAX, nullptr);
+                                          hkv * b + 1, 1, 1, kv, 2, pack_op, GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(packed, "attention (packed K^T, V)");  // a space: never a capturable intermediate
     ggml_tensor * args[2] = {q, packed};
     ggml_tensor * o = ggml_custom_4d(ctx, GGML_TYPE_F32, hd, q->ne[1], n, b, args, 2, attention_op, GGML_N_TASKS_MAX,

@@ -17,6 +17,13 @@ namespace omni {
 namespace {
 
 constexpr int k_rows  = 8;                 // weight rows per micro-tile
+constexpr int k_chunk = 8;                 // micro-tiles (64 weight rows) per unit of work
+
+// Threads take chunks of work from a counter in the packed tensor's last row, not a fixed share: on a
+// loaded machine a thread that loses its core does not hold the others at the next barrier.
+int64_t * work_counter(const ggml_tensor * packed) {
+    return reinterpret_cast<int64_t *>(static_cast<char *>(packed->data) + (packed->ne[1] - 1) * packed->nb[1]);
+}
 constexpr int k_vecs  = 3;                 // 16-token vectors per panel
 constexpr int k_panel = 16 * k_vecs;       // tokens per panel
 
@@ -67,10 +74,13 @@ struct rows_view {  // F32 rows of x with contiguous elements, in ggml order (i1
     }
 };
 
-// dst I32 {k_panel * K/2, n_panels}: panel p holds tokens p*48 .. p*48+47 as [K/2][48] pairs, zero past N.
+// dst I32 {k_panel * K/2, n_panels + 1}: panel p holds tokens p*48 .. p*48+47 as [K/2][48] pairs, zero
+// past N; the extra last row starts with the work counter gemm_op's threads take chunks from, which
+// thread 0 zeroes here (the graph's barrier after this node publishes it).
 OMNI_TARGET void pack_op(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * x  = dst->src[0];
-    const int64_t       k  = x->ne[0], n = ggml_nrows(x), np = dst->ne[1], k2n = k / 2;
+    const int64_t       k  = x->ne[0], n = ggml_nrows(x), np = dst->ne[1] - 1, k2n = k / 2;
+    if (ith == 0) *work_counter(dst) = 0;
     const rows_view     xv{x};
     int32_t *           pairs = new int32_t[static_cast<size_t>(k2n)];
     for (int64_t p = np * ith / nth; p < np * (ith + 1) / nth; ++p) {
@@ -136,25 +146,31 @@ using tile_fn = void (*)(const char *, size_t, const int32_t *, int64_t, float *
 constexpr tile_fn k_tiles[k_rows + 1] = {nullptr,        micro_tile<1>, micro_tile<2>, micro_tile<3>, micro_tile<4>,
                                          micro_tile<5>, micro_tile<6>, micro_tile<7>, micro_tile<8>};
 
-// dst F32 {M, N...} = x W^T; src[0] W BF16 {K, M}, src[1] the packed panels. Threads split the
-// weight rows (whole micro-tiles), each sweeping every panel.
-OMNI_TARGET void gemm_op(ggml_tensor * dst, int ith, int nth, void *) {
-    const ggml_tensor * w     = dst->src[0];
-    const ggml_tensor * xp    = dst->src[1];
-    const float *       bias  = dst->src[2] != nullptr ? static_cast<const float *>(dst->src[2]->data) : nullptr;
-    const int64_t       m     = w->ne[1], k2n = w->ne[0] / 2, n = ggml_nrows(dst), np = xp->ne[1];
-    const int64_t       tiles = (m + k_rows - 1) / k_rows;
-    const int64_t       t0 = tiles * ith / nth, t1 = tiles * (ith + 1) / nth;
-    const int64_t       ldc = dst->nb[1] / sizeof(float);
-    for (int64_t p = 0; p < np; ++p) {
-        const int32_t * panel   = reinterpret_cast<const int32_t *>(static_cast<const char *>(xp->data) + p * xp->nb[1]);
-        const int64_t   n_valid = std::min<int64_t>(k_panel, n - p * k_panel);
-        float *         c       = static_cast<float *>(dst->data) + p * k_panel * ldc;
-        for (int64_t t = t0; t < t1; ++t) {
-            const int64_t r0   = t * k_rows;
-            const int     rows = static_cast<int>(std::min<int64_t>(k_rows, m - r0));
-            k_tiles[rows](static_cast<const char *>(w->data) + r0 * w->nb[1], w->nb[1], panel, k2n, c + r0, ldc,
-                          n_valid, bias != nullptr ? bias + r0 : nullptr);
+// dst F32 {M, N...} = x W^T; src[0] W BF16 {K, M}, src[1] the packed panels. A unit of work is 64
+// weight rows against every panel (those rows stay in cache while the panels stream by).
+OMNI_TARGET void gemm_op(ggml_tensor * dst, int, int, void *) {
+    const ggml_tensor * w      = dst->src[0];
+    const ggml_tensor * xp     = dst->src[1];
+    const float *       bias   = dst->src[2] != nullptr ? static_cast<const float *>(dst->src[2]->data) : nullptr;
+    const int64_t       m      = w->ne[1], k2n = w->ne[0] / 2, n = ggml_nrows(dst), np = xp->ne[1] - 1;
+    const int64_t       tiles  = (m + k_rows - 1) / k_rows;
+    const int64_t       chunks = (tiles + k_chunk - 1) / k_chunk;
+    const int64_t       ldc    = dst->nb[1] / sizeof(float);
+    int64_t *           next   = work_counter(xp);
+    for (int64_t ch = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED); ch < chunks;
+         ch = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED)) {
+        const int64_t t1 = std::min(tiles, (ch + 1) * k_chunk);
+        for (int64_t p = 0; p < np; ++p) {
+            const int32_t * panel =
+                reinterpret_cast<const int32_t *>(static_cast<const char *>(xp->data) + p * xp->nb[1]);
+            const int64_t n_valid = std::min<int64_t>(k_panel, n - p * k_panel);
+            float *       c       = static_cast<float *>(dst->data) + p * k_panel * ldc;
+            for (int64_t t = ch * k_chunk; t < t1; ++t) {
+                const int64_t r0   = t * k_rows;
+                const int     rows = static_cast<int>(std::min<int64_t>(k_rows, m - r0));
+                k_tiles[rows](static_cast<const char *>(w->data) + r0 * w->nb[1], w->nb[1], panel, k2n, c + r0, ldc,
+                              n_valid, bias != nullptr ? bias + r0 : nullptr);
+            }
         }
     }
 }
@@ -181,8 +197,8 @@ ggml_tensor * gemm_bf16(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, gg
     const int64_t n  = ggml_nrows(x);
     const int64_t np = (n + k_panel - 1) / k_panel;
     ggml_tensor * args[1] = {x};
-    ggml_tensor * packed  = ggml_custom_4d(ctx, GGML_TYPE_I32, k_panel * (w->ne[0] / 2), np, 1, 1, args, 1, pack_op,
-                                           GGML_N_TASKS_MAX, nullptr);
+    ggml_tensor * packed  = ggml_custom_4d(ctx, GGML_TYPE_I32, k_panel * (w->ne[0] / 2), np + 1, 1, 1, args, 1,
+                                           pack_op, GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(packed, "gemm_bf16 (packed x)");  // a space: never taken for a capturable intermediate
     ggml_tensor * args2[3] = {w, packed, b};
     ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], x->ne[2], x->ne[3], args2,
