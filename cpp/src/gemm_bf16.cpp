@@ -74,28 +74,77 @@ struct rows_view {  // F32 rows of x with contiguous elements, in ggml order (i1
     }
 };
 
+// 16 consecutive pairs of one token row (32 floats from x) -> one vector of 16 int32 pairs.
+OMNI_TARGET inline __m512i pairs16(const float * x) {
+    alignas(64) static const uint16_t idx_hi[32] = {1,  3,  5,  7,  9,  11, 13, 15, 17, 19, 21,
+                                                    23, 25, 27, 29, 31, 33, 35, 37, 39, 41, 43,
+                                                    45, 47, 49, 51, 53, 55, 57, 59, 61, 63};
+    return _mm512_permutex2var_epi16(bf16_hi(_mm512_loadu_ps(x)), _mm512_load_si512(idx_hi),
+                                     bf16_hi(_mm512_loadu_ps(x + 16)));
+}
+
+// r[i] (16 int32 each) -> r[j] = the j-th elements of every r[i]: a 16 x 16 transpose in registers.
+OMNI_TARGET inline void transpose16(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 8; ++i) {
+        t[2 * i]     = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {  // u[4i + c], 128-bit lane L: element 4L + c of rows 4i .. 4i+3
+        u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int c = 0; c < 4; ++c) {  // gather lane L of u[c], u[4+c], u[8+c], u[12+c] into r[4L + c]
+        const __m512i a01 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i b01 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i a23 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        const __m512i b23 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        r[0 + c]  = _mm512_shuffle_i32x4(a01, b01, _MM_SHUFFLE(2, 0, 2, 0));
+        r[4 + c]  = _mm512_shuffle_i32x4(a01, b01, _MM_SHUFFLE(3, 1, 3, 1));
+        r[8 + c]  = _mm512_shuffle_i32x4(a23, b23, _MM_SHUFFLE(2, 0, 2, 0));
+        r[12 + c] = _mm512_shuffle_i32x4(a23, b23, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+}
+
 // dst I32 {k_panel * K/2, n_panels + 1}: panel p holds tokens p*48 .. p*48+47 as [K/2][48] pairs, zero
 // past N; the extra last row starts with the work counter gemm_op's threads take chunks from, which
-// thread 0 zeroes here (the graph's barrier after this node publishes it).
+// thread 0 zeroes here (the graph's barrier after this node publishes it). 16 tokens x 16 pairs at a
+// time are converted and transposed in registers, so every store writes 16 tokens of one pair.
 OMNI_TARGET void pack_op(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * x  = dst->src[0];
     const int64_t       k  = x->ne[0], n = ggml_nrows(x), np = dst->ne[1] - 1, k2n = k / 2;
     if (ith == 0) *work_counter(dst) = 0;
-    const rows_view     xv{x};
-    int32_t *           pairs = new int32_t[static_cast<size_t>(k2n)];
+    const rows_view xv{x};
+    int32_t         tail[16];
     for (int64_t p = np * ith / nth; p < np * (ith + 1) / nth; ++p) {
         int32_t * panel = reinterpret_cast<int32_t *>(static_cast<char *>(dst->data) + p * dst->nb[1]);
-        for (int64_t i = 0; i < k_panel; ++i) {
-            const int64_t tok = p * k_panel + i;
-            if (tok < n) {
-                row_to_pairs(xv.row(tok), k, pairs);
-                for (int64_t j = 0; j < k2n; ++j) panel[j * k_panel + i] = pairs[j];
-            } else {
-                for (int64_t j = 0; j < k2n; ++j) panel[j * k_panel + i] = 0;
+        for (int64_t g = 0; g < k_panel; g += 16) {
+            const float * rows[16];
+            for (int i = 0; i < 16; ++i) {
+                const int64_t tok = p * k_panel + g + i;
+                rows[i]           = tok < n ? xv.row(tok) : nullptr;
+            }
+            int64_t j0 = 0;
+            for (; j0 + 16 <= k2n; j0 += 16) {
+                __m512i r[16];
+                for (int i = 0; i < 16; ++i) {
+                    r[i] = rows[i] != nullptr ? pairs16(rows[i] + 2 * j0) : _mm512_setzero_si512();
+                }
+                transpose16(r);
+                for (int j = 0; j < 16; ++j) _mm512_storeu_si512(panel + (j0 + j) * k_panel + g, r[j]);
+            }
+            for (int i = 0; i < 16 && j0 < k2n; ++i) {  // the last K/2 mod 16 pairs
+                if (rows[i] != nullptr) {
+                    row_to_pairs(rows[i] + 2 * j0, 2 * (k2n - j0), tail);
+                } else {
+                    std::memset(tail, 0, sizeof(tail));
+                }
+                for (int64_t j = j0; j < k2n; ++j) panel[j * k_panel + g + i] = tail[j - j0];
             }
         }
     }
-    delete[] pairs;
 }
 
 // R weight rows (row stride lda bytes) x one panel -> C (token stride ldc floats), first n_valid tokens.
