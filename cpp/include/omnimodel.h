@@ -205,7 +205,8 @@ OMNIMODEL_API omnimodel_status omnimodel_profile_get(const omnimodel_context * c
 typedef struct omnimodel_run_stats {
     int64_t graph_builds;          /* computes that built (and planned memory for) a new graph */
     int64_t graph_reuses;          /* computes that reused the graph of the previous one       */
-    size_t  compute_buffer_bytes;  /* the scheduler's buffers for activations (all backends)   */
+    size_t  compute_buffer_bytes;  /* activations: the scheduler's buffers (all backends) and the
+                                      CPU backend's work buffer for the current graph            */
     size_t  weight_bytes;          /* weights as stored in the file                           */
     size_t  repacked_bytes;        /* of which copied into repacked (interleaved) layouts     */
     int64_t n_repacked;            /* matrices repacked for the CPU's GEMM kernels            */

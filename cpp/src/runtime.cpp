@@ -351,6 +351,9 @@ void runtime::compute() {
 size_t runtime::compute_buffer_bytes() const {
     size_t n = ggml_backend_sched_get_buffer_size(sched_, backend_cpu_);
     if (backend_gpu_ != nullptr) n += ggml_backend_sched_get_buffer_size(sched_, backend_gpu_);
+    // the CPU backend's work buffer too: activations converted for the matmuls (F16/BF16/Q8_0/Q8_K
+    // copies of x), flash-attention and tiled-matmul scratch
+    if (graph_.gf != nullptr && backend_gpu_ == nullptr) n += ggml_graph_plan(graph_.gf, params_.n_threads, nullptr).work_size;
     return n;
 }
 

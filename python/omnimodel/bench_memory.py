@@ -6,12 +6,15 @@ proprio in; tokenizer, preprocessing and graph in C++) ``runs`` times. It report
 /proc/self/status:
 
     base_rss      VmRSS before the model is loaded (interpreter, numpy, the runtime library)
+    rss_after_load VmRSS once the model is loaded, before the first predict_action: the runtime's fixed
+                  state (backend, thread pool, graph metadata space; the weights are mapped, not read)
     peak_rss      VmHWM after the runs: the process's peak resident set
     runtime_peak  peak_rss - base_rss: what loading and running the model added at its peak
     rss_file/anon RssFile (mapped file pages: the mmapped weights) and RssAnon (allocations: compute
                   buffers, repacked weights, results) at the end
 
-against the GGUF's size and the scheduler's compute (activation) buffers, so the target
+against the GGUF's size and the activation buffers (the scheduler's compute buffers and the CPU
+backend's work buffer: ``compute_buffer_bytes``), so the target
 ``runtime_peak <= 1.1 x GGUF + activations`` is checked directly. Linux only (/proc); elsewhere the
 numbers are None.
 """
@@ -103,7 +106,8 @@ def format_memory(mem: dict[str, Any]) -> str:
     return (f"memory (predict_action in a fresh process without torch): peak RSS {mem['peak_rss'] / mib:.1f} MiB = "
             f"{mem['base_rss'] / mib:.1f} MiB interpreter + runtime library, + {mem['runtime_peak'] / mib:.1f} MiB "
             f"model; GGUF {mem['gguf_bytes'] / mib:.1f} MiB, activations {mem['compute_buffer_bytes'] / mib:.1f} MiB, "
-            f"repacked {mem['repacked_bytes'] / mib:.1f} MiB; target 1.1 x GGUF + activations = "
+            f"repacked {mem['repacked_bytes'] / mib:.1f} MiB, fixed runtime state "
+            f"{(mem['rss_after_load'] - mem['base_rss']) / mib:.1f} MiB; target 1.1 x GGUF + activations = "
             f"{mem['target_bytes'] / mib:.1f} MiB: {'met' if mem['within_target'] else 'MISSED'} "
             f"(at the end: {mem['rss_file'] / mib:.1f} MiB mapped file, {mem['rss_anon'] / mib:.1f} MiB anonymous)")
 
