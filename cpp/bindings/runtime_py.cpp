@@ -5,6 +5,7 @@
 // exactly what robot code links against, status codes included.
 #include "omnimodel.h"
 
+#include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "ggml.h"
 
@@ -16,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <mutex>
+#include <cctype>
 #include <string>
 #include <vector>
 
@@ -88,8 +90,9 @@ private:
 class Model {
 public:
     Model(const std::string & path, int n_threads, bool use_mmap, const std::string & backend, int gpu_device,
-          bool verbose) {
+          bool verbose, bool repack) {
         omnimodel_params p = omnimodel_default_params();
+        p.repack_weights   = repack;
         p.n_threads        = n_threads;
         p.use_mmap         = use_mmap;
         p.backend          = parse_backend(backend);
@@ -542,6 +545,50 @@ py::array_t<float> round_activations(int type_id, py::array_t<float, py::array::
     return out;
 }
 // ---- END parity -------------------------------------------------------------------------------------
+// ---- CPU build features (omnimodel --version / doctor, tests/test_cpu_features.py) ----
+//
+// What ggml's CPU backend was compiled with, as it reports itself: the SIMD flags (compile-time in a
+// non-DL build, so they say what the kernels can use, not what the host has), LLAMAFILE (tinyBLAS),
+// OPENMP and REPACK, plus the extra weight buffer types the CPU device offers on this host and
+// whether the build was -march=native.
+py::dict cpu_features() {
+    py::dict out;
+    ggml_backend_reg_t reg = ggml_backend_reg_by_name("CPU");
+    if (reg != nullptr) {
+        auto get = reinterpret_cast<ggml_backend_get_features_t>(
+            ggml_backend_reg_get_proc_address(reg, "ggml_backend_get_features"));
+        for (ggml_backend_feature * f = get != nullptr ? get(reg) : nullptr; f != nullptr && f->name != nullptr; ++f) {
+            std::string key = f->name;
+            std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
+            const std::string v = f->value;
+            if (v == "1") {
+                out[py::str(key)] = true;
+            } else {
+                out[py::str(key)] = v;
+            }
+        }
+    }
+    for (const char * k : {"llamafile", "openmp", "repack"}) {
+        if (!out.contains(k)) out[k] = false;
+    }
+    py::list bufts;
+    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (reg != nullptr && dev != nullptr) {
+        auto get_extra = reinterpret_cast<ggml_backend_dev_get_extra_bufts_t>(
+            ggml_backend_reg_get_proc_address(reg, "ggml_backend_dev_get_extra_bufts"));
+        for (ggml_backend_buffer_type_t * b = get_extra != nullptr ? get_extra(dev) : nullptr; b != nullptr && *b != nullptr; ++b) {
+            bufts.append(ggml_backend_buft_name(*b));
+        }
+    }
+    out["extra_buffer_types"] = bufts;
+#ifdef OMNIMODEL_NATIVE_BUILD
+    out["native"] = true;
+#else
+    out["native"] = false;
+#endif
+    return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_runtime, m) {
@@ -555,6 +602,8 @@ PYBIND11_MODULE(_runtime, m) {
 
     m.def("version", &omnimodel_version, "omnimodel runtime version");
     m.def("ggml_version", &omnimodel_ggml_version, "version of the ggml compiled in");
+    m.def("cpu_features", &cpu_features,
+          "ggml CPU backend build features: SIMD flags, llamafile, openmp, repack (bools), extra_buffer_types, native");
     m.def("status_string", [](int code) { return omnimodel_status_string(static_cast<omnimodel_status>(code)); });
 
     // Architecture plugins (omnimodel.codegen + omnimodel.build): registers the library's graph,
@@ -578,9 +627,9 @@ PYBIND11_MODULE(_runtime, m) {
         "which graph serves an architecture now: 'builtin:<arch>', 'plugin:<path>', 'linked:<file>'; '' if none");
 
     py::class_<Model>(m, "Model")
-        .def(py::init<const std::string &, int, bool, const std::string &, int, bool>(), py::arg("path"),
+        .def(py::init<const std::string &, int, bool, const std::string &, int, bool, bool>(), py::arg("path"),
              py::arg("n_threads") = 0, py::arg("use_mmap") = true, py::arg("backend") = "auto",
-             py::arg("gpu_device") = 0, py::arg("verbose") = false)
+             py::arg("gpu_device") = 0, py::arg("verbose") = false, py::arg("repack") = true)
         .def_property_readonly("architecture", &Model::architecture)
         .def_property_readonly("graph_source", &Model::graph_source,
                                "which graph this model runs: 'builtin:<arch>', 'plugin:<path>' or 'linked:<file>'")
@@ -608,6 +657,51 @@ PYBIND11_MODULE(_runtime, m) {
         .def("timings", &Model::timings,
              "last compute: build_s, compute_s, and ready_s (seconds from compute start per captured intermediate)")
         .def("result", &Model::result, py::arg("name"))
+        // ---- performance: per-node profile, graph reuse, memory (omnimodel bench --profile)
+        .def(
+            "set_profile", [](Model & s, bool on) { check(omnimodel_set_profile(s.ctx(), on ? 1 : 0), s.ctx()); },
+            py::arg("on"), "profile the next runs node by node (Model.profile())")
+        .def(
+            "profile",
+            [](const Model & s) {
+                py::list out;
+                const size_t n = omnimodel_profile_size(s.ctx());
+                for (size_t i = 0; i < n; ++i) {
+                    omnimodel_profile_node p{};
+                    check(omnimodel_profile_get(s.ctx(), i, &p), s.ctx());
+                    py::dict d;
+                    d["name"]           = p.name;
+                    d["op"]             = p.op;
+                    d["type"]           = p.type;
+                    d["src_type"]       = py::make_tuple(p.src_type[0], p.src_type[1], p.src_type[2]);
+                    d["src0_is_weight"] = p.src0_is_weight;
+                    d["ne"]             = py::make_tuple(p.ne[0], p.ne[1], p.ne[2], p.ne[3]);
+                    py::list src_ne;
+                    for (auto & e : p.src_ne) src_ne.append(py::make_tuple(e[0], e[1], e[2], e[3]));
+                    d["src_ne"]  = src_ne;  // ggml order (ne[0] fastest)
+                    d["seconds"]     = p.seconds;
+                    d["cpu_seconds"] = p.cpu_seconds;
+                    out.append(d);
+                }
+                return out;
+            },
+            "nodes of the last profiled run in execution order: name, op, type, src_type, src0_is_weight, ne, "
+            "src_ne (ggml order), seconds, cpu_seconds (all threads)")
+        .def(
+            "run_stats",
+            [](const Model & s) {
+                omnimodel_run_stats st{};
+                check(omnimodel_get_run_stats(s.ctx(), &st), s.ctx());
+                py::dict d;
+                d["graph_builds"]         = st.graph_builds;
+                d["graph_reuses"]         = st.graph_reuses;
+                d["compute_buffer_bytes"] = st.compute_buffer_bytes;
+                d["weight_bytes"]         = st.weight_bytes;
+                d["repacked_bytes"]       = st.repacked_bytes;
+                d["n_repacked"]           = st.n_repacked;
+                return d;
+            },
+            "graph builds/reuses so far, activation buffer bytes, weight bytes, repacked bytes and matrices")
         .def("close", &Model::close)
         .def("__enter__", [](Model & self) -> Model & { return self; })
         .def("__exit__", [](Model & self, py::args) { self.close(); });

@@ -80,6 +80,9 @@ struct omnimodel_params {
     omnimodel_backend backend;
     int32_t           gpu_device; /* index among GPU devices when the backend is a GPU          */
     bool              verbose;    /* forward ggml's log to stderr                               */
+    bool              repack_weights; /* CPU: copy matmul weights of the types ggml has faster
+                                         interleaved GEMM kernels for (x86: Q4_0, IQ4_NL) into that
+                                         layout at the first compute (needs use_mmap); default on */
 };
 
 struct omnimodel_tensor_info {
@@ -160,9 +163,11 @@ OMNIMODEL_API omnimodel_status omnimodel_clear_inputs(omnimodel_context * ctx);
 OMNIMODEL_API omnimodel_status omnimodel_set_capture(omnimodel_context * ctx, const char * const * names,
                                                      size_t n_names);
 
-/* Build the architecture's graph for the current inputs and run it. Outputs and captured
- * intermediates then become readable results. A weight whose type its operation cannot take is
- * OMNIMODEL_ERR_UNSUPPORTED naming it; outputs holding NaN or inf are OMNIMODEL_ERR_BACKEND. */
+/* Run the architecture's graph on the current inputs. The graph is built (and its memory planned)
+ * for the inputs' names and shapes on the first compute and reused while they stay the same, so a
+ * control loop pays only for the arithmetic. Outputs and captured intermediates then become
+ * readable results. A weight whose type its operation cannot take is OMNIMODEL_ERR_UNSUPPORTED
+ * naming it; outputs holding NaN or inf are OMNIMODEL_ERR_BACKEND. */
 OMNIMODEL_API omnimodel_status omnimodel_compute(omnimodel_context * ctx);
 
 /* Results of the last compute: the graph outputs and the captured intermediates, by name. */
@@ -181,6 +186,40 @@ OMNIMODEL_API omnimodel_status omnimodel_result_ready_time(const omnimodel_conte
 /* Copy a result as float32 into dst, which holds capacity floats. */
 OMNIMODEL_API omnimodel_status omnimodel_result_get(const omnimodel_context * ctx, const char * name, float * dst,
                                                     size_t capacity);
+
+/* ---- performance: per-node profile, graph reuse, memory ----------------------------------- */
+
+/* One node of a profiled compute. Strings live until the next compute or omnimodel_free. */
+typedef struct omnimodel_profile_node {
+    const char * name;            /* the tensor's name; "" or ggml's own ("node_12") when unnamed */
+    const char * op;              /* ggml's op name: MUL_MAT, FLASH_ATTN_EXT, CPY, GELU_ERF, ...  */
+    int32_t      type;            /* ggml type of the result                                     */
+    int32_t      src_type[3];     /* ggml types of the first three sources, -1 when absent        */
+    bool         src0_is_weight;  /* the first source is a model weight (matmuls: the weight type) */
+    int64_t      ne[OMNIMODEL_MAX_DIMS];
+    int64_t      src_ne[3][OMNIMODEL_MAX_DIMS];
+    double       seconds;         /* from the end of the previous node to the end of this one    */
+    double       cpu_seconds;     /* CPU time of the process (all threads) over the same span    */
+} omnimodel_profile_node;
+
+/* Profile the next computes node by node (on != 0) or not (0, the default). Profiling computes the
+ * graph one node at a time, which adds a few microseconds per node and turns off op fusion. */
+OMNIMODEL_API omnimodel_status omnimodel_set_profile(omnimodel_context * ctx, int32_t on);
+/* The nodes of the last profiled compute, in execution order (0 when it was not profiled). */
+OMNIMODEL_API size_t omnimodel_profile_size(const omnimodel_context * ctx);
+OMNIMODEL_API omnimodel_status omnimodel_profile_get(const omnimodel_context * ctx, size_t index,
+                                                     omnimodel_profile_node * out);
+
+typedef struct omnimodel_run_stats {
+    int64_t graph_builds;          /* computes that built (and planned memory for) a new graph */
+    int64_t graph_reuses;          /* computes that reused the graph of the previous one       */
+    size_t  compute_buffer_bytes;  /* activations: the scheduler's buffers (all backends) and the
+                                      CPU backend's work buffer for the current graph            */
+    size_t  weight_bytes;          /* weights as stored in the file                           */
+    size_t  repacked_bytes;        /* of which copied into repacked (interleaved) layouts     */
+    int64_t n_repacked;            /* matrices repacked for the CPU's GEMM kernels            */
+} omnimodel_run_stats;
+OMNIMODEL_API omnimodel_status omnimodel_get_run_stats(const omnimodel_context * ctx, omnimodel_run_stats * out);
 
 /* ---- architecture plugins ---------------------------------------------------------------- */
 

@@ -1,5 +1,6 @@
 #include "blocks.hpp"
 
+#include "attention_cpu.hpp"
 #include "error.hpp"
 
 #include <cmath>
@@ -36,17 +37,13 @@ ggml_tensor * build_patch_embed(graph_builder & gb, ggml_tensor * pixels, const 
     ggml_tensor * cols = ggml_im2col(gb.ctx0, w, pixels, (int) p, (int) p, 0, 0, 1, 1, true, GGML_TYPE_F32);
     cols = ggml_reshape_2d(gb.ctx0, cols, cols->ne[0], ow * oh * nb);
     ggml_tensor * w2 = ggml_reshape_2d(gb.ctx0, w, p * p * w->ne[2], d);
-    ggml_tensor * y = ggml_mul_mat(gb.ctx0, w2, cols);  // {D, OW*OH*B}: patch index oh*OW + ow
-    if (b != nullptr) {
-        require_vector(b, d, "patch embedding bias");
-        y = ggml_add(gb.ctx0, y, b);
-    }
+    ggml_tensor * y = gb.build_linear(cols, w2, b);  // {D, OW*OH*B}: patch index oh*OW + ow
     y = ggml_reshape_3d(gb.ctx0, y, d, ow * oh, nb);
     return gb.name(y, module_name(prefix));
 }
 
 ggml_tensor * build_attention(graph_builder & gb, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, float scale,
-                              bool causal) {
+                              bool causal, attn_impl impl) {
     ggml_context * ctx = gb.ctx0;
     const int64_t  hd = q->ne[0], n_head = q->ne[1], n_tok = q->ne[2], nb = q->ne[3];
     require_dim(k, 0, hd, "attention keys (head dim)");
@@ -58,6 +55,24 @@ ggml_tensor * build_attention(graph_builder & gb, ggml_tensor * q, ggml_tensor *
     if (k->ne[1] <= 0 || n_head % k->ne[1] != 0) {
         fail(OMNIMODEL_ERR_SHAPE, format("%lld query heads are not a multiple of %lld kv heads", (long long) n_head,
                                          (long long) k->ne[1]));
+    }
+    if (impl == attn_impl::omni && gb.on_cpu()) {
+        ggml_tensor * o = attention_cpu(ctx, q, k, v, scale, causal);  // {hd, H, T, B}
+        return ggml_reshape_3d(ctx, o, hd * n_head, n_tok, nb);
+    }
+    if (impl != attn_impl::naive) {
+        // Views in, {hd, H, T, B} out: the layout the output projection reads, so nothing is copied.
+        ggml_tensor * qp = ggml_permute(ctx, q, 0, 2, 1, 3);  // {hd, T, H, B}
+        ggml_tensor * kp = ggml_permute(ctx, k, 0, 2, 1, 3);  // {hd, T, Hkv, B}
+        ggml_tensor * vp = ggml_permute(ctx, v, 0, 2, 1, 3);
+        if (impl == attn_impl::flash_f16) {
+            kp = ggml_cast(ctx, kp, GGML_TYPE_F16);
+            vp = ggml_cast(ctx, vp, GGML_TYPE_F16);
+        }
+        ggml_tensor * mask = causal ? gb.causal_mask_f16(n_tok) : nullptr;
+        ggml_tensor * o    = ggml_flash_attn_ext(ctx, qp, kp, vp, mask, scale, 0.0f, 0.0f);
+        ggml_flash_attn_ext_set_prec(o, GGML_PREC_F32);
+        return ggml_reshape_3d(ctx, o, hd * n_head, n_tok, nb);
     }
     ggml_tensor * qp = ggml_permute(ctx, q, 0, 2, 1, 3);                  // {hd, T, H, B}
     ggml_tensor * kp = ggml_cont(ctx, ggml_permute(ctx, k, 0, 2, 1, 3));  // {hd, T, Hkv, B}
@@ -90,10 +105,12 @@ ggml_tensor * build_vit_block(graph_builder & gb, ggml_tensor * x, const std::st
     // PyTorch reshape (B, T, 3, H, hd): per token [q heads | k heads | v heads]
     const size_t es = ggml_element_size(qkv);
     auto part = [&](int i) {
-        return ggml_cont(ctx, ggml_view_4d(ctx, qkv, hd, hp.n_head, n_tok, nb, hd * es, qkv->nb[1], qkv->nb[2],
-                                           static_cast<size_t>(i) * d * es));
+        ggml_tensor * view = ggml_view_4d(ctx, qkv, hd, hp.n_head, n_tok, nb, hd * es, qkv->nb[1], qkv->nb[2],
+                                          static_cast<size_t>(i) * d * es);
+        return hp.attn == attn_impl::naive ? ggml_cont(ctx, view) : view;  // flash reads strided rows
     };
-    ggml_tensor * attn = build_attention(gb, part(0), part(1), part(2), 1.0f / std::sqrt((float) hd), hp.causal);
+    ggml_tensor * attn =
+        build_attention(gb, part(0), part(1), part(2), 1.0f / std::sqrt((float) hd), hp.causal, hp.attn);
     attn = gb.build_linear(attn, gb.weight(prefix + "attn.proj.weight", {d, d}), gb.weight_opt(prefix + "attn.proj.bias"));
     gb.name(attn, prefix + "attn");
     if (hp.layer_scale) attn = ggml_mul(ctx, attn, gb.weight(prefix + "ls1.scale_factor", {d}));
@@ -138,7 +155,7 @@ ggml_tensor * build_llama_block(graph_builder & gb, ggml_tensor * x, ggml_tensor
         k = ggml_repeat_4d(ctx, k, hd, hp.n_head, n_tok, 1);
         v = ggml_repeat_4d(ctx, v, hd, hp.n_head, n_tok, 1);
     }
-    ggml_tensor * attn = build_attention(gb, q, k, v, 1.0f / std::sqrt((float) hd), hp.causal);
+    ggml_tensor * attn = build_attention(gb, q, k, v, 1.0f / std::sqrt((float) hd), hp.causal, hp.attn);
     attn = ggml_reshape_2d(ctx, attn, hp.n_head * hd, n_tok);
     attn = gb.build_linear(attn, gb.weight(a + "o_proj.weight", {hp.n_head * hd, d}));
     gb.name(attn, a.substr(0, a.size() - 1));

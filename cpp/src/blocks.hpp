@@ -26,11 +26,22 @@ void require_dim(const ggml_tensor * t, int dim, int64_t want, const std::string
 // patches in row-major order (PyTorch `flatten(2).transpose(1, 2)`).
 ggml_tensor * build_patch_embed(graph_builder & gb, ggml_tensor * pixels, const std::string & prefix);
 
+// How attention is computed (the skills' `attn` knob; docs/parity.md "Runtime numerics" has the exact
+// arithmetic of each):
+//   naive      K Q^T as a matmul, soft_max_ext, then V^T P as a matmul: every score materialised,
+//              q/k/v copied into contiguous layouts first
+//   flash      ggml_flash_attn_ext on views of q/k/v in F32: scores a tile at a time, online softmax,
+//              no copies, nothing rounded below F32
+//   flash_f16  the same with K and V converted to F16 first (ggml's usual layout for a KV cache)
+//   omni       omnimodel's CPU kernel (attention_cpu.hpp): whole rows of scores, exact softmax, F32;
+//              ggml's flash where the model runs on another backend
+enum class attn_impl { naive, flash, flash_f16, omni };
+
 // Scaled dot-product attention. q {hd, n_head, T, B}, k/v {hd, n_head_kv, T, B} (n_head a multiple of
-// n_head_kv; kv head h / (n_head / n_head_kv) serves query head h, as repeat_interleave). No mask unless
-// `causal`. -> {hd * n_head, T, B}
+// n_head_kv; kv head h / (n_head / n_head_kv) serves query head h, as repeat_interleave); q/k/v may be
+// strided views (rows of hd contiguous). No mask unless `causal`. -> {hd * n_head, T, B}
 ggml_tensor * build_attention(graph_builder & gb, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, float scale,
-                              bool causal);
+                              bool causal, attn_impl impl = attn_impl::naive);
 
 struct vit_block_params {
     int64_t   n_embd  = 0;
@@ -40,6 +51,7 @@ struct vit_block_params {
     bool      layer_scale = false;  // ls1/ls2.scale_factor (timm LayerScale, Prismatic's rename)
     act_kind  act     = act_kind::gelu_erf;
     bool      causal  = false;  // timm ViTs attend bidirectionally; a knob so a wrong plan is expressible
+    attn_impl attn    = attn_impl::naive;
 };
 
 // timm ViT block: x + ls1(attn(norm1(x))), then + ls2(mlp(norm2(x))); fused qkv, bidirectional
@@ -64,6 +76,7 @@ struct llama_block_params {
     rope_kind rope    = rope_kind::neox;
     bool    causal    = false;
     kv_map_kind kv_map = kv_map_kind::grouped;
+    attn_impl attn    = attn_impl::naive;
 };
 
 // HF Llama decoder layer: RMSNorm, q/k/v/o (no bias), RoPE (hp.rope; HF is neox) over the whole head,

@@ -61,6 +61,7 @@ struct omnimodel_params omnimodel_default_params(void) {
     p.backend    = OMNIMODEL_BACKEND_AUTO;
     p.gpu_device = 0;
     p.verbose    = false;
+    p.repack_weights = true;
     return p;
 }
 
@@ -266,6 +267,54 @@ omnimodel_status omnimodel_result_get(const omnimodel_context * ctx, const char 
                                                                     name, h.data.size(), capacity));
         }
         std::memcpy(dst, h.data.data(), h.data.size() * sizeof(float));
+    });
+}
+
+// ---- performance: profile, graph reuse, memory
+
+omnimodel_status omnimodel_set_profile(omnimodel_context * ctx, int32_t on) {
+    OMNI_REQUIRE_CTX(ctx);
+    return guarded(ctx->last_error, [&] { ctx->rt->set_profile(on != 0); });
+}
+
+size_t omnimodel_profile_size(const omnimodel_context * ctx) {
+    return ctx == nullptr ? 0 : ctx->rt->profile_nodes().size();
+}
+
+omnimodel_status omnimodel_profile_get(const omnimodel_context * ctx, size_t index, omnimodel_profile_node * out) {
+    OMNI_REQUIRE_CTX(ctx);
+    return guarded(ctx->last_error, [&] {
+        if (out == nullptr) omni::fail(OMNIMODEL_ERR_INVALID_ARGUMENT, "out is NULL");
+        const auto & nodes = ctx->rt->profile_nodes();
+        if (index >= nodes.size()) {
+            omni::fail(OMNIMODEL_ERR_NOT_FOUND, omni::format("profile node %zu of %zu", index, nodes.size()));
+        }
+        const omni::profile_node & p = nodes[index];
+        out->name = p.name.c_str();
+        out->op   = p.op.c_str();
+        out->type = p.type;
+        for (int s = 0; s < 3; ++s) {
+            out->src_type[s] = p.src_type[s];
+            for (int i = 0; i < OMNIMODEL_MAX_DIMS; ++i) out->src_ne[s][i] = p.src_ne[s][i];
+        }
+        for (int i = 0; i < OMNIMODEL_MAX_DIMS; ++i) out->ne[i] = p.ne[i];
+        out->src0_is_weight = p.src0_is_weight;
+        out->seconds        = p.seconds;
+        out->cpu_seconds    = p.cpu_seconds;
+    });
+}
+
+omnimodel_status omnimodel_get_run_stats(const omnimodel_context * ctx, omnimodel_run_stats * out) {
+    OMNI_REQUIRE_CTX(ctx);
+    return guarded(ctx->last_error, [&] {
+        if (out == nullptr) omni::fail(OMNIMODEL_ERR_INVALID_ARGUMENT, "out is NULL");
+        const omni::model & m      = ctx->rt->get_model();
+        out->graph_builds         = ctx->rt->graph_builds();
+        out->graph_reuses         = ctx->rt->graph_reuses();
+        out->compute_buffer_bytes = ctx->rt->compute_buffer_bytes();
+        out->weight_bytes         = m.weight_bytes();
+        out->repacked_bytes       = m.repacked_bytes();
+        out->n_repacked           = m.n_repacked();
     });
 }
 

@@ -2,6 +2,9 @@
 
 #include "archs/archs.hpp"
 #include "error.hpp"
+#include "fast_gelu.hpp"
+#include "gemm_bf16.hpp"
+#include "pad_rows.hpp"
 
 #include <cmath>
 #include <cstring>
@@ -16,14 +19,21 @@ norm_kind parse_norm_kind(const std::string & s) {
     fail(OMNIMODEL_ERR_UNSUPPORTED, format("unknown norm kind '%s' (expected 'layer' or 'rms')", s.c_str()));
 }
 
+gemm_kind parse_gemm_kind(const std::string & s) {
+    if (s == "ggml") return gemm_kind::ggml;
+    if (s == "omni") return gemm_kind::omni;
+    fail(OMNIMODEL_ERR_UNSUPPORTED, format("unknown gemm kind '%s' (expected 'ggml' or 'omni')", s.c_str()));
+}
+
 act_kind parse_act_kind(const std::string & s) {
     if (s == "none") return act_kind::none;
     if (s == "relu") return act_kind::relu;
     if (s == "silu") return act_kind::silu;
     if (s == "gelu" || s == "gelu_erf") return act_kind::gelu_erf;
     if (s == "gelu_tanh") return act_kind::gelu_tanh;
+    if (s == "gelu_erf_fast") return act_kind::gelu_erf_fast;
     fail(OMNIMODEL_ERR_UNSUPPORTED,
-         format("unknown activation '%s' (expected none, relu, silu, gelu, gelu_tanh)", s.c_str()));
+         format("unknown activation '%s' (expected none, relu, silu, gelu, gelu_tanh, gelu_erf_fast)", s.c_str()));
 }
 
 std::string shape_str(const ggml_tensor * t) {
@@ -53,6 +63,7 @@ ggml_tensor * graph_builder::input(const std::string & name) {
     ggml_set_name(t, name.c_str());
     ggml_set_input(t);
     inputs_.emplace_back(name, t);
+    id_limits_.push_back(-1);
     return t;
 }
 
@@ -70,18 +81,23 @@ ggml_tensor * graph_builder::input_ids(const std::string & name, int64_t limit) 
         fail(OMNIMODEL_ERR_NOT_FOUND, format("the %s graph needs input '%s', which was not set",
                                              m.architecture().c_str(), name.c_str()));
     }
-    for (size_t i = 0; i < h->data.size(); ++i) {
-        const float v = h->data[i];
+    check_ids(name, *h, limit);
+    ggml_tensor * t = ggml_new_tensor(ctx0, GGML_TYPE_I32, 4, h->ne.data());
+    ggml_set_name(t, name.c_str());
+    ggml_set_input(t);
+    inputs_.emplace_back(name, t);
+    id_limits_.push_back(limit);
+    return t;
+}
+
+void check_ids(const std::string & name, const host_tensor & h, int64_t limit) {
+    for (size_t i = 0; i < h.data.size(); ++i) {
+        const float v = h.data[i];
         if (v != static_cast<float>(static_cast<int64_t>(v)) || v < 0 || v >= static_cast<float>(limit)) {
             fail(OMNIMODEL_ERR_INVALID_ARGUMENT, format("input '%s'[%zu] = %g is not an id in [0, %lld)",
                                                         name.c_str(), i, (double) v, (long long) limit));
         }
     }
-    ggml_tensor * t = ggml_new_tensor(ctx0, GGML_TYPE_I32, 4, h->ne.data());
-    ggml_set_name(t, name.c_str());
-    ggml_set_input(t);
-    inputs_.emplace_back(name, t);
-    return t;
 }
 
 ggml_tensor * graph_builder::const_i32(const std::string & name, const std::vector<int32_t> & values) {
@@ -113,6 +129,24 @@ ggml_tensor * graph_builder::const_f32(const std::string & name, const std::vect
     std::vector<uint8_t> bytes(values.size() * sizeof(float));
     if (!bytes.empty()) std::memcpy(bytes.data(), values.data(), bytes.size());
     constants_.emplace_back(t, std::move(bytes));
+    return t;
+}
+
+ggml_tensor * graph_builder::causal_mask_f16(int64_t n) {
+    auto it = causal_masks_.find(n);
+    if (it != causal_masks_.end()) return it->second;
+    ggml_tensor * t = ggml_new_tensor_2d(ctx0, GGML_TYPE_F16, n, n);
+    ggml_set_name(t, ("causal_mask_" + std::to_string(n)).c_str());
+    ggml_set_input(t);
+    const ggml_fp16_t zero = ggml_fp32_to_fp16(0.0f), neg_inf = ggml_fp32_to_fp16(-INFINITY);
+    std::vector<ggml_fp16_t> m(static_cast<size_t>(n * n));
+    for (int64_t q = 0; q < n; ++q) {
+        for (int64_t k = 0; k < n; ++k) m[static_cast<size_t>(q * n + k)] = k <= q ? zero : neg_inf;
+    }
+    std::vector<uint8_t> bytes(m.size() * sizeof(ggml_fp16_t));
+    std::memcpy(bytes.data(), m.data(), bytes.size());
+    constants_.emplace_back(t, std::move(bytes));
+    causal_masks_[n] = t;
     return t;
 }
 
@@ -173,7 +207,9 @@ void graph_builder::output(ggml_tensor * t, const std::string & name_) {
 
 ggml_tensor * graph_builder::build_linear(ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
     if (x->ne[0] < w->ne[0] && is_block_padding(w, x->ne[0])) {
-        x = ggml_pad(ctx0, x, (int) (w->ne[0] - x->ne[0]), 0, 0, 0);
+        // our copy-and-fill op on the CPU; ggml's generic pad where the weight lives on another backend
+        const bool on_cpu = w->buffer != nullptr && ggml_backend_buffer_is_host(w->buffer);
+        x = on_cpu ? pad_rows(ctx0, x, w->ne[0] - x->ne[0]) : ggml_pad(ctx0, x, (int) (w->ne[0] - x->ne[0]), 0, 0, 0);
     }
     if (x->ne[0] != w->ne[0]) {
         fail(OMNIMODEL_ERR_SHAPE, format("'%s' expects inputs of width %lld but got %s ('%s')", ggml_get_name(w),
@@ -182,12 +218,30 @@ ggml_tensor * graph_builder::build_linear(ggml_tensor * x, ggml_tensor * w, ggml
     if (w->ne[2] != 1 || w->ne[3] != 1) {
         fail(OMNIMODEL_ERR_SHAPE, format("'%s' is not a matrix: %s", ggml_get_name(w), shape_str(w).c_str()));
     }
+    if (b != nullptr) require_vector(b, w->ne[1], "bias");
+    if (ggml_tensor * y = omni_gemm(w, x, b)) return y;  // bias added in the GEMM's store
     ggml_tensor * y = ggml_mul_mat(ctx0, w, x);
-    if (b != nullptr) {
-        require_vector(b, w->ne[1], "bias");
-        y = ggml_add(ctx0, y, b);
+    return b != nullptr ? ggml_add(ctx0, y, b) : y;
+}
+
+bool graph_builder::on_cpu() const {
+    for (const ggml_tensor * t : m.tensors()) {
+        if (t->buffer != nullptr) return ggml_backend_buffer_is_host(t->buffer);
     }
-    return y;
+    return true;
+}
+
+ggml_tensor * graph_builder::omni_gemm(ggml_tensor * w, ggml_tensor * x, ggml_tensor * b) {
+    if (gemm != gemm_kind::omni || w->type != GGML_TYPE_BF16) return nullptr;
+    const ggml_tensor * base = w->view_src != nullptr ? w->view_src : w;
+    // a CPU-side weight: the custom op runs on the CPU backend only
+    if (base->buffer == nullptr || !ggml_backend_buffer_is_host(base->buffer)) return nullptr;
+    return gemm_bf16(ctx0, w, x, b);
+}
+
+ggml_tensor * graph_builder::matmul(ggml_tensor * w, ggml_tensor * x) {
+    if (ggml_tensor * y = omni_gemm(w, x, nullptr)) return y;
+    return ggml_mul_mat(ctx0, w, x);
 }
 
 void require_vector(const ggml_tensor * t, int64_t n, const char * what) {
@@ -231,6 +285,7 @@ ggml_tensor * graph_builder::build_act(ggml_tensor * x, act_kind kind) {
         case act_kind::silu: return ggml_silu(ctx0, x);
         case act_kind::gelu_erf: return ggml_gelu_erf(ctx0, x);
         case act_kind::gelu_tanh: return ggml_gelu(ctx0, x);
+        case act_kind::gelu_erf_fast: return on_cpu() ? ggml_gelu_erf_fast(ctx0, x) : ggml_gelu_erf(ctx0, x);
     }
     return x;
 }

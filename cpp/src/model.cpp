@@ -172,6 +172,7 @@ void model::place_tensors(const model_load_options & opts) {
                 fail(OMNIMODEL_ERR_BACKEND, format("cannot place tensor '%s' in the mapped buffer", ggml_get_name(t)));
             }
         }
+        repack_allowed_ = opts.repack;
         return;
     }
 

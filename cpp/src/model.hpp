@@ -36,6 +36,7 @@ private:
 struct model_load_options {
     bool           use_mmap = true;
     ggml_backend_t backend  = nullptr;  // where the weights live
+    bool           repack   = true;     // allow repack_for (ggml's CPU repack buffer type)
 };
 
 class model {
@@ -73,6 +74,19 @@ public:
     int64_t get_int_in(const std::string & key, int64_t fallback, int64_t lo, int64_t hi) const;
     const gguf_context * gguf() const { return gguf_; }
 
+    // Weight repacking (model_repack.cpp). On the CPU, ggml has GEMM kernels for some quantized types
+    // (on x86: Q4_0, Q4_K, IQ4_NL, Q2_K) that read weights interleaved across rows; its "CPU_REPACK"
+    // buffer type converts a tensor into that layout when it is uploaded. Types that ggml's tiled
+    // K-quant kernel runs faster unrepacked (on x86: Q4_K, Q2_K) are left as they are. Called with the first graph
+    // built (before it is allocated): the mapped matrices that graph uses only as matmul weights and
+    // that ggml can repack move into one repack buffer, and their pages of the mapping are released
+    // so the weights are not held twice. Later graphs are only checked: a repacked matrix must stay a
+    // matmul weight. A no-op off the CPU, without mmap, or with repacking turned off.
+    void    repack_for(const ggml_cgraph * gf);
+    size_t  weight_bytes() const;
+    size_t  repacked_bytes() const { return repacked_bytes_; }
+    int64_t n_repacked() const { return static_cast<int64_t>(repacked_.size()); }
+
 private:
     void validate_layout(const mapped_file & file) const;
     void place_tensors(const model_load_options & opts);
@@ -85,6 +99,10 @@ private:
     std::vector<ggml_backend_buffer_t>        buffers_;
     std::vector<ggml_tensor *>                tensors_;
     std::unordered_map<std::string, ggml_tensor *> by_name_;
+    bool                                      repack_allowed_ = false;  // set by place_tensors
+    bool                                      repack_decided_ = false;
+    std::vector<const ggml_tensor *>          repacked_;
+    size_t                                    repacked_bytes_ = 0;
 };
 
 }  // namespace omni

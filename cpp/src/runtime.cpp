@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <ctime>
 #include <thread>
 
 namespace omni {
@@ -71,6 +72,7 @@ runtime::runtime(const std::string & path, const omnimodel_params & params) : pa
     model_load_options lo;
     lo.use_mmap = params.use_mmap;
     lo.backend  = backend_gpu_ != nullptr ? backend_gpu_ : backend_cpu_;
+    lo.repack   = params.repack_weights;
     model_      = std::make_unique<model>(path, lo);
 
     build_        = find_architecture(model_->architecture());
@@ -95,13 +97,13 @@ runtime::runtime(const std::string & path, const omnimodel_params & params) : pa
     if (sched_ == nullptr) {
         fail(OMNIMODEL_ERR_BACKEND, "cannot create the ggml backend scheduler");
     }
-    graph_meta_.resize(ggml_tensor_overhead() * k_graph_size + ggml_graph_overhead_custom(k_graph_size, false));
     guard.armed = false;
 }
 
 runtime::~runtime() { release(); }
 
 void runtime::release() {
+    graph_.clear();  // the cached graph's context before the scheduler that planned it
     if (sched_ != nullptr) ggml_backend_sched_free(sched_);
     sched_ = nullptr;
     model_.reset();  // weights buffers before their backends
@@ -200,30 +202,103 @@ void runtime::keep(const std::string & name, const ggml_tensor * t) {
     results_[name] = std::move(h);
 }
 
+namespace {
+
+double process_cpu_seconds() {
+    return static_cast<double>(std::clock()) / CLOCKS_PER_SEC;  // all threads of the process
+}
+
+// Ops that only describe a view of their source (no computation, nothing worth timing).
+bool is_layout_op(ggml_op op) {
+    return op == GGML_OP_NONE || op == GGML_OP_RESHAPE || op == GGML_OP_VIEW || op == GGML_OP_PERMUTE ||
+           op == GGML_OP_TRANSPOSE;
+}
+
+}  // namespace
+
 bool runtime::eval_callback(ggml_tensor * t, bool ask, void * user_data) {
     auto * self = static_cast<runtime *>(user_data);
-    if (ask) return self->wants(t);
-    // The CPU backend computes nodes in order, so the time a captured node became ready marks the
-    // end of the stage that produced it.
-    self->ready_s_[ggml_get_name(t)] =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - self->compute_start_).count();
-    self->keep(ggml_get_name(t), t);
+    if (ask) return self->wants(t) || (self->profile_ && !is_layout_op(t->op));
+    const auto now = std::chrono::steady_clock::now();
+    if (self->profile_ && !is_layout_op(t->op)) {
+        self->record_profile(t, std::chrono::duration<double>(now - self->profile_mark_).count(),
+                             process_cpu_seconds() - self->profile_cpu_mark_);
+    }
+    if (self->wants(t)) {
+        // The CPU backend computes nodes in order, so the time a captured node became ready marks the
+        // end of the stage that produced it.
+        self->ready_s_[ggml_get_name(t)] = std::chrono::duration<double>(now - self->compute_start_).count();
+        self->keep(ggml_get_name(t), t);
+    }
+    if (self->profile_) {  // copies are not the node's
+        self->profile_mark_     = std::chrono::steady_clock::now();
+        self->profile_cpu_mark_ = process_cpu_seconds();
+    }
     return true;  // keep computing
 }
 
-void runtime::compute() {
-    results_.clear();
-    result_order_.clear();
-    ready_s_.clear();
-    build_s_ = compute_s_ = 0.0;
-    const auto build_start = std::chrono::steady_clock::now();
+namespace {
 
-    ggml_init_params ip{graph_meta_.size(), graph_meta_.data(), /*no_alloc=*/true};
+bool in_weights_buffer(const ggml_tensor * t) {
+    while (t != nullptr && t->view_src != nullptr) t = t->view_src;
+    return t != nullptr && t->buffer != nullptr &&
+           ggml_backend_buffer_get_usage(t->buffer) == GGML_BACKEND_BUFFER_USAGE_WEIGHTS;
+}
+
+}  // namespace
+
+void runtime::record_profile(const ggml_tensor * t, double seconds, double cpu_seconds) {
+    profile_node p;
+    p.name    = ggml_get_name(t);
+    p.op      = ggml_op_desc(t);
+    p.type    = t->type;
+    for (int i = 0; i < 4; ++i) p.ne[i] = t->ne[i];
+    for (int s = 0; s < 3; ++s) {
+        const ggml_tensor * src = t->src[s];
+        if (src == nullptr) continue;
+        p.src_type[s] = src->type;
+        for (int i = 0; i < 4; ++i) p.src_ne[s][i] = src->ne[i];
+    }
+    p.src0_is_weight = in_weights_buffer(t->src[0]);
+    p.seconds        = seconds;
+    p.cpu_seconds    = cpu_seconds;
+    profile_nodes_.push_back(std::move(p));
+}
+
+bool graph_cache::matches(const std::map<std::string, host_tensor> & host) const {
+    if (ctx == nullptr || key.size() != host.size()) return false;
+    size_t i = 0;
+    for (auto & kv : host) {  // both in name order
+        if (key[i].first != kv.first || key[i].second != kv.second.ne) return false;
+        ++i;
+    }
+    return true;
+}
+
+void graph_cache::clear() {
+    if (ctx != nullptr) ggml_free(ctx);
+    ctx = nullptr;
+    gf  = nullptr;
+    key.clear();
+    outputs.clear();
+    inputs.clear();
+    id_limits.clear();
+    constants.clear();
+}
+
+void runtime::build_graph() {
+    graph_.clear();  // a failed build leaves no graph behind, so the next compute builds again
+    ggml_backend_sched_reset(sched_);
+    if (graph_.meta == nullptr) {
+        graph_.meta_size = ggml_tensor_overhead() * k_graph_size + ggml_graph_overhead_custom(k_graph_size, false);
+        graph_.meta.reset(new uint8_t[graph_.meta_size]);
+    }
+    ggml_init_params ip{graph_.meta_size, graph_.meta.get(), /*no_alloc=*/true};
     ggml_context *   ctx0 = ggml_init(ip);
     if (ctx0 == nullptr) fail(OMNIMODEL_ERR_OUT_OF_MEMORY, "cannot create the graph context");
     struct ctx_guard {
         ggml_context * c;
-        ~ctx_guard() { ggml_free(c); }
+        ~ctx_guard() { if (c != nullptr) ggml_free(c); }
     } guard{ctx0};
 
     ggml_cgraph * gf = ggml_new_graph_custom(ctx0, k_graph_size, false);
@@ -234,41 +309,86 @@ void runtime::compute() {
     }
     for (auto & o : gb.outputs()) ggml_build_forward_expand(gf, o.second);
     check_graph(gf, *model_);  // nothing ggml's kernels would abort on reaches the scheduler
+    model_->repack_for(gf);  // first graph: choose and repack matmul weights; later ones: check them
 
-    ggml_backend_sched_reset(sched_);
     if (!ggml_backend_sched_alloc_graph(sched_, gf)) {
         fail(OMNIMODEL_ERR_BACKEND, "ggml could not allocate the compute graph (out of memory?)");
     }
-    for (auto & in : gb.inputs()) {
-        if (in.second->buffer == nullptr) continue;  // declared but unused by the graph: nothing to upload
-        const host_tensor & h = inputs_.at(in.first);
-        if (in.second->type == GGML_TYPE_I32) {
-            // ids arrive as floats (exact below 2^24); graph_builder::input_ids checked them
+    for (auto & kv : inputs_) graph_.key.emplace_back(kv.first, kv.second.ne);
+    graph_.outputs   = gb.outputs();
+    graph_.inputs    = gb.inputs();
+    graph_.id_limits = gb.input_id_limits();
+    graph_.constants = gb.constants();
+    graph_.gf        = gf;
+    graph_.ctx       = ctx0;
+    guard.c          = nullptr;
+    ++graph_builds_;
+}
+
+void runtime::set_graph_inputs() {
+    for (size_t i = 0; i < graph_.inputs.size(); ++i) {
+        const std::string & name = graph_.inputs[i].first;
+        ggml_tensor *       t    = graph_.inputs[i].second;
+        if (t->buffer == nullptr) continue;  // declared but unused by the graph: nothing to upload
+        const host_tensor & h    = inputs_.at(name);
+        if (t->type == GGML_TYPE_I32) {
+            check_ids(name, h, graph_.id_limits[i]);  // checked at build too; the values are new here
+            // ids arrive as floats (exact below 2^24)
             std::vector<int32_t> ids(h.data.size());
-            for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(h.data[i]);
-            ggml_backend_tensor_set(in.second, ids.data(), 0, ids.size() * sizeof(int32_t));
+            for (size_t j = 0; j < ids.size(); ++j) ids[j] = static_cast<int32_t>(h.data[j]);
+            ggml_backend_tensor_set(t, ids.data(), 0, ids.size() * sizeof(int32_t));
         } else {
-            ggml_backend_tensor_set(in.second, h.data.data(), 0, h.data.size() * sizeof(float));
+            ggml_backend_tensor_set(t, h.data.data(), 0, h.data.size() * sizeof(float));
         }
     }
-    for (auto & c : gb.constants()) {
+    // Constants live in the compute buffer like any input, which the allocator may reuse for
+    // intermediates once they are consumed: set them on every compute, not once.
+    for (auto & c : graph_.constants) {
         // a constant no node uses (e.g. positions of a stack with no layers) has no buffer; ggml would abort
         if (c.first->buffer == nullptr) continue;
         ggml_backend_tensor_set(c.first, c.second.data(), 0, c.second.size());
     }
+}
 
-    const bool capturing = capture_all_ || !capture_.empty();
-    ggml_backend_sched_set_eval_callback(sched_, capturing ? eval_callback : nullptr, capturing ? this : nullptr);
+void runtime::compute() {
+    results_.clear();
+    result_order_.clear();
+    ready_s_.clear();
+    profile_nodes_.clear();
+    build_s_ = compute_s_ = 0.0;
+    const auto build_start = std::chrono::steady_clock::now();
+
+    if (graph_.matches(inputs_)) {
+        ++graph_reuses_;
+    } else {
+        build_graph();
+    }
+    set_graph_inputs();
+
+    const bool calling_back = capture_all_ || !capture_.empty() || profile_;
+    ggml_backend_sched_set_eval_callback(sched_, calling_back ? eval_callback : nullptr, calling_back ? this : nullptr);
     compute_start_ = std::chrono::steady_clock::now();
+    profile_mark_     = compute_start_;
+    profile_cpu_mark_ = process_cpu_seconds();
     build_s_       = std::chrono::duration<double>(compute_start_ - build_start).count();
-    const ggml_status st = ggml_backend_sched_graph_compute(sched_, gf);
+    const ggml_status st = ggml_backend_sched_graph_compute(sched_, graph_.gf);
     compute_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - compute_start_).count();
     ggml_backend_sched_set_eval_callback(sched_, nullptr, nullptr);
     if (st != GGML_STATUS_SUCCESS) {
+        graph_.clear();
         fail(OMNIMODEL_ERR_BACKEND, format("graph compute failed (ggml status %d)", static_cast<int>(st)));
     }
-    for (auto & o : gb.outputs()) keep(o.first, o.second);
-    check_outputs_finite(gb.outputs(), results_);
+    for (auto & o : graph_.outputs) keep(o.first, o.second);
+    check_outputs_finite(graph_.outputs, results_);
+}
+
+size_t runtime::compute_buffer_bytes() const {
+    size_t n = ggml_backend_sched_get_buffer_size(sched_, backend_cpu_);
+    if (backend_gpu_ != nullptr) n += ggml_backend_sched_get_buffer_size(sched_, backend_gpu_);
+    // the CPU backend's work buffer too: activations converted for the matmuls (F16/BF16/Q8_0/Q8_K
+    // copies of x), flash-attention and tiled-matmul scratch
+    if (graph_.gf != nullptr && backend_gpu_ == nullptr) n += ggml_graph_plan(graph_.gf, params_.n_threads, nullptr).work_size;
+    return n;
 }
 
 double runtime::ready_seconds(const std::string & name) const {

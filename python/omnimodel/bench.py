@@ -9,6 +9,10 @@ are medians over ``runs`` after ``warmup`` runs. Stages:
     head        the L1 action head
 ``predict_action_ms`` = preprocess + model. PyTorch stages are timed with forward pre/post hooks; the
 runtime's split comes from the ready times of captured stage outputs in a separate capturing run.
+
+``memory`` (omnimodel.bench_memory): the peak RSS of the runtime's own predict_action (frames in,
+actions out), measured in a fresh process that never imports torch, against the GGUF size and the
+activation buffers. ``profile=True`` adds the runtime's per-op profile (omnimodel.profile).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .convert import MODEL_FILE, REPORT_FILE, ConvertError, _load_policy
+from .profile import format_profile
 
 _STAGE_MODULES = {
     "vision": ("vision_backbone", "projector", "proprio_projector"),
@@ -116,6 +121,7 @@ def _bench_torch(policy, dtype, pixel_values, prompt_ids, proprio, runs: int, wa
 # The runtime computes one graph; capturing the last tensor of each stage and reading when it became
 # ready (the CPU backend runs nodes in order) splits the compute into stages.
 _RUNTIME_STAGE_ENDS = {"vision": "projector", "llm": "language_model.model.norm"}
+_PROFILE_STAGE_ENDS = _RUNTIME_STAGE_ENDS
 
 
 def _runtime_stages(m, inputs: dict[str, np.ndarray], runs: int, warmup: int) -> dict[str, float]:
@@ -133,7 +139,8 @@ def _runtime_stages(m, inputs: dict[str, np.ndarray], runs: int, warmup: int) ->
 
 
 def bench(out_dir: str | os.PathLike[str], *, runs: int = 10, warmup: int = 2, threads: int = 1,
-          torch_dtypes: tuple[str, ...] = ("float32", "bfloat16")) -> dict[str, Any]:
+          torch_dtypes: tuple[str, ...] = ("float32", "bfloat16"), profile: bool = False,
+          memory: bool = True) -> dict[str, Any]:
     import torch
 
     from omnimodel import _runtime
@@ -187,6 +194,12 @@ def bench(out_dir: str | os.PathLike[str], *, runs: int = 10, warmup: int = 2, t
             backend = m.backend_name
             rt = _time(lambda: m.run(inputs), runs, warmup)
             rt_stages = _runtime_stages(m, inputs, runs, warmup)
+            rt_profile = None
+            if profile:
+                from .profile import profile_runtime
+
+                rt_profile = profile_runtime(m, inputs, runs=runs, warmup=0, stage_ends=_PROFILE_STAGE_ENDS,
+                                             last_stage="head")
         result: dict[str, Any] = {
             "machine": machine_description(),
             "threads": threads,
@@ -210,6 +223,15 @@ def bench(out_dir: str | os.PathLike[str], *, runs: int = 10, warmup: int = 2, t
                 "samples_ms": [round(s * 1e3, 3) for s in rt],
             },
         }
+        if rt_profile is not None:
+            result["runtime"]["profile"] = rt_profile.to_json()
+            result["runtime"]["profile_text"] = format_profile(rt_profile)
+        if memory:
+            from .bench_memory import measure
+
+            plugin = out_dir / rep.graph.split(":", 1)[1] if rep.graph.startswith("plugin:") else None
+            result["runtime"]["memory"] = measure(out_dir / MODEL_FILE, plugin, images, instruction,
+                                                  proprio_raw, threads=threads, runs=min(runs, 3))
         for name in torch_dtypes:
             r = _bench_torch(policy, getattr(torch, name), pixel_values, prompt_ids, proprio, runs, warmup)
             r["predict_action_ms"] = round(pre_ms + r["model_ms"], 3)
@@ -235,6 +257,12 @@ def format_bench(result: dict[str, Any]) -> str:
                      f"{cell('vision')} {cell('llm')} {cell('head')}")
     lines.append(f"(predict_action = preprocess {result['preprocess_ms']:.3f} ms + model; runtime stages: "
                  f"{result['runtime']['stages_note']})")
+    if "memory" in result["runtime"]:
+        from .bench_memory import format_memory
+
+        lines.append(format_memory(result["runtime"]["memory"]))
+    if "profile_text" in result["runtime"]:
+        lines += ["", "runtime profile (median per node over the runs):", result["runtime"]["profile_text"].rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

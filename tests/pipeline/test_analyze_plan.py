@@ -60,7 +60,26 @@ def test_plan_types_and_knobs(desc) -> None:
     assert plan.module("vision_backbone.featurizer").skill == "vit_tower"
     assert plan.module("vision_backbone.featurizer").knobs["gelu"] == "erf"
     assert plan.module("language_model.model").knobs["attn_mask"] == "bidirectional"
-    assert plan.module("projector").knobs == {"act": "gelu_erf"}
+    assert plan.module("projector").knobs == {"act": "gelu_erf", "gelu_impl": "fast", "gemm": "omni"}
+    # speed knobs: the skills' defaults
+    assert plan.module("vision_backbone.featurizer").knobs["attn"] == "omni"
+    assert plan.module("language_model.model").knobs["gemm"] == "omni"
+
+
+def test_plan_from_json_fills_speed_knobs_an_old_plan_lacks(desc) -> None:
+    """A plan.json written before the speed knobs existed re-renders to the kernels it was validated
+    with (naive attention, ggml's GELU and matmuls), not to today's defaults."""
+    d = json.loads(make_plan(desc).to_json())
+    for m in d["modules"]:
+        for k in ("attn", "gelu_impl", "gemm"):
+            m["knobs"].pop(k, None)
+    old = Plan.from_json(json.dumps(d))
+    assert old.module("vision_backbone.featurizer").knobs["attn"] == "naive"
+    assert old.module("vision_backbone.featurizer").knobs["gelu_impl"] == "ggml"
+    assert old.module("language_model.model").knobs["gemm"] == "ggml"
+    assert old.module("action_head").knobs["gemm"] == "ggml"
+    for m in old.modules:
+        SKILLS[m.skill].validate(m.knobs)
 
 
 def test_with_knob_is_immutable_and_checked(desc) -> None:

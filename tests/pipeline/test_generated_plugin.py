@@ -51,9 +51,12 @@ def test_rendering_is_deterministic(generated_oft_plugin, tmp_path) -> None:
     src = (tmp_path / "a" / "openvla_oft.cpp").read_text()
     # knobs are baked in as constants, with the module named in a comment
     assert "// ---- vision_backbone.featurizer (skill vit_tower)" in src
-    assert "act_kind::gelu_erf;  // knob gelu" in src and "hp.causal     = false;  // knob attn_mask" in src
+    assert "act_kind::gelu_erf_fast;  // knobs gelu, gelu_impl = fast" in src
+    assert "hp.causal     = false;  // knob attn_mask" in src and "attn_impl::omni;  // knob attn" in src
     tanh = render_source(plan.with_knob("vision_backbone.featurizer", "gelu", "tanh"))
-    assert tanh != src and "act_kind::gelu_tanh;  // knob gelu" in tanh
+    assert tanh != src and "act_kind::gelu_tanh;  // knobs gelu, gelu_impl = fast" in tanh
+    libm = render_source(plan.with_knob("vision_backbone.featurizer", "gelu_impl", "ggml"))
+    assert "act_kind::gelu_erf;  // knobs gelu, gelu_impl = ggml" in libm
 
 
 def test_generated_graph_matches_pytorch_at_f32(generated_oft_plugin, reference) -> None:

@@ -41,8 +41,20 @@ set(GGML_BUILD_TESTS    OFF CACHE BOOL "" FORCE)
 set(GGML_BUILD_EXAMPLES OFF CACHE BOOL "" FORCE)
 set(GGML_NATIVE ${OMNIMODEL_NATIVE} CACHE BOOL "" FORCE)
 set(GGML_CUDA   ${OMNIMODEL_CUDA}   CACHE BOOL "" FORCE)
+# The CPU backend as llama.cpp builds it. ggml's standalone default leaves llamafile's tinyBLAS out,
+# which makes every F32/F16/BF16/Q8_0/Q4_0 matmul fall back to one dot product per output element
+# (2-3x slower at real widths). OpenMP runs the graph's threads; the repack buffer type stores
+# Q4_0/Q4_K/IQ4_NL/Q2_K... weights in the interleaved layouts of the fast GEMM kernels.
+# omnimodel._runtime.cpu_features() reports what was compiled in, and a test holds it there.
+set(GGML_LLAMAFILE  ON CACHE BOOL "" FORCE)
+set(GGML_OPENMP     ON CACHE BOOL "" FORCE)
+set(GGML_CPU_REPACK ON CACHE BOOL "" FORCE)
 set(_omni_saved_shared ${BUILD_SHARED_LIBS})
 set(BUILD_SHARED_LIBS OFF)
 set(CMAKE_POSITION_INDEPENDENT_CODE ON)
 add_subdirectory("${OMNIMODEL_GGML_DIR}" "${CMAKE_BINARY_DIR}/ggml" EXCLUDE_FROM_ALL)
 set(BUILD_SHARED_LIBS ${_omni_saved_shared})
+if (NOT GGML_OPENMP_ENABLED)
+    message(WARNING "omnimodel: OpenMP was not found; ggml falls back to its own thread pool "
+                    "(install libgomp / libomp for llama.cpp's threading)")
+endif()

@@ -9,7 +9,8 @@
 //   block_count   number of layers
 //   norm          "layer" | "rms"            (used by layers that have layers.{i}.norm.weight)
 //   norm_eps      float
-//   activation    none | relu | silu | gelu | gelu_tanh, applied after every layer but the last
+//   activation    none | relu | silu | gelu | gelu_tanh | gelu_erf_fast, applied after every layer but the last
+//   gemm          ggml | omni: the matmul kernel for BF16 weights (optional; default ggml)
 // Tensors, following PyTorch state_dict names:
 //   layers.{i}.weight [out, in], layers.{i}.bias [out], layers.{i}.norm.weight/bias [out]
 // Input "x": [tokens, in] (ggml ne = {in, tokens}). Output "out".
@@ -29,6 +30,8 @@ void build_omni_mlp(graph_builder & gb) {
     if (n_layer <= 0) {
         fail(OMNIMODEL_ERR_FORMAT, format("omni-mlp.block_count must be positive, got %lld", (long long) n_layer));
     }
+
+    gb.gemm           = parse_gemm_kind(m.get_string("omni-mlp.gemm", "ggml"));
 
     ggml_tensor * cur = gb.input("x");
     for (int64_t il = 0; il < n_layer; ++il) {

@@ -26,7 +26,8 @@ class MLPConfig:
     widths: tuple[int, ...]  # input width, then each layer's output width
     norm: str = "layer"  # "layer" | "rms"
     norm_eps: float = 1e-5
-    activation: str = "gelu"  # none | relu | silu | gelu | gelu_tanh
+    activation: str = "gelu"  # none | relu | silu | gelu | gelu_tanh | gelu_erf_fast (the runtime's vectorised erf)
+    gemm: str = "ggml"  # matmul kernel for BF16 weights: ggml | omni (the runtime's AVX512-BF16 GEMM)
 
     @property
     def n_layers(self) -> int:
@@ -79,6 +80,8 @@ def write_gguf(model: MLPModel, path: str | os.PathLike[str], *, method: str = "
         w.add_string(f"{ARCH}.norm", cfg.norm)
         w.add_float32(f"{ARCH}.norm_eps", cfg.norm_eps)
         w.add_string(f"{ARCH}.activation", cfg.activation)
+        if cfg.gemm != "ggml":
+            w.add_string(f"{ARCH}.gemm", cfg.gemm)
         for name, value in model.weights.items():
             t = model.types.get(name, GGMLType.F32)
             w.add_tensor(name, value, t, importance=uniform_importance(value, t))
@@ -91,7 +94,7 @@ def _activation(x: np.ndarray, kind: str) -> np.ndarray:
         return np.maximum(x, 0)
     if kind == "silu":
         return x / (1 + np.exp(-x))
-    if kind == "gelu":
+    if kind in ("gelu", "gelu_erf_fast"):
         erf = np.vectorize(math.erf)
         return 0.5 * x * (1 + erf(x / math.sqrt(2)))
     if kind == "gelu_tanh":

@@ -16,6 +16,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for every contender")
     p.add_argument("--no-torch", action="store_true", help="time only the runtime")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile the runtime node by node: time per op (matmuls by weight type) and stage")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the peak-RSS probe (predict_action in a fresh process without torch)")
     p.add_argument("--json", type=Path, help="where to write the JSON (default: OUTDIR/bench.json)")
 
 
@@ -23,7 +27,8 @@ def _run(args: argparse.Namespace) -> int:
     from omnimodel.bench import bench, format_bench
 
     result = bench(args.out_dir, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                   torch_dtypes=() if args.no_torch else ("float32", "bfloat16"))
+                   torch_dtypes=() if args.no_torch else ("float32", "bfloat16"), profile=args.profile,
+                   memory=not args.no_memory)
     sys.stdout.write(format_bench(result))
     path = args.json or args.out_dir / "bench.json"
     path.write_text(json.dumps(result, indent=2) + "\n")

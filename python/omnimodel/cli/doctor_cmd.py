@@ -47,7 +47,10 @@ def _run(args: argparse.Namespace) -> int:
     from omnimodel.gguf.types import parse_type
 
     types = [parse_type(t) for t in (args.types or ",".join(default_types())).split(",") if t.strip()]
+    from omnimodel.cpu import describe
+
     print(f"omnimodel {_runtime.version()}, ggml {_runtime.ggml_version()}")
+    print(f"cpu features: {describe()}")
     cfg = omni_mlp.MLPConfig(widths=(1024, 512, 256), norm="layer", activation="gelu")
     x = np.random.default_rng(0).standard_normal((8, cfg.widths[0])).astype(np.float32)
 

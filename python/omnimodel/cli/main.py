@@ -45,10 +45,15 @@ EXIT_INTERRUPTED = 130
 
 
 def version_string() -> str:
-    """`omnimodel <version>`, plus the ggml version the native runtime was built against when it loads."""
+    """`omnimodel <version>`, plus the ggml version the native runtime was built against and what its CPU
+    backend was compiled with (SIMD, llamafile, OpenMP, repack), when it loads."""
     text = f"omnimodel {omnimodel.__version__}"
     ggml = _ggml_version()
-    return f"{text} (ggml {ggml})" if ggml else text
+    if not ggml:
+        return text
+    from omnimodel.cpu import describe
+
+    return f"{text} (ggml {ggml})\ncpu features: {describe()}"
 
 
 def _ggml_version() -> str | None:

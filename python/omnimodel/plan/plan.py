@@ -108,7 +108,8 @@ class Plan:
             architecture=d["architecture"],
             arch_template=d["arch_template"],
             outtype=d["outtype"],
-            modules=tuple(ModulePlan(**m) for m in d["modules"]),
+            modules=tuple(ModulePlan(**{**m, "knobs": SKILLS[m["skill"]].with_legacy(m["knobs"])})
+                          if m["skill"] in SKILLS else ModulePlan(**m) for m in d["modules"]),
             tensors=tuple(TensorPlan(t["name"], tuple(t["shape"]), t["ggml_type"]) for t in d["tensors"]),
             globals=d.get("globals", {}),
         )

@@ -21,6 +21,9 @@ class Knob:
     allowed: tuple[Any, ...] | None  # None: any value of the default's type (eps, theta)
     default: Any
     doc: str
+    # What a plan written before this knob existed computed: Plan.from_json fills it in, so an old
+    # convert output re-renders to the graph it was validated with. None: the knob is required.
+    legacy: Any = None
 
     def check(self, value: Any) -> None:
         if self.allowed is not None:
@@ -55,6 +58,10 @@ class Skill:
     def defaults(self) -> dict[str, Any]:
         return {k.name: k.default for k in self.knobs}
 
+    def with_legacy(self, knobs: Mapping[str, Any]) -> dict[str, Any]:
+        """``knobs`` plus the legacy value of every knob it lacks that has one."""
+        return {**{k.name: k.legacy for k in self.knobs if k.legacy is not None and k.name not in knobs}, **knobs}
+
     def validate(self, knobs: Mapping[str, Any]) -> None:
         missing = {k.name for k in self.knobs} - set(knobs)
         if missing:
@@ -76,6 +83,21 @@ class Skill:
 _EPS_FIXES = ({"norm_eps": 1e-6}, {"norm_eps": 1e-5})
 _MASK = ("bidirectional", "causal")
 
+# Speed knobs: how the runtime computes, not what. Each value fixes where and how the runtime rounds;
+# docs/parity.md ("Runtime numerics") states the arithmetic of every value. They come last in the
+# fixes, so the repair loop falls back to the plain kernels only after every semantic knob.
+_ATTN = Knob("attn", ("naive", "flash", "flash_f16", "omni"), "omni",
+             "attention kernel: naive (matmul, softmax, matmul), flash (ggml_flash_attn_ext on F32 K/V), "
+             "flash_f16 (K/V converted to F16 first), omni (omnimodel's CPU kernel: whole score rows, "
+             "exact softmax, F32)", legacy="naive")
+_GELU_IMPL = Knob("gelu_impl", ("ggml", "fast"), "fast",
+                  "exact-erf GELU through ggml's GELU_ERF (libm erff per element) or omnimodel's vectorised erf",
+                  legacy="ggml")
+_GEMM = Knob("gemm", ("ggml", "omni"), "omni",
+             "matmul kernel for BF16 weights: ggml's (llamafile tinyBLAS) or omnimodel's AVX512-BF16 GEMM "
+             "(CPUs that have it; other weight types and CPUs always use ggml's)", legacy="ggml")
+_SPEED_FIXES_VIT = ({"attn": "naive"}, {"gelu_impl": "ggml"}, {"gemm": "ggml"})
+
 SKILLS: dict[str, Skill] = {
     s.name: s
     for s in (
@@ -91,11 +113,15 @@ SKILLS: dict[str, Skill] = {
                 Knob("reg_tokens", None, 0, "learned register tokens after the class token"),
                 Knob("pos_embed", ("patches_only", "all_tokens"), "all_tokens",
                      "timm no_embed_class: pos_embed covers the patches only (added before the prefix tokens)"),
+                _ATTN,
+                _GELU_IMPL,
+                _GEMM,
             ),
             fixes=(
                 {"gelu": "erf"}, {"gelu": "tanh"}, *_EPS_FIXES,
                 {"attn_mask": "bidirectional"}, {"attn_mask": "causal"},
                 {"pos_embed": "patches_only"}, {"pos_embed": "all_tokens"},
+                *_SPEED_FIXES_VIT,
             ),
             doc="timm VisionTransformer up to a feature block: patch embedding, prefix tokens, position "
                 "embedding, ViT blocks, prefix tokens dropped",
@@ -104,8 +130,9 @@ SKILLS: dict[str, Skill] = {
             name="mlp_chain",
             template="blocks/mlp_chain.cpp.j2",
             knobs=(Knob("act", ("gelu_erf", "gelu_tanh", "relu", "silu"), "gelu_erf",
-                        "activation between the linears (none after the last)"),),
-            fixes=({"act": "gelu_erf"}, {"act": "gelu_tanh"}),
+                        "activation between the linears (none after the last)"),
+                   _GELU_IMPL, _GEMM),
+            fixes=({"act": "gelu_erf"}, {"act": "gelu_tanh"}, {"gelu_impl": "ggml"}, {"gemm": "ggml"}),
             doc="Linear layers with one activation between them (projectors)",
         ),
         Skill(
@@ -119,20 +146,23 @@ SKILLS: dict[str, Skill] = {
                 Knob("kv_heads", ("grouped", "interleaved"), "grouped",
                      "GQA: query head h reads kv head h // (heads / kv_heads) (grouped, HF repeat_kv) or "
                      "h % kv_heads (interleaved)"),
+                _ATTN,
+                _GEMM,
             ),
             fixes=(
                 {"attn_mask": "bidirectional"}, {"attn_mask": "causal"},
                 {"rope": "neox"}, {"rope": "normal"}, *_EPS_FIXES,
                 {"rope_theta": 10000.0}, {"rope_theta": 500000.0},
                 {"kv_heads": "grouped"}, {"kv_heads": "interleaved"},
+                {"attn": "naive"}, {"gemm": "ggml"},
             ),
             doc="HF Llama decoder layers (RMSNorm, RoPE attention, SwiGLU) and the final RMSNorm",
         ),
         Skill(
             name="mlp_resnet_head",
             template="blocks/mlp_resnet_head.cpp.j2",
-            knobs=(Knob("norm_eps", None, 1e-5, "LayerNorm eps of every norm in the head"),),
-            fixes=({"norm_eps": 1e-5}, {"norm_eps": 1e-6}),
+            knobs=(Knob("norm_eps", None, 1e-5, "LayerNorm eps of every norm in the head"), _GEMM),
+            fixes=({"norm_eps": 1e-5}, {"norm_eps": 1e-6}, {"gemm": "ggml"}),
             doc="OFT L1-regression head: MLPResNet (LayerNorm, Linear, ReLU residual blocks)",
         ),
         # ---- architecture glue: the template is the architecture's glue template, which reads these knobs

@@ -10,9 +10,15 @@ from __future__ import annotations
 from omnimodel.analyze.description import ModelDescription, ModuleDesc
 
 from ..plan import OWNS, ModulePlan
+from ..skills import SKILLS
 
 ARCH_TEMPLATE = "archs/openvla_oft.cpp.j2"
 META = "openvla-oft."
+
+
+def _speed(skill: str, *knobs: str) -> dict:
+    """The skill's defaults for knobs that choose kernels rather than semantics (attn, gelu_impl, gemm)."""
+    return {k: SKILLS[skill].knob(k).default for k in knobs}
 
 
 def _module_plan(m: ModuleDesc) -> ModulePlan:
@@ -30,21 +36,23 @@ def _module_plan(m: ModuleDesc) -> ModulePlan:
                 "class_token": bool(v["class_token"]),
                 "reg_tokens": int(v["reg_tokens"]),
                 "pos_embed": v["pos_embed"],
+                **_speed("vit_tower", "attn", "gelu_impl", "gemm"),
             },
             {"meta": f"{META}vision.{tower}."},
         )
     if m.kind in ("projector", "proprio_projector"):
-        return ModulePlan(m.name, "mlp_chain", {"act": "gelu_" + v["gelu"]}, {"layers": list(m.hparams["layers"])})
+        return ModulePlan(m.name, "mlp_chain", {"act": "gelu_" + v["gelu"], **_speed("mlp_chain", "gelu_impl", "gemm")},
+                          {"layers": list(m.hparams["layers"])})
     if m.kind == "llama":
         return ModulePlan(
             m.name,
             "llama_stack",
             {"norm_eps": float(v["norm_eps"]), "rope": v["rope"], "rope_theta": float(v["rope_theta"]),
-             "attn_mask": v["attn_mask"], "kv_heads": v["kv_heads"]},
+             "attn_mask": v["attn_mask"], "kv_heads": v["kv_heads"], **_speed("llama_stack", "attn", "gemm")},
             {"meta": f"{META}llm."},
         )
     if m.kind == "l1_head":
-        return ModulePlan(m.name, "mlp_resnet_head", {"norm_eps": float(v["norm_eps"])},
+        return ModulePlan(m.name, "mlp_resnet_head", {"norm_eps": float(v["norm_eps"]), **_speed("mlp_resnet_head", "gemm")},
                           {"meta": f"{META}action_head.", "model": "model"})
     raise ValueError(f"openvla-oft: no skill for module '{m.name}' of kind '{m.kind}'")
 

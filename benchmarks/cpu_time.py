@@ -1,0 +1,85 @@
+"""CPU time of the model forward, runtime outputs against PyTorch fp32 and bf16, one thread.
+
+On a machine shared with other jobs, wall-clock time measures the queue as much as the code. With one
+thread, the CPU seconds a forward pass consumes (``time.process_time``) barely depend on what else
+runs, so ratios measured this way are the stable ones; `omnimodel bench` gives the wall-clock numbers.
+
+    PYTHONPATH=python python benchmarks/cpu_time.py OUT [OUT ...] --runs 5 [--json FILE]
+
+Every output runs the parity observation of the first one (same images, prompt, proprio), round-robin
+with the others; PyTorch runs the first output's checkpoint. Reported: median and minimum CPU ms per
+contender and each runtime's ratio to PyTorch bf16 (medians).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+from knob_variants import bench_inputs  # benchmarks/ on sys.path when run as a script
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("outs", type=Path, nargs="+")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    import torch
+
+    from omnimodel import _runtime
+    from omnimodel.convert import REPORT_FILE, _load_policy
+    from omnimodel.validate.report import ValidationReport
+
+    torch.set_num_threads(1)
+    first = args.outs[0].absolute()
+    rep = ValidationReport.read_json(first / REPORT_FILE)
+    ck = Path(rep.checkpoint or "")
+    policy = _load_policy(ck if ck.is_absolute() else first / ck)
+    inputs = bench_inputs(first)
+    contenders = []
+    for out in args.outs:
+        out = out.absolute()
+        graph = ValidationReport.read_json(out / REPORT_FILE).graph
+        if graph.startswith("plugin:"):
+            _runtime.load_plugin(str(out / graph.split(":", 1)[1]))
+        m = _runtime.Model(str(out / "model.gguf"), n_threads=1)  # keeps the graph it was loaded with
+        m.run(inputs)
+        contenders.append((f"runtime {out.name}", lambda m=m: m.run(inputs)))
+    pv = torch.from_numpy(inputs["pixel_values"])
+    ids = torch.tensor([policy.tokenizer.encode_prompt(rep.instruction)])
+    pr = torch.from_numpy(inputs["proprio"]) if "proprio" in inputs else None
+    for name, dtype in (("pytorch fp32", torch.float32), ("pytorch bf16", torch.bfloat16)):
+        model = copy.deepcopy(policy.model).to(dtype).eval()
+
+        def fwd(model=model):
+            with torch.no_grad():
+                model(pv, ids, pr)
+
+        fwd()
+        contenders.append((name, fwd))
+    samples: dict[str, list[float]] = {name: [] for name, _ in contenders}
+    for _ in range(args.runs):
+        for name, fn in contenders:
+            c0 = time.process_time()
+            fn()
+            samples[name].append(time.process_time() - c0)
+    ref = statistics.median(samples["pytorch bf16"])
+    rows = []
+    for name, s in samples.items():
+        med = statistics.median(s)
+        rows.append({"contender": name, "cpu_median_ms": med * 1e3, "cpu_min_ms": min(s) * 1e3,
+                     "speed_vs_pytorch_bf16": ref / med})
+        print(f"{name:<28} CPU median {med * 1e3:9.1f} ms  min {min(s) * 1e3:9.1f} ms   "
+              f"{ref / med:5.2f}x PyTorch bf16")
+    if args.json:
+        args.json.write_text(json.dumps({"runs": args.runs, "threads": 1, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
