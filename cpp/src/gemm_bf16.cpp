@@ -256,10 +256,20 @@ ggml_tensor * gemm_bf16(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, gg
     return y;
 }
 
+bool is_gemm_bf16_node(const ggml_tensor * t) {
+    if (t == nullptr || t->op != GGML_OP_CUSTOM) return false;
+    // ggml keeps a custom node's function pointer first in its op_params (pinned ggml's
+    // ggml_custom_op_params); a node of ours was built, with its operands checked, by gemm_bf16()
+    ggml_custom_op_t fun = nullptr;
+    std::memcpy(&fun, t->op_params, sizeof(fun));
+    return fun == pack_op || fun == gemm_op;
+}
+
 #else  // no x86-64 AVX512-BF16 kernel in this build
 
 bool gemm_bf16_supported() { return false; }
 ggml_tensor * gemm_bf16(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *) { return nullptr; }
+bool is_gemm_bf16_node(const ggml_tensor *) { return false; }
 
 #endif
 

@@ -31,4 +31,7 @@ bool gemm_bf16_supported();
 // nullptr when those conditions or gemm_bf16_supported() do not hold.
 ggml_tensor * gemm_bf16(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b = nullptr);
 
+// Whether t is one of the two nodes gemm_bf16() builds (the graph checks vet them as a matmul).
+bool is_gemm_bf16_node(const ggml_tensor * t);
+
 }  // namespace omni

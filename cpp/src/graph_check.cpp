@@ -5,6 +5,7 @@
 // does not know passes only when everything it touches is F32 (or I32 indices).
 #include "check.hpp"
 
+#include "gemm_bf16.hpp"
 #include "graph.hpp"
 #include "model.hpp"
 
@@ -126,6 +127,10 @@ std::string why_not(const ggml_tensor * t) {
                             (mask == nullptr || mask->type == GGML_TYPE_F16 || mask->type == GGML_TYPE_F32);
             return ok ? "" : "takes F32 queries and float or quantized keys/values";
         }
+        case GGML_OP_CUSTOM:
+            // our BF16 GEMM: built only for BF16 weights, F32 activations and bias (gemm_bf16() checks)
+            if (is_gemm_bf16_node(t)) return "";
+            return all_f32() ? "" : "is not vetted for non-F32 types";
         default:
             return all_f32() ? "" : "is not vetted for non-F32 types";
     }

@@ -47,7 +47,7 @@ def test_tanh_gelu_is_named_and_repaired(tmp_path) -> None:
     # the runtime ran the repaired graph (the adopted plugin), and project/ carries its source
     assert rep["graph_source"] == f"plugin:{out / rep['graph'].split(':', 1)[1]}"
     assert (out / "project" / "arch" / "openvla_oft.cpp").read_text() == (out / "sources" / "openvla_oft.cpp").read_text()
-    assert "act_kind::gelu_erf;  // knob gelu" in (out / "project" / "arch" / "openvla_oft.cpp").read_text()
+    assert "act_kind::gelu_erf_fast;  // knobs gelu" in (out / "project" / "arch" / "openvla_oft.cpp").read_text()
     # and the repaired output re-validates on its own
     again = _omnimodel("validate", str(out))
     assert again.returncode == 0 and "validate: parity passed" in again.stdout, again.stdout + again.stderr
