@@ -5,7 +5,7 @@ A benchmark tool only: nothing of llama.cpp is committed or becomes a dependency
 pinned llama-cpp-python source distribution our ggml comes from (third_party/ggml/pin.json: file name and
 sha256), downloaded with pip at run time, verified, and its vendor/llama.cpp extracted into a cache
 directory; `llama-bench` is built there with CMake, niced, with the CPU configuration our ggml build
-uses (GGML_NATIVE, GGML_LLAMAFILE, GGML_OPENMP on; see third_party/ggml/ggml.cmake and docs/building.md).
+uses (GGML_NATIVE, GGML_LLAMAFILE, GGML_OPENMP, GGML_CPU_REPACK on; see third_party/ggml/ggml.cmake and docs/building.md).
 
     python benchmarks/llama_bench.py --build-only
     python benchmarks/llama_bench.py --model llm.gguf -p 591 -t 2 -r 5 [--json out.json]
@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PIN_FILE = ROOT / "third_party" / "ggml" / "pin.json"
 
 # The CPU configuration of our ggml build (third_party/ggml/ggml.cmake), so both sides run the same
-# kernels: native instruction set, llamafile's sgemm, OpenMP threads.
-CPU_CMAKE_ARGS = ("-DGGML_NATIVE=ON", "-DGGML_LLAMAFILE=ON", "-DGGML_OPENMP=ON")
+# kernels: native instruction set, llamafile's sgemm, OpenMP threads, the repacked weight layouts.
+CPU_CMAKE_ARGS = ("-DGGML_NATIVE=ON", "-DGGML_LLAMAFILE=ON", "-DGGML_OPENMP=ON", "-DGGML_CPU_REPACK=ON")
 # Only llama-bench and what it links: no tests, examples, server, web UI, HTTPS.
 LEAN_CMAKE_ARGS = (
     "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF",
