@@ -5,7 +5,7 @@ A benchmark tool only: nothing of llama.cpp is committed or becomes a dependency
 pinned llama-cpp-python source distribution our ggml comes from (third_party/ggml/pin.json: file name and
 sha256), downloaded with pip at run time, verified, and its vendor/llama.cpp extracted into a cache
 directory; `llama-bench` is built there with CMake, niced, with the CPU configuration our ggml build
-uses (GGML_NATIVE, GGML_LLAMAFILE, GGML_OPENMP, GGML_CPU_REPACK on; see third_party/ggml/ggml.cmake and docs/building.md).
+uses (GGML_NATIVE, GGML_LLAMAFILE, GGML_OPENMP, GGML_CPU_REPACK on; third_party/ggml/ggml.cmake).
 
     python benchmarks/llama_bench.py --build-only
     python benchmarks/llama_bench.py --model llm.gguf -p 591 -t 2 -r 5 [--json out.json]
@@ -41,10 +41,11 @@ PIN_FILE = ROOT / "third_party" / "ggml" / "pin.json"
 # The CPU configuration of our ggml build (third_party/ggml/ggml.cmake), so both sides run the same
 # kernels: native instruction set, llamafile's sgemm, OpenMP threads, the repacked weight layouts.
 CPU_CMAKE_ARGS = ("-DGGML_NATIVE=ON", "-DGGML_LLAMAFILE=ON", "-DGGML_OPENMP=ON", "-DGGML_CPU_REPACK=ON")
-# Only llama-bench and what it links: no tests, examples, server, web UI, HTTPS.
+# Only what is built is compiled (one target at a time); no tests, server, web UI, HTTPS. Examples are
+# configured so benchmarks/llama_export_check.py can build llama-embedding in the same tree.
 LEAN_CMAKE_ARGS = (
     "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-    "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_BUILD_TOOLS=ON",
+    "-DLLAMA_BUILD_EXAMPLES=ON", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_BUILD_TOOLS=ON",
     "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_UI=OFF", "-DGGML_BACKEND_DL=OFF", "-DGGML_CUDA=OFF",
 )
 
@@ -131,24 +132,28 @@ def fetch_source(pin: dict[str, str], work: Path, sdist: Path | None = None) -> 
     return src
 
 
-def build(src: Path, work: Path, *, jobs: int = 2, extra_cmake_args: tuple[str, ...] = ()) -> Path:
-    """Configure and build the ``llama-bench`` target (niced); returns the binary. Rebuilds only when the
-    CMake arguments changed or the binary is missing."""
+def build(src: Path, work: Path, *, jobs: int = 2, extra_cmake_args: tuple[str, ...] = (),
+          target: str = "llama-bench") -> Path:
+    """Configure and build one llama.cpp ``target`` (niced); returns its binary. Reconfigures only when the
+    CMake arguments changed, and builds only when the binary is missing or the arguments changed."""
     build_dir = work / "build"
     args = [*LEAN_CMAKE_ARGS, *CPU_CMAKE_ARGS, *extra_cmake_args]
     stamp = build_dir / "omnimodel-cmake-args.json"
-    binary = build_dir / "bin" / "llama-bench"
-    if binary.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == args:
+    binary = build_dir / "bin" / target
+    configured = stamp.is_file() and json.loads(stamp.read_text()) == args
+    if binary.is_file() and configured:
         return binary
     nice = ["nice", "-n", "19"] if shutil.which("nice") else []
-    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    log(f"configuring llama.cpp in {build_dir}: {' '.join(args)}")
-    _run_logged([*nice, "cmake", "-S", str(src), "-B", str(build_dir), *generator, *args], build_dir / "configure.log")
-    log(f"building llama-bench with {jobs} job(s), niced (a long compile on a small machine)")
-    _run_logged([*nice, "cmake", "--build", str(build_dir), "--target", "llama-bench", "-j", str(jobs)],
-                build_dir / "build.log")
+    if not configured:
+        generator = ["-G", "Ninja"] if shutil.which("ninja") and not (build_dir / "CMakeCache.txt").is_file() else []
+        log(f"configuring llama.cpp in {build_dir}: {' '.join(args)}")
+        _run_logged([*nice, "cmake", "-S", str(src), "-B", str(build_dir), *generator, *args], build_dir / "configure.log")
+        stamp.unlink(missing_ok=True)
+    log(f"building {target} with {jobs} job(s), niced (the first build is long on a small machine)")
+    _run_logged([*nice, "cmake", "--build", str(build_dir), "--target", target, "-j", str(jobs)],
+                build_dir / f"build-{target}.log")
     if not binary.is_file():
-        raise BenchError(f"the build finished but {binary} is missing (see {build_dir / 'build.log'})")
+        raise BenchError(f"the build finished but {binary} is missing (see {build_dir / f'build-{target}.log'})")
     stamp.write_text(json.dumps(args) + "\n")
     return binary
 
@@ -164,10 +169,12 @@ def _run_logged(cmd: list[str], logfile: Path) -> None:
 
 
 def ensure_llama_bench(*, sdist: Path | None = None, cache: Path | None = None, jobs: int = 2,
-                       extra_cmake_args: tuple[str, ...] = ()) -> Path:
+                       extra_cmake_args: tuple[str, ...] = (), target: str = "llama-bench") -> Path:
+    """The built ``target`` (llama-bench by default; examples such as llama-embedding are configured
+    too), fetching the source and building it first if needed."""
     pin = load_pin()
     work = work_dir(pin, cache)
-    return build(fetch_source(pin, work, sdist), work, jobs=jobs, extra_cmake_args=extra_cmake_args)
+    return build(fetch_source(pin, work, sdist), work, jobs=jobs, extra_cmake_args=extra_cmake_args, target=target)
 
 
 @dataclass

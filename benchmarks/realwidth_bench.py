@@ -122,7 +122,8 @@ class Step:
 def run_step(cmd: list[str], logfile: Path, *, check: bool = True) -> Step:
     """Run ``cmd`` with its output in ``logfile``; its peak RSS comes from wait4's rusage."""
     logfile.parent.mkdir(parents=True, exist_ok=True)
-    print(f"  $ {shlex.join(cmd)}", flush=True)
+    shown = [a if "\n" not in a else "<script>" for a in cmd]  # inline `python -c` scripts stay readable
+    print(f"  $ {shlex.join(shown)}", flush=True)
     t0 = time.perf_counter()
     with logfile.open("w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
