@@ -281,6 +281,9 @@ class Row:
     llama_bench_ms: float | None = None
     llama_bench_note: str = ""
     convert: dict[str, Any] = field(default_factory=dict)
+    # the stages come from a separate capturing run: their sum over the plain run's model time says how
+    # far that split can be trusted (1.0: the capturing run took as long as the timed one)
+    split_over_model: float | None = None
 
 
 def bench_model(spec: ModelSpec, args, binary: Path | None) -> dict[str, Any]:
@@ -346,6 +349,8 @@ def bench_model(spec: ModelSpec, args, binary: Path | None) -> dict[str, Any]:
             row = Row(c.name, threads, round((out / "model.gguf").stat().st_size / 2**20, 1), rt["predict_action_ms"],
                       rt["model_ms"], rt.get("stages_ms", {}), find_peak_rss(rt), step.max_rss_mib,
                       convert=converts.get(c.name, {}))
+            if row.stages_ms and row.model_ms:
+                row.split_over_model = round(sum(row.stages_ms.values()) / row.model_ms, 3)
             bb = backbones.get(c.name)
             if isinstance(bb, Path):
                 try:
