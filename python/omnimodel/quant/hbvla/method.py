@@ -13,13 +13,7 @@ Steps (METHODS 2, seed 000 section 3):
 4. Salient part: the residual W - W_hat_nonsal on the salient columns, column-wise Haar across row pairs,
    binarized per (Haar) row with its own mean, inverse Haar, added.
 
-Error feedback (``error_feedback=True``) processes the Haar layout one chunk (128 column pairs, i.e. one
-lo and one hi Q1_0 block) at a time in the permuted order: the chunk is binarized (means fixed from a
-first pass, signs and scales from the current weights), and its error is pushed onto the columns not yet
-processed with the group form of the OBS update, Err = E U_bb^-1, W_rest -= Err U_b,rest with
-H^-1 = U^T U, as ``quant/gptq.py`` does for GGML blocks. Salient columns take no error during the loop
-(their filled value is not their target); the salient residual is then taken against their updated
-values, so earlier errors are compensated there too.
+Error feedback (``error_feedback=True``): GPTQ's OBS updates, a column pair at a time (``feedback.py``).
 """
 
 from __future__ import annotations
@@ -28,10 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .binarize import MEAN_BLOCK, BinaryPlanes, binarize, binarize_residual, fit_centred
+from .binarize import BinaryPlanes, binarize, binarize_residual
 from .config import HbvlaConfig
+from .feedback import binarize_with_feedback
 from .haar import (
-    QK,
     RowLayout,
     col_haar,
     col_haar_inverse,
@@ -98,60 +92,6 @@ def _binarize_main(u: np.ndarray, layout: RowLayout, cfg: HbvlaConfig) -> Binary
                     refine=cfg.mean_refine)
 
 
-def _binarize_main_feedback(
-    w_true: np.ndarray, w_fill: np.ndarray, is_sal: np.ndarray, H: np.ndarray, perm: np.ndarray,
-    layout: RowLayout, cfg: HbvlaConfig,
-) -> tuple[BinaryPlanes, np.ndarray]:
-    """Chunk-wise binarization with OBS error feedback. Returns the planes and the updated true weights
-    (original column order), whose salient columns the residual then targets."""
-    rows, n = w_true.shape
-    first = _binarize_main(to_coefficients(w_fill, perm, layout), layout, cfg)  # fixes the shared means
-    Hp = np.asarray(H, np.float64)[np.ix_(perm, perm)]
-    U = np.linalg.cholesky(damped_inverse(Hp, cfg.damp)).T  # H^-1 = U^T U in the permuted order
-    Wp = np.asarray(w_true, np.float64)[:, perm].copy()
-    fill_p = np.asarray(w_fill, np.float64)[:, perm]
-    sal_p = is_sal[perm]
-    width = layout.width
-    signs = np.zeros((first.n_planes, rows, width), bool)
-    scales = np.zeros((first.n_planes, rows, width // QK), np.float16)
-    means = first.means
-    seg = first.segments
-    centre_all = None
-    if first.mean_kind != MEAN_BLOCK and means is not None:
-        centre_all = np.where(seg >= 0, means.astype(np.float64)[:, np.maximum(seg, 0)], 0.0)
-    block_means = np.zeros((rows, width // QK), np.float16) if first.mean_kind == MEAN_BLOCK else None
-    for p0, p1 in layout.chunks():
-        # a chunk's positions [p0, p1) hold exactly the permuted columns [p0, p1), and start a block
-        cur = np.where(sal_p[p0:p1], fill_p[:, p0:p1], Wp[:, p0:p1])
-        sub = np.zeros((rows, n))
-        sub[:, p0:p1] = cur
-        b1 = padded(p1)
-        u = to_coefficients(sub, np.arange(n), layout)[:, p0:b1]
-        if block_means is not None:
-            part = binarize(u, p1 - p0, grouping=cfg.grouping, mean="group")
-            block_means[:, p0 // QK : b1 // QK] = part.means
-            vals = part.values()
-        else:
-            centre = centre_all[:, p0:b1] if centre_all is not None else np.zeros((rows, b1 - p0))
-            sg, sc = fit_centred(u, centre, p1 - p0, cfg.grouping)
-            part = BinaryPlanes(sg, sc, None, np.full(b1 - p0, -1), p1 - p0, 0)
-            vals = part.values() + centre
-        signs[:, :, p0:b1] = part.signs
-        scales[:, :, p0 // QK : b1 // QK] = part.scales
-        full = np.zeros((rows, width))
-        full[:, p0:p1] = vals[:, : p1 - p0]
-        w_hat = from_coefficients(full, np.arange(n), layout)[:, p0:p1]
-        E = np.where(sal_p[p0:p1], 0.0, Wp[:, p0:p1] - w_hat)
-        if p1 < n:
-            Err = np.linalg.solve(U[p0:p1, p0:p1].T, E.T).T
-            Wp[:, p1:] -= Err @ U[p0:p1, p1:]
-    planes = BinaryPlanes(signs, scales, block_means if block_means is not None else means, seg, layout.n_in,
-                          first.mean_kind)
-    w_upd = np.empty_like(Wp)
-    w_upd[:, perm] = Wp
-    return planes, w_upd
-
-
 def _binarize_salient(r: np.ndarray, cfg: HbvlaConfig, col_haar_on: bool) -> BinaryPlanes:
     k = r.shape[1]
     c = col_haar(r) if col_haar_on else np.asarray(r, np.float64)
@@ -171,7 +111,8 @@ def _quantize_with(w: np.ndarray, H: np.ndarray, sal: np.ndarray, cfg: HbvlaConf
     if cfg.error_feedback:
         is_sal = np.zeros(n, bool)
         is_sal[sal] = True
-        main, w_target = _binarize_main_feedback(w, w_fill, is_sal, H, perm, layout, cfg)
+        first = _binarize_main(to_coefficients(w_fill, perm, layout), layout, cfg)
+        main, w_target = binarize_with_feedback(w, w_fill, is_sal, H, perm, layout, cfg, first)
     else:
         main = _binarize_main(to_coefficients(w_fill, perm, layout), layout, cfg)
         w_target = np.asarray(w, np.float64)

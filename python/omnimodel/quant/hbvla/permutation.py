@@ -48,6 +48,7 @@ def pair_and_chain(w: np.ndarray, metric: str = "l2") -> np.ndarray:
             continue
         free[i] = False
         if not free.any():
+            free[i] = True  # no partner left: the leftover of an odd width
             break
         d = np.where(free, dist.row(int(i)), np.inf)
         j = int(np.argmin(d))
