@@ -67,10 +67,21 @@ class HbvlaConfig:
             raise ValueError(f"salient_cap must be >= 0, got {self.salient_cap}")
         if self.salient_order not in (1, 2):
             raise ValueError(f"salient_order must be 1 or 2, got {self.salient_order}")
+        if self.salient_order == 2 and self.salient_grouping == "element":
+            raise ValueError("the salient part stores at most two planes: order 2 needs block grouping")
         if self.salient_counts is not None and (not self.salient_counts or min(self.salient_counts) < 0):
             raise ValueError(f"salient_counts must be non-negative counts, got {self.salient_counts}")
         if self.mean_refine < 0 or self.damp < 0 or self.fill_window < 1 or self.salient_rows < 2:
             raise ValueError("mean_refine >= 0, damp >= 0, fill_window >= 1 and salient_rows >= 2 are required")
+
+    @property
+    def main_planes(self) -> int:
+        """Q1_0 planes of the non-salient part: signs, + membership (element), + group means."""
+        return 1 if self.grouping == "block" else (3 if self.mean == "group" else 2)
+
+    @property
+    def salient_planes(self) -> int:
+        return self.salient_order * (2 if self.salient_grouping == "element" else 1)
 
     def trial_counts(self, n_candidates: int) -> list[int]:
         """The salient counts tried, none above the candidates available."""
