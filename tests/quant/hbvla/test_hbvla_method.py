@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from omnimodel.quant.hbvla.binarize import binarize, binarize_residual
-from omnimodel.quant.hbvla.config import ABLATIONS, HbvlaConfig, billm_style, hbvla, hbvla_element
+from omnimodel.quant.hbvla.config import ABLATIONS, HbvlaConfig, billm_style, hbvla, hbvla_element, sign_alpha
 from omnimodel.quant.hbvla.haar import (
     QK,
     activation,
@@ -236,6 +236,16 @@ def test_billm_style_and_element_presets():
     e = quantize_matrix(w, H, hbvla_element(salient_cap=8))
     k = quantize_matrix(w, H, hbvla(salient_cap=8))
     assert e.main.n_planes == 2 and e.stats["h_error"] < k.stats["h_error"]
+
+
+def test_sign_alpha_is_q1_0_rtn():
+    from omnimodel.gguf.encoders import decode, encode
+
+    w = RNG(9).standard_normal((16, 256)).astype(np.float32)
+    q = quantize_matrix(w, None, sign_alpha())
+    ggml_like = decode(encode(w, "Q1_0"), "Q1_0", 256)
+    np.testing.assert_array_equal(q.weight(), ggml_like)
+    assert q.main.n_planes == 1 and q.main.means is None and q.salient is None
 
 
 def test_bad_inputs():

@@ -124,6 +124,14 @@ def billm_style(**changes) -> HbvlaConfig:
     ).with_(**changes)
 
 
+def sign_alpha(**changes) -> HbvlaConfig:
+    """Plain sign x alpha per 128 weights (Q1_0 RTN) in the same framework: no permutation, Haar, mean or
+    salient part; alpha = mean |w| over the block's real columns (ggml's Q1_0 reference quantizer, except
+    that a zero-padded tail block is not averaged with its padding)."""
+    return HbvlaConfig(permutation=None, haar=False, grouping="block", mean="none", salient_cap=0,
+                       name="sign-alpha").with_(**changes)
+
+
 #: The paper's ablations (issue 11), as changes to the HBVLA preset.
 ABLATIONS: dict[str, dict] = {
     "no-permutation": {"permutation": None},
@@ -133,4 +141,14 @@ ABLATIONS: dict[str, dict] = {
     "no-shared-mean": {"mean": "group"},
 }
 
-__all__ = ["ABLATIONS", "GROUPINGS", "MEANS", "PERMUTATIONS", "HbvlaConfig", "billm_style", "hbvla", "hbvla_element"]
+__all__ = [
+    "ABLATIONS",
+    "GROUPINGS",
+    "MEANS",
+    "PERMUTATIONS",
+    "HbvlaConfig",
+    "billm_style",
+    "hbvla",
+    "hbvla_element",
+    "sign_alpha",
+]
