@@ -189,26 +189,62 @@ ggml_tensor * build_hbvla_linear(graph_builder & gb, ggml_tensor * x, const std:
     }
 
     if (h.n_sal > 0) {
+        // The salient residual, decoded in the graph to an F32 [d, k] matrix (k short Q1_0 rows: signs
+        // times the column factor beta, times the row factor alpha, plus the row mean; positions are
+        // column-Haar rows in the row layout), then multiplied with the k gathered inputs in F32.
         const std::string    sidx_name = base + ".hb.sidx";
         std::vector<int32_t> sidx      = read_ints(gb.weight(sidx_name), h.n_sal, sidx_name);
         require_distinct(sidx, n, sidx_name);
-        const int64_t              K  = padded(h.n_sal);
-        std::vector<ggml_tensor *> ss = planes(gb, base, "s", k_s_planes, K, d);
-        sidx.resize(static_cast<size_t>(K), zero_row);
-        ggml_tensor * xs = ggml_cont(ctx, ggml_transpose(ctx, ggml_get_rows(ctx, xx, gb.const_i32(base + ".hb.is", sidx))));
-        ggml_tensor * ys = plane_matmuls(ctx, ss, xs);  // {d, N}, Haar-domain rows with the column Haar
+        const int64_t              k = h.n_sal, D = padded(d);
+        std::vector<ggml_tensor *> ss = planes(gb, base, "s", k_s_planes, D, k);
+        std::vector<int32_t>       rows_k(static_cast<size_t>(k));
+        for (int64_t j = 0; j < k; ++j) rows_k[static_cast<size_t>(j)] = static_cast<int32_t>(j);
+        ggml_tensor * all_k = gb.const_i32(base + ".hb.ik", rows_k);
+
+        const std::string sa_name = base + ".hb.sa";
+        ggml_tensor *     sa      = gb.weight(sa_name);
+        if (sa->type != GGML_TYPE_F16 || sa->ne[0] != d || sa->ne[1] != (int64_t) ss.size() || ggml_n_dims(sa) > 2) {
+            fail(OMNIMODEL_ERR_FORMAT, format("HBVLA tensor '%s' must be F16 [%zu, %lld], got %s %s", sa_name.c_str(),
+                                              ss.size(), (long long) d, ggml_type_name(sa->type), shape_str(sa).c_str()));
+        }
+        ggml_tensor * alpha = ggml_pad(ctx, ggml_cast(ctx, sa, GGML_TYPE_F32), (int) (D - d), 0, 0, 0);  // {D, P}
+        ggml_tensor * m     = nullptr;  // {D, k}
+        for (size_t i = 0; i < ss.size(); ++i) {
+            ggml_tensor * a_i = ggml_view_2d(ctx, alpha, D, 1, alpha->nb[1], i * alpha->nb[1]);
+            ggml_tensor * t   = ggml_mul(ctx, ggml_get_rows(ctx, ss[i], all_k), a_i);  // +-beta * alpha
+            m                 = m == nullptr ? t : ggml_add(ctx, m, t);
+        }
         if (h.sal_mean_kind == 1) {
-            ys = ggml_add(ctx, ys, ggml_mul_mat(ctx, means(gb, base + ".hb.smu", 1, d), ggml_sum_rows(ctx, xs)));
+            const std::string smu_name = base + ".hb.smu";
+            ggml_tensor *     smu      = gb.weight(smu_name);
+            if (smu->type != GGML_TYPE_F16 || smu->ne[0] != d || ggml_n_dims(smu) != 1) {
+                fail(OMNIMODEL_ERR_FORMAT, format("HBVLA tensor '%s' must be F16 [%lld], got %s %s", smu_name.c_str(),
+                                                  (long long) d, ggml_type_name(smu->type), shape_str(smu).c_str()));
+            }
+            m = ggml_add(ctx, m, ggml_pad(ctx, ggml_cast(ctx, smu, GGML_TYPE_F32), (int) (D - d), 0, 0, 0));
         }
-        if (h.sal_col_haar) {  // rows [0, d/2) low band, [d/2, d) high band of row pairs (2i, 2i+1)
-            const int64_t h2 = d / 2;
-            ggml_tensor * lo = ggml_view_2d(ctx, ys, h2, n_tok, ys->nb[1], 0);
-            ggml_tensor * hi = ggml_view_2d(ctx, ys, h2, n_tok, ys->nb[1], h2 * ggml_element_size(ys));
-            ggml_tensor * ye = ggml_reshape_3d(ctx, ggml_add(ctx, lo, hi), 1, h2, n_tok);
-            ggml_tensor * yo = ggml_reshape_3d(ctx, ggml_sub(ctx, lo, hi), 1, h2, n_tok);
-            ys = ggml_reshape_2d(ctx, ggml_concat(ctx, ye, yo, 0), d, n_tok);  // interleave even/odd rows
+        ggml_tensor * mt = ggml_cont(ctx, ggml_transpose(ctx, m));  // {k, D}: one row per Haar position
+        ggml_tensor * r  = nullptr;                                 // {k, d}: the residual's rows
+        if (h.sal_col_haar) {  // row 2i = lo_i + hi_i, row 2i+1 = lo_i - hi_i (gathered from [M; -M])
+            std::vector<int32_t> ra(static_cast<size_t>(d)), rb(static_cast<size_t>(d));
+            const int64_t        n_pairs = d / 2;
+            for (int64_t c0 = 0; c0 < n_pairs; c0 += k_chunk) {
+                const int64_t rr = std::min(k_chunk, n_pairs - c0);
+                for (int64_t j = 0; j < rr; ++j) {
+                    const int64_t i2 = c0 + j, lo = 2 * c0 + j, hi = lo + rr;
+                    ra[2 * i2] = ra[2 * i2 + 1] = static_cast<int32_t>(lo);
+                    rb[2 * i2]                  = static_cast<int32_t>(hi);
+                    rb[2 * i2 + 1]              = static_cast<int32_t>(D + hi);
+                }
+            }
+            ggml_tensor * mm = ggml_concat(ctx, mt, ggml_neg(ctx, mt), 1);  // {k, 2D}
+            r = ggml_add(ctx, ggml_get_rows(ctx, mm, gb.const_i32(base + ".hb.ra", ra)),
+                         ggml_get_rows(ctx, mm, gb.const_i32(base + ".hb.rb", rb)));
+        } else {
+            r = ggml_view_2d(ctx, mt, k, d, mt->nb[1], 0);
         }
-        y = ggml_add(ctx, y, ys);
+        ggml_tensor * xs = ggml_cont(ctx, ggml_transpose(ctx, ggml_get_rows(ctx, xt, gb.const_i32(base + ".hb.is", sidx))));
+        y = ggml_add(ctx, y, ggml_mul_mat(ctx, r, xs));  // {d, N}, in F32
     }
     return ggml_reshape_4d(ctx, y, d, x->ne[1], x->ne[2], x->ne[3]);
 }

@@ -4,8 +4,9 @@
 // permutation, 1-3 Q1_0 sign planes over the Haar-domain row, fp16 means, and the salient columns'
 // indices, planes and means). W x is never formed as a dense weight. The permutation and the one-level
 // Haar transform move onto the activation (W x = U (H^T P^T x): a gather, then pair sums and
-// differences), the planes are stock Q1_0 matmuls, the means an F32 matmul of segment sums, and the
-// salient residual's column Haar is undone on the output rows (y[2i] = a + b, y[2i+1] = a - b).
+// differences), the planes are stock Q1_0 matmuls, the means an F32 matmul of segment sums; the few
+// salient columns' residual (k short Q1_0 rows with row/column scales and means) is decoded in the
+// graph into an F32 [out, k] matrix -- k x out values, not the weight -- and multiplied in F32.
 //
 // Only stock ggml ops are used (get_rows, concat, neg, pad, add/sub, transpose, mul_mat, sum_rows,
 // cast), so the graph runs on any backend with Q1_0 matmuls. The small index tensors (header,

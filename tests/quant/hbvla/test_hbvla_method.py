@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omnimodel.quant.hbvla.binarize import binarize, binarize_residual
+from omnimodel.quant.hbvla.binarize import binarize
 from omnimodel.quant.hbvla.config import ABLATIONS, HbvlaConfig, billm_style, hbvla, hbvla_element, sign_alpha
 from omnimodel.quant.hbvla.haar import (
     QK,
@@ -18,6 +18,7 @@ from omnimodel.quant.hbvla.haar import (
 )
 from omnimodel.quant.hbvla.method import h_error, quantize_matrix
 from omnimodel.quant.hbvla.permutation import high_band_energy, pair_and_chain
+from omnimodel.quant.hbvla.salient import binarize_salient
 from omnimodel.quant.hbvla.saliency import column_saliency, damped_inverse, fill_salient, salient_candidates
 
 RNG = np.random.default_rng
@@ -174,9 +175,24 @@ def test_group_means_and_residual_orders():
     assert group.n_planes == 3 and group.means.shape == (4, 2)
     assert _err(u, 256, group) < _err(u, 256, binarize(u, 256, grouping="block", mean="group"))
     assert _err(u, 256, shared) < _err(u, 256, binarize(u, 256, grouping="block", mean="shared", segments=seg))
-    o1 = binarize_residual(u, 256, 1, segments=seg)
-    o2 = binarize_residual(u, 256, 2, segments=seg)
-    assert o2.n_planes == 2 and _err(u, 256, o2) < 0.5 * _err(u, 256, o1)
+
+
+
+@pytest.mark.parametrize("col_haar", [True, False])
+def test_salient_residual_binarization(col_haar):
+    rng = RNG(10)
+    r = rng.standard_normal((300, 2)) * np.r_[1.0, 20.0]
+    p = binarize_salient(r, 1, col_haar)
+    assert p.col_haar == col_haar and p.signs.shape == (1, 2, 384) and p.row_scales.shape == (1, 300)
+    # two values per (Haar) row: mean and scale make them exact, up to fp16
+    np.testing.assert_allclose(p.weight(), r, rtol=3e-3, atol=3e-3 * np.abs(r).max())
+    r = rng.standard_normal((64, 40)) * rng.uniform(0.1, 10, 40)
+    e1 = ((binarize_salient(r, 1, col_haar).weight() - r) ** 2).sum()
+    e2 = ((binarize_salient(r, 2, col_haar).weight() - r) ** 2).sum()
+    plain = ((r - r.mean(1, keepdims=True)) ** 2).sum()
+    assert e2 < 0.6 * e1 < 0.6 * plain
+    # odd row counts: no column Haar
+    assert not binarize_salient(rng.standard_normal((7, 3)), 1, True).col_haar
 
 
 # ------------------------------------------------------------------------------------- the matrix
@@ -201,7 +217,7 @@ def test_quantize_matrix_decodes_and_reports():
     assert set(trials) == {0, 1, 2, 4, 8, 16}
     assert q.stats["n_salient"] == min(trials, key=lambda k: (trials[k], k))
     # the planted hot inputs are salient and the salient residual shrinks their error a lot
-    assert {11, 200} <= set(q.salient_idx.tolist())
+    assert {11, 200} <= set(q.salient_idx.tolist()), trials
     q0 = quantize_matrix(w, H, hbvla(salient_cap=0))
     assert q.stats["h_error"] < 0.7 * q0.stats["h_error"]
     assert sorted(q.perm) == list(range(320))
@@ -232,7 +248,7 @@ def test_ablations_and_baseline_presets_run(name):
 def test_billm_style_and_element_presets():
     w, H = _problem(rows=32, n=256)
     b = quantize_matrix(w, H, billm_style(salient_cap=8))
-    assert b.main.n_planes == 3 and not b.haar and (b.salient is None or b.salient.n_planes == 2)
+    assert b.main.n_planes == 3 and not b.haar and (b.salient is None or b.salient.order == 2)
     e = quantize_matrix(w, H, hbvla_element(salient_cap=8))
     k = quantize_matrix(w, H, hbvla(salient_cap=8))
     assert e.main.n_planes == 2 and e.stats["h_error"] < k.stats["h_error"]

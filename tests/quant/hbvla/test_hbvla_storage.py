@@ -53,7 +53,10 @@ def _matrix(out_dim=48, n_in=336, seed=0, cfg=None):
 
 
 def _same(a, b):
-    assert a.shape == b.shape and a.haar == b.haar and a.salient_col_haar == b.salient_col_haar
+    assert a.shape == b.shape and a.haar == b.haar
+    assert (a.salient is None) == (b.salient is None)
+    if a.salient is not None:
+        assert a.salient.col_haar == b.salient.col_haar
     np.testing.assert_array_equal(a.perm, b.perm)
     np.testing.assert_array_equal(a.salient_idx, b.salient_idx)
     np.testing.assert_array_equal(a.weight(), b.weight())  # bit-exact decode
@@ -64,22 +67,22 @@ def test_round_trip_in_memory_is_exact(name):
     _, q = _matrix(cfg=CONFIGS[name])
     back = decode_matrix(stored_tensors(q, "blk.0.attn.qkv.weight"), "blk.0.attn.qkv")
     _same(q, back)
-    for a, b in ((q.main, back.main), (q.salient, back.salient)):
-        if a is None:
-            assert b is None
-            continue
-        np.testing.assert_array_equal(a.signs, b.signs)
-        np.testing.assert_array_equal(a.scales, b.scales)
-        np.testing.assert_array_equal(a.segments, b.segments)
-        assert (a.means is None) == (b.means is None) and a.mean_kind == b.mean_kind
-        if a.means is not None:
-            np.testing.assert_array_equal(a.means, b.means)
+    a, b = q.main, back.main
+    np.testing.assert_array_equal(a.signs, b.signs)
+    np.testing.assert_array_equal(a.scales, b.scales)
+    np.testing.assert_array_equal(a.segments, b.segments)
+    assert (a.means is None) == (b.means is None) and a.mean_kind == b.mean_kind
+    if a.means is not None:
+        np.testing.assert_array_equal(a.means, b.means)
+    if q.salient is not None:
+        for f in ("signs", "col_scales", "row_scales", "means"):
+            np.testing.assert_array_equal(getattr(q.salient, f), getattr(back.salient, f))
 
 
 def test_round_trip_through_a_gguf_file(tmp_path):
     _, q1 = _matrix()
     _, q2 = _matrix(out_dim=33, n_in=256, seed=1, cfg=hbvla_element(salient_cap=8))  # odd rows: no col Haar
-    assert not q2.salient_col_haar
+    assert not q2.salient.col_haar
     path = tmp_path / "m.gguf"
     with GGUFModelWriter(path, "omni-mlp") as w:
         written = write_matrix(w, "layers.0.weight", q1) + write_matrix(w, "layers.1.weight", q2)
@@ -156,6 +159,8 @@ def test_bit_breakdown_of_a_plain_hbvla_matrix():
     assert b.bpw == pytest.approx((576 * 5 * 18 * 8 + 576 * 32 + 576 * 16 + 256) / 576**2)
     e = estimate_bits((1024, 1024), hbvla_element(salient_cap=128))
     assert e.group_bits == e.signs == 1024 * 1024 and e.salient_idx == 128 * 16
+    assert e.salient_signs == 128 * 1024 and e.salient_scales == 128 * 8 * 16  # k rows over the outputs
+    assert e.salient_row_scales == e.salient_means == 1024 * 16
     assert 2.2 < e.bpw < 2.5 < estimate_bits((1024, 1024), billm_style(salient_cap=128)).bpw
 
 

@@ -244,39 +244,12 @@ def _binarize_group_means(u: np.ndarray, n_valid: int, grouping: str) -> BinaryP
     return BinaryPlanes(signs, scales, mbar, seg, n_valid, MEAN_BLOCK)
 
 
-def binarize_residual(
-    u: np.ndarray,
-    n_valid: int,
-    order: int,
-    *,
-    grouping: str = "block",
-    segments: np.ndarray | None = None,
-    refine: int = 2,
-) -> BinaryPlanes:
-    """``order`` successive shared-mean binarizations, each of the previous one's residual (BiLLM's
-    residual approximation), merged into one set of planes with the means summed (rounded to fp16 and
-    the last stage refitted against the rounded sum, so the planes match the stored means)."""
-    first = binarize(u, n_valid, grouping=grouping, mean="shared", segments=segments, refine=refine)
-    if order == 1:
-        return first
-    rest = binarize(u - first.values(), n_valid, grouping=grouping, mean="shared", segments=segments, refine=refine)
-    mu16 = fp16(first.means.astype(np.float64) + rest.means.astype(np.float64))
-    seg = first.segments
-    # stage 2 signs/scales against what stage 1 leaves given the merged, rounded means
-    base = _magnitude(_blocked_planes(first.signs), first.scales).reshape(u.shape)
-    sg2, sc2 = fit_centred(u - base, _spread(mu16.astype(np.float64), seg), n_valid, grouping)
-    return BinaryPlanes(
-        np.concatenate([first.signs, sg2]), np.concatenate([first.scales, sc2]), mu16, seg, n_valid, MEAN_SEGMENTS
-    )
-
-
 __all__ = [
     "MEAN_BLOCK",
     "MEAN_NONE",
     "MEAN_SEGMENTS",
     "BinaryPlanes",
     "binarize",
-    "binarize_residual",
     "fit_centred",
     "fp16",
 ]

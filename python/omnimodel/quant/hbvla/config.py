@@ -22,8 +22,8 @@ The knobs and what the paper (seed 000, METHODS.md section 2) says about them:
 * ``salient_cap``: the most salient columns (0: no salient part). How many of them are used is chosen by
   the Hessian-weighted reconstruction error among ``salient_counts`` (default 0, 1, 2, 4, ... up to the
   cap, and the cap).
-* ``salient_col_haar`` / ``salient_order`` / ``salient_grouping``: the salient residual's column-wise
-  Haar (across row pairs), how many residual binarizations (BiLLM uses 2), their grouping.
+* ``salient_col_haar`` / ``salient_order``: the salient residual's column-wise Haar (across row pairs)
+  and how many residual binarizations it gets (BiLLM uses 2); see ``salient.py``.
 * ``error_feedback``: GPTQ-style block error feedback as HBLLM's code does (off in the paper's
   description; measured in docs/hbvla.md).
 """
@@ -48,7 +48,6 @@ class HbvlaConfig:
     salient_counts: tuple[int, ...] | None = None  # None: 0 and powers of two up to the cap, and the cap
     salient_col_haar: bool = True
     salient_order: int = 1
-    salient_grouping: str = "block"
     salient_rows: int = 256  # rows the salient-count trials run on (all rows when fewer)
     error_feedback: bool = False
     damp: float = 0.01  # GPTQ's dampening of diag(H), relative to its mean
@@ -59,16 +58,14 @@ class HbvlaConfig:
     def __post_init__(self) -> None:
         if self.permutation not in PERMUTATIONS:
             raise ValueError(f"permutation must be one of {PERMUTATIONS}, got {self.permutation!r}")
-        if self.grouping not in GROUPINGS or self.salient_grouping not in GROUPINGS:
-            raise ValueError(f"grouping must be one of {GROUPINGS}, got {self.grouping!r} / {self.salient_grouping!r}")
+        if self.grouping not in GROUPINGS:
+            raise ValueError(f"grouping must be one of {GROUPINGS}, got {self.grouping!r}")
         if self.mean not in MEANS:
             raise ValueError(f"mean must be one of {MEANS}, got {self.mean!r}")
         if self.salient_cap < 0:
             raise ValueError(f"salient_cap must be >= 0, got {self.salient_cap}")
         if self.salient_order not in (1, 2):
             raise ValueError(f"salient_order must be 1 or 2, got {self.salient_order}")
-        if self.salient_order == 2 and self.salient_grouping == "element":
-            raise ValueError("the salient part stores at most two planes: order 2 needs block grouping")
         if self.salient_counts is not None and (not self.salient_counts or min(self.salient_counts) < 0):
             raise ValueError(f"salient_counts must be non-negative counts, got {self.salient_counts}")
         if self.mean_refine < 0 or self.damp < 0 or self.fill_window < 1 or self.salient_rows < 2:
@@ -78,10 +75,6 @@ class HbvlaConfig:
     def main_planes(self) -> int:
         """Q1_0 planes of the non-salient part: signs, + membership (element), + group means."""
         return 1 if self.grouping == "block" else (3 if self.mean == "group" else 2)
-
-    @property
-    def salient_planes(self) -> int:
-        return self.salient_order * (2 if self.salient_grouping == "element" else 1)
 
     def trial_counts(self, n_candidates: int) -> list[int]:
         """The salient counts tried, none above the candidates available."""

@@ -2,13 +2,13 @@
 
 ``apply(q, x)`` follows cpp/src/hbvla.cpp step by step: z = the Haar-domain activation (gather by the
 permutation, pair sums and differences), one product per Q1_0 plane, the means times segment sums of z,
-and the salient planes on the gathered salient inputs with the column Haar undone on the output. With
-``act=None`` every step is exact (float64) and the result is x W_hat^T; with ``act=q8_0_round`` the
-inputs of the Q1_0 products are rounded as ggml's CPU matmul rounds them (Q1_0's vec_dot type is Q8_0:
-per 32 values d = max|z| / 127 stored as fp16, q = round(z / d)).
+and the salient residual (decoded in the graph to an F32 [out, k] matrix) times the gathered salient
+inputs. With ``act=None`` every step is exact (float64) and the result is x W_hat^T; with
+``act=q8_0_round`` the inputs of the Q1_0 products are rounded as ggml's CPU matmul rounds them (Q1_0's
+vec_dot type is Q8_0: per 32 values d = max|z| / 127 stored as fp16, q = round(z / d)).
 
-The means are multiplied in F32 by the runtime (the F16 means are cast to F32 first), so only the
-plane products see activation rounding. Per element, |z - fp16(d) q| <= d/2 + 127 |d - fp16(d)|
+The means and the salient part are multiplied in F32 by the runtime, so only the main plane products
+see activation rounding. Per element, |z - fp16(d) q| <= d/2 + 127 |d - fp16(d)|
 <= (0.5 + 127 * 2^-11) d < 0.563 max|z_block| / 127, so for output r
 
     |y_r(runtime) - y_r(exact)| <= sum over planes i and positions j of |d_i[r, block(j)]| * 0.563 * amax_32(z_j) / 127
@@ -43,12 +43,6 @@ def q8_0_round(z: np.ndarray) -> np.ndarray:
     return (d.astype(np.float16).astype(np.float32) * q).reshape(rows, n)
 
 
-def _pad_to(a: np.ndarray, width: int) -> np.ndarray:
-    out = np.zeros((a.shape[0], width))
-    out[:, : a.shape[1]] = a
-    return out
-
-
 def _plane_products(planes, z: np.ndarray) -> np.ndarray:
     """sum_i (d_i * b_i) z for (tokens, width) activations -> (tokens, rows)."""
     y = 0.0
@@ -74,14 +68,7 @@ def apply(q: HbvlaMatrix, x: np.ndarray, act: Callable[[np.ndarray], np.ndarray]
     z = activation(x, q.perm, q.layout)
     y = _plane_products(q.main, rnd(z)) + _mean_products(q.main, z)
     if q.salient is not None:
-        xs = _pad_to(x[:, q.salient_idx], q.salient.width)
-        ys = _plane_products(q.salient, rnd(xs)) + _mean_products(q.salient, xs)
-        if q.salient_col_haar:
-            h = q.shape[0] // 2
-            lo, hi = ys[:, :h], ys[:, h:]
-            ys = np.empty_like(ys)
-            ys[:, 0::2], ys[:, 1::2] = lo + hi, lo - hi
-        y = y + ys
+        y = y + x[:, q.salient_idx] @ q.salient_weight().T
     return y
 
 
@@ -98,20 +85,10 @@ def rounding_bound(q: HbvlaMatrix, x: np.ndarray, rel: float = 1e-5) -> np.ndarr
     product (above) plus ``rel`` times the sum of absolute terms for float32 accumulation."""
     x = np.asarray(x, np.float64)
     z = activation(x, q.perm, q.layout)
-    b = _plane_bound(q.main, z) + rel * np.abs(z) @ np.abs(_dense(q.main)).T
+    b = _plane_bound(q.main, z) + rel * np.abs(z) @ np.abs(q.main.values()).T
     if q.salient is not None:
-        xs = _pad_to(x[:, q.salient_idx], q.salient.width)
-        bs = _plane_bound(q.salient, xs) + rel * np.abs(xs) @ np.abs(_dense(q.salient)).T
-        if q.salient_col_haar:
-            h = q.shape[0] // 2
-            both = bs[:, :h] + bs[:, h:]
-            bs = np.repeat(both, 2, axis=1)
-        b = b + bs
+        b = b + rel * np.abs(x[:, q.salient_idx]) @ np.abs(q.salient_weight()).T
     return b
-
-
-def _dense(planes) -> np.ndarray:
-    return planes.values()
 
 
 __all__ = ["apply", "q8_0_round", "rounding_bound"]

@@ -10,8 +10,9 @@ Steps (METHODS 2, seed 000 section 3):
 3. Non-salient part: salient columns filled from their neighbours, columns ordered by pairing-and-
    chaining, row-wise Haar, binarized per row with the configured grouping and mean
    (``binarize.py``), optionally with GPTQ-style block error feedback (HBLLM's; see below).
-4. Salient part: the residual W - W_hat_nonsal on the salient columns, column-wise Haar across row pairs,
-   binarized per (Haar) row with its own mean, inverse Haar, added.
+4. Salient part: the residual R = W - W_hat_nonsal on the salient columns, column-wise Haar across row
+   pairs, binarized row-wise (each Haar row's k values around their own mean and scale), inverse Haar,
+   added (``salient.py``).
 
 Error feedback (``error_feedback=True``): GPTQ's OBS updates, a column pair at a time (``feedback.py``).
 """
@@ -22,19 +23,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .binarize import BinaryPlanes, binarize, binarize_residual
+from .binarize import BinaryPlanes, binarize
 from .config import HbvlaConfig
 from .feedback import binarize_with_feedback
 from .haar import (
     RowLayout,
-    col_haar,
-    col_haar_inverse,
     from_coefficients,
-    padded,
     row_layout,
     to_coefficients,
 )
 from .permutation import pair_and_chain
+from .salient import SalientPlanes, binarize_salient
 from .saliency import damped_inverse, fill_salient, salient_candidates
 
 
@@ -47,8 +46,7 @@ class HbvlaMatrix:
     haar: bool
     main: BinaryPlanes  # (out, padded(in)) coefficients in haar.row_layout(in, haar)
     salient_idx: np.ndarray  # (k,) sorted column indices
-    salient_col_haar: bool
-    salient: BinaryPlanes | None  # (out, padded(k)): rows [0, out/2) lo, [out/2, out) hi with col Haar
+    salient: SalientPlanes | None
     config: HbvlaConfig | None = None
     stats: dict = field(default_factory=dict)
 
@@ -63,8 +61,7 @@ class HbvlaMatrix:
         """(out, k) the salient residual's contribution on the salient columns."""
         if self.salient is None:
             return np.zeros((self.shape[0], 0))
-        r = self.salient.values()[:, : len(self.salient_idx)]
-        return col_haar_inverse(r) if self.salient_col_haar else r
+        return self.salient.weight()
 
     def weight(self) -> np.ndarray:
         """(out, in) float64: the exact values the stored bits and scales stand for."""
@@ -92,16 +89,6 @@ def _binarize_main(u: np.ndarray, layout: RowLayout, cfg: HbvlaConfig) -> Binary
                     refine=cfg.mean_refine)
 
 
-def _binarize_salient(r: np.ndarray, cfg: HbvlaConfig, col_haar_on: bool) -> BinaryPlanes:
-    k = r.shape[1]
-    c = col_haar(r) if col_haar_on else np.asarray(r, np.float64)
-    u = np.zeros((c.shape[0], padded(k)))
-    u[:, :k] = c
-    seg = np.where(np.arange(u.shape[1]) < k, 0, -1)
-    return binarize_residual(u, k, cfg.salient_order, grouping=cfg.salient_grouping, segments=seg,
-                             refine=cfg.mean_refine)
-
-
 def _quantize_with(w: np.ndarray, H: np.ndarray, sal: np.ndarray, cfg: HbvlaConfig) -> HbvlaMatrix:
     rows, n = w.shape
     sal = np.sort(np.asarray(sal, np.int64))
@@ -116,12 +103,10 @@ def _quantize_with(w: np.ndarray, H: np.ndarray, sal: np.ndarray, cfg: HbvlaConf
     else:
         main = _binarize_main(to_coefficients(w_fill, perm, layout), layout, cfg)
         w_target = np.asarray(w, np.float64)
-    q = HbvlaMatrix((rows, n), perm, cfg.haar, main, sal, False, None, cfg)
+    q = HbvlaMatrix((rows, n), perm, cfg.haar, main, sal, None, cfg)
     if len(sal):
-        col_h = cfg.salient_col_haar and rows % 2 == 0
         resid = w_target[:, sal] - q.nonsalient_weight()[:, sal]
-        q.salient = _binarize_salient(resid, cfg, col_h)
-        q.salient_col_haar = col_h
+        q.salient = binarize_salient(resid, cfg.salient_order, cfg.salient_col_haar, cfg.mean_refine)
     return q
 
 

@@ -3,7 +3,7 @@
 ``count_bits`` sums the bytes of the tensors ``storage.encode_matrix`` writes and splits them by what they
 hold: sign bits (main plane 0 at real positions), group bits (membership / group-mean planes), Q1_0
 scales (one fp16 per plane and 128 positions), means, permutation, salient indices, salient signs /
-scales / means, the header, and the plane bits spent on zero padding. The parts add up to the file's
+column scales / row scales / means, the header, and the plane bits spent on zero padding. The parts add up to the file's
 bytes exactly. ``estimate_bits`` gives the same breakdown from a shape and a configuration alone (with the
 salient count at its cap: the worst case), which the solver uses before anything is quantized.
 
@@ -41,6 +41,7 @@ class BitBreakdown:
     salient_idx: int = 0
     salient_signs: int = 0
     salient_scales: int = 0
+    salient_row_scales: int = 0
     salient_means: int = 0
     header: int = 0
     padding: int = 0
@@ -108,15 +109,12 @@ def count_bits(tensors: Sequence[StoredTensor], shape: tuple[int, int]) -> BitBr
     def add(key: str, v: int) -> None:
         parts[key] = parts.get(key, 0) + v
 
-    k = 0
-    for t in tensors:
-        if t.role == "salient_idx":
-            k = t.shape[0]
     for t in tensors:
         bits = 8 * t.n_bytes
         if t.role in ("signs", "group_bits", "salient_signs"):
-            n_valid = n_in if t.role != "salient_signs" else k
-            real, sc, pad = _plane_parts(out_dim, n_valid, 1)
+            # main planes: out rows over the inputs; salient planes: k rows over the outputs
+            rows, n_valid = (out_dim, n_in) if t.role != "salient_signs" else (t.shape[0], out_dim)
+            real, sc, pad = _plane_parts(rows, n_valid, 1)
             assert real + sc + pad == bits, (t.name, real, sc, pad, bits)
             add(t.role, real)
             add("salient_scales" if t.role == "salient_signs" else "scales", sc)
@@ -146,9 +144,10 @@ def estimate_bits(shape: tuple[int, int], cfg: HbvlaConfig, n_salient: int | Non
     b = dict(signs=real, group_bits=(p - 1) * real, scales=p * sc, padding=p * pad, means=16 * out_dim * n_mu,
              permutation=idx_bits * n_in, header=32 * HEADER_LEN)
     if k:
-        sreal, ssc, spad = _plane_parts(out_dim, k, 1)
-        q = cfg.salient_planes
-        b.update(salient_idx=idx_bits * k, salient_signs=q * sreal, salient_scales=q * ssc, salient_means=16 * out_dim)
+        sreal, ssc, spad = _plane_parts(k, out_dim, 1)
+        q = cfg.salient_order
+        b.update(salient_idx=idx_bits * k, salient_signs=q * sreal, salient_scales=q * ssc,
+                 salient_row_scales=16 * q * out_dim, salient_means=16 * out_dim)
         b["padding"] += q * spad
     return BitBreakdown(tuple(shape), **b)
 

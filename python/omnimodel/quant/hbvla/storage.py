@@ -5,20 +5,22 @@ PyTorch order, ggml's ``ne`` reversed) instead of the weight:
 
 | tensor            | type | shape              | what |
 |-------------------|------|--------------------|------|
-| ``<base>.hb.hdr`` | I32  | [8]                | version 1, in, out, haar (0/1), main mean kind (0 none, 1 band, 2 block), salient count k, salient column Haar (0/1), salient mean kind (0 none, 1 row) |
+| ``<base>.hb.hdr`` | I32  | [8]                | version 1, in, out, haar (0/1), main mean kind (0 none, 1 band, 2 block), salient count k, salient column Haar (0/1), salient mean (0/1) |
 | ``<base>.hb.perm``| I16  | [in]               | the column order pi: pair k is columns (pi[2k], pi[2k+1]) (I32 when in > 32767) |
 | ``<base>.hb.p0``..``p2`` | Q1_0 | [out, W]    | 1 to 3 sign planes over the Haar-domain row, W = in rounded up to 128; each 128-block's fp16 ``d`` is that plane's scale there |
 | ``<base>.hb.mu``  | F16  | [out, S]           | means: S = 2 (lo, hi band) or 1 (no Haar) for kind 1, W/128 for kind 2; absent for kind 0 |
 | ``<base>.hb.sidx``| I16  | [k]                | salient columns, ascending (absent when k = 0) |
-| ``<base>.hb.s0``, ``s1`` | Q1_0 | [out, K]    | the salient residual's planes, K = k rounded up to 128; with column Haar rows [0, out/2) are the low band of row pairs (2i, 2i+1) and [out/2, out) the high band |
-| ``<base>.hb.smu`` | F16  | [out, 1]           | the salient residual's mean per (Haar) row (kind 1) |
+| ``<base>.hb.s0``, ``s1`` | Q1_0 | [k, O]      | the salient residual's signs, one row per salient column over its column-Haar coefficients (row pairs (2i, 2i+1) -> lo, hi, in ``haar.row_layout(out)`` positions), O = out rounded up to 128; each block's ``d`` is the column factor beta |
+| ``<base>.hb.sa``  | F16  | [P, out]           | the row factor alpha of each salient stage (P = 1 or 2) per Haar row position |
+| ``<base>.hb.smu`` | F16  | [out]              | the salient residual's mean per Haar row position |
 
 Row r of the Haar-domain weight is ``mu[r, seg(p)] + sum_i d_i[r, p/128] * (bit_i[r, p] ? 1 : -1)``;
 positions follow ``haar.row_layout`` (128-pair chunks: a chunk's lo coefficients, then its hi ones).
 The runtime (cpp/src/hbvla.cpp) computes W x as: gather x by pi and form pair sums / differences (the
 activation-side Haar), one ``ggml_mul_mat`` per plane (stock Q1_0 kernels), the means as an F32 matmul
-of segment sums, then the salient planes on the gathered salient inputs with the column Haar undone on
-the output (y[2i] = a_i + b_i, y[2i+1] = a_i - b_i).
+of segment sums; the salient part is decoded into an F32 [out, k] matrix in the graph (get_rows on its k
+Q1_0 rows, times alpha, plus the means, the column Haar undone by a gather) and multiplied with the k
+gathered inputs in F32 (``salient.py`` has its math).
 
 Why this layout (reference section 7.1): it is exact (every stored number is a Q1_0 ``d`` or an fp16
 mean, the decoded weight is those numbers and signs, with no requantization), uses only stock ggml
@@ -44,12 +46,13 @@ from omnimodel.gguf.types import GGMLType
 from .binarize import MEAN_BLOCK, MEAN_NONE, MEAN_SEGMENTS, BinaryPlanes
 from .haar import QK, padded, row_layout
 from .method import HbvlaMatrix
+from .salient import SalientPlanes
 
 VERSION = 1
 HEADER_LEN = 8
 MAX_PLANES = 3
 MAX_SALIENT_PLANES = 2
-SUFFIXES = ("hdr", "perm", "p0", "p1", "p2", "mu", "sidx", "s0", "s1", "smu")
+SUFFIXES = ("hdr", "perm", "p0", "p1", "p2", "mu", "sidx", "s0", "s1", "sa", "smu")
 _INFIX = ".hb."
 MAX_NAME_BYTES = 63  # GGML_MAX_NAME - 1
 
@@ -127,14 +130,15 @@ def _raw(a: np.ndarray, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a).astype(dtype)).view(np.uint8).ravel()
 
 
-def _mean_code(p: BinaryPlanes, salient: bool) -> int:
+def _mean_code(p: BinaryPlanes, n_bands: int) -> int:
+    """0 none, 1 per band (``n_bands`` segments), 2 per Q1_0 block."""
     if p.mean_kind == MEAN_NONE or p.means is None:
         return 0
-    if salient:
-        if p.mean_kind != MEAN_SEGMENTS or p.means.shape[1] != 1:
-            raise ValueError("the salient residual stores one mean per row")
-        return 1
-    return 2 if p.mean_kind == MEAN_BLOCK else 1
+    if p.mean_kind == MEAN_BLOCK:
+        return 2
+    if p.means.shape[1] != n_bands:
+        raise ValueError(f"band means: {p.means.shape[1]} segments, expected {n_bands}")
+    return 1
 
 
 def encode_matrix(q: HbvlaMatrix, base: str) -> list[StoredTensor]:
@@ -146,18 +150,14 @@ def encode_matrix(q: HbvlaMatrix, base: str) -> list[StoredTensor]:
         raise ValueError(f"main planes are {main.rows}x{main.width}, expected {out_dim}x{padded(n_in)}")
     if not 1 <= main.n_planes <= MAX_PLANES:
         raise ValueError(f"{main.n_planes} main planes; the layout holds 1 to {MAX_PLANES}")
-    if k and (sal is None or not 1 <= sal.n_planes <= MAX_SALIENT_PLANES):
+    if k and (sal is None or not 1 <= sal.order <= MAX_SALIENT_PLANES):
         raise ValueError(f"a salient part needs 1 to {MAX_SALIENT_PLANES} planes")
-    main_mean = _mean_code(main, False)
-    if main_mean == 1:
-        want = row_layout(n_in, q.haar).n_bands
-        if main.means.shape[1] != want:
-            raise ValueError(f"band means: {main.means.shape[1]} segments, expected {want}")
-    hdr = np.array(
-        [VERSION, n_in, out_dim, int(q.haar), main_mean, k, int(q.salient_col_haar and k > 0),
-         _mean_code(sal, True) if k else 0],
-        np.int32,
-    )
+    if k and (sal.k != k or sal.width != padded(out_dim) or sal.n_rows != out_dim):
+        raise ValueError(f"salient planes are {sal.k}x{sal.width}, expected {k}x{padded(out_dim)}")
+    main_mean = _mean_code(main, row_layout(n_in, q.haar).n_bands)
+    col_haar = bool(k and sal.col_haar)
+    sal_mean = int(bool(k and sal.means is not None))
+    hdr = np.array([VERSION, n_in, out_dim, int(q.haar), main_mean, k, int(col_haar), sal_mean], np.int32)
     it, idt = _index_type(n_in)
     t = [
         StoredTensor(tensor_name(base, "hdr"), GGMLType.I32, (HEADER_LEN,), _raw(hdr, "<i4"), "header"),
@@ -172,11 +172,13 @@ def encode_matrix(q: HbvlaMatrix, base: str) -> list[StoredTensor]:
                               _raw(main.means, "<f2"), "means"))
     if k:
         t.append(StoredTensor(tensor_name(base, "sidx"), it, (k,), _raw(q.salient_idx, idt), "salient_idx"))
-        for i in range(sal.n_planes):
-            t.append(StoredTensor(tensor_name(base, f"s{i}"), GGMLType.Q1_0, (out_dim, sal.width),
-                                  pack_q1_0(sal.signs[i], sal.scales[i]).ravel(), "salient_signs"))
-        if sal.means is not None:
-            t.append(StoredTensor(tensor_name(base, "smu"), GGMLType.F16, (out_dim, 1), _raw(sal.means, "<f2"),
+        for i in range(sal.order):
+            t.append(StoredTensor(tensor_name(base, f"s{i}"), GGMLType.Q1_0, (k, sal.width),
+                                  pack_q1_0(sal.signs[i], sal.col_scales[i]).ravel(), "salient_signs"))
+        t.append(StoredTensor(tensor_name(base, "sa"), GGMLType.F16, (sal.order, out_dim),
+                              _raw(sal.row_scales, "<f2"), "salient_row_scales"))
+        if sal_mean:
+            t.append(StoredTensor(tensor_name(base, "smu"), GGMLType.F16, (out_dim,), _raw(sal.means, "<f2"),
                                   "salient_means"))
     return t
 
@@ -231,35 +233,38 @@ def decode_matrix(tensors: Mapping[str, tuple[GGMLType, tuple[int, ...], np.ndar
 
     perm = indices("perm", n_in, n_in)
 
-    def planes(prefix: str, n_max: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    def planes(prefix: str, n_max: int, rows: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         signs, scales = [], []
         for i in range(n_max):
             got = get(f"{prefix}{i}", required=i == 0)
             if got is None:
                 break
             name, gt, shape, data = got
-            if gt != GGMLType.Q1_0 or shape != (out_dim, w):
-                raise _fail(name, f"expected Q1_0 [{out_dim}, {w}], got {gt.name} {list(shape)}")
-            s, d = unpack_q1_0(data.reshape(out_dim, -1), w)
+            if gt != GGMLType.Q1_0 or shape != (rows, w):
+                raise _fail(name, f"expected Q1_0 [{rows}, {w}], got {gt.name} {list(shape)}")
+            s, d = unpack_q1_0(data.reshape(rows, -1), w)
             signs.append(s)
             scales.append(d)
         return np.stack(signs), np.stack(scales)
 
-    def means(suffix: str, n_seg: int) -> np.ndarray:
+    def f16(suffix: str, shape_want: tuple[int, ...]) -> np.ndarray:
         name, gt, shape, data = get(suffix)
-        if gt != GGMLType.F16 or shape != (out_dim, n_seg):
-            raise _fail(name, f"expected F16 [{out_dim}, {n_seg}], got {gt.name} {list(shape)}")
-        return data.view("<f2").reshape(out_dim, n_seg).astype(np.float16)
+        if gt != GGMLType.F16 or shape != shape_want:
+            raise _fail(name, f"expected F16 {list(shape_want)}, got {gt.name} {list(shape)}")
+        return data.view("<f2").reshape(shape_want).astype(np.float16)
 
-    sg, sc = planes("p", MAX_PLANES, width)
+    def means(suffix: str, rows: int, n_seg: int) -> np.ndarray:
+        return f16(suffix, (rows, n_seg))
+
+    sg, sc = planes("p", MAX_PLANES, out_dim, width)
     seg = np.full(width, -1)
     mu = None
     if main_mean == 1:
         seg[:n_in] = layout.band
-        mu = means("mu", layout.n_bands)
+        mu = means("mu", out_dim, layout.n_bands)
     elif main_mean == 2:
         seg[:n_in] = np.arange(n_in) // QK
-        mu = means("mu", width // QK)
+        mu = means("mu", out_dim, width // QK)
     kind = {0: MEAN_NONE, 1: MEAN_SEGMENTS, 2: MEAN_BLOCK}[main_mean]
     main = BinaryPlanes(sg, sc, mu, seg, n_in, kind)
 
@@ -269,12 +274,11 @@ def decode_matrix(tensors: Mapping[str, tuple[GGMLType, tuple[int, ...], np.ndar
         sal_idx = indices("sidx", k, n_in)
         if np.any(np.diff(sal_idx) <= 0):
             raise _fail(tensor_name(base, "sidx"), "is not ascending")
-        kw = padded(k)
-        ssg, ssc = planes("s", MAX_SALIENT_PLANES, kw)
-        sseg = np.where(np.arange(kw) < k, 0 if sal_mean else -1, -1)
-        smu = means("smu", 1) if sal_mean else None
-        sal = BinaryPlanes(ssg, ssc, smu, sseg, k, MEAN_SEGMENTS if sal_mean else MEAN_NONE)
-    return HbvlaMatrix((out_dim, n_in), perm, bool(haar), main, sal_idx, bool(col_haar), sal)
+        ssg, ssc = planes("s", MAX_SALIENT_PLANES, k, padded(out_dim))
+        alpha = f16("sa", (len(ssg), out_dim))
+        smu = f16("smu", (out_dim,)) if sal_mean else None
+        sal = SalientPlanes(ssg, ssc, alpha, smu, out_dim, bool(col_haar))
+    return HbvlaMatrix((out_dim, n_in), perm, bool(haar), main, sal_idx, sal)
 
 
 def read_matrix(gguf_file, weight_name: str) -> HbvlaMatrix:
