@@ -39,7 +39,7 @@ from omnimodel.quant.hbvla.size import count_bits
 from omnimodel.quant.hbvla.storage import encode_matrix
 
 PARTS = ("signs", "group_bits", "scales", "means", "permutation", "salient_idx", "salient_signs",
-         "salient_scales", "salient_means", "header", "padding")
+         "salient_scales", "salient_row_scales", "salient_means", "header", "padding")
 
 
 # ------------------------------------------------------------------------------------------ matrices
@@ -224,10 +224,12 @@ def markdown(results) -> str:
     lines = []
     for name, r in results["matrices"].items():
         lines.append(f"\n#### {name} {r['shape'][0]}x{r['shape'][1]}\n")
-        lines.append("| method | bpw | rel. Frobenius error | rel. H-weighted error |")
-        lines.append("|---|---:|---:|---:|")
+        lines.append("| method | bpw | rel. Frobenius error | rel. H-weighted error | salient columns | seconds |")
+        lines.append("|---|---:|---:|---:|---:|---:|")
         for row in sorted(r["rows"], key=lambda x: x["bpw"]):
-            lines.append(f"| {row['method']} | {row['bpw']:.3f} | {row['fro']:.4f} | {row['h']:.4f} |")
+            k = row.get("n_salient", "")
+            lines.append(f"| {row['method']} | {row['bpw']:.3f} | {row['fro']:.4f} | {row['h']:.4f} | {k} | "
+                         f"{row['seconds']:.0f} |")
     lines.append("\n#### Where the bits go (bits per weight)\n")
     lines.append("| matrix | method | " + " | ".join(PARTS) + " | total |")
     lines.append("|---|---|" + "---:|" * (len(PARTS) + 1))
