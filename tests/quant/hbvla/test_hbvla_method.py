@@ -209,7 +209,7 @@ def _problem(rows=64, n=320, seed=7, hot=(11, 200), mix=0.0):
 
 def test_quantize_matrix_decodes_and_reports():
     w, H = _problem()
-    q = quantize_matrix(w, H, hbvla(salient_cap=16))
+    q = quantize_matrix(w, H, hbvla(salient_cap=16, error_feedback=False))
     w_hat = q.weight()
     assert w_hat.shape == w.shape
     assert q.stats["h_error"] == pytest.approx(h_error(w, w_hat, H))
@@ -218,21 +218,29 @@ def test_quantize_matrix_decodes_and_reports():
     assert q.stats["n_salient"] == min(trials, key=lambda k: (trials[k], k))
     # the planted hot inputs are salient and the salient residual shrinks their error a lot
     assert {11, 200} <= set(q.salient_idx.tolist()), trials
-    q0 = quantize_matrix(w, H, hbvla(salient_cap=0))
+    q0 = quantize_matrix(w, H, hbvla(salient_cap=0, error_feedback=False))
     assert q.stats["h_error"] < 0.7 * q0.stats["h_error"]
     assert sorted(q.perm) == list(range(320))
+
+
+def test_saliency_hessian_steers_only_the_split():
+    w, H = _problem(hot=(11, 200))
+    _, Hs = _problem(hot=(40, 41))
+    q = quantize_matrix(w, H, hbvla(salient_cap=16, error_feedback=False), H_saliency=Hs)
+    assert {40, 41} <= set(q.salient_idx.tolist()) and 11 not in q.salient_idx
+    assert q.stats["h_error"] == pytest.approx(h_error(w, q.weight(), H))  # reported under H
 
 
 def test_error_feedback_is_exact_without_correlation_and_helps_with_it():
     rng = RNG(8)
     w = rng.standard_normal((32, 512)) * 0.02
     H = np.diag(rng.uniform(0.5, 2.0, 512))
-    a = quantize_matrix(w, H, hbvla(salient_cap=0, damp=0.0))
+    a = quantize_matrix(w, H, hbvla(salient_cap=0, damp=0.0, error_feedback=False))
     b = quantize_matrix(w, H, hbvla(salient_cap=0, damp=0.0, error_feedback=True))
     np.testing.assert_allclose(a.weight(), b.weight())  # diagonal H: nothing to feed back
     w, H = _problem(n=512, mix=0.5)
     for cfg in (hbvla(salient_cap=8), hbvla_element(salient_cap=8), hbvla(mean="group", salient_cap=0)):
-        plain = quantize_matrix(w, H, cfg)
+        plain = quantize_matrix(w, H, cfg.with_(error_feedback=False))
         fed = quantize_matrix(w, H, cfg.with_(error_feedback=True))
         assert fed.main.n_planes == plain.main.n_planes
         assert fed.stats["h_error"] < plain.stats["h_error"]
@@ -269,5 +277,7 @@ def test_bad_inputs():
         quantize_matrix(np.ones((2, 5)), None, hbvla())
     with pytest.raises(ValueError, match="Hessian is"):
         quantize_matrix(np.ones((2, 4)), np.eye(3), hbvla())
+    with pytest.raises(ValueError, match="saliency Hessian is"):
+        quantize_matrix(np.ones((2, 4)), np.eye(4), hbvla(), H_saliency=np.eye(2))
     with pytest.raises(ValueError, match="grouping"):
         HbvlaConfig(grouping="rows")

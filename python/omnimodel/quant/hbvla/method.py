@@ -136,9 +136,13 @@ def choose_salient_count(w: np.ndarray, H: np.ndarray, candidates: np.ndarray, c
     return best, errors
 
 
-def quantize_matrix(w: np.ndarray, H: np.ndarray | None, cfg: HbvlaConfig) -> HbvlaMatrix:
-    """Binarize ``w`` (out, in). ``H`` (in, in) is the Hessian the salient scores and errors use (X X^T, or
-    the policy-aware X S X^T); None means the identity (no calibration: magnitude saliency)."""
+def quantize_matrix(
+    w: np.ndarray, H: np.ndarray | None, cfg: HbvlaConfig, *, H_saliency: np.ndarray | None = None
+) -> HbvlaMatrix:
+    """Binarize ``w`` (out, in). ``H`` (in, in) is the Hessian of the error feedback and the reported
+    errors (X X^T); None means the identity (no calibration: magnitude saliency). ``H_saliency`` (default
+    ``H``) is the one the salient split uses, candidates and count: the paper uses its policy-aware
+    rectified X S X^T for the attention projections there."""
     w = np.asarray(w, np.float64)
     if w.ndim != 2:
         raise ValueError(f"expected a matrix, got shape {w.shape}")
@@ -146,14 +150,16 @@ def quantize_matrix(w: np.ndarray, H: np.ndarray | None, cfg: HbvlaConfig) -> Hb
     if cfg.haar and n % 2:
         raise ValueError(f"HBVLA's row-wise Haar needs an even input width, got {n} (use the fallback type)")
     H = np.eye(n) if H is None else np.asarray(H, np.float64)
-    if H.shape != (n, n):
-        raise ValueError(f"the Hessian is {H.shape}, expected ({n}, {n})")
+    Hs = H if H_saliency is None else np.asarray(H_saliency, np.float64)
+    for name, h in (("the Hessian", H), ("the saliency Hessian", Hs)):
+        if h.shape != (n, n):
+            raise ValueError(f"{name} is {h.shape}, expected ({n}, {n})")
     stats: dict = {}
     sal = np.zeros(0, np.int64)
     if cfg.salient_cap > 0:
-        hinv = damped_inverse(H, cfg.damp)
+        hinv = damped_inverse(Hs, cfg.damp)
         cand = salient_candidates(w, np.diag(hinv), cfg.salient_cap)
-        k, errs = choose_salient_count(w, H, cand, cfg)
+        k, errs = choose_salient_count(w, Hs, cand, cfg)
         sal = cand[:k]
         stats["salient_trials"] = {int(a): b for a, b in errs.items()}
     q = _quantize_with(w, H, sal, cfg)
