@@ -99,6 +99,33 @@ def test_a_stack_with_batched_tokens(tmp_path):
     assert (np.abs(got["out"] - ref1) <= rounding_bound(q1, h)).all()
 
 
+def test_mixed_hbvla_and_fallback_layers(tmp_path):
+    """store_matrix: a shape that suits becomes HBVLA, one that does not its documented fallback type;
+    both run in one graph and both are counted."""
+    from omnimodel.quant.hbvla.matrix import store_matrix, write_stored
+
+    rng = np.random.default_rng(6)
+    ws = [rng.standard_normal((64, 256)) * 0.05, rng.standard_normal((96, 64)) * 0.1, rng.standard_normal((8, 96))]
+    stored = [store_matrix(f"layers.{i}.weight", w, None, hbvla(salient_cap=4)) for i, w in enumerate(ws)]
+    assert [s.kind for s in stored] == ["hbvla", "fallback", "fallback"]
+    assert stored[1].fallback.name == "Q2_0" and stored[2].fallback.name == "Q4_0"
+    assert "fewer than one Q1_0 block" in stored[1].reason
+    path = tmp_path / "mixed.gguf"
+    with GGUFModelWriter(path, "omni-mlp") as w:
+        w.add_uint32("omni-mlp.block_count", 3)
+        written = [t for s in stored for t in write_stored(w, s)]
+    assert 8 * sum(t.n_bytes for t in written) == sum(s.bits.total for s in stored)
+    x = _input(256, 4)
+    with _runtime.Model(str(path), n_threads=2) as m:
+        got = m.run({"x": x}, capture=["layers.0.linear", "layers.1.linear"])
+    h0 = got["layers.0.linear"].astype(np.float64)
+    assert (np.abs(h0 - x @ stored[0].weight().T) <= rounding_bound(stored[0].hbvla, x)).all()
+    h1 = h0 @ stored[1].weight().T  # Q2_0 (ggml rounds its activation to Q8_0 too)
+    np.testing.assert_allclose(got["layers.1.linear"], h1, rtol=0, atol=0.02 * np.abs(h1).max())
+    np.testing.assert_allclose(got["out"], got["layers.1.linear"] @ stored[2].weight().T, rtol=0,
+                               atol=0.02 * np.abs(got["out"]).max())
+
+
 def _corrupt(tmp_path, q, name, mutate):
     path = tmp_path / "bad.gguf"
     tensors = encode_matrix(q, "layers.0")

@@ -18,6 +18,7 @@ Modules, one step each:
     salient     the salient residual: column Haar, row-wise binarization
     feedback    GPTQ-style error feedback a column pair at a time
     method      quantize_matrix: the steps above on one matrix, salient count by reconstruction error
+    matrix      store_matrix: one weight to stored tensors, HBVLA or the fallback type, with its bits
     storage     the GGUF layout (encode / decode / read / write), exact round trips
     execution   the runtime's computation in numpy and the bound on ggml's activation rounding
     size        the honest bit count, the bpw solver, the fallback type for shapes that do not suit
@@ -28,6 +29,7 @@ The C++ side is cpp/src/hbvla.{hpp,cpp} (``build_hbvla_linear`` / ``build_linear
 from .config import ABLATIONS, HbvlaConfig, billm_style, hbvla, hbvla_element, sign_alpha
 from .execution import apply, q8_0_round, rounding_bound
 from .hessian import HessianAccumulator, input_hessian, policy_aware_hessians, policy_aware_token_weights
+from .matrix import StoredMatrix, store_matrix, write_stored
 from .method import HbvlaMatrix, h_error, quantize_matrix
 from .size import (
     BitBreakdown,
@@ -61,6 +63,7 @@ __all__ = [
     "HbvlaMatrix",
     "HessianAccumulator",
     "Solution",
+    "StoredMatrix",
     "apply",
     "base_name",
     "billm_style",
@@ -85,6 +88,8 @@ __all__ = [
     "rounding_bound",
     "sign_alpha",
     "solve",
+    "store_matrix",
     "suits_hbvla",
     "write_matrix",
+    "write_stored",
 ]
