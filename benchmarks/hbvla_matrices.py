@@ -12,8 +12,8 @@ Matrices (PyTorch [out, in]):
     few outlier channels and correlated inputs (X = (I + low rank) Z).
 
 Methods: HBVLA with block and element grouping (salient cap 128), each with and without error feedback,
-and block grouping without feedback and without a salient part; the BiLLM-style preset; sign x alpha (Q1_0 RTN) in the same framework and
-through ggml; and ggml's K/IQ types at similar bpw with the imatrix diag(H) and with GPTQ. Every method
+and block grouping without feedback and without a salient part; the BiLLM-style preset; sign x alpha
+(Q1_0 RTN) in the same framework and through ggml; and ggml's K/IQ types at similar bpw with the imatrix diag(H) and with GPTQ. Every method
 is scored by the relative Frobenius error ||W - W_hat|| / ||W|| and the relative Hessian-weighted error
 tr(E H E^T) / tr(W H W^T), at its honest bits per weight (padding, scales, indices, everything stored).
 
@@ -47,7 +47,7 @@ PARTS = ("signs", "group_bits", "scales", "means", "permutation", "salient_idx",
 
 def _llama(layer: int, n_tokens: int, seed: int):
     from omnimodel.arch.openvla_oft.config import LlamaConfig
-    from omnimodel.arch.openvla_oft.modeling import LlamaDecoderLayer, LlamaRMSNorm, rope_cos_sin
+    from omnimodel.arch.openvla_oft.modeling import LlamaDecoderLayer, rope_cos_sin
     from omnimodel.arch.pretrained_llama import fetch_gguf, read_llama_gguf
 
     hp, weights = read_llama_gguf(fetch_gguf(), layers=layer + 1)
@@ -183,7 +183,8 @@ def policy_aware_check(layer: int, n_tokens: int, seed: int):
     run_cal = lambda a: a(h_cal, cos, sin, False)  # noqa: E731
     # plain H per projection from the calibration tokens
     caught = {}
-    hooks = [attn.get_submodule(p).register_forward_hook(lambda m, a, o, p=p: caught.__setitem__(p, a[0])) for p in proj]
+    hooks = [attn.get_submodule(p).register_forward_hook(lambda m, a, o, p=p: caught.__setitem__(p, a[0]))
+             for p in proj]
     with torch.no_grad():
         run_cal(attn)
     for h in hooks:
@@ -214,7 +215,8 @@ def policy_aware_check(layer: int, n_tokens: int, seed: int):
 
     a = res.token_weights["q_proj"].numpy()
     return dict(layer=layer, tokens=n_tokens, block_error_plain_H=block_err(bin_plain),
-                block_error_rectified_H=block_err(bin_rect), block_error_rectified_saliency=block_err(bin_split),
+                block_error_rectified_H=block_err(bin_rect),
+                block_error_rectified_saliency=block_err(bin_split),
                 token_weight_spread=float(a.max() / max(a.mean(), 1e-30)))
 
 
@@ -242,7 +244,8 @@ def markdown(results) -> str:
     if "policy_aware" in results:
         p = results["policy_aware"]
         lines.append(f"\nPolicy-aware Hessian, layer {p['layer']} attention: block output error "
-                     f"{p['block_error_plain_H']:.4f} with H = X X^T, {p['block_error_rectified_saliency']:.4f} with H~ "
+                     f"{p['block_error_plain_H']:.4f} with H = X X^T, "
+                     f"{p['block_error_rectified_saliency']:.4f} with H~ "
                      f"for the salient split only, {p['block_error_rectified_H']:.4f} with H~ throughout "
                      f"(token weights max/mean {p['token_weight_spread']:.1f}).")
     return "\n".join(lines)
@@ -261,7 +264,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     results = {"matrices": {}, "args": vars(args) | {"out": str(args.out)}}
     only = set(filter(None, args.only.split(",")))
-    mats = [] if args.policy_only else llama_matrices(args.layer, args.tokens, args.seed) + vit_matrices(args.seed, args.tokens)
+    mats = [] if args.policy_only else (
+        llama_matrices(args.layer, args.tokens, args.seed) + vit_matrices(args.seed, args.tokens))
     for name, w, H in mats:
         if only and name not in only:
             continue

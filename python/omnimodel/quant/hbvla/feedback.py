@@ -77,7 +77,8 @@ def binarize_with_feedback(
         if block_mean:
             part = binarize(u, p1 - p0, grouping=cfg.grouping, mean="group")
             means[:, p0 // QK : b1 // QK] = part.means
-            centre[:, p0:b1] = np.where(part.segments >= 0, part.means.astype(np.float64)[:, np.maximum(part.segments, 0)], 0.0)
+            blk_mu = part.means.astype(np.float64)[:, np.maximum(part.segments, 0)]
+            centre[:, p0:b1] = np.where(part.segments >= 0, blk_mu, 0.0)
             sc = part.scales
         else:
             _, sc = fit_centred(u, centre[:, p0:b1], p1 - p0, cfg.grouping)

@@ -6,7 +6,8 @@
 
 Steps (METHODS 2, seed 000 section 3):
 1. Salient candidates: the ``salient_cap`` columns with the highest w^2 / [H^-1]_jj^2 (l2 over rows).
-2. How many are used: each count of ``cfg.trial_counts`` is tried on a fixed subset of rows (``salient_rows``), scored by the Hessian-weighted error tr(E H E^T); the best count wins.
+2. How many are used: each count of ``cfg.trial_counts`` is tried on a fixed subset of rows
+   (``salient_rows``), scored by the Hessian-weighted error tr(E H E^T); the best count wins.
 3. Non-salient part: salient columns filled from their neighbours, columns ordered by pairing-and-
    chaining, row-wise Haar, binarized per row with the configured grouping and mean
    (``binarize.py``), optionally with GPTQ-style block error feedback (HBLLM's; see below).

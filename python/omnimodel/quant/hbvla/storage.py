@@ -3,16 +3,19 @@
 A matrix whose PyTorch weight is ``<base>.weight`` (out x in) is stored as these tensors (shapes in
 PyTorch order, ggml's ``ne`` reversed) instead of the weight:
 
-| tensor            | type | shape              | what |
-|-------------------|------|--------------------|------|
-| ``<base>.hb.hdr`` | I32  | [8]                | version 1, in, out, haar (0/1), main mean kind (0 none, 1 band, 2 block), salient count k, salient column Haar (0/1), salient mean (0/1) |
-| ``<base>.hb.perm``| I16  | [in]               | the column order pi: pair k is columns (pi[2k], pi[2k+1]) (I32 when in > 32767) |
-| ``<base>.hb.p0``..``p2`` | Q1_0 | [out, W]    | 1 to 3 sign planes over the Haar-domain row, W = in rounded up to 128; each 128-block's fp16 ``d`` is that plane's scale there |
-| ``<base>.hb.mu``  | F16  | [out, S]           | means: S = 2 (lo, hi band) or 1 (no Haar) for kind 1, W/128 for kind 2; absent for kind 0 |
-| ``<base>.hb.sidx``| I16  | [k]                | salient columns, ascending (absent when k = 0) |
-| ``<base>.hb.s0``, ``s1`` | Q1_0 | [k, O]      | the salient residual's signs, one row per salient column over its column-Haar coefficients (row pairs (2i, 2i+1) -> lo, hi, in ``haar.row_layout(out)`` positions), O = out rounded up to 128; each block's ``d`` is the column factor beta |
-| ``<base>.hb.sa``  | F16  | [P, out]           | the row factor alpha of each salient stage (P = 1 or 2) per Haar row position |
-| ``<base>.hb.smu`` | F16  | [out]              | the salient residual's mean per Haar row position |
+* ``<base>.hb.hdr`` I32 [8]: version 1, in, out, haar (0/1), main mean kind (0 none, 1 per band,
+  2 per block), salient count k, salient column Haar (0/1), salient mean (0/1);
+* ``<base>.hb.perm`` I16 [in] (I32 when in > 32767): the column order pi, pair k = (pi[2k], pi[2k+1]);
+* ``<base>.hb.p0`` .. ``p2`` Q1_0 [out, W]: 1 to 3 sign planes over the Haar-domain row, W = in rounded up
+  to 128; each 128-block's fp16 ``d`` is that plane's scale there;
+* ``<base>.hb.mu`` F16 [out, S]: the means, S = 2 (lo, hi band) or 1 (no Haar) for kind 1, W/128 for
+  kind 2; absent for kind 0;
+* ``<base>.hb.sidx`` I16 [k]: the salient columns, ascending (absent when k = 0);
+* ``<base>.hb.s0``, ``s1`` Q1_0 [k, O]: the salient residual's signs, one row per salient column over its
+  column-Haar coefficients (row pairs (2i, 2i+1) -> lo, hi, in ``haar.row_layout(out)`` positions),
+  O = out rounded up to 128; each block's ``d`` is the column factor beta;
+* ``<base>.hb.sa`` F16 [P, out]: the row factor alpha of each salient stage (P = 1 or 2);
+* ``<base>.hb.smu`` F16 [out]: the salient residual's mean per Haar row.
 
 Row r of the Haar-domain weight is ``mu[r, seg(p)] + sum_i d_i[r, p/128] * (bit_i[r, p] ? 1 : -1)``;
 positions follow ``haar.row_layout`` (128-pair chunks: a chunk's lo coefficients, then its hi ones).
@@ -23,7 +26,7 @@ Q1_0 rows, times alpha, plus the means, the column Haar undone by a gather) and 
 gathered inputs in F32 (``salient.py`` has its math).
 
 Why this layout (reference section 7.1): it is exact (every stored number is a Q1_0 ``d`` or an fp16
-mean, the decoded weight is those numbers and signs, with no requantization), uses only stock ggml
+mean or factor, the decoded weight is those numbers and signs, with no requantization), uses only stock ggml
 types and ops (so it runs on every backend that has Q1_0 matmuls, CPU and CUDA, with no custom op, no
 host-buffer restriction and no ggml fork), and with ``block`` grouping it is as small as the information:
 one sign bit per coefficient and one fp16 scale per 128 (what the method fits) -- the only waste is
