@@ -238,7 +238,7 @@ def test_error_feedback_is_exact_without_correlation_and_helps_with_it():
     a = quantize_matrix(w, H, hbvla(salient_cap=0, damp=0.0, error_feedback=False))
     b = quantize_matrix(w, H, hbvla(salient_cap=0, damp=0.0, error_feedback=True))
     np.testing.assert_allclose(a.weight(), b.weight())  # diagonal H: nothing to feed back
-    w, H = _problem(n=512, mix=0.5)
+    w, H = _problem(rows=32, n=512, mix=0.5)
     for cfg in (hbvla(salient_cap=8), hbvla_element(salient_cap=8), hbvla(mean="group", salient_cap=0)):
         plain = quantize_matrix(w, H, cfg.with_(error_feedback=False))
         fed = quantize_matrix(w, H, cfg.with_(error_feedback=True))

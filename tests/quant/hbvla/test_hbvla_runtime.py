@@ -20,16 +20,17 @@ from omnimodel.quant.hbvla.storage import encode_matrix, write_matrix
 
 N_TOK = 5
 
+_FAST = {"error_feedback": False}  # feedback changes the values, not what the runtime computes with
 CASES = {
     "hbvla": (hbvla(salient_cap=32), (96, 576)),
-    "element": (hbvla_element(salient_cap=16), (64, 336)),
-    "group-mean": (hbvla(mean="group", salient_cap=8), (64, 256)),
-    "element-group": (hbvla_element(mean="group", salient_cap=8), (32, 384)),
-    "no-mean": (hbvla(mean="none", salient_cap=4), (32, 256)),
-    "no-haar": (hbvla(haar=False, salient_col_haar=False, salient_cap=8), (48, 300)),
+    "element": (hbvla_element(salient_cap=16, **_FAST), (64, 336)),
+    "group-mean": (hbvla(mean="group", salient_cap=8, **_FAST), (64, 256)),
+    "element-group": (hbvla_element(mean="group", salient_cap=8, **_FAST), (32, 384)),
+    "no-mean": (hbvla(mean="none", salient_cap=4, **_FAST), (32, 256)),
+    "no-haar": (hbvla(haar=False, salient_col_haar=False, salient_cap=8, **_FAST), (48, 300)),
     "billm-style": (billm_style(salient_cap=8), (32, 256)),
-    "odd-rows": (hbvla(salient_cap=8), (33, 128)),  # no column Haar on the salient part
-    "wide": (hbvla(salient_cap=200, salient_counts=(150,)), (64, 1024)),  # two salient blocks
+    "odd-rows": (hbvla(salient_cap=8, **_FAST), (33, 128)),  # no column Haar on the salient part
+    "wide": (hbvla(salient_cap=200, salient_counts=(150,), **_FAST), (64, 1024)),  # 150 salient rows
 }
 
 
@@ -85,8 +86,8 @@ def test_runtime_matches_the_decoded_weight(tmp_path, name):
 
 
 def test_a_stack_with_batched_tokens(tmp_path):
-    q0 = _quantized(hbvla(salient_cap=16), (256, 576), 3)
-    q1 = _quantized(hbvla_element(salient_cap=4), (64, 256), 4)
+    q0 = _quantized(hbvla(salient_cap=16, **_FAST), (256, 576), 3)
+    q1 = _quantized(hbvla_element(salient_cap=4, **_FAST), (64, 256), 4)
     path = tmp_path / "stack.gguf"
     _write(path, [(q0, None), (q1, np.ones(64, np.float32))])
     x = _input(576, 2)
@@ -139,7 +140,7 @@ def _corrupt(tmp_path, q, name, mutate):
 
 
 def test_corrupt_storage_is_an_error_not_a_crash(tmp_path):
-    q = _quantized(hbvla(salient_cap=8), (32, 256), 5)
+    q = _quantized(hbvla(salient_cap=8, **_FAST), (32, 256), 5)
     x = _input(256, 3)
 
     def dup_perm(d):
