@@ -26,7 +26,7 @@ The knobs and what the paper (seed 000, METHODS.md section 2) says about them:
   and how many residual binarizations it gets (BiLLM uses 2); see ``salient.py``.
 * ``error_feedback``: GPTQ-style error feedback as HBLLM's code does (not in the paper's description),
   a column pair at a time (``feedback.py``). On by default: on real-width matrices it cuts the
-  Hessian-weighted error 3-15x at no storage cost (docs/hbvla.md); ``ABLATIONS["no-feedback"]`` is off.
+  Hessian-weighted error 3-26x at no storage cost (docs/hbvla.md); ``ABLATIONS["no-feedback"]`` is off.
 """
 
 from __future__ import annotations

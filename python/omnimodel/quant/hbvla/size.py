@@ -155,16 +155,16 @@ def estimate_bits(shape: tuple[int, int], cfg: HbvlaConfig, n_salient: int | Non
 # ------------------------------------------------------------------------------------------ solver
 
 
-#: Knob settings the solver chooses from, most accurate (and largest) first: element grouping beats block
-#: grouping at every shape measured (docs/hbvla.md), and a salient part helps both.
+SOLVER_CAPS = (128, 32, 8, 0)
+
+
 def solver_candidates(base: HbvlaConfig | None = None) -> list[HbvlaConfig]:
+    """Knob settings the solver chooses from, most accurate (and largest) first: element grouping beats
+    block grouping at every shape measured (docs/hbvla.md), and a larger salient cap can only help (the
+    count is chosen by error, and bits are charged for the cap: the worst case)."""
     base = base or hbvla()
-    out = []
-    for grouping in ("element", "block"):
-        for cap in (128, 0):
-            out.append(base.with_(grouping=grouping, salient_cap=cap,
-                                  name=f"hbvla-{grouping}{'' if cap else '-nosal'}"))
-    return out
+    return [base.with_(grouping=g, salient_cap=cap, name=f"hbvla-{g}-sal{cap}")
+            for g in ("element", "block") for cap in SOLVER_CAPS]
 
 
 class BudgetError(ValueError):
