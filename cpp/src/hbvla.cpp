@@ -253,9 +253,10 @@ ggml_tensor * build_linear_any(graph_builder & gb, ggml_tensor * x, const std::s
     if (!has_hbvla(gb, weight_name)) return gb.build_linear(x, gb.weight(weight_name), b);
     ggml_tensor * y = build_hbvla_linear(gb, x, weight_name);
     if (b != nullptr) {
-        if (ggml_nelements(b) != y->ne[0]) {
-            fail(OMNIMODEL_ERR_SHAPE, format("bias '%s' has %lld elements, expected %lld", ggml_get_name(b),
-                                             (long long) ggml_nelements(b), (long long) y->ne[0]));
+        // exactly {out}: anything else ggml_add cannot broadcast would abort inside ggml
+        if (b->ne[0] != y->ne[0] || b->ne[1] != 1 || b->ne[2] != 1 || b->ne[3] != 1) {
+            fail(OMNIMODEL_ERR_SHAPE, format("bias '%s' has shape %s (ggml order), expected [%lld]", ggml_get_name(b),
+                                             shape_str(b).c_str(), (long long) y->ne[0]));
         }
         y = ggml_add(gb.ctx0, y, b);
     }

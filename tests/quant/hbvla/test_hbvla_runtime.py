@@ -163,8 +163,11 @@ def test_corrupt_storage_is_an_error_not_a_crash(tmp_path):
                 m.run({"x": x})
             assert ei.value.code == code
     path = tmp_path / "ok.gguf"
-    _write(path, [(q, None)])
+    _write(path, [(q, np.zeros((2, 16), np.float32))])  # a bias of the right size but not a vector
     with _runtime.Model(str(path), n_threads=1) as m:
         with pytest.raises(_runtime.RuntimeStatusError, match="expects inputs of width 256") as ei:
             m.run({"x": np.zeros((2, 100), np.float32)})
+        assert ei.value.code == 5
+        with pytest.raises(_runtime.RuntimeStatusError, match=r"bias 'layers.0.bias' has shape \[16, 2\]") as ei:
+            m.run({"x": x})
         assert ei.value.code == 5
