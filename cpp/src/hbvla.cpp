@@ -173,19 +173,22 @@ ggml_tensor * build_hbvla_linear(graph_builder & gb, ggml_tensor * x, const std:
 
     ggml_tensor * y = plane_matmuls(ctx, ps, z);  // {d, N}
     if (h.mean_kind != 0) {
-        ggml_tensor * seg_sums = nullptr;
-        int64_t       n_seg    = 0;
+        // y += mu (segment sums of z): a product over only 2 (or W/128) segments, so an outer-product
+        // accumulation (ggml_out_prod, an axpy per segment and token) rather than d x N tiny dot products
+        ggml_tensor * sums_t = nullptr;  // {N, n_seg}
+        int64_t       n_seg  = 0;
         if (h.mean_kind == 1) {  // per band: sums of z over the lo and hi positions
             n_seg = h.haar ? 2 : 1;
             std::vector<float> ind(static_cast<size_t>(W * n_seg), 0.0f);
             for (int64_t p = 0; p < n; ++p) ind[static_cast<size_t>(band[p] * W + p)] = 1.0f;
-            seg_sums = ggml_mul_mat(ctx, gb.const_f32(base + ".hb.seg", ind, {W, n_seg}), z);  // {n_seg, N}
+            sums_t = ggml_mul_mat(ctx, z, gb.const_f32(base + ".hb.seg", ind, {W, n_seg}));
         } else {  // per Q1_0 block
-            n_seg    = W / k_block;
-            seg_sums = ggml_sum_rows(ctx, ggml_reshape_3d(ctx, z, k_block, n_seg, n_tok));
-            seg_sums = ggml_reshape_2d(ctx, seg_sums, n_seg, n_tok);
+            n_seg  = W / k_block;
+            sums_t = ggml_sum_rows(ctx, ggml_reshape_3d(ctx, z, k_block, n_seg, n_tok));
+            sums_t = ggml_cont(ctx, ggml_transpose(ctx, ggml_reshape_2d(ctx, sums_t, n_seg, n_tok)));
         }
-        y = ggml_add(ctx, y, ggml_mul_mat(ctx, means(gb, base + ".hb.mu", n_seg, d), seg_sums));
+        ggml_tensor * mu_t = ggml_cont(ctx, ggml_transpose(ctx, means(gb, base + ".hb.mu", n_seg, d)));  // {d, n_seg}
+        y = ggml_add(ctx, y, ggml_out_prod(ctx, mu_t, sums_t));
     }
 
     if (h.n_sal > 0) {
@@ -243,8 +246,9 @@ ggml_tensor * build_hbvla_linear(graph_builder & gb, ggml_tensor * x, const std:
         } else {
             r = ggml_view_2d(ctx, mt, k, d, mt->nb[1], 0);
         }
-        ggml_tensor * xs = ggml_cont(ctx, ggml_transpose(ctx, ggml_get_rows(ctx, xt, gb.const_i32(base + ".hb.is", sidx))));
-        y = ggml_add(ctx, y, ggml_mul_mat(ctx, r, xs));  // {d, N}, in F32
+        // y += R xs over only k inputs: an outer-product accumulation (see the means above), in F32
+        ggml_tensor * xs_t = ggml_get_rows(ctx, xt, gb.const_i32(base + ".hb.is", sidx));  // {N, k}
+        y = ggml_add(ctx, y, ggml_out_prod(ctx, ggml_cont(ctx, ggml_transpose(ctx, r)), xs_t));
     }
     return ggml_reshape_4d(ctx, y, d, x->ne[1], x->ne[2], x->ne[3]);
 }
