@@ -136,6 +136,8 @@ def test_bad_arguments_are_named():
         policy_aware_token_weights(attn, run, ("q_proj",), {"q_proj": torch.zeros(3, 3)})
     with pytest.raises(ValueError, match="not among the projections"):
         policy_aware_token_weights(attn, run, ("q_proj",), {"k_proj": attn.k_proj.weight})
+    with pytest.raises(ValueError, match=r"did not call the projections \['q_proj'\]"):
+        policy_aware_token_weights(attn, lambda a: a.o_proj(x), ("q_proj", "o_proj"), {})
 
 
 def test_accumulator_and_plain_hessian():

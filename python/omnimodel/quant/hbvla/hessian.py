@@ -119,6 +119,9 @@ def policy_aware_token_weights(
     try:
         with torch.no_grad():
             z = run(attn).detach()
+        missing = [p for p in mods if p not in captured]
+        if missing:
+            raise ValueError(f"run() did not call the projections {missing}")
         fp_inputs = {p: captured[p][0][0].detach() for p in mods}
         captured.clear()
         saved = {p: mods[p].weight.detach().clone() for p in binarized}
