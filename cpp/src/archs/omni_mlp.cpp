@@ -13,11 +13,13 @@
 //   gemm          ggml | omni: the matmul kernel for BF16 weights (optional; default ggml)
 // Tensors, following PyTorch state_dict names:
 //   layers.{i}.weight [out, in], layers.{i}.bias [out], layers.{i}.norm.weight/bias [out]
+//   (a layer may store its weight as HBVLA instead: layers.{i}.hb.* -- see hbvla.hpp)
 // Input "x": [tokens, in] (ggml ne = {in, tokens}). Output "out".
 #include "../graph.hpp"
 
 #include "archs.hpp"
 #include "../error.hpp"
+#include "../hbvla.hpp"
 
 namespace omni {
 
@@ -37,7 +39,7 @@ void build_omni_mlp(graph_builder & gb) {
     for (int64_t il = 0; il < n_layer; ++il) {
         const std::string p = "layers." + std::to_string(il) + ".";
 
-        cur = gb.build_linear(cur, gb.weight(p + "weight"), gb.weight_opt(p + "bias"));
+        cur = build_linear_any(gb, cur, p + "weight", gb.weight_opt(p + "bias"));
         gb.name(cur, p + "linear");
 
         ggml_tensor * nw = gb.weight_opt(p + "norm.weight");
