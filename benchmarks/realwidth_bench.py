@@ -215,7 +215,8 @@ def convert(spec: ModelSpec, c: Contender, ckpt: Path | None, calib: Path | None
     stamp = out / "omnimodel-bench-args.json"
     cmd = omnimodel_cmd("convert", "openvla-oft")
     cmd += ["--demo"] if ckpt is None else ["--checkpoint", str(ckpt)]
-    cmd += [*c.args, "--threads", str(args.convert_threads), "--force", "--out", str(out)]
+    # --keep-failed: a model the validator refuses is still timed; its verdict goes in the table
+    cmd += [*c.args, "--threads", str(args.convert_threads), "--force", "--keep-failed", "--out", str(out)]
     if c.allocation is not None:
         alloc = work / "allocations" / f"{c.name}.txt"
         alloc.parent.mkdir(parents=True, exist_ok=True)
@@ -229,6 +230,18 @@ def convert(spec: ModelSpec, c: Contender, ckpt: Path | None, calib: Path | None
     step = run_step(cmd, work / "logs" / f"convert-{out.name}.log")
     stamp.write_text(json.dumps(key) + "\n")
     return out, step
+
+
+def parity_verdict(out_dir: Path) -> str:
+    """'pass', or 'FAIL at <first failing tensor>', from the convert's validation_report.json."""
+    path = out_dir / "validation_report.json"
+    if not path.is_file():
+        return "-"
+    rep = json.loads(path.read_text())
+    if rep.get("passed"):
+        return "pass"
+    first = next((r for r in rep.get("results", []) if not r.get("passed", True)), None)
+    return f"FAIL at {first['name']}" if first else "FAIL"
 
 
 def llm_sequence_length(out_dir: Path) -> int:
@@ -305,7 +318,7 @@ def bench_model(spec: ModelSpec, args, binary: Path | None) -> dict[str, Any]:
             print(f"  {c.name}: convert failed, skipped: {e}", flush=True)
             converts[c.name] = {"error": str(e)}
             continue
-        converts[c.name] = asdict(step) if step else {"cached": True}
+        converts[c.name] = {**(asdict(step) if step else {"cached": True}), "parity": parity_verdict(outs[c.name])}
     if not outs:
         return {"model": asdict(spec), "error": "no contender converted"}
     first = next(iter(outs.values()))
@@ -391,15 +404,15 @@ def markdown(result: dict[str, Any]) -> str:
             bf16 = torch_ms.get("pytorch_bf16", {}).get("predict_action_ms")
             lines += [f"{threads} thread(s), medians of {result['runs']} runs (ms):", "",
                       "| contender | GGUF MiB | predict_action | speed vs PyTorch bf16 | vision | llm | llama-bench pp | "
-                      "llm / llama-bench | peak RSS MiB (bench) | RSS / GGUF |",
-                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                      "llm / llama-bench | peak RSS MiB (bench) | RSS / GGUF | parity |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
             for name in ("pytorch_bf16", "pytorch_fp32"):
                 r = torch_ms.get(name)
                 if r:
                     st = r["stages_ms"]
                     lines.append(f"| PyTorch {name.split('_')[1]} | - | {_fmt(r['predict_action_ms'], 1)} | "
                                  f"{_fmt(bf16 / r['predict_action_ms'] if bf16 else None, 2)}x | {_fmt(st.get('vision'), 1)} | "
-                                 f"{_fmt(st.get('llm'), 1)} | - | - | - | - |")
+                                 f"{_fmt(st.get('llm'), 1)} | - | - | - | - | - |")
             for r in (r for r in m["rows"] if r["threads"] == threads):
                 st = r["stages_ms"]
                 llm = st.get("llm")
@@ -410,7 +423,8 @@ def markdown(result: dict[str, Any]) -> str:
                     f"| runtime {r['contender']} | {_fmt(r['gguf_mib'], 1)} | {_fmt(r['predict_action_ms'], 1)} | "
                     f"{_fmt(bf16 / r['predict_action_ms'] if bf16 else None, 2)}x | {_fmt(st.get('vision'), 1)} | "
                     f"{_fmt(llm, 1)} | {lb_cell} | {_fmt(llm / lb if llm and lb else None, 2)}{'x' if llm and lb else ''} | "
-                    f"{_fmt(rss, 0)} | {_fmt(rss / r['gguf_mib'] if rss else None, 2)} |")
+                    f"{_fmt(rss, 0)} | {_fmt(rss / r['gguf_mib'] if rss else None, 2)} | "
+                    f"{r['convert'].get('parity', '-')} |")
             lines.append("")
     lines += ["speed vs PyTorch bf16 = PyTorch bf16 predict_action time / this contender's (higher is faster); "
               "llm / llama-bench = the runtime's Llama-stage time / llama-bench's prompt-processing time on the "
@@ -473,14 +487,14 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(), "threads": args.threads, "runs": args.runs, "warmup": args.warmup,
         "llama_bench": str(binary) if binary else None, "models": [],
     }
-    for spec in model_specs(args):
-        result["models"].append(bench_model(spec, args, binary))
-    result["wall_s"] = round(time.time() - t0, 1)
-    result["machine"]["load_average_end"] = os.getloadavg()
     js = args.json or args.work / "results.json"
     md = args.markdown or args.work / "results.md"
-    js.write_text(json.dumps(result, indent=2) + "\n")
-    md.write_text(markdown(result))
+    for spec in model_specs(args):
+        result["models"].append(bench_model(spec, args, binary))
+        result["wall_s"] = round(time.time() - t0, 1)
+        result["machine"]["load_average_end"] = os.getloadavg()
+        js.write_text(json.dumps(result, indent=2) + "\n")  # after each model: a long run keeps what it has
+        md.write_text(markdown(result))
     print(markdown(result))
     print(f"wrote {js} and {md}")
     return 0

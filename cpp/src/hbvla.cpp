@@ -1,5 +1,7 @@
 #include "hbvla.hpp"
 
+#include <cstring>
+
 #include "error.hpp"
 
 #include "ggml-backend.h"
@@ -122,6 +124,15 @@ std::string hbvla_base(const std::string & weight_name) {
         return weight_name.substr(0, weight_name.size() - suffix.size());
     }
     return weight_name;
+}
+
+bool is_hbvla_integer_table(const char * tensor_name) {
+    const std::string n = tensor_name;
+    for (const char * suffix : {".hb.hdr", ".hb.perm", ".hb.sidx"}) {
+        const size_t k = std::strlen(suffix);
+        if (n.size() > k && n.compare(n.size() - k, k, suffix) == 0) return true;
+    }
+    return false;
 }
 
 bool has_hbvla(const graph_builder & gb, const std::string & weight_name) {

@@ -25,6 +25,10 @@ std::string hbvla_base(const std::string & weight_name);
 // Whether the model stores `weight_name` as an HBVLA matrix (it has "<base>.hb.hdr").
 bool has_hbvla(const graph_builder & gb, const std::string & weight_name);
 
+// An HBVLA integer table (header, column permutation, salient indices: I16/I32, read on the host at
+// graph build and checked there, never an operand of a kernel), by its name.
+bool is_hbvla_integer_table(const char * tensor_name);
+
 // y = W x for the HBVLA matrix stored for `weight_name`; x {in, ...} -> y {out, ...}. Fails with
 // OMNIMODEL_ERR_FORMAT naming the tensor when the stored pieces are inconsistent, and with
 // OMNIMODEL_ERR_SHAPE when x's width is not the matrix's input width.

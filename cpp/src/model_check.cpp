@@ -1,6 +1,7 @@
 // Load-time validation of a parsed GGUF (check.hpp): what gguf's own parser accepts but the runtime
 // must not pass on -- tensor types no CPU kernel computes with, and text that is not UTF-8.
 #include "check.hpp"
+#include "hbvla.hpp"
 
 #include "ggml-cpu.h"
 
@@ -91,7 +92,8 @@ void check_model_file(const gguf_context * g, const ggml_context * tensors, cons
             fail(OMNIMODEL_ERR_FORMAT, format("'%s': tensor name '%s' is empty or not valid UTF-8", path.c_str(),
                                               shown(name, len).c_str()));
         }
-        if (!is_weight_type(t->type)) {
+        const bool int_table = (t->type == GGML_TYPE_I16 || t->type == GGML_TYPE_I32) && is_hbvla_integer_table(name);
+        if (!is_weight_type(t->type) && !int_table) {
             fail(OMNIMODEL_ERR_UNSUPPORTED,
                  format("'%s': tensor '%s' has type %s, which the runtime cannot compute with (weights are F32, F16, "
                         "BF16 or a quantized type with CPU kernels)",
