@@ -1,14 +1,12 @@
 """Predict-action latency of a convert output: the runtime against the PyTorch reference (fp32, bf16).
 
 All contenders get the same observation, the same preprocessed inputs and the same thread count. Times
-are medians over ``runs`` after ``warmup`` runs. Stages:
-
-    preprocess  images -> pixel values, prompt -> token ids, proprio normalisation (Python, shared by all)
-    vision      both ViT towers + projector + proprio projector
-    llm         the Llama stack (incl. the final norm)
-    head        the L1 action head
-``predict_action_ms`` = preprocess + model. PyTorch stages are timed with forward pre/post hooks; the
-runtime's split comes from the ready times of captured stage outputs in a separate capturing run.
+are medians over ``runs`` after ``warmup`` runs. ``preprocess`` is the architecture's predict-action
+preprocessing (images -> pixel values, prompt -> token ids, state normalisation; Python, shared by all);
+the model's stages are the architecture's (``Architecture.bench_stages``, e.g. vision, llm, head).
+``predict_action_ms`` = preprocess + model. PyTorch stages are timed with forward pre/post hooks;
+the runtime's split comes from the ready times of captured stage outputs (``runtime_stage_ends``) in a
+separate capturing run. The architecture comes from the GGUF's ``general.architecture``.
 
 ``memory`` (omnimodel.bench_memory): the peak RSS of the runtime's own predict_action (frames in,
 actions out), measured in a fresh process that never imports torch, against the GGUF size and the
@@ -27,14 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .convert import MODEL_FILE, REPORT_FILE, ConvertError, _load_policy
+from .convert import MODEL_FILE, REPORT_FILE, ConvertError, _gguf_architecture, _load_policy
 from .profile import format_profile
-
-_STAGE_MODULES = {
-    "vision": ("vision_backbone", "projector", "proprio_projector"),
-    "llm": ("language_model.model",),
-    "head": ("action_head",),
-}
 
 
 def machine_description() -> dict[str, Any]:
@@ -76,15 +68,16 @@ def _time(fn, runs: int, warmup: int) -> list[float]:
     return out
 
 
-def _bench_torch(policy, dtype, pixel_values, prompt_ids, proprio, runs: int, warmup: int) -> dict[str, Any]:
+def _bench_torch(arch, policy, dtype, x, runs: int, warmup: int) -> dict[str, Any]:
     import torch
 
     model = copy.deepcopy(policy.model).to(dtype).eval()
+    args = arch.model_args(model, x, dtype)
     stage_time: dict[str, float] = {}
     started: dict[str, float] = {}
     handles = []
     modules = dict(model.named_modules())
-    for stage, names in _STAGE_MODULES.items():
+    for stage, names in arch.bench_stages.items():
         for name in names:
             m = modules.get(name)
             if m is None:
@@ -97,12 +90,12 @@ def _bench_torch(policy, dtype, pixel_values, prompt_ids, proprio, runs: int, wa
                 stage_time[stage] = stage_time.get(stage, 0.0) + time.perf_counter() - started[name]
 
             handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
-    per_stage: dict[str, list[float]] = {s: [] for s in _STAGE_MODULES}
+    per_stage: dict[str, list[float]] = {s: [] for s in arch.bench_stages}
 
     @torch.no_grad()
     def once():
         stage_time.clear()
-        model(pixel_values, prompt_ids, proprio)
+        model(*args)
         for s in per_stage:
             per_stage[s].append(stage_time.get(s, 0.0))
 
@@ -119,22 +112,22 @@ def _bench_torch(policy, dtype, pixel_values, prompt_ids, proprio, runs: int, wa
 
 
 # The runtime computes one graph; capturing the last tensor of each stage and reading when it became
-# ready (the CPU backend runs nodes in order) splits the compute into stages.
-_RUNTIME_STAGE_ENDS = {"vision": "projector", "llm": "language_model.model.norm"}
-_PROFILE_STAGE_ENDS = _RUNTIME_STAGE_ENDS
-
-
-def _runtime_stages(m, inputs: dict[str, np.ndarray], runs: int, warmup: int) -> dict[str, float]:
-    per_stage: dict[str, list[float]] = {"vision": [], "llm": [], "head": []}
+# ready (the CPU backend runs nodes in order) splits the compute into stages: each of the architecture's
+# ``runtime_stage_ends`` closes its stage, and the last of ``bench_stages`` runs to the end of the graph.
+def _runtime_stages(arch, m, inputs: dict[str, np.ndarray], runs: int, warmup: int) -> dict[str, float]:
+    ends = arch.runtime_stage_ends
+    stages = list(arch.bench_stages)
+    per_stage: dict[str, list[float]] = {s: [] for s in stages}
     for i in range(warmup + runs):
-        m.run(inputs, capture=list(_RUNTIME_STAGE_ENDS.values()))
+        m.run(inputs, capture=list(ends.values()))
         t = m.timings()
-        vision_end = t["ready_s"][_RUNTIME_STAGE_ENDS["vision"]]
-        llm_end = t["ready_s"][_RUNTIME_STAGE_ENDS["llm"]]
-        if i >= warmup:
-            per_stage["vision"].append(vision_end)
-            per_stage["llm"].append(llm_end - vision_end)
-            per_stage["head"].append(t["compute_s"] - llm_end)
+        if i < warmup:
+            continue
+        start = 0.0
+        for s in stages:
+            end = t["ready_s"][ends[s]] if s in ends else t["compute_s"]
+            per_stage[s].append(end - start)
+            start = end
     return {k: _median_ms(v) for k, v in per_stage.items()}
 
 
@@ -144,8 +137,6 @@ def bench(out_dir: str | os.PathLike[str], *, runs: int = 10, warmup: int = 2, t
     import torch
 
     from omnimodel import _runtime
-    from omnimodel.arch.openvla_oft.normalization import normalize_proprio
-    from omnimodel.arch.openvla_oft.preprocess import images_to_pixel_values
 
     from .gguf.provenance import parameter_count
     from .gguf.reader import read_gguf
@@ -161,45 +152,34 @@ def bench(out_dir: str | os.PathLike[str], *, runs: int = 10, warmup: int = 2, t
     checkpoint = Path(rep.checkpoint or "")
     if not checkpoint.is_absolute():
         checkpoint = out_dir / checkpoint
+    arch = _gguf_architecture(out_dir / MODEL_FILE)
     if rep.graph.startswith("plugin:"):
         _runtime.load_plugin(str(out_dir / rep.graph.split(":", 1)[1]))
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        policy = _load_policy(checkpoint)
-        cfg = policy.config
+        policy = _load_policy(checkpoint, arch=arch)
         images, proprio_raw = parity_observation(policy, rep.seed)
         instruction = rep.instruction
 
         def preprocess():
-            pv = images_to_pixel_values(images, cfg.vision, cfg.num_images)
-            ids = torch.tensor([policy.tokenizer.encode_prompt(instruction)], dtype=torch.long)
-            pr = None
-            if cfg.use_proprio:
-                pr = torch.tensor(normalize_proprio(np.asarray(proprio_raw, np.float64), policy.norm_stats.proprio),
-                                  dtype=torch.float32)[None]
-            return pv, ids, pr
+            return arch.prepare_inputs(policy, images, instruction, proprio_raw)
 
         pre_ms = _median_ms(_time(preprocess, runs, warmup))
-        pixel_values, prompt_ids, proprio = preprocess()
-        inputs = {
-            "pixel_values": pixel_values.to(torch.float32).numpy(),
-            "input_ids": policy.model.full_input_ids(prompt_ids).to(torch.float32).numpy(),
-        }
-        if proprio is not None:
-            inputs["proprio"] = proprio.numpy()
+        x = preprocess()
+        inputs = arch.runtime_inputs(x)
 
         with _runtime.Model(str(out_dir / MODEL_FILE), n_threads=threads) as m:
             backend = m.backend_name
             rt = _time(lambda: m.run(inputs), runs, warmup)
-            rt_stages = _runtime_stages(m, inputs, runs, warmup)
+            rt_stages = _runtime_stages(arch, m, inputs, runs, warmup)
             rt_profile = None
             if profile:
                 from .profile import profile_runtime
 
-                rt_profile = profile_runtime(m, inputs, runs=runs, warmup=0, stage_ends=_PROFILE_STAGE_ENDS,
-                                             last_stage="head")
+                rt_profile = profile_runtime(m, inputs, runs=runs, warmup=0, stage_ends=arch.runtime_stage_ends,
+                                             last_stage=list(arch.bench_stages)[-1])
         result: dict[str, Any] = {
             "machine": machine_description(),
             "threads": threads,
@@ -233,7 +213,7 @@ def bench(out_dir: str | os.PathLike[str], *, runs: int = 10, warmup: int = 2, t
             result["runtime"]["memory"] = measure(out_dir / MODEL_FILE, plugin, images, instruction,
                                                   proprio_raw, threads=threads, runs=min(runs, 3))
         for name in torch_dtypes:
-            r = _bench_torch(policy, getattr(torch, name), pixel_values, prompt_ids, proprio, runs, warmup)
+            r = _bench_torch(arch, policy, getattr(torch, name), x, runs, warmup)
             r["predict_action_ms"] = round(pre_ms + r["model_ms"], 3)
             result[f"pytorch_{'fp32' if name == 'float32' else 'bf16' if name == 'bfloat16' else name}"] = r
     finally:
@@ -247,14 +227,15 @@ def format_bench(result: dict[str, Any]) -> str:
         f"{m['cpu']} ({m['logical_cpus']} logical CPUs), {result['threads']} thread(s), median of {result['runs']}",
         f"model: {result['model']['outtype']} {result['model']['graph']}, {result['model']['parameters']:,} parameters",
         "",
-        f"{'':<16} {'predict_action':>15} {'model':>10} {'vision':>9} {'llm':>9} {'head':>9}   (ms)",
     ]
+    stages = list(result["runtime"].get("stages_ms") or {})
+    lines.append(f"{'':<16} {'predict_action':>15} {'model':>10} " + " ".join(f"{s:>9}" for s in stages) + "   (ms)")
     rows = [("runtime", result["runtime"])] + [(k, v) for k, v in result.items() if k.startswith("pytorch_")]
     for label, r in rows:
         st = r.get("stages_ms") or {}
         cell = lambda k: f"{st[k]:>9.3f}" if k in st else f"{'-':>9}"  # noqa: E731
         lines.append(f"{label:<16} {r['predict_action_ms']:>15.3f} {r['model_ms']:>10.3f} "
-                     f"{cell('vision')} {cell('llm')} {cell('head')}")
+                     + " ".join(cell(s) for s in stages))
     lines.append(f"(predict_action = preprocess {result['preprocess_ms']:.3f} ms + model; runtime stages: "
                  f"{result['runtime']['stages_note']})")
     if "memory" in result["runtime"]:

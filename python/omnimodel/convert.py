@@ -1,4 +1,4 @@
-"""`omnimodel convert openvla-oft`: checkpoint -> output directory with a parity-proven model.
+"""`omnimodel convert <arch>`: checkpoint -> output directory with a parity-proven model.
 
     analyze -> plan -> GGUF -> render -> build plugin -> validate (+ reflector) -> standalone project
     -> rename into place
@@ -34,6 +34,11 @@ calibration keeps fp32 accumulators for one pass's matrices and spills each fini
 
 The graph is always the generated one: the runtime has no hand-written model graphs. The report
 records which graph the runtime actually ran (``graph_source``, asked from the runtime, not assumed).
+
+Nothing here knows an architecture: ``convert(arch, ...)`` looks ``arch`` up in ``omnimodel.arch.registry``
+and asks it for the loader, the exporter, the demo assets and the calibration-data check; ``revalidate``
+finds it from the GGUF's ``general.architecture`` (docs/architectures.md). ``convert_<arch>(...)`` (the
+name with '-' as '_') is kept as a deprecated spelling of ``convert("<arch>", ...)``.
 """
 
 from __future__ import annotations
@@ -50,7 +55,6 @@ from typing import Any
 
 from omnimodel.errors import OmnimodelError, UsageError
 
-ARCHITECTURES = ("openvla-oft",)
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 REPORT_FILE = "validation_report.json"
 ALLOCATION_FILE = "allocation.json"
@@ -120,15 +124,13 @@ def _checkpoint_error(e: Exception) -> ConvertError:
     return ConvertError(" ".join(str(e).split()))
 
 
-def _load_policy(checkpoint: Path, quant: Any = None, unnorm_key: str | None = None):
+def _load_policy(checkpoint: Path, quant: Any = None, unnorm_key: str | None = None, *, arch: Any):
     """The policy in the checkpoint's own dtype (``policy_dtype``), its weights memory-mapped (lazy)."""
-    from omnimodel.arch.openvla_oft import load_policy
-    from omnimodel.arch.openvla_oft.config import ConfigError
     from omnimodel.quant.pipeline import policy_dtype
 
     try:
-        return load_policy(checkpoint, dtype=policy_dtype(quant), lazy=True, unnorm_key=unnorm_key)
-    except (ConfigError, ValueError) as e:  # CheckpointError derives from ConfigError(ValueError)
+        return arch.load_policy(checkpoint, dtype=policy_dtype(quant), lazy=True, unnorm_key=unnorm_key)
+    except (arch.checkpoint_error, ValueError) as e:  # the loader's errors name the problem in one line
         raise _checkpoint_error(e) from e
 
 
@@ -152,7 +154,8 @@ def _plan_json(plan: Any) -> str:
     return text if isinstance(text, str) else json.dumps(text, indent=2)
 
 
-def convert_openvla_oft(
+def convert(
+    architecture: str,
     out: str | os.PathLike[str],
     *,
     checkpoint: str | os.PathLike[str] | None = None,
@@ -168,7 +171,9 @@ def convert_openvla_oft(
     log: Log = print,
     on_stage: Callable[[str], None] | None = None,
 ) -> ConvertResult:
-    """Run the whole conversion; raises ConvertError (nothing left behind) on any failure.
+    """Convert a checkpoint of ``architecture`` (a registered name, ``omnimodel.arch.registry.names()``);
+    raises ConvertError (nothing left behind) on any failure, ``NotSupported`` (a UsageError) at once when
+    the architecture cannot be converted yet.
 
     A parity failure that the reflector cannot repair is also a failure unless ``keep_failed``, in
     which case the output directory is written with the failing report (and the result says so).
@@ -185,18 +190,21 @@ def convert_openvla_oft(
     """
     import torch
 
-    from omnimodel.demo_assets import DEMO_POLICY_DIR
-    from omnimodel.arch.openvla_oft import export as oft_export
+    from omnimodel.arch import registry
 
     from .validate.parity import ParityCheck
     from .validate.reflector import PluginSteps, reflect
 
+    arch = registry.get(architecture)
+    arch.require_convert()
     if outtype not in OUTTYPES:
         raise UsageError(f"--outtype must be one of {OUTTYPES}, got {outtype!r}")
-    if outtype not in oft_export.OUTTYPES:
-        raise UsageError(f"the GGUF exporter cannot write {outtype!r} (it writes {oft_export.OUTTYPES})")
+    if outtype not in arch.outtypes:
+        raise UsageError(f"the GGUF exporter cannot write {outtype!r} (it writes {arch.outtypes})")
     if (checkpoint is None) == (not demo):
         raise UsageError("give either --checkpoint DIR or --demo")
+    if demo and arch.demo_checkpoint is None:
+        raise UsageError(f"--demo: {arch.name} has no built-in demo policy; give --checkpoint DIR")
     out = Path(out).absolute()
     if out.exists() and not force:
         raise UsageError(f"{out}: already exists (use --force to replace it)")
@@ -215,7 +223,7 @@ def convert_openvla_oft(
         if quant.needs_calibration:
             if quant.calib is None and not demo:
                 raise UsageError(NO_CALIB_MESSAGE)
-            unnorm_key = _check_calibration_data(checkpoint or DEMO_POLICY_DIR, quant, unnorm_key, log)
+            unnorm_key = _check_calibration_data(checkpoint or arch.demo_checkpoint, quant, unnorm_key, log, arch)
 
     chain, why_not = plugin_chain()
     if chain is None:  # the runtime has no built-in model graphs to fall back on
@@ -247,14 +255,11 @@ def convert_openvla_oft(
     try:
         with stage_step("checkpoint", "the built-in demo policy" if demo else str(checkpoint)):
             if demo:
-                log("      NOTE: no checkpoint given -- this is the DEMO: the built-in tiny OpenVLA-OFT policy "
-                    "trained on Meta-World (real file layout; see docs/simbench.md), copied into the output")
+                log(f"      NOTE: no checkpoint given -- this is the DEMO: {arch.demo_note}, copied into the output")
                 # A copy keeps the output self-contained: `omnimodel validate` re-reads it from there.
-                checkpoint = Path(shutil.copytree(DEMO_POLICY_DIR, stage / DEMO_DIR))
-            policy = _load_policy(checkpoint, quant, unnorm_key)
-            cfg = policy.config
-            log(f"      {cfg.num_images} image(s) {cfg.vision.image_size}px, LLM {cfg.llm.num_hidden_layers} layers x "
-                f"{cfg.llm.hidden_size}, chunk {cfg.num_actions_chunk} x {cfg.action_dim} actions")
+                checkpoint = Path(shutil.copytree(arch.demo_checkpoint, stage / DEMO_DIR))
+            policy = _load_policy(checkpoint, quant, unnorm_key, arch=arch)
+            log(f"      {arch.describe_policy(policy)}")
 
         with stage_step("analyze+plan", "describe the model, map its modules onto skills"):
             try:
@@ -278,7 +283,7 @@ def convert_openvla_oft(
 
         what = f"{quant.method} at {allocation.bpw:.3f} bpw, matrix by matrix, the rest {outtype}" if quant else outtype
         with stage_step("gguf", f"writing {MODEL_FILE} ({what})"):
-            gguf_path = oft_export.write_gguf(
+            gguf_path = arch.write_gguf(
                 policy, stage / MODEL_FILE, outtype,
                 encoder=quantizer,
                 method=quant.method if quant is not None else "none",
@@ -427,15 +432,11 @@ NO_CALIB_MESSAGE = (
 )
 
 
-def _check_calibration_data(checkpoint: Path, quant: Any, unnorm_key: str | None, log: Log) -> str:
+def _check_calibration_data(checkpoint: Path, quant: Any, unnorm_key: str | None, log: Log, arch: Any) -> str:
     """The calibration data against the checkpoint, before anything heavy: the checkpoint's header first,
     then the data's metadata, then one episode. Returns the statistics key to un-normalise with."""
-    from omnimodel.arch.openvla_oft.checkpoint import header_norm_stats, read_checkpoint_header, statistics_keys
-    from omnimodel.arch.openvla_oft.config import ConfigError
-    from omnimodel.demo_assets import DEMO_CALIB_DIR
     from omnimodel.quant.calib_check import (
         CalibMismatchError,
-        PolicyInputs,
         check_metadata,
         check_sample,
         choose_stats_key,
@@ -443,22 +444,23 @@ def _check_calibration_data(checkpoint: Path, quant: Any, unnorm_key: str | None
     from omnimodel.quant.calib_data import open_calib_data
     from omnimodel.simbench.episodes import EpisodeFormatError
 
-    root = Path(quant.calib) if quant.calib is not None else DEMO_CALIB_DIR
+    root = Path(quant.calib) if quant.calib is not None else arch.demo_calib
+    if root is None:
+        raise UsageError(f"{arch.name}: no built-in calibration data; pass --calib PATH")
     try:
-        keys, stats_source = statistics_keys(checkpoint)
+        keys, stats_source = arch.statistics_keys(checkpoint)
         provisional = unnorm_key if unnorm_key in keys else keys[0]
-        header = read_checkpoint_header(checkpoint, unnorm_key=provisional)
+        header_key, inputs = arch.calibration_inputs(checkpoint, provisional, keys)
         source = open_calib_data(root, quant.calib_data_options())
         info = source.info
         log(f"calibration data: {info.describe()}")
         key, why = choose_stats_key(keys, stats_source, str(checkpoint), info, unnorm_key)
-        if key != header.dataset_key:
-            header = read_checkpoint_header(checkpoint, unnorm_key=key)
-        inputs = PolicyInputs.from_config(header.config, header_norm_stats(header), str(checkpoint), keys)
+        if key != header_key:
+            _, inputs = arch.calibration_inputs(checkpoint, key, keys)
         check_metadata(info, inputs)
         chosen = source.select(quant.calib_episodes, quant.seed)
         plan = check_sample(info, source.load(chosen[0]), inputs)
-    except ConfigError as e:  # CheckpointError too
+    except arch.checkpoint_error as e:  # the checkpoint's header is unreadable or inconsistent
         raise _checkpoint_error(e) from e
     except CalibMismatchError as e:
         raise ConvertError(" ".join(str(e).split())) from e
@@ -575,6 +577,7 @@ def revalidate(out_dir: str | os.PathLike[str], *, threads: int = 1, log: Log = 
     for needed in (out_dir / MODEL_FILE,):
         if not needed.is_file():
             raise ConvertError(f"{needed}: missing from the convert output directory")
+    arch = _gguf_architecture(out_dir / MODEL_FILE)
     graph = old.graph
     if graph.startswith("plugin:"):
         from omnimodel import _runtime
@@ -587,7 +590,7 @@ def revalidate(out_dir: str | os.PathLike[str], *, threads: int = 1, log: Log = 
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        policy = _load_policy(checkpoint, unnorm_key=_gguf_stats_key(out_dir / MODEL_FILE))
+        policy = _load_policy(checkpoint, unnorm_key=_gguf_stats_key(out_dir / MODEL_FILE), arch=arch)
         _widen_for_reference(policy)
         log(f"checkpoint {checkpoint}; graph {graph}; outtype {old.outtype}; reference {old.reference_dtype}")
         parity = ParityCheck(policy, out_dir / MODEL_FILE, dtype=old.reference_dtype, instruction=old.instruction,
@@ -608,6 +611,31 @@ def _read_plan(path: Path):
         raise ConvertError(f"{path}: unreadable plan ({' '.join(str(e).split())})") from e
 
 
+def _gguf_architecture(path: Path) -> Any:
+    """The registered architecture a converted GGUF names in ``general.architecture``."""
+    from omnimodel.arch import registry
+
+    try:
+        return registry.for_gguf(path)
+    except registry.UnknownArchitecture as e:
+        raise ConvertError(str(e)) from e
+
+
+def __getattr__(name: str) -> Any:
+    """Deprecated: ``convert_<arch>(out, ...)`` is ``convert("<arch>", out, ...)`` ('-' in the name as '_')."""
+    prefix = "convert_"
+    if name.startswith(prefix) and name != prefix:
+        from functools import partial
+
+        from omnimodel.arch import registry
+
+        wanted = name[len(prefix):]
+        for arch in registry.names():
+            if arch.replace("-", "_") == wanted:
+                return partial(convert, arch)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _gguf_stats_key(path: Path) -> str | None:
     """The statistics entry a converted GGUF was made with (its checkpoint may hold several)."""
     from omnimodel.gguf.reader import read_gguf
@@ -619,14 +647,13 @@ def _gguf_stats_key(path: Path) -> str | None:
 
 
 __all__ = [
-    "ARCHITECTURES",
     "OUTTYPES",
     "ConvertError",
     "ParityFailure",
     "ConvertResult",
     "PluginChain",
     "plugin_chain",
-    "convert_openvla_oft",
+    "convert",
     "revalidate",
     "REPORT_FILE",
     "PLAN_FILE",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from omnimodel.quant import CalibStats, calibrate
-from omnimodel.quant.calibrate import action_tokens
+from omnimodel.arch.openvla_oft.calibration import action_tokens
 from omnimodel.quant.samples import chunk_targets, samples_from_episodes
 from omnimodel.quant.targets import quantized_linears
 

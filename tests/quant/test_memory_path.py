@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from omnimodel.quant.calibrate import _prepare, _token_base, action_tokens, calibrate
+from omnimodel.arch.openvla_oft.calibration import _prepare, _token_base, action_tokens
+from omnimodel.quant.calibrate import calibrate
 from omnimodel.quant.pipeline import (
     QuantOptions,
     calibrate_policy,

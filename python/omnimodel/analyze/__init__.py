@@ -17,18 +17,19 @@ class AnalyzeError(ValueError):
 
 
 def analyze(checkpoint_dir: str | Path, **kwargs) -> ModelDescription:
-    """Describe the checkpoint at ``checkpoint_dir``; keyword arguments go to the architecture's analyzer
-    (OpenVLA-OFT: ``platform=``, ``unnorm_key=``)."""
+    """Describe the checkpoint at ``checkpoint_dir`` with the analyzer of the registered architecture its
+    config.json belongs to; keyword arguments go to that analyzer (OpenVLA-OFT: ``platform=``, ``unnorm_key=``)."""
     root = Path(checkpoint_dir)
     config = root / "config.json"
     if not config.is_file():
         raise AnalyzeError(f"{root}: no config.json")
-    model_type = json.loads(config.read_text()).get("model_type")
-    if model_type == "openvla":
-        from .openvla_oft import analyze_openvla_oft
+    from omnimodel.arch import registry
 
-        return analyze_openvla_oft(root, **kwargs)
-    raise AnalyzeError(f"{root}: config.json model_type {model_type!r} is not supported (known: 'openvla')")
+    try:
+        arch = registry.for_config(json.loads(config.read_text()), str(config))
+    except registry.UnknownArchitecture as e:
+        raise AnalyzeError(str(e)) from e
+    return arch.analyze(root, **kwargs)
 
 
 __all__ = ["analyze", "AnalyzeError", "ModelDescription", "ModuleDesc", "TensorDesc"]

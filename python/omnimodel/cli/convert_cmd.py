@@ -1,4 +1,7 @@
-"""`omnimodel convert openvla-oft`: checkpoint -> GGUF + graph + parity report, in one output directory."""
+"""`omnimodel convert ARCH`: checkpoint -> GGUF + graph + parity report, in one output directory.
+
+ARCH is a name of the architecture registry (``omnimodel.arch.registry``); every option means the same for
+every architecture."""
 
 from __future__ import annotations
 
@@ -6,19 +9,23 @@ import argparse
 import sys
 from pathlib import Path
 
+from omnimodel.arch.registry import NameChoices
 from omnimodel.cli.command import Command
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("architecture", choices=["openvla-oft"], help="the policy family")
+    # metavar: argparse would list the choices while building the parser (importing every arch package)
+    p.add_argument("architecture", choices=NameChoices(), metavar="ARCH",
+                   help="the policy family: %(choices)s (docs/architectures.md)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", type=Path, help="Hugging Face OFT checkpoint directory")
+    src.add_argument("--checkpoint", type=Path, help="the policy's checkpoint directory, in its published layout")
     src.add_argument("--demo", action="store_true",
-                     help="no checkpoint: convert the built-in demo policy (a tiny OFT trained on Meta-World)")
+                     help="no checkpoint: convert the architecture's built-in demo policy (a tiny one trained on "
+                     "Meta-World)")
     p.add_argument("--outtype", choices=["f32", "f16", "bf16", "q8_0"],
                    help="weight type (default f32; with --bpw: the type of the tensors left unquantized, default f16)")
     p.add_argument("--out", type=Path,
-                   help="output directory (default: ./openvla-oft-<outtype>, or ./openvla-oft-<method>-<bpw>bpw)")
+                   help="output directory (default: ./ARCH-<outtype>, or ./ARCH-<method>-<bpw>bpw)")
     q = p.add_argument_group(
         "quantization (ActQuant, docs/quantization.md)",
         "--bpw quantizes every vision and language matrix to an average bits-per-weight budget; without "
@@ -73,14 +80,17 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from omnimodel.convert import ParityFailure, convert_openvla_oft
+    from omnimodel.arch import registry
+    from omnimodel.convert import ParityFailure, convert
     from omnimodel.errors import UsageError
 
+    arch = registry.get(args.architecture)
+    arch.require_convert()  # one line naming what is missing, before any other check
     quantized = args.bpw is not None or args.allocation is not None
     if args.checkpoint is None and not args.demo:
         if not quantized:
             raise UsageError("give --checkpoint DIR (or --demo to try it on the built-in demo policy)")
-        args.demo = True  # `convert openvla-oft --bpw 2.5` alone: the demo policy, as documented
+        args.demo = True  # `convert ARCH --bpw 2.5` alone: the demo policy, as documented
     outtype = args.outtype or ("f16" if quantized else "f32")
     quant = None
     if quantized:
@@ -106,12 +116,12 @@ def _run(args: argparse.Namespace) -> int:
         out = args.out
     elif quantized:
         budget = f"{args.bpw:g}bpw" if args.bpw is not None else "alloc"
-        out = Path(f"openvla-oft-{args.method}-{budget}{'-demo' if args.demo else ''}")
+        out = Path(f"{arch.name}-{args.method}-{budget}{'-demo' if args.demo else ''}")
     else:
-        out = Path(f"openvla-oft-{outtype}{'-demo' if args.demo else ''}")
+        out = Path(f"{arch.name}-{outtype}{'-demo' if args.demo else ''}")
     try:
-        res = convert_openvla_oft(
-            out, checkpoint=args.checkpoint, demo=args.demo, outtype=outtype,
+        res = convert(
+            arch.name, out, checkpoint=args.checkpoint, demo=args.demo, outtype=outtype,
             threads=args.threads, force=args.force, keep_failed=args.keep_failed,
             reference_dtype=args.reference_dtype, knobs=knobs, quant=quant, unnorm_key=args.unnorm_key,
         )

@@ -19,10 +19,12 @@ from .types import OUTTYPES, tensor_type
 def make_plan(desc: ModelDescription, outtype: str = "f32") -> Plan:
     if outtype not in OUTTYPES:
         raise ValueError(f"outtype must be one of {OUTTYPES}, got {outtype!r}")
-    if desc.architecture == "openvla-oft":
-        from .archs import openvla_oft as spec
-    else:
-        raise ValueError(f"no arch spec for architecture '{desc.architecture}'")
+    from omnimodel.arch import registry
+
+    try:
+        spec = registry.get(desc.architecture).plan_spec()
+    except registry.ArchitectureError as e:
+        raise ValueError(f"no arch spec for architecture '{desc.architecture}' ({e})") from e
     modules = spec.module_plans(desc)
     for m in modules:
         SKILLS[m.skill].validate(m.knobs)

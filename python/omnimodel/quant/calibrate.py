@@ -13,9 +13,9 @@ Then one backward pass per sample gives the Action-Mixed Fisher diagonal (METHOD
 
     L_AMF = lam * L_act + (1 - lam) * L_CE,      F_ii = (1/N) sum_n (dL_AMF(n)/dw_i)^2
 
-L_act is OFT's L1 loss (mean |a_hat - a| over the normalised chunk); L_CE the LM head's cross-entropy at
-the positions the head reads (each one predicts the next action slot), against OpenVLA's discretised
-action tokens (256 uniform bins on [-1, 1], token = base - bin). The square is taken of the *blended*
+L_act and L_CE are the architecture's (its calibration adapter, ``Architecture.calibration()``; e.g.
+OpenVLA-OFT's L1 over the normalised chunk and the LM head's cross-entropy against its discretised action
+tokens). The adapter also turns samples into model inputs and names the HSIC input domains. The square is taken of the *blended*
 gradient per sample, so F(lam) is not a blend of two Fishers; ``keep_components`` also returns the pure
 L_act and L_CE Fishers (lam = 1 and lam = 0) from the same two gradients, at the cost of two backward
 passes and two more fp32 copies of the weights.
@@ -38,22 +38,41 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from omnimodel.arch.openvla_oft.normalization import normalize_proprio
-from omnimodel.arch.openvla_oft.policy import OpenVLAOFTPolicy
-from omnimodel.arch.openvla_oft.preprocess import images_to_pixel_values
+from omnimodel.arch.registry import for_policy
 
 from .samples import CalibSample
 from .spill import SpilledArrays
 from .targets import quantized_linears
 
-N_ACTION_BINS = 256  # OpenVLA's ActionTokenizer
+Policy = Any  # a loaded policy of any registered architecture (config, model, tokenizer, norm_stats)
+
+
+class CalibrationAdapter(Protocol):
+    """What calibration needs from an architecture (``Architecture.calibration()``)."""
+
+    def prepare(self, policy: Policy, sample: CalibSample, device: torch.device, dtype: torch.dtype
+                ) -> tuple[tuple[Any, ...], np.ndarray]: ...  # (model args, normalised target chunk)
+
+    def losses(self, policy: Policy, out: Any, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def blocks(self, policy: Policy) -> list[nn.Module]: ...
+
+    def input_modules(self, policy: Policy) -> dict[str, nn.Module]: ...
+
+    def domain_of(self, name: str) -> str: ...
+
+    def uses_per_sample(self, policy: Policy, name: str) -> int: ...
+
+
+def adapter(policy: Policy) -> CalibrationAdapter:
+    return for_policy(policy).calibration()
 
 
 @dataclass
@@ -71,6 +90,7 @@ class CalibStats:
     fisher_ce: Mapping[str, np.ndarray] = field(default_factory=dict)
     hessian: Mapping[str, np.ndarray] = field(default_factory=dict)  # only with hessian=True: E[x x^T] (in, in)
     losses: dict[str, float] = field(default_factory=dict)  # mean L_act, L_CE over the samples
+    domains: dict[str, str] = field(default_factory=dict)  # matrix -> its HSIC input domain (a key of inputs)
 
     def save(self, path: str | Path) -> None:
         arrays: dict[str, np.ndarray] = {"actions": self.actions, "meta": np.array([self.n_samples, self.lam])}
@@ -85,53 +105,40 @@ class CalibStats:
         ):
             for k, v in d.items():
                 arrays[f"{prefix}/{k}"] = v
+        for k, v in self.domains.items():
+            arrays[f"domains/{k}"] = np.array(v)
         np.savez(path, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> CalibStats:
         z = np.load(path)
         groups: dict[str, dict[str, np.ndarray]] = {
-            k: {} for k in ("imatrix", "fisher", "features", "inputs", "fisher_act", "fisher_ce", "hessian")
+            k: {} for k in ("imatrix", "fisher", "features", "inputs", "fisher_act", "fisher_ce", "hessian", "domains")
         }
         for key in z.files:
             if "/" in key:
                 prefix, name = key.split("/", 1)
-                groups[prefix][name] = z[key]
+                groups[prefix][name] = str(z[key]) if prefix == "domains" else z[key]
         n, lam = z["meta"]
         return cls(int(n), float(lam), actions=z["actions"], **groups)
 
 
-def domain_of(name: str) -> str:
-    """Which network input X a matrix is compared with in HSIC(X, Z_l)."""
-    if name.startswith("vision_backbone.featurizer."):
-        return "featurizer"
-    if name.startswith("vision_backbone.fused_featurizer."):
-        return "fused_featurizer"
-    return "llm"
-
-
-def pass_bytes(policy: OpenVLAOFTPolicy, names: Iterable[str], *, fisher: bool = True, hessian: bool = False) -> int:
+def pass_bytes(policy: Policy, names: Iterable[str], *, fisher: bool = True, hessian: bool = False) -> int:
     """Memory one calibration pass over ``names`` needs besides the model: the fp32 Fisher accumulators
     (4 bytes per weight), GPTQ's fp64 E[x x^T] sums, and for a matrix the forward uses more than once per
     sample (each vision tower runs once per camera image) its partial gradient in the model's dtype,
     which backward holds until the last use's gradient arrives (only then is it squared and freed)."""
     linears = quantized_linears(policy.model)
-    images = policy.config.num_images
+    calib = adapter(policy)
     total = 0
     for n in names:
         w = linears[n].weight
-        uses = images if domain_of(n) != "llm" else 1
+        uses = calib.uses_per_sample(policy, n)
         if fisher:
             total += w.numel() * (4 + (w.element_size() if uses > 1 else 0))
         if hessian:
             total += 8 * w.shape[1] * w.shape[1]
     return total
-
-
-def action_tokens(normalized: np.ndarray, base: int, n_bins: int = N_ACTION_BINS) -> np.ndarray:
-    """OpenVLA's discretisation: digitize into ``n_bins`` uniform edges on [-1, 1]; token = base - bin."""
-    bins = np.linspace(-1.0, 1.0, n_bins)
-    return base - np.digitize(np.clip(normalized, -1.0, 1.0), bins)
 
 
 def _projection(n: int, d: int, name: str) -> torch.Tensor | None:
@@ -159,11 +166,9 @@ class _Pooled:
         return out
 
 
-def transformer_blocks(policy: OpenVLAOFTPolicy) -> list[nn.Module]:
-    """The ViT blocks of both towers and the Llama layers: the units activation checkpointing recomputes."""
-    m = policy.model
-    return [*m.vision_backbone.featurizer.blocks, *m.vision_backbone.fused_featurizer.blocks,
-            *m.language_model.model.layers]
+def transformer_blocks(policy: Policy) -> list[nn.Module]:
+    """The units activation checkpointing recomputes (the architecture's transformer blocks)."""
+    return adapter(policy).blocks(policy)
 
 
 @contextmanager
@@ -182,32 +187,8 @@ def checkpointed(blocks: Sequence[nn.Module]) -> Iterator[None]:
             del b.forward  # back to the class's forward
 
 
-def _prepare(policy: OpenVLAOFTPolicy, s: CalibSample, device: torch.device, dtype: torch.dtype):
-    cfg = policy.config
-    pixels = images_to_pixel_values(s.images, cfg.vision, cfg.num_images).to(device, dtype)
-    prompt = torch.tensor([policy.tokenizer.encode_prompt(s.instruction)], dtype=torch.long, device=device)
-    proprio = None
-    if cfg.use_proprio:
-        if s.proprio is None:
-            raise ValueError("this checkpoint needs proprio in every calibration sample")
-        p = normalize_proprio(np.asarray(s.proprio, dtype=np.float64).reshape(-1), policy.norm_stats.proprio)
-        # fp32, as run_policy feeds it: the model casts it to its proprio projector's own dtype
-        proprio = torch.tensor(p, dtype=torch.float32, device=device)[None]
-    target = normalize_proprio(np.asarray(s.actions, dtype=np.float64), policy.norm_stats.action)  # same bounds rule
-    chunk, adim = cfg.num_actions_chunk, cfg.action_dim
-    if target.shape != (chunk, adim):
-        raise ValueError(f"calibration target chunk has shape {target.shape}, the policy predicts {(chunk, adim)}")
-    return pixels, prompt, proprio, target
-
-
-def _token_base(policy: OpenVLAOFTPolicy) -> int:
-    # HF LlamaTokenizer.vocab_size counts SentencePiece pieces only (32000), i.e. the id of the added PAD.
-    pad = policy.config.llm.pad_token_id
-    return int(pad) if pad is not None else int(policy.tokenizer.vocab_size)
-
-
 def calibrate(
-    policy: OpenVLAOFTPolicy,
+    policy: Policy,
     samples: Sequence[CalibSample],
     *,
     lam: float = 0.5,
@@ -239,6 +220,7 @@ def calibrate(
     if not samples:
         raise ValueError("calibration needs at least one sample")
     model = policy.model
+    calib = adapter(policy)
     dev = torch.device(device)
     orig_device = next(model.parameters()).device
     model.to(dev)
@@ -291,12 +273,7 @@ def calibrate(
         return hook
 
     handles = [linears[n].register_forward_hook(linear_hook(n)) for n in names]
-    vb = model.vision_backbone
-    handles += [
-        vb.featurizer.blocks[0].register_forward_pre_hook(input_hook("featurizer")),
-        vb.fused_featurizer.blocks[0].register_forward_pre_hook(input_hook("fused_featurizer")),
-        model.language_model.model.layers[0].register_forward_pre_hook(input_hook("llm")),
-    ]
+    handles += [m.register_forward_pre_hook(input_hook(dom)) for dom, m in calib.input_modules(policy).items()]
 
     acc = {n: torch.zeros(p.shape, dtype=torch.float32, device=dev) for n, p in zip(names, params)} if fisher else {}
     acc_act = {n: torch.zeros_like(a) for n, a in acc.items()} if keep_components else {}
@@ -316,8 +293,6 @@ def calibrate(
         handles += [p.register_post_accumulate_grad_hook(square_into(n)) for n, p in zip(names, params)]
     targets: list[np.ndarray] = []
     loss_sums = {"act": 0.0, "ce": 0.0}
-    base = _token_base(policy)
-    lm_head = model.language_model.lm_head
     recomputing = checkpointed(transformer_blocks(policy)) if fisher and recompute and not keep_components else None
     try:
         for p in model.parameters():
@@ -328,15 +303,10 @@ def calibrate(
         if recomputing is not None:
             recomputing.__enter__()
         for s in samples:
-            pixels, prompt, proprio, target = _prepare(policy, s, dev, dtype)
+            args, target = calib.prepare(policy, s, dev, dtype)
             targets.append(target.reshape(-1).astype(np.float32))
             with torch.set_grad_enabled(fisher):
-                out = model(pixels, prompt, proprio)
-                tgt = torch.tensor(target, dtype=torch.float32, device=dev)[None]
-                l_act = (out.normalized_actions.float() - tgt).abs().mean()
-                logits = lm_head(out.action_hidden_states).float()[0]  # (A, vocab): slot i predicted at i-1
-                tok = torch.tensor(action_tokens(target.reshape(-1), base), dtype=torch.long, device=dev)
-                l_ce = F.cross_entropy(logits, tok)
+                l_act, l_ce = calib.losses(policy, model(*args), target)
             loss_sums["act"] += float(l_act.detach())
             loss_sums["ce"] += float(l_ce.detach())
             for key, v in pooled.take().items():
@@ -409,16 +379,16 @@ def calibrate(
         fisher_ce=finish(acc_ce, "fisher_ce", per_sample),
         losses={k: v / N for k, v in loss_sums.items()},
         hessian=finish(xtx, "hessian", per_token),
+        domains={n: calib.domain_of(n) for n in names},
     )
 
 
 __all__ = [
-    "N_ACTION_BINS",
     "CalibStats",
-    "action_tokens",
+    "CalibrationAdapter",
+    "adapter",
     "calibrate",
     "checkpointed",
-    "domain_of",
     "pass_bytes",
     "transformer_blocks",
 ]

@@ -14,7 +14,7 @@ import torch
 
 from omnimodel.arch.openvla_oft.policy import OpenVLAOFTPolicy, swapped_weights
 
-from .calibrate import _prepare
+from .calibrate import adapter
 from .quantize import QuantResult
 from .samples import CalibSample
 from .targets import quantized_linears
@@ -35,10 +35,11 @@ def predict_normalized(policy: OpenVLAOFTPolicy, samples: Sequence[CalibSample])
     """(N, chunk, action_dim) normalised actions for each sample, the head's raw output."""
     dev = next(policy.model.parameters()).device
     dtype = next(policy.model.parameters()).dtype
+    calib = adapter(policy)
     out = []
     for s in samples:
-        pixels, prompt, proprio, _ = _prepare(policy, s, dev, dtype)
-        out.append(policy.model(pixels, prompt, proprio).normalized_actions[0].float().cpu().numpy())
+        args, _ = calib.prepare(policy, s, dev, dtype)
+        out.append(policy.model(*args).normalized_actions[0].float().cpu().numpy())
     return np.stack(out)
 
 

@@ -283,7 +283,7 @@ def merge_stats(parts: list[CalibStats]) -> CalibStats:
     return CalibStats(
         first.n_samples, first.lam, merged("imatrix"), merged("fisher"), merged("features"), dict(first.inputs),
         first.actions, fisher_act=merged("fisher_act"), fisher_ce=merged("fisher_ce"), hessian=merged("hessian"),
-        losses=dict(first.losses),
+        losses=dict(first.losses), domains={k: v for p in parts for k, v in p.domains.items()},
     )
 
 

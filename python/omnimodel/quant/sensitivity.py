@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .calibrate import CalibStats, domain_of
+from .calibrate import CalibStats
 
 
 def rbf_gram(u: np.ndarray, bandwidth: float | None = None) -> np.ndarray:
@@ -64,7 +64,7 @@ def sensitivities(
     out: dict[str, float] = {}
     for name, z in stats.features.items():
         K_z = rbf_gram(z)
-        out[name] = beta * measure(K_z, L_a) - alpha * measure(grams_x[domain_of(name)], K_z)
+        out[name] = beta * measure(K_z, L_a) - alpha * measure(grams_x[stats.domains[name]], K_z)
     return out
 
 

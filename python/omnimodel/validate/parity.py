@@ -156,9 +156,9 @@ class ParityCheck:
         return self._weights
 
     def runtime_inputs(self) -> dict[str, np.ndarray]:
-        from omnimodel.arch.openvla_oft.export import runtime_inputs
+        from omnimodel.arch.registry import for_policy
 
-        return runtime_inputs(self.inputs)
+        return for_policy(self.policy).runtime_inputs(self.inputs)
 
     def run_runtime(self) -> RuntimeRun:
         return run_runtime(self.gguf, self.runtime_inputs(), self.threads, observation=(self.images, self.instruction))

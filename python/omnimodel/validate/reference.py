@@ -2,14 +2,11 @@
 
 The runtime names each intermediate after the PyTorch module that computes it (``projector``,
 ``language_model.model.layers.0``, ...), so most references are plain forward-hook outputs. A few runtime
-names have no module of their own; they are rebuilt from hooks here so that every tensor the runtime
-exposes can be checked, not only the convenient ones:
-
-    <tower>.embed                     input of the tower's block 0 (patch + position embedding + prefix)
-    <tower>.blocks.{i}.attn_residual  block input + ls1 output (the residual after attention)
-    inputs_embeds                     input of language_model.model (assembled sequence)
-    input_ids / pixel_values          the network's inputs (the runtime's preprocessing must match them)
-    action_hidden_states / normalized_actions / actions   what the network returned
+names have no module of their own; the policy's architecture (``omnimodel.arch.registry``) rebuilds them
+from hooks (``Architecture.reference_hooks``, e.g. OpenVLA-OFT's ``<tower>.embed``) and names what the
+network returned (``reference_outputs``), so that every tensor the runtime exposes can be checked, not
+only the convenient ones; the network's inputs (the runtime's preprocessing must match them) are
+recorded too.
 
 One function runs all three references of a parity check (docs/parity.md), differing only in options:
 
@@ -40,16 +37,13 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from omnimodel.arch.openvla_oft import OpenVLAOFTPolicy
-from omnimodel.arch.openvla_oft.export import runtime_inputs
-from omnimodel.arch.openvla_oft.normalization import unnormalize_actions
-from omnimodel.arch.openvla_oft.policy import PolicyInputs, prepare_inputs
+from omnimodel.arch.registry import for_policy
 
 from .numerics import RuntimeNumerics, round_activations
 
@@ -57,6 +51,11 @@ DEFAULT_INSTRUCTION = "put the black bowl on the plate"
 DEFAULT_SEED = 3
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+Policy = Any  # a loaded policy of any registered architecture
+PolicyInputs = Any  # what its ``Architecture.prepare_inputs`` returns
+# Network inputs recorded with the intermediates, when the prepared inputs carry them.
+_RECORDED_INPUTS = ("input_ids", "pixel_values")
 
 # The attention modules whose q/k/v an attention-numerics knob rounds (modeling.QKVRounding).
 _ATTENTION_SUFFIXES = (".attn", ".self_attn")
@@ -172,27 +171,15 @@ def _decode(gf, t) -> np.ndarray:
     return out if t.real_width is None else np.ascontiguousarray(out[..., : t.real_width])
 
 
-def parity_observation(policy: OpenVLAOFTPolicy, seed: int = DEFAULT_SEED) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """Deterministic uint8 images at the model's input size and a raw proprio vector inside the
-    dataset statistics' range. Parity is about numerics, so random content is as good as a camera frame."""
-    cfg = policy.config
-    rng = np.random.default_rng(seed)
-    s = cfg.vision.image_size
-    images = [rng.integers(0, 256, size=(s, s, 3), dtype=np.uint8) for _ in range(cfg.num_images)]
-    proprio = None
-    if cfg.use_proprio:
-        b = policy.norm_stats.proprio
-        lo, hi = np.asarray(b.low, np.float64), np.asarray(b.high, np.float64)
-        proprio = lo + (hi - lo) * rng.uniform(0.05, 0.95, size=lo.shape)
-    return images, proprio
+def parity_observation(policy: Policy, seed: int = DEFAULT_SEED) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The architecture's deterministic raw observation (camera images at the model's input size, a raw
+    state inside the statistics' range). Parity is about numerics, so random content is as good as a frame."""
+    return for_policy(policy).parity_observation(policy, seed)
 
 
-def action_span(policy: OpenVLAOFTPolicy) -> np.ndarray:
-    """Range of each un-normalised action dimension: high - low where normalised, else the
-    normalised range 2 (those dimensions pass through unchanged)."""
-    b = policy.norm_stats.action
-    span = np.where(np.asarray(b.mask, bool), np.asarray(b.high, np.float64) - np.asarray(b.low, np.float64), 2.0)
-    return np.where(span > 0, span, 2.0)
+def action_span(policy: Policy) -> np.ndarray:
+    """Range of each un-normalised action dimension (errors of ``actions`` are relative to it)."""
+    return for_policy(policy).action_span(policy)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -307,8 +294,8 @@ class _Unset:
         self.module.qkv_rounding = None
 
 
-def _collect(model: nn.Module, sink: Sink, keep: Callable[[str], bool]) -> list:
-    block_inputs: dict[str, torch.Tensor] = {}
+def _collect(policy: Policy, sink: Sink, keep: Callable[[str], bool]) -> list:
+    model = policy.model
     handles = []
 
     def put(name: str, value: torch.Tensor) -> None:
@@ -318,27 +305,7 @@ def _collect(model: nn.Module, sink: Sink, keep: Callable[[str], bool]) -> list:
     for name, module in model.named_modules():
         if name and keep(name):
             handles.append(module.register_forward_hook(lambda _m, _i, out, name=name: put(name, out)))
-
-    for tower in ("featurizer", "fused_featurizer"):
-        prefix = f"vision_backbone.{tower}"
-        vit = getattr(model.vision_backbone, tower)
-        for i, block in enumerate(vit.blocks):
-            bname = f"{prefix}.blocks.{i}"
-
-            def pre(_m, args, bname=bname, first=(i == 0), prefix=prefix):
-                block_inputs[bname] = args[0].detach()
-                if first:
-                    put(f"{prefix}.embed", args[0])
-
-            def after_ls1(_m, _i, out, bname=bname):
-                if keep(f"{bname}.attn_residual"):
-                    put(f"{bname}.attn_residual", block_inputs[bname] + out)
-
-            handles.append(block.register_forward_pre_hook(pre))
-            handles.append(block.ls1.register_forward_hook(after_ls1))
-
-    handles.append(model.language_model.model.register_forward_pre_hook(lambda _m, args: put("inputs_embeds", args[0])))
-    return handles
+    return handles + for_policy(policy).reference_hooks(model, put, keep)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -346,14 +313,14 @@ def _collect(model: nn.Module, sink: Sink, keep: Callable[[str], bool]) -> list:
 
 
 def reference_inputs(
-    policy: OpenVLAOFTPolicy, images: Sequence[np.ndarray], instruction: str, proprio: np.ndarray | None
+    policy: Policy, images: Sequence[np.ndarray], instruction: str, proprio: np.ndarray | None
 ) -> PolicyInputs:
-    return prepare_inputs(policy, images, instruction, proprio)
+    return for_policy(policy).prepare_inputs(policy, images, instruction, proprio)
 
 
 @torch.no_grad()
 def run_reference(
-    policy: OpenVLAOFTPolicy,
+    policy: Policy,
     images: Sequence[np.ndarray] | PolicyInputs,
     instruction: str = DEFAULT_INSTRUCTION,
     proprio: np.ndarray | None = None,
@@ -371,33 +338,28 @@ def run_reference(
     With a ``sink`` the values go there and the returned run's ``tensors`` is empty."""
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-    x = images if isinstance(images, PolicyInputs) else prepare_inputs(policy, images, instruction, proprio)
+    arch = for_policy(policy)
+    raw = isinstance(images, (list, tuple, np.ndarray))
+    x = arch.prepare_inputs(policy, images, instruction, proprio) if raw else images
     keep = keep or (lambda _name: True)
     store = StoreSink() if sink is None else None
     target = sink if sink is not None else store
     model = policy.model
     handles = just_in_time_weights(model, _DTYPES[dtype], weights)
     handles += rounding_points(model, numerics, perturb)
-    handles += _collect(model, target, keep)
-    for name, value in (("input_ids", x.input_ids), ("pixel_values", x.pixel_values)):
-        if keep(name):  # what the runtime's own preprocessing must reproduce
+    handles += _collect(policy, target, keep)
+    for name in _RECORDED_INPUTS:
+        value = getattr(x, name, None)
+        if value is not None and keep(name):  # what the runtime's own preprocessing must reproduce
             target.add(name, value)
     with _hooks(handles):
-        device = model.language_model.model.embed_tokens.weight.device
-        proprio_t = x.proprio.to(_DTYPES[dtype]) if x.proprio is not None else None
-        out = model(x.pixel_values.to(_DTYPES[dtype]), x.prompt_ids.to(device), proprio_t)
-    normalized = out.normalized_actions[0].to(torch.float64)
-    finals = {
-        "action_hidden_states": out.action_hidden_states,
-        "normalized_actions": normalized,
-        "actions": torch.from_numpy(unnormalize_actions(normalized.cpu().numpy(), policy.norm_stats.action)),
-    }
-    for name, value in finals.items():
+        out = model(*arch.model_args(model, x, _DTYPES[dtype]))
+    for name, value in arch.reference_outputs(policy, x, out).items():
         if keep(name):
             target.add(name, value)
     return ReferenceRun(
-        inputs=runtime_inputs(x), tensors=store.tensors() if store is not None else {}, dtype=dtype,
-        action_span=action_span(policy),
+        inputs=arch.runtime_inputs(x), tensors=store.tensors() if store is not None else {}, dtype=dtype,
+        action_span=arch.action_span(policy),
     )
 
 

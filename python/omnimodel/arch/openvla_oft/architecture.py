@@ -1,0 +1,115 @@
+"""OpenVLA-OFT in the architecture registry: where each stage finds this family's code.
+
+The reference, loader and exporter live in this package; the analyzer in ``omnimodel/analyze/openvla_oft.py``,
+the plan spec in ``omnimodel/plan/archs/openvla_oft.py``, the graph's glue in
+``templates/archs/openvla_oft.cpp.j2`` (docs/architectures.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omnimodel.arch.registry import Architecture, register
+from omnimodel.demo_assets import DEMO_CALIB_DIR, DEMO_POLICY_DIR
+
+from . import export, parity
+from .config import ConfigError
+
+
+@register
+class OpenVLAOFTArchitecture(Architecture):
+    name = export.ARCH  # "openvla-oft"
+    title = "OpenVLA-OFT"
+    package = "omnimodel.arch.openvla_oft"
+    outtypes = tuple(export.OUTTYPES)
+    demo_checkpoint = DEMO_POLICY_DIR
+    demo_calib = DEMO_CALIB_DIR
+    demo_note = ("the built-in tiny OpenVLA-OFT policy trained on Meta-World (real file layout; see "
+                 "docs/simbench.md)")
+    checkpoint_error = ConfigError  # CheckpointError derives from it
+    bench_stages = {
+        "vision": ("vision_backbone", "projector", "proprio_projector"),
+        "llm": ("language_model.model",),
+        "head": ("action_head",),
+    }
+    runtime_stage_ends = {"vision": "projector", "llm": "language_model.model.norm"}
+
+    def matches_config(self, config: dict[str, Any]) -> bool:
+        return config.get("model_type") == "openvla"
+
+    def load_policy(self, checkpoint: Path, *, dtype: Any = None, lazy: bool = False,
+                    unnorm_key: str | None = None) -> Any:
+        from .policy import load_policy
+
+        return load_policy(checkpoint, dtype=dtype, lazy=lazy, unnorm_key=unnorm_key)
+
+    def write_miniature(self, directory: Path, **spec: Any) -> Path:
+        from .miniature import MiniatureSpec, write_miniature
+
+        return write_miniature(directory, MiniatureSpec(**spec))
+
+    def predict_action(self, policy: Any, images: Any, instruction: str, state: Any, **kwargs: Any) -> Any:
+        from .policy import predict_action
+
+        return predict_action(policy, images, instruction, state, **kwargs)
+
+    def describe_policy(self, policy: Any) -> str:
+        cfg = policy.config
+        return (f"{cfg.num_images} image(s) {cfg.vision.image_size}px, LLM {cfg.llm.num_hidden_layers} layers x "
+                f"{cfg.llm.hidden_size}, chunk {cfg.num_actions_chunk} x {cfg.action_dim} actions")
+
+    def statistics_keys(self, checkpoint: Path) -> tuple[list[str], str]:
+        from .checkpoint import statistics_keys
+
+        return statistics_keys(checkpoint)
+
+    def calibration_inputs(self, checkpoint: Path, unnorm_key: str, keys: list[str]) -> tuple[str, Any]:
+        from omnimodel.quant.calib_check import PolicyInputs
+
+        from .checkpoint import header_norm_stats, read_checkpoint_header
+
+        header = read_checkpoint_header(checkpoint, unnorm_key=unnorm_key)
+        inputs = PolicyInputs.from_config(header.config, header_norm_stats(header), str(checkpoint), keys)
+        return header.dataset_key, inputs
+
+    def analyze(self, checkpoint: Path, **kwargs: Any) -> Any:
+        from omnimodel.analyze.openvla_oft import analyze_openvla_oft
+
+        return analyze_openvla_oft(checkpoint, **kwargs)
+
+    def plan_spec(self) -> Any:
+        from omnimodel.plan.archs import openvla_oft
+
+        return openvla_oft
+
+    def write_gguf(self, policy: Any, path: Path, outtype: str, **kwargs: Any) -> Path:
+        return export.write_gguf(policy, path, outtype, **kwargs)
+
+    def parity_observation(self, policy: Any, seed: int) -> tuple[list[Any], Any]:
+        return parity.parity_observation(policy, seed)
+
+    def prepare_inputs(self, policy: Any, images: Any, instruction: str, state: Any) -> Any:
+        from .policy import prepare_inputs
+
+        return prepare_inputs(policy, images, instruction, state)
+
+    def runtime_inputs(self, inputs: Any) -> dict[str, Any]:
+        return export.runtime_inputs(inputs)
+
+    def model_args(self, model: Any, inputs: Any, dtype: Any) -> tuple[Any, ...]:
+        return parity.model_args(model, inputs, dtype)
+
+    def reference_hooks(self, model: Any, put: Any, keep: Any) -> list[Any]:
+        return parity.reference_hooks(model, put, keep)
+
+    def reference_outputs(self, policy: Any, inputs: Any, out: Any) -> dict[str, Any]:
+        return parity.reference_outputs(policy, out)
+
+    def action_span(self, policy: Any) -> Any:
+        return parity.action_span(policy)
+
+    def calibration(self) -> Any:
+        from .calibration import OFTCalibration
+
+        return OFTCalibration()

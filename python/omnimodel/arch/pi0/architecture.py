@@ -1,0 +1,76 @@
+"""pi0 and pi0.5 in the architecture registry: what exists today (loader, PyTorch reference, miniature).
+
+Both families share this package; ``Pi0Config.kind`` tells them apart. ``convert`` stops at once with
+``missing`` (one line, exit 2): the analyzer, plan spec, templates and C++ graph are issue 12 item 4.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omnimodel.arch.registry import Architecture, register
+
+from .config import ConfigError
+
+_PRECISION = {"float32": "float32", "float64": "float64", "bfloat16": "bfloat16"}
+
+
+class _Pi0Family(Architecture):
+    package = "omnimodel.arch.pi0"
+    missing = "no runtime graph yet (issue 12 item 4: analyzer, plan spec, templates and C++ graph)"
+    checkpoint_error = ConfigError  # CheckpointError derives from it
+
+    def matches_config(self, config: dict[str, Any]) -> bool:
+        # LeRobot's layout names the family; an openpi-PyTorch config does not (its tensors do).
+        return config.get("type") == self.name
+
+    def owns(self, policy: Any) -> bool:
+        return super().owns(policy) and getattr(policy.config, "kind", None) == self.name
+
+    def load_policy(self, checkpoint: Path, *, dtype: Any = None, lazy: bool = False,
+                    unnorm_key: str | None = None) -> Any:
+        """``dtype``: a torch dtype (float32 default); ``unnorm_key``: an openpi checkpoint's asset id.
+        ``lazy`` is not supported by this loader yet (weights are read at once)."""
+        from .policy import load_policy
+
+        precision = "float32" if dtype is None else _PRECISION.get(str(dtype).removeprefix("torch."))
+        if precision is None:
+            raise ConfigError(f"{self.name}: cannot load in {dtype}")
+        policy = load_policy(checkpoint, precision=precision, asset_id=unnorm_key)
+        if policy.config.kind != self.name:
+            raise ConfigError(f"{checkpoint}: a {policy.config.kind} checkpoint, not {self.name}")
+        return policy
+
+    def describe_policy(self, policy: Any) -> str:
+        cfg = policy.config
+        return (f"{cfg.kind}: {len(cfg.camera_keys)} camera(s) {cfg.image_size}px, PaliGemma "
+                f"{cfg.paligemma.depth} layers x {cfg.paligemma.width}, expert {cfg.action_expert.width} wide, "
+                f"chunk {cfg.chunk_size} x {cfg.action_dim} actions")
+
+    def write_miniature(self, directory: Path, **spec: Any) -> Path:
+        from .miniature import Pi0MiniatureSpec, write_miniature
+
+        return write_miniature(directory, Pi0MiniatureSpec(kind=self.name, **spec))
+
+    def prepare_inputs(self, policy: Any, images: Any, instruction: str, state: Any) -> Any:
+        from .policy import prepare_inputs
+
+        return prepare_inputs(policy, images, instruction, state)
+
+    def predict_action(self, policy: Any, images: Any, instruction: str, state: Any, **kwargs: Any) -> Any:
+        from .policy import predict_action
+
+        return predict_action(policy, images, instruction, state, **kwargs)
+
+
+@register
+class Pi0Architecture(_Pi0Family):
+    name = "pi0"
+    title = "pi0"
+
+
+@register
+class Pi05Architecture(_Pi0Family):
+    name = "pi05"
+    title = "pi0.5"
