@@ -1,7 +1,7 @@
 """`omnimodel collect-demos OUT`: scripted-expert Meta-World demonstrations -> an episode dataset.
 
 Writes ``OUT/train/*.npz`` and ``OUT/calib/*.npz`` (one file per episode, see
-``omnimodel.simbench.episodes``), ``OUT/dataset_statistics.json`` (OFT's schema, from the train split)
+``omnimodel.simbench.episodes``), ``OUT/dataset_statistics.json`` (the statistics schema of ``simbench.statistics``, from the train split)
 and ``OUT/dataset.json`` (the manifest, last). Same arguments -> same files.
 """
 

@@ -6,7 +6,7 @@
     omnimodel eval --policy OUTDIR --data DATA --reference CKPT      # a converted policy, in the runtime
     omnimodel eval --policy FILE.gguf --plugin PLUGIN.so ...
 
-``--policy``: ``expert``, an OpenVLA-OFT checkpoint directory (PyTorch reference), or a converted policy
+``--policy``: ``expert``, a checkpoint directory (the PyTorch reference), or a converted policy
 run by the compiled runtime (``omnimodel.simbench.policies.GGUFRuntimePolicy``): an ``omnimodel convert``
 output directory, or a ``.gguf`` with ``--plugin`` (the generated graph). ``--data`` (an episode dataset from
 ``collect-demos`` or the calibration loaders) adds the open-loop metrics on its ``--split``; with
@@ -28,7 +28,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     from omnimodel.simbench.tasks import TASKS  # pure data, cheap
 
     p.add_argument(
-        "--policy", required=True, help="'expert', an OFT checkpoint dir, a convert output dir or a .gguf (see above)"
+        "--policy", required=True, help="'expert', a checkpoint dir, a convert output dir or a .gguf (see above)"
     )
     p.add_argument(
         "--plugin",

@@ -1,15 +1,15 @@
-"""`omnimodel train-demo DATA --out OUT`: train the small OpenVLA-OFT demo policy on collected demonstrations.
+"""`omnimodel train-demo DATA --out OUT`: train the small demo policy on collected demonstrations.
 
     omnimodel collect-demos data/mw --image-size 56 --action-noise 0.1
-    omnimodel train-demo data/mw --out runs/demo                  # -> runs/demo/final (OFT layout)
+    omnimodel train-demo data/mw --out runs/demo                  # -> runs/demo/final (a checkpoint)
     omnimodel eval --policy runs/demo/final --episodes 10
 
 ``--init CKPT`` continues from an earlier run's checkpoint (a second, low-LR stage) instead.
 
 Writes ``OUT/init`` (the random initial checkpoint: miniature layout, a tokenizer trained on the dataset's
 instructions, the dataset's statistics), ``OUT/checkpoints/step-NNNNNN`` every ``--checkpoint-every``
-steps, ``OUT/final`` (the trained policy, the real OFT checkpoint layout that ``load_policy`` and
-``omnimodel eval`` read) and ``OUT/train_report.json``. Seeds are fixed: the same command on the same data
+steps, ``OUT/final`` (the trained policy, in the real checkpoint layout of ``simbench.train``'s
+architecture, which ``omnimodel convert`` and ``omnimodel eval`` read) and ``OUT/train_report.json``. Seeds are fixed: the same command on the same data
 with the same ``--threads`` writes the same weights, unless ``--time-limit`` stops it early.
 """
 
@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
         # A second stage (more steps, lower LR) on top of an earlier run; the checkpoint must be one this
         # command wrote for the same dataset (its statistics and tokenizer are reused as they are).
         if not (args.init / "config.json").is_file():
-            raise UsageError(f"--init {args.init}: not an OFT checkpoint directory (no config.json)")
+            raise UsageError(f"--init {args.init}: not a checkpoint directory (no config.json)")
         init = args.init
         print(f"continuing from: {init}", flush=True)
     else:
@@ -148,7 +148,7 @@ def _run(args: argparse.Namespace) -> int:
 
 COMMAND = Command(
     name="train-demo",
-    help="train the small OpenVLA-OFT demo policy on collected Meta-World demonstrations",
+    help="train the small demo policy on collected Meta-World demonstrations",
     add_arguments=_add_arguments,
     run=_run,
 )

@@ -14,7 +14,7 @@ Then one backward pass per sample gives the Action-Mixed Fisher diagonal (METHOD
     L_AMF = lam * L_act + (1 - lam) * L_CE,      F_ii = (1/N) sum_n (dL_AMF(n)/dw_i)^2
 
 L_act and L_CE are the architecture's (its calibration adapter, ``Architecture.calibration()``; e.g.
-OpenVLA-OFT's L1 over the normalised chunk and the LM head's cross-entropy against its discretised action
+an L1 loss over the normalised action chunk and the LM head's cross-entropy against discretised action
 tokens). The adapter also turns samples into model inputs and names the HSIC input domains. The square is taken of the *blended*
 gradient per sample, so F(lam) is not a blend of two Fishers; ``keep_components`` also returns the pure
 L_act and L_CE Fishers (lam = 1 and lam = 0) from the same two gradients, at the cost of two backward

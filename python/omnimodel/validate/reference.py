@@ -3,7 +3,7 @@
 The runtime names each intermediate after the PyTorch module that computes it (``projector``,
 ``language_model.model.layers.0``, ...), so most references are plain forward-hook outputs. A few runtime
 names have no module of their own; the policy's architecture (``omnimodel.arch.registry``) rebuilds them
-from hooks (``Architecture.reference_hooks``, e.g. OpenVLA-OFT's ``<tower>.embed``) and names what the
+from hooks (``Architecture.reference_hooks``, e.g. a ViT tower's ``<tower>.embed``) and names what the
 network returned (``reference_outputs``), so that every tensor the runtime exposes can be checked, not
 only the convenient ones; the network's inputs (the runtime's preprocessing must match them) are
 recorded too.
