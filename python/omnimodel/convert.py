@@ -124,10 +124,31 @@ def _checkpoint_error(e: Exception) -> ConvertError:
     return ConvertError(" ".join(str(e).split()))
 
 
-def _load_policy(checkpoint: Path, quant: Any = None, unnorm_key: str | None = None, *, arch: Any):
-    """The policy in the checkpoint's own dtype (``policy_dtype``), its weights memory-mapped (lazy)."""
+def _checkpoint_architecture(checkpoint: Path) -> Any:
+    """The registered family a checkpoint directory's config.json belongs to."""
+    from omnimodel.arch import registry
+
+    config = Path(checkpoint) / "config.json"
+    try:
+        parsed = json.loads(config.read_text())
+    except FileNotFoundError as e:
+        raise ConvertError(f"config.json: missing in {checkpoint}") from e
+    except (OSError, ValueError) as e:
+        raise ConvertError(f"{config}: unreadable ({' '.join(str(e).split())})") from e
+    if not isinstance(parsed, dict):
+        raise ConvertError(f"{config}: not a JSON object")
+    try:
+        return registry.for_config(parsed, str(config))
+    except registry.UnknownArchitecture as e:
+        raise ConvertError(str(e)) from e
+
+
+def _load_policy(checkpoint: Path, quant: Any = None, unnorm_key: str | None = None, arch: Any = None):
+    """The policy in the checkpoint's own dtype (``policy_dtype``), its weights memory-mapped (lazy).
+    ``arch``: the registered family (default: the one the checkpoint's config.json belongs to)."""
     from omnimodel.quant.pipeline import policy_dtype
 
+    arch = arch if arch is not None else _checkpoint_architecture(checkpoint)
     try:
         return arch.load_policy(checkpoint, dtype=policy_dtype(quant), lazy=True, unnorm_key=unnorm_key)
     except (arch.checkpoint_error, ValueError) as e:  # the loader's errors name the problem in one line
@@ -212,6 +233,10 @@ def convert(
         checkpoint = Path(checkpoint).absolute()
         if not checkpoint.is_dir():
             raise ConvertError(f"{checkpoint}: checkpoint directory not found")
+        if (checkpoint / "config.json").is_file():  # else the loader names what is missing
+            found = _checkpoint_architecture(checkpoint)
+            if found is not arch:
+                raise ConvertError(f"{checkpoint}: a {found.name} checkpoint (config.json), not {arch.name}")
 
     if quant is not None:  # every argument check before the staging directory exists
         from omnimodel.quant.pipeline import QuantPipelineError
@@ -258,7 +283,7 @@ def convert(
                 log(f"      NOTE: no checkpoint given -- this is the DEMO: {arch.demo_note}, copied into the output")
                 # A copy keeps the output self-contained: `omnimodel validate` re-reads it from there.
                 checkpoint = Path(shutil.copytree(arch.demo_checkpoint, stage / DEMO_DIR))
-            policy = _load_policy(checkpoint, quant, unnorm_key, arch=arch)
+            policy = _load_policy(checkpoint, quant, unnorm_key)
             log(f"      {arch.describe_policy(policy)}")
 
         with stage_step("analyze+plan", "describe the model, map its modules onto skills"):

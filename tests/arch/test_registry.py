@@ -164,3 +164,12 @@ def test_the_scan_catches_an_architecture_import() -> None:
         assert names_one(bad), bad
     for fine in ("from omnimodel.arch.registry import for_policy", "softmax over the scores", "spi0n"):
         assert not names_one(fine), fine
+
+
+def test_convert_refuses_a_checkpoint_of_another_family(tmp_path: Path, capsys) -> None:
+    ckpt = registry.get("pi05").write_miniature(tmp_path / "ckpt")
+    out = tmp_path / "out"
+    assert main(["convert", "openvla-oft", "--checkpoint", str(ckpt), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("a pi05 checkpoint (config.json), not openvla-oft")
+    assert not out.exists()
