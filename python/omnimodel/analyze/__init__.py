@@ -1,7 +1,7 @@
 """Analyzer: a checkpoint directory -> ModelDescription (modules, hyper-parameters, parity variants).
 
     from omnimodel.analyze import analyze
-    desc = analyze("openvla-7b-oft-finetuned-libero-spatial")
+    desc = analyze("path/to/checkpoint")          # any registered architecture's checkpoint
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ class AnalyzeError(ValueError):
 
 def analyze(checkpoint_dir: str | Path, **kwargs) -> ModelDescription:
     """Describe the checkpoint at ``checkpoint_dir`` with the analyzer of the registered architecture its
-    config.json belongs to; keyword arguments go to that analyzer (OpenVLA-OFT: ``platform=``, ``unnorm_key=``)."""
+    config.json belongs to; keyword arguments go to that analyzer (e.g. ``platform=``, ``unnorm_key=``)."""
     root = Path(checkpoint_dir)
     config = root / "config.json"
     if not config.is_file():

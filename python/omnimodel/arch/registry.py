@@ -68,7 +68,7 @@ class Architecture:
         return False
 
     def owns(self, policy: Any) -> bool:
-        """Whether a loaded policy object is of this family: its class lives in ``package``."""
+        """Whether a loaded policy (or its model) is of this family: its class lives in ``package``."""
         return type(policy).__module__.startswith(self.package + ".")
 
     def unsupported(self, what: str) -> NotSupported:
@@ -152,6 +152,24 @@ class Architecture:
     # Benchmark stages: stage -> the PyTorch modules timed for it, and stage -> the runtime tensor ending it.
     bench_stages: ClassVar[dict[str, tuple[str, ...]]] = {}
     runtime_stage_ends: ClassVar[dict[str, str]] = {}
+
+    # -- quantization (quant.targets, quant.report, quant.awq) ---------------------------------------
+    def quant_layer(self, name: str) -> str | None:
+        """The transformer layer a weight belongs to (the layer-balanced objective's key), or None for a
+        weight outside the quantized stacks (heads, projectors, embeddings stay high precision)."""
+        raise self.unsupported("quantization targets")
+
+    def unused_parameter_prefixes(self, model: Any) -> list[str]:
+        """Name prefixes of weights the runtime never reads (not exported, so not quantized)."""
+        raise self.unsupported("quantization targets")
+
+    def exported_tensors(self, policy: Any) -> dict[str, Any]:
+        """The state_dict entries the GGUF stores, by name."""
+        raise self.unsupported("GGUF exporter")
+
+    def awq_scale_groups(self, model: Any) -> list[Any]:
+        """AWQ's ``quant.awq.ScaleGroup``s: matrices sharing an input and where 1/s folds."""
+        raise self.unsupported("AWQ scale groups")
 
     # -- calibration (quant.calibrate) ------------------------------------------------------------
     def calibration(self) -> Any:

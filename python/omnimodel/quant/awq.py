@@ -10,13 +10,9 @@ normalised to geometric mean 1; alpha on a grid in [0, 1] (0 = no scaling) is ch
 minimise the output-error proxy sum_l tr(D_l H D_l^T), D_l = W_l - Q(W_l diag(s)) diag(1/s), with
 H = E[x x^T] when calibrated with ``hessian=True`` and its diagonal (the imatrix) otherwise.
 
-Where 1/s folds in OFT:
-
-    Llama   q,k,v <- input_layernorm.weight      gate,up <- post_attention_layernorm.weight
-            down  <- up_proj rows                 o_proj  <- v_proj rows (when kv heads == heads)
-    ViT     qkv   <- norm1 (weight, bias)         fc1     <- norm2 (weight, bias)
-            proj  <- the v rows of qkv (weight, bias)
-    fc2 reads GELU(fc1 x), which does not commute with scaling: it is left unscaled.
+Where 1/s folds is the architecture's (``Architecture.awq_scale_groups``, built from ``ScaleGroup``,
+``fold_norm`` and ``fold_rows`` here): a norm's weight (and bias) before the matrices reading it, or the
+rows of the matrix producing a linear input; an input behind a nonlinearity (GELU) is left unscaled.
 
 ``awq_transform`` edits the model in place (quantized matrices and the folded norms / rows); export the
 transformed model, then quantize with ``rtn`` in the same allocation.
@@ -31,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from omnimodel.arch.openvla_oft.modeling import OpenVLAOFT
+from omnimodel.arch.registry import for_policy
 
 from .allocate import Allocation
 from .calibrate import CalibStats
@@ -49,7 +45,7 @@ class ScaleGroup:
     folds_into: str | None = None  # the quantized matrix whose rows the fold edits, if any
 
 
-def _fold_norm(norm: nn.Module) -> Callable[[torch.Tensor], None]:
+def fold_norm(norm: nn.Module) -> Callable[[torch.Tensor], None]:
     def fold(s: torch.Tensor) -> None:
         norm.weight.div_(s.to(norm.weight.dtype))
         if getattr(norm, "bias", None) is not None:
@@ -58,7 +54,7 @@ def _fold_norm(norm: nn.Module) -> Callable[[torch.Tensor], None]:
     return fold
 
 
-def _fold_rows(lin: nn.Linear, start: int = 0) -> Callable[[torch.Tensor], None]:
+def fold_rows(lin: nn.Linear, start: int = 0) -> Callable[[torch.Tensor], None]:
     def fold(s: torch.Tensor) -> None:
         stop = start + s.shape[0]
         lin.weight[start:stop].div_(s.to(lin.weight.dtype)[:, None])
@@ -68,47 +64,9 @@ def _fold_rows(lin: nn.Linear, start: int = 0) -> Callable[[torch.Tensor], None]
     return fold
 
 
-def scale_groups(model: OpenVLAOFT) -> list[ScaleGroup]:
-    groups: list[ScaleGroup] = []
-    for tower in ("featurizer", "fused_featurizer"):
-        vit = getattr(model.vision_backbone, tower)
-        for i in range(vit.cfg.feature_block_index + 1):  # the blocks OFT runs
-            b = vit.blocks[i]
-            p = f"vision_backbone.{tower}.blocks.{i}"
-            d = vit.cfg.embed_dim
-            groups += [
-                ScaleGroup(f"{p}.norm1", (f"{p}.attn.qkv.weight",), _fold_norm(b.norm1)),
-                ScaleGroup(f"{p}.norm2", (f"{p}.mlp.fc1.weight",), _fold_norm(b.norm2)),
-                ScaleGroup(
-                    f"{p}.attn.v", (f"{p}.attn.proj.weight",), _fold_rows(b.attn.qkv, 2 * d), f"{p}.attn.qkv.weight"
-                ),
-            ]
-    for i, layer in enumerate(model.language_model.model.layers):
-        p = f"language_model.model.layers.{i}"
-        a = f"{p}.self_attn"
-        groups += [
-            ScaleGroup(
-                f"{p}.input_layernorm", tuple(f"{a}.{x}_proj.weight" for x in "qkv"), _fold_norm(layer.input_layernorm)
-            ),
-            ScaleGroup(
-                f"{p}.post_attention_layernorm",
-                (f"{p}.mlp.gate_proj.weight", f"{p}.mlp.up_proj.weight"),
-                _fold_norm(layer.post_attention_layernorm),
-            ),
-            ScaleGroup(
-                f"{p}.mlp.up_proj",
-                (f"{p}.mlp.down_proj.weight",),
-                _fold_rows(layer.mlp.up_proj),
-                f"{p}.mlp.up_proj.weight",
-            ),
-        ]
-        if layer.self_attn.num_kv_heads == layer.self_attn.num_heads:
-            groups.append(
-                ScaleGroup(
-                    f"{a}.v_proj", (f"{a}.o_proj.weight",), _fold_rows(layer.self_attn.v_proj), f"{a}.v_proj.weight"
-                )
-            )
-    return groups
+def scale_groups(model: nn.Module) -> list[ScaleGroup]:
+    """The model's scale groups, as its architecture defines them (``Architecture.awq_scale_groups``)."""
+    return for_policy(model).awq_scale_groups(model)
 
 
 def _output_error(w: np.ndarray, w_hat: np.ndarray, H: np.ndarray | None, diag: np.ndarray) -> float:
@@ -150,7 +108,7 @@ def search_scales(
 
 @torch.no_grad()
 def awq_transform(
-    model: OpenVLAOFT, allocation: Allocation, stats: CalibStats, alphas: tuple[float, ...] = ALPHAS
+    model: nn.Module, allocation: Allocation, stats: CalibStats, alphas: tuple[float, ...] = ALPHAS
 ) -> dict[str, float]:
     """Search and apply AWQ scales in place; returns the chosen alpha per group (0 = left as is).
 
@@ -176,7 +134,7 @@ def awq_transform(
     return chosen
 
 
-def quantize_awq(model: OpenVLAOFT, allocation: Allocation, stats: CalibStats, alphas: tuple[float, ...] = ALPHAS):
+def quantize_awq(model: nn.Module, allocation: Allocation, stats: CalibStats, alphas: tuple[float, ...] = ALPHAS):
     """AWQ end to end: transform ``model`` in place, then RTN in the allocation's types.
 
     Returns (QuantResult with method "awq", alpha per group). Export the *transformed* model: its norms
@@ -191,4 +149,4 @@ def quantize_awq(model: OpenVLAOFT, allocation: Allocation, stats: CalibStats, a
     return result, chosen
 
 
-__all__ = ["ALPHAS", "ScaleGroup", "awq_transform", "quantize_awq", "scale_groups", "search_scales"]
+__all__ = ["ALPHAS", "ScaleGroup", "fold_norm", "fold_rows", "awq_transform", "quantize_awq", "scale_groups", "search_scales"]

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from typing import Any
 
 import numpy as np
 import torch
 
-from omnimodel.arch.openvla_oft.policy import OpenVLAOFTPolicy, swapped_weights
+from omnimodel.arch.weights import swapped_weights
 
 from .calibrate import adapter
 from .quantize import QuantResult
@@ -20,7 +21,7 @@ from .samples import CalibSample
 from .targets import quantized_linears
 
 
-def fake_quantized(policy: OpenVLAOFTPolicy, result: QuantResult) -> AbstractContextManager[None]:
+def fake_quantized(policy: Any, result: QuantResult) -> AbstractContextManager[None]:
     """Within the block the policy's quantized matrices hold their decoded values; restored after."""
     lin = quantized_linears(policy.model)
     values = {
@@ -31,7 +32,7 @@ def fake_quantized(policy: OpenVLAOFTPolicy, result: QuantResult) -> AbstractCon
 
 
 @torch.no_grad()
-def predict_normalized(policy: OpenVLAOFTPolicy, samples: Sequence[CalibSample]) -> np.ndarray:
+def predict_normalized(policy: Any, samples: Sequence[CalibSample]) -> np.ndarray:
     """(N, chunk, action_dim) normalised actions for each sample, the head's raw output."""
     dev = next(policy.model.parameters()).device
     dtype = next(policy.model.parameters()).dtype
@@ -43,7 +44,7 @@ def predict_normalized(policy: OpenVLAOFTPolicy, samples: Sequence[CalibSample])
     return np.stack(out)
 
 
-def action_deviation(policy: OpenVLAOFTPolicy, result: QuantResult, samples: Sequence[CalibSample]) -> float:
+def action_deviation(policy: Any, result: QuantResult, samples: Sequence[CalibSample]) -> float:
     """Mean |a_quantized - a_fp| over the normalised action chunks of ``samples``."""
     ref = predict_normalized(policy, samples)
     with fake_quantized(policy, result):

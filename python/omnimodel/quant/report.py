@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omnimodel.arch.openvla_oft.export import exported_tensors
-from omnimodel.arch.openvla_oft.policy import OpenVLAOFTPolicy
+from omnimodel.arch.registry import for_policy
 from omnimodel.gguf.types import type_info
 from omnimodel.plan.types import tensor_type
 
@@ -19,10 +18,10 @@ from .allocate import Allocation
 from .quantize import QuantResult
 
 
-def size_report(policy: OpenVLAOFTPolicy, allocation: Allocation, base_outtype: str = "f16") -> dict[str, Any]:
+def size_report(policy: Any, allocation: Allocation, base_outtype: str = "f16") -> dict[str, Any]:
     alloc = {t.name: t for t in allocation.tensors}
     q_bytes = q_n = other_bytes = other_n = 0
-    for name, value in exported_tensors(policy).items():
+    for name, value in for_policy(policy).exported_tensors(policy).items():
         shape = tuple(int(d) for d in value.shape)
         n = 1
         for d in shape:
@@ -48,7 +47,7 @@ def size_report(policy: OpenVLAOFTPolicy, allocation: Allocation, base_outtype: 
 
 
 def quant_report(
-    policy: OpenVLAOFTPolicy, allocation: Allocation, result: QuantResult, base_outtype: str = "f16"
+    policy: Any, allocation: Allocation, result: QuantResult, base_outtype: str = "f16"
 ) -> dict[str, Any]:
     """JSON-ready: sizes, the type mix, the allocation, and per tensor which candidate won and its errors."""
     out = {

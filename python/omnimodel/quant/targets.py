@@ -2,13 +2,13 @@
 
 METHODS.md section 1: every linear weight of the vision encoders and of the language backbone. The
 projector, proprio projector, action head, embeddings, patch kernels and the LM head stay high precision.
-Blocks the OFT forward never runs (the last ViT block of each tower, SigLIP's MAP head) are not exported,
-so they are not quantized either. The layer key groups matrices for the layer-balanced objective (Eq. 6).
+Weights the forward never reads (the architecture's ``unused_parameter_prefixes``) are not exported, so
+they are not quantized either. The layer key (``Architecture.quant_layer``: a transformer block of a
+quantized stack, None elsewhere) groups matrices for the layer-balanced objective (Eq. 6).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -16,12 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from omnimodel.arch.openvla_oft.modeling import OpenVLAOFT, unused_parameter_prefixes
-
-# vision_backbone.<tower>.blocks.<i>.   and   language_model.model.layers.<i>.
-_LAYER_RE = re.compile(
-    r"^(vision_backbone\.(?:featurizer|fused_featurizer)\.blocks\.\d+|language_model\.model\.layers\.\d+)\."
-)
+from omnimodel.arch.registry import for_policy
 
 
 @dataclass(frozen=True)
@@ -41,28 +36,25 @@ class MatrixTarget:
         return self.shape[1]
 
 
-def layer_of(name: str) -> str | None:
-    m = _LAYER_RE.match(name)
-    return m.group(1) if m else None
-
-
-def quantized_linears(model: OpenVLAOFT) -> dict[str, nn.Linear]:
+def quantized_linears(model: nn.Module) -> dict[str, nn.Linear]:
     """state_dict weight name -> Linear module, for every matrix ActQuant quantizes (in model order)."""
-    skip = tuple(unused_parameter_prefixes(model.cfg))
+    arch = for_policy(model)
+    skip = tuple(arch.unused_parameter_prefixes(model))
     out: dict[str, nn.Linear] = {}
     for mod_name, mod in model.named_modules():
         if not isinstance(mod, nn.Linear):
             continue
         name = f"{mod_name}.weight"
-        if name.startswith(skip) or layer_of(name) is None:
+        if name.startswith(skip) or arch.quant_layer(name) is None:
             continue
         out[name] = mod
     return out
 
 
-def matrix_targets(model: OpenVLAOFT) -> list[MatrixTarget]:
+def matrix_targets(model: nn.Module) -> list[MatrixTarget]:
+    arch = for_policy(model)
     return [
-        MatrixTarget(name, (int(m.weight.shape[0]), int(m.weight.shape[1])), layer_of(name) or "")
+        MatrixTarget(name, (int(m.weight.shape[0]), int(m.weight.shape[1])), arch.quant_layer(name) or "")
         for name, m in quantized_linears(model).items()
     ]
 
@@ -71,7 +63,7 @@ class ModelWeights(Mapping[str, np.ndarray]):
     """name -> fp32 numpy copy of a quantized matrix, made when asked for (and not kept): how the
     allocation and the quantizers read a model one matrix at a time instead of all at once."""
 
-    def __init__(self, model: OpenVLAOFT) -> None:
+    def __init__(self, model: nn.Module) -> None:
         self.linears = quantized_linears(model)
 
     def __getitem__(self, name: str) -> np.ndarray:
@@ -85,10 +77,10 @@ class ModelWeights(Mapping[str, np.ndarray]):
         return len(self.linears)
 
 
-def matrix_weights(model: OpenVLAOFT) -> dict[str, torch.Tensor]:
+def matrix_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """name -> the fp32 weight (detached CPU copy) of every quantized matrix."""
     # clone: for an fp32 CPU model .float().cpu() would alias the parameter, and AWQ edits it in place
     return {n: m.weight.detach().float().cpu().clone() for n, m in quantized_linears(model).items()}
 
 
-__all__ = ["MatrixTarget", "ModelWeights", "layer_of", "matrix_targets", "matrix_weights", "quantized_linears"]
+__all__ = ["MatrixTarget", "ModelWeights", "matrix_targets", "matrix_weights", "quantized_linears"]

@@ -7,6 +7,7 @@ the plan spec in ``omnimodel/plan/archs/openvla_oft.py``, the graph's glue in
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,11 @@ from omnimodel.demo_assets import DEMO_CALIB_DIR, DEMO_POLICY_DIR
 
 from . import export, parity
 from .config import ConfigError
+
+# The quantized stacks: vision_backbone.<tower>.blocks.<i>.   and   language_model.model.layers.<i>.
+_LAYER_RE = re.compile(
+    r"^(vision_backbone\.(?:featurizer|fused_featurizer)\.blocks\.\d+|language_model\.model\.layers\.\d+)\."
+)
 
 
 @register
@@ -108,6 +114,23 @@ class OpenVLAOFTArchitecture(Architecture):
 
     def action_span(self, policy: Any) -> Any:
         return parity.action_span(policy)
+
+    def quant_layer(self, name: str) -> str | None:
+        m = _LAYER_RE.match(name)
+        return m.group(1) if m else None
+
+    def unused_parameter_prefixes(self, model: Any) -> list[str]:
+        from .modeling import unused_parameter_prefixes
+
+        return unused_parameter_prefixes(model.cfg)
+
+    def exported_tensors(self, policy: Any) -> dict[str, Any]:
+        return export.exported_tensors(policy)
+
+    def awq_scale_groups(self, model: Any) -> list[Any]:
+        from .awq_groups import scale_groups
+
+        return scale_groups(model)
 
     def calibration(self) -> Any:
         from .calibration import OFTCalibration

@@ -10,13 +10,14 @@ so a runtime under test can be fed exactly what the reference saw.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from omnimodel.arch.weights import swapped_weights  # re-exported: it lived here
 
 from .checkpoint import LoadedCheckpoint, load_checkpoint
 from .config import OpenVLAOFTConfig
@@ -134,31 +135,6 @@ def predict_action(
 ) -> np.ndarray:
     """Images (uint8 (H, W, 3), third-person first), instruction, raw proprio -> (chunk, action_dim) actions."""
     return run_policy(policy, images, instruction, proprio, proprio_is_normalized=proprio_is_normalized).actions
-
-
-@contextmanager
-def swapped_weights(model: torch.nn.Module, values: Mapping[str, torch.Tensor]) -> Iterator[None]:
-    """Within the block the named parameters / buffers of ``model`` hold ``values`` (cast to their dtype);
-    their own values are restored afterwards, also on an exception. How a quantizer's decoded weights,
-    or a GGUF's, are run through the PyTorch reference without a second copy of the model."""
-    params = dict(model.named_parameters())
-    params.update(dict(model.named_buffers()))
-    saved: dict[str, torch.Tensor] = {}
-    try:
-        with torch.no_grad():
-            for name, value in values.items():
-                p = params.get(name)
-                if p is None:
-                    raise KeyError(f"the model has no parameter {name!r}")
-                if tuple(value.shape) != tuple(p.shape):
-                    raise ValueError(f"{name}: the value has shape {tuple(value.shape)}, the model {tuple(p.shape)}")
-                saved[name] = p.detach().clone()
-                p.copy_(value.to(p.dtype))
-        yield
-    finally:
-        with torch.no_grad():
-            for name, old in saved.items():
-                params[name].copy_(old)
 
 
 __all__ = ["OpenVLAOFTPolicy", "PolicyInputs", "PolicyOutput", "load_policy", "prepare_inputs", "run_policy", "predict_action", "swapped_weights"]

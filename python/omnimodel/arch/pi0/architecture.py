@@ -26,7 +26,7 @@ class _Pi0Family(Architecture):
         return config.get("type") == self.name
 
     def owns(self, policy: Any) -> bool:
-        return super().owns(policy) and getattr(policy.config, "kind", None) == self.name
+        return super().owns(policy) and getattr(getattr(policy, "config", None), "kind", None) == self.name
 
     def load_policy(self, checkpoint: Path, *, dtype: Any = None, lazy: bool = False,
                     unnorm_key: str | None = None) -> Any:
