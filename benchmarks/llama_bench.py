@@ -22,7 +22,6 @@ llama-bench-<version>-<sha12>/ (src/, build/). Offline: --sdist FILE or $OMNIMOD
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -34,6 +33,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from omnimodel.cache import cache_root, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PIN_FILE = ROOT / "third_party" / "ggml" / "pin.json"
@@ -62,23 +63,8 @@ def load_pin() -> dict[str, str]:
     return json.loads(PIN_FILE.read_text())
 
 
-def cache_root() -> Path:
-    if os.environ.get("OMNIMODEL_CACHE_DIR"):
-        return Path(os.environ["OMNIMODEL_CACHE_DIR"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "omnimodel"
-
-
 def work_dir(pin: dict[str, str], root: Path | None = None) -> Path:
     return (root or cache_root()) / f"llama-bench-{pin['source_version']}-{pin['sdist_sha256'][:12]}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _download_sdist(pin: dict[str, str], dest: Path) -> Path:
@@ -103,7 +89,7 @@ def fetch_source(pin: dict[str, str], work: Path, sdist: Path | None = None) -> 
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=work) as tmp:
         path = sdist or _download_sdist(pin, Path(tmp))
-        got = _sha256(path)
+        got = sha256_file(path)
         if got != pin["sdist_sha256"]:
             raise BenchError(f"{path}: sha256 {got} is not the pinned {pin['sdist_sha256']}; refusing to build it")
         prefix = f"{pin['sdist_filename'].removesuffix('.tar.gz')}/vendor/llama.cpp/"

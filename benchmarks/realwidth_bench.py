@@ -63,6 +63,17 @@ class Contender:
     llama_bench: bool = True  # time the exported backbone in llama-bench too
 
 
+def allocation_contender(spec: str) -> Contender:
+    """``NAME=FILE``: a contender converted with ``--method rtn --allocation FILE`` where FILE is an
+    allocation.json an earlier convert wrote (e.g. an ActQuant run's): the same GGML type per matrix, so
+    the same kernels and the same speed, without re-running calibration and the scale optimisation (the
+    stored values are RTN's, which only matters for accuracy, not for what is timed here)."""
+    name, sep, path = spec.partition("=")
+    if not sep or not Path(path).is_file():
+        raise SystemExit(f"--allocation-contender wants NAME=FILE with an existing allocation.json, got {spec!r}")
+    return Contender(name, ("--method", "rtn", "--outtype", "f16"), allocation=Path(path).read_text())
+
+
 def contenders(model: str) -> list[Contender]:
     out = [Contender("F32", ("--outtype", "f32"))] if model == "demo" else []
     out += [Contender("F16", ("--outtype", "f16")), Contender("BF16", ("--outtype", "bf16"))]
@@ -309,6 +320,7 @@ def bench_model(spec: ModelSpec, args, binary: Path | None) -> dict[str, Any]:
         ckpt, ckpt_step = build_checkpoint(spec, work)
         calib = build_calibration(ckpt, work, args.calib_episodes, args.calib_steps_per_episode)
     cs = [c for c in contenders(spec.name) if not args.contenders or c.name in args.contenders]
+    cs += [allocation_contender(a) for a in args.allocation_contender]
     outs: dict[str, Path] = {}
     converts: dict[str, Any] = {}
     for c in cs:
@@ -461,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--llama-reps", type=int, help="llama-bench repetitions (default --runs)")
     ap.add_argument("--no-llama-bench", action="store_true", help="skip llama.cpp (no build)")
+    ap.add_argument("--allocation-contender", action="append", default=[], metavar="NAME=FILE",
+                    help="also time NAME: --method rtn with FILE, an allocation.json of an earlier convert "
+                    "(the same types per matrix as that run, hence its speed); repeatable")
     ap.add_argument("--convert-threads", type=int, default=2)
     ap.add_argument("--calib-episodes", type=int, default=2)
     ap.add_argument("--calib-steps-per-episode", type=int, default=4, help="steps per synthetic episode")

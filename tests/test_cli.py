@@ -135,3 +135,25 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
 def test_commands_are_registered_once() -> None:
     names = [c.name for c in COMMANDS]
     assert "inspect" in names and len(names) == len(set(names))
+
+
+def test_sigterm_during_convert_leaves_nothing_behind(tmp_path) -> None:
+    """A kill (SIGTERM) while converting unwinds like Ctrl-C: 'interrupted', exit 130, no staging
+    directory and no output left in the destination's folder."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "omnimodel", "convert", "openvla-oft", "--demo", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, "convert ended before its staging directory appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "omnimodel: interrupted" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

