@@ -10,7 +10,7 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #    include <immintrin.h>
 #    define OMNI_GEMM_LOWBIT 1
-#    define OMNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+#    define OMNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,f16c")))
 #endif
 
 namespace omni {
@@ -80,24 +80,6 @@ void pack_op(ggml_tensor * dst, int ith, int nth, void *) {
     }
 }
 
-// Four weights as the four bytes of a 32-bit lane, unsigned: Q2_0's codes q from one byte of its block
-// (weight j at bits 2 (j mod 4)), Q1_0's 2 * bit from one nibble (weight j at bit j mod 8).
-struct code_tables {
-    uint32_t q2[256];
-    uint32_t q1[16];
-    code_tables() {
-        for (uint32_t b = 0; b < 256; ++b) {
-            q2[b] = 0;
-            for (int e = 0; e < 4; ++e) q2[b] |= ((b >> (2 * e)) & 3u) << (8 * e);
-        }
-        for (uint32_t v = 0; v < 16; ++v) {
-            q1[v] = 0;
-            for (int e = 0; e < 4; ++e) q1[v] |= (2u * ((v >> e) & 1u)) << (8 * e);
-        }
-    }
-};
-const code_tables k_codes;
-
 // The weight block layouts (ggml-common.h block_q1_0 / block_q2_0): an F16 scale, then the codes.
 constexpr int64_t k_q1_block = 128, k_q2_block = 64, k_block_code_bytes = 16;
 constexpr size_t  k_q1_bytes = 2 + 16, k_q2_bytes = 2 + 16;
@@ -109,31 +91,72 @@ struct decoded_chunk {
     std::vector<float>    scales;
 };
 
-void decode_rows(const ggml_tensor * w, int64_t r0, decoded_chunk & out) {
+// The decode, 16 rows x one weight block at a time (AVX512-VBMI): the rows' 16 code bytes are loaded
+// side by side, then per code byte j one byte permute puts byte j of rows 2i and 2i+1 in 64-bit
+// lane i, and VPMULTISHIFTQB pulls each weight's field out of it into its own byte (Q2_0: the 2 bits of
+// code q; Q1_0: the bit, moved up one place so the byte is 2 * bit), 16 rows x 4 weights per vector.
+OMNI_TARGET inline __m128i load_codes(const uint8_t * p) {
+    return p != nullptr ? _mm_loadu_si128(reinterpret_cast<const __m128i *>(p)) : _mm_setzero_si128();
+}
+
+OMNI_TARGET void decode_rows(const ggml_tensor * w, int64_t r0, decoded_chunk & out) {
     const int64_t k = w->ne[0], m = w->ne[1], n_sub = k / k_sub;
-    out.codes.assign(static_cast<size_t>(k / 4 * k_rows), 0u);
-    out.scales.assign(static_cast<size_t>(n_sub * k_rows), 0.0f);
+    out.codes.resize(static_cast<size_t>(k / 4 * k_rows));
+    out.scales.resize(static_cast<size_t>(n_sub * k_rows));
     const bool    q1        = w->type == GGML_TYPE_Q1_0;
     const int64_t blk       = q1 ? k_q1_block : k_q2_block;
     const size_t  blk_bytes = q1 ? k_q1_bytes : k_q2_bytes;
     const int64_t n_blk     = k / blk;
-    const int     rows      = static_cast<int>(std::min<int64_t>(k_rows, m - r0));
-    for (int64_t b = 0; b < n_blk; ++b) {
-        for (int r = 0; r < rows; ++r) {
-            const uint8_t * p = static_cast<const uint8_t *>(w->data) + (r0 + r) * w->nb[1] + b * blk_bytes;
-            uint16_t        h;
-            std::memcpy(&h, p, 2);
-            const float d = ggml_fp16_to_fp32(h);
-            for (int64_t s = b * blk / k_sub; s < (b + 1) * blk / k_sub; ++s) out.scales[s * k_rows + r] = d;
-            const uint8_t * qs = p + 2;
-            uint32_t *      c  = out.codes.data() + b * (blk / 4) * k_rows + r;
-            if (q1) {  // byte j: weights 8j .. 8j+7, two lanes of four
-                for (int j = 0; j < k_block_code_bytes; ++j) {
-                    c[(2 * j) * k_rows]     = k_codes.q1[qs[j] & 15];
-                    c[(2 * j + 1) * k_rows] = k_codes.q1[qs[j] >> 4];
+    alignas(64) uint8_t base[64], ctrl_q2[64], ctrl_q1[2][64];
+    for (int p = 0; p < 64; ++p) {
+        const int lane = p / 8, t = p % 8;  // 64-bit lane i takes rows 2i, 2i+1 (of 8) in bytes 0, 1
+        base[p]        = static_cast<uint8_t>((2 * (lane % 4) + (t < 2 ? t : 0)) * 16);
+        const int r = p / 4, e = p % 4;     // output byte: row r of 16, weight e of the lane's four
+        ctrl_q2[p]  = static_cast<uint8_t>(8 * (r % 2) + 2 * e);
+        for (int h = 0; h < 2; ++h) ctrl_q1[h][p] = static_cast<uint8_t>((8 * (r % 2) + 4 * h + e + 63) % 64);
+    }
+    const __m512i vbase = _mm512_load_si512(base), vq2 = _mm512_load_si512(ctrl_q2);
+    const __m512i vq1[2] = {_mm512_load_si512(ctrl_q1[0]), _mm512_load_si512(ctrl_q1[1])};
+    const __m512i three = _mm512_set1_epi8(3), two = _mm512_set1_epi8(2);
+    for (int half = 0; half < 2; ++half) {
+        const uint8_t * row[16];
+        for (int r = 0; r < 16; ++r) {
+            const int64_t i = r0 + 16 * half + r;
+            row[r]          = i < m ? static_cast<const uint8_t *>(w->data) + i * w->nb[1] : nullptr;
+        }
+        for (int64_t b = 0; b < n_blk; ++b) {
+            __m512i in[4];  // rows 4q .. 4q+3, 16 code bytes each
+            for (int q = 0; q < 4; ++q) {
+                const uint8_t * p[4];
+                for (int i = 0; i < 4; ++i) p[i] = row[4 * q + i] != nullptr ? row[4 * q + i] + b * blk_bytes + 2 : nullptr;
+                __m512i v = _mm512_castsi128_si512(load_codes(p[0]));
+                v         = _mm512_inserti32x4(v, load_codes(p[1]), 1);
+                v         = _mm512_inserti32x4(v, load_codes(p[2]), 2);
+                in[q]     = _mm512_inserti32x4(v, load_codes(p[3]), 3);
+            }
+            for (int r = 0; r < 16; ++r) {
+                float d = 0.0f;
+                if (row[r] != nullptr) {
+                    uint16_t h;
+                    std::memcpy(&h, row[r] + b * blk_bytes, 2);
+                    d = _cvtsh_ss(h);
                 }
-            } else {  // byte j: weights 4j .. 4j+3
-                for (int j = 0; j < k_block_code_bytes; ++j) c[j * k_rows] = k_codes.q2[qs[j]];
+                for (int64_t s = b * blk / k_sub; s < (b + 1) * blk / k_sub; ++s) out.scales[s * k_rows + 16 * half + r] = d;
+            }
+            uint32_t * c = out.codes.data() + b * (blk / 4) * k_rows + 16 * half;
+            for (int j = 0; j < k_block_code_bytes; ++j) {
+                const __m512i idx = _mm512_add_epi8(vbase, _mm512_set1_epi8(static_cast<char>(j)));
+                const __m512i lo  = _mm512_permutex2var_epi8(in[0], idx, in[1]);  // rows 0..7 -> lanes 0..3
+                const __m512i hi  = _mm512_permutex2var_epi8(in[2], idx, in[3]);  // rows 8..15 -> lanes 4..7
+                const __m512i x   = _mm512_mask_blend_epi8(0xffffffff00000000ull, lo, hi);
+                if (q1) {
+                    for (int h = 0; h < 2; ++h) {
+                        _mm512_storeu_si512(c + (2 * j + h) * k_rows,
+                                            _mm512_and_si512(_mm512_multishift_epi64_epi8(vq1[h], x), two));
+                    }
+                } else {
+                    _mm512_storeu_si512(c + j * k_rows, _mm512_and_si512(_mm512_multishift_epi64_epi8(vq2, x), three));
+                }
             }
         }
     }
@@ -241,7 +264,8 @@ bool gemm_lowbit_supported() {
     static const bool ok = [] {
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+               __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("f16c");
     }();
     return ok;
 }
@@ -277,7 +301,7 @@ bool is_gemm_lowbit_node(const ggml_tensor * t) {
     return fun == pack_op || fun == gemm_op;
 }
 
-#else  // no x86-64 AVX512-VNNI kernel in this build
+#else  // no x86-64 AVX512 kernel in this build
 
 bool gemm_lowbit_supported() { return false; }
 ggml_tensor * gemm_lowbit(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *) { return nullptr; }

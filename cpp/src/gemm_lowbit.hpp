@@ -9,7 +9,8 @@
 //           own from_float for Q8_0 -- the very function ggml_mul_mat calls for these weights' vec_dot
 //           type, so the rounding is ggml's bit for bit -- plus, per block, d_x as F32 and -sum(q_x)
 //   decode  32 weight rows at a time into unsigned bytes c (Q2_0: c = q; Q1_0: c = 2 * bit), four
-//           consecutive weights of a row per 32-bit lane, 16 rows per vector, and d_w per 32 weights
+//           consecutive weights of a row per 32-bit lane, 16 rows per vector (byte permutes and
+//           VPMULTISHIFTQB), and d_w per 32 weights; once per 32 rows, reused for every token
 //   gemm    per 32 rows x 6 tokens and per 32-element block: the integer sum(c q_x) - sum(q_x), which is
 //           sum((q - 1) q_x) or sum((2 bit - 1) q_x) exactly (VPDPBUSD, int32, no saturation), then one
 //           F32 fused multiply-add acc += sumi * (d_w * d_x) (the product of two F16 values is exact in
@@ -17,15 +18,15 @@
 //
 // So the rounding points are ggml's (x to Q8_0, F32 sums); only the F32 summation differs: sequential
 // over the 32-element blocks here, per weight block then across blocks in ggml's vec_dot. x86-64 CPUs
-// with AVX512F/BW/VL and AVX512-VNNI only (checked at run time); elsewhere build_linear keeps
-// ggml_mul_mat.
+// with AVX512F/BW/VL, AVX512-VNNI and AVX512-VBMI only (Ice Lake, Zen 4 and later; checked at run
+// time); elsewhere build_linear keeps ggml_mul_mat.
 #pragma once
 
 #include "ggml.h"
 
 namespace omni {
 
-// This CPU runs gemm_lowbit (x86-64 with AVX512F/BW/VL and AVX512-VNNI, and the build compiled it).
+// This CPU runs gemm_lowbit (x86-64 with AVX512F/BW/VL, -VNNI and -VBMI, and the build compiled it).
 bool gemm_lowbit_supported();
 
 // y {M, x->ne[1..3]} = x W^T (+ b) for W Q1_0 or Q2_0 {K, M} (a 2-D matrix), x F32 {K, ...} with

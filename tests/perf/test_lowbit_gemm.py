@@ -29,7 +29,7 @@ CASES = [
 
 def _has_kernel() -> bool:
     f = _runtime.cpu_features()
-    return bool(f.get("avx512") and f.get("avx512_vnni"))
+    return bool(f.get("avx512") and f.get("avx512_vnni") and f.get("avx512_vbmi"))
 
 
 def _model(tmp_path, weight_type, widths, gemm):
@@ -50,7 +50,7 @@ def _run(path, x, threads=2, profile=False):
 @pytest.mark.parametrize("weight_type,widths,rows", CASES)
 def test_lowbit_gemm_rounds_like_ggml_and_sums_in_f32(tmp_path, weight_type, widths, rows) -> None:
     if not _has_kernel():
-        pytest.skip("no AVX512-VNNI: gemm=omni falls back to ggml's matmul")
+        pytest.skip("no AVX512-VNNI/VBMI: gemm=omni falls back to ggml's matmul")
     model, omni_path = _model(tmp_path, weight_type, widths, "omni")
     _, ggml_path = _model(tmp_path, weight_type, widths, "ggml")
     x = np.random.default_rng(1).standard_normal((rows, widths[0])).astype(np.float32)
@@ -78,8 +78,8 @@ def test_lowbit_gemm_rounds_like_ggml_and_sums_in_f32(tmp_path, weight_type, wid
     assert ops == ["CUSTOM"] * (len(widths) - 1), ops
 
 
-def test_lowbit_gemm_is_the_knob_and_falls_back_without_vnni(tmp_path) -> None:
-    """gemm=omni: omnimodel's kernel where the CPU has AVX512-VNNI, ggml's MUL_MAT where it has not;
+def test_lowbit_gemm_is_the_knob_and_falls_back_without_vnni_vbmi(tmp_path) -> None:
+    """gemm=omni: omnimodel's kernel where the CPU has AVX512-VNNI and -VBMI, ggml's MUL_MAT where it has not;
     gemm=ggml: always ggml's MUL_MAT."""
     for gemm in ("omni", "ggml"):
         _, path = _model(tmp_path, "Q2_0", (128, 64, 8), gemm)

@@ -93,8 +93,8 @@ def test_omni_gemm_runs_the_planes(tmp_path, name):
     """gemm=omni: the Q1_0 plane matmuls run omnimodel's Q1_0 GEMM (a CUSTOM op per plane), which rounds
     the activations as ggml's matmul does, so the result holds the same emulation to float32 sums."""
     f = _runtime.cpu_features()
-    if not (f.get("avx512") and f.get("avx512_vnni")):
-        pytest.skip("no AVX512-VNNI: gemm=omni falls back to ggml's matmul")
+    if not (f.get("avx512") and f.get("avx512_vnni") and f.get("avx512_vbmi")):
+        pytest.skip("no AVX512-VNNI/VBMI: gemm=omni falls back to ggml's matmul")
     cfg, shape = CASES[name]
     q = _quantized(cfg, shape, seed=len(name))
     bias = np.linspace(-1, 1, shape[0]).astype(np.float32)
