@@ -5,7 +5,8 @@ For each weight type, an omni-mlp GGUF (the runtime's built-in dense stack) with
 timed node by node (``Model.set_profile``) and the best of ``--reps`` runs is kept (the minimum is the
 estimate least disturbed by other jobs on a shared machine; ``--clock cpu`` times CPU seconds instead of
 wall-clock, which other jobs barely disturb at one thread). ``BF16/omni`` is BF16 through omnimodel's
-own GEMM (the ``gemm = omni`` knob) instead of ggml's. PyTorch runs the same two matmuls with
+own GEMM (the ``gemm = omni`` knob) instead of ggml's, and likewise ``Q2_0/omni`` and ``Q1_0/omni`` through
+omnimodel's AVX512-VNNI GEMM for those types (cpp/src/gemm_lowbit.cpp) instead of ggml's per-row vec_dot. PyTorch runs the same two matmuls with
 ``torch.nn.functional.linear`` in fp32 and bf16 on the same threads. Weight repacking is measured on
 and off for the types ggml repacks on this CPU.
 
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_TYPES = "F32,F16,BF16,BF16/omni,Q8_0,Q6_K,Q5_K,Q4_K,Q4_0,IQ4_XS,IQ4_NL,Q3_K,Q2_K"
+DEFAULT_TYPES = "F32,F16,BF16,BF16/omni,Q8_0,Q6_K,Q5_K,Q4_K,Q4_0,IQ4_XS,IQ4_NL,Q3_K,Q2_K,Q2_0,Q2_0/omni,Q1_0,Q1_0/omni"
 
 
 def _best_matmul_seconds(model, x: np.ndarray, reps: int, clock: str) -> float:

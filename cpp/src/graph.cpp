@@ -4,6 +4,7 @@
 #include "error.hpp"
 #include "fast_gelu.hpp"
 #include "gemm_bf16.hpp"
+#include "gemm_lowbit.hpp"
 #include "pad_rows.hpp"
 
 #include <cmath>
@@ -232,11 +233,13 @@ bool graph_builder::on_cpu() const {
 }
 
 ggml_tensor * graph_builder::omni_gemm(ggml_tensor * w, ggml_tensor * x, ggml_tensor * b) {
-    if (gemm != gemm_kind::omni || w->type != GGML_TYPE_BF16) return nullptr;
+    if (gemm != gemm_kind::omni) return nullptr;
+    const bool lowbit = w->type == GGML_TYPE_Q1_0 || w->type == GGML_TYPE_Q2_0;
+    if (w->type != GGML_TYPE_BF16 && !lowbit) return nullptr;
     const ggml_tensor * base = w->view_src != nullptr ? w->view_src : w;
-    // a CPU-side weight: the custom op runs on the CPU backend only
+    // a CPU-side weight: the custom ops run on the CPU backend only
     if (base->buffer == nullptr || !ggml_backend_buffer_is_host(base->buffer)) return nullptr;
-    return gemm_bf16(ctx0, w, x, b);
+    return lowbit ? gemm_lowbit(ctx0, w, x, b) : gemm_bf16(ctx0, w, x, b);
 }
 
 ggml_tensor * graph_builder::matmul(ggml_tensor * w, ggml_tensor * x) {

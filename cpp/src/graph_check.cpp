@@ -6,6 +6,7 @@
 #include "check.hpp"
 
 #include "gemm_bf16.hpp"
+#include "gemm_lowbit.hpp"
 #include "graph.hpp"
 #include "model.hpp"
 
@@ -128,8 +129,9 @@ std::string why_not(const ggml_tensor * t) {
             return ok ? "" : "takes F32 queries and float or quantized keys/values";
         }
         case GGML_OP_CUSTOM:
-            // our BF16 GEMM: built only for BF16 weights, F32 activations and bias (gemm_bf16() checks)
-            if (is_gemm_bf16_node(t)) return "";
+            // our GEMMs: built only for BF16 (gemm_bf16()) or Q1_0/Q2_0 (gemm_lowbit()) weights, F32
+            // activations and bias, each checked by the function that builds the node
+            if (is_gemm_bf16_node(t) || is_gemm_lowbit_node(t)) return "";
             return all_f32() ? "" : "is not vetted for non-F32 types";
         default:
             return all_f32() ? "" : "is not vetted for non-F32 types";

@@ -108,10 +108,10 @@ ggml_tensor * means(const graph_builder & gb, const std::string & name, int64_t 
     return ggml_cast(gb.ctx0, t, GGML_TYPE_F32);  // exact; keeps the mean term's matmul in F32
 }
 
-// sum_i plane_i z: one stock Q1_0 matmul per plane. z {width, N}.
-ggml_tensor * plane_matmuls(ggml_context * ctx, const std::vector<ggml_tensor *> & ps, ggml_tensor * z) {
-    ggml_tensor * y = ggml_mul_mat(ctx, ps[0], z);
-    for (size_t i = 1; i < ps.size(); ++i) y = ggml_add(ctx, y, ggml_mul_mat(ctx, ps[i], z));
+// sum_i plane_i z: one Q1_0 matmul per plane, by the kernel the `gemm` knob selects. z {width, N}.
+ggml_tensor * plane_matmuls(graph_builder & gb, const std::vector<ggml_tensor *> & ps, ggml_tensor * z) {
+    ggml_tensor * y = gb.matmul(ps[0], z);
+    for (size_t i = 1; i < ps.size(); ++i) y = ggml_add(gb.ctx0, y, gb.matmul(ps[i], z));
     return y;
 }
 
@@ -182,7 +182,7 @@ ggml_tensor * build_hbvla_linear(graph_builder & gb, ggml_tensor * x, const std:
     if (h.haar) zt = ggml_add(ctx, zt, ggml_get_rows(ctx, xx, gb.const_i32(base + ".hb.ib", second)));
     ggml_tensor * z = ggml_cont(ctx, ggml_transpose(ctx, zt));  // {W, N}: the Haar-domain activation
 
-    ggml_tensor * y = plane_matmuls(ctx, ps, z);  // {d, N}
+    ggml_tensor * y = plane_matmuls(gb, ps, z);  // {d, N}
     if (h.mean_kind != 0) {
         // y += mu (segment sums of z): a product over only 2 (or W/128) segments, so an outer-product
         // accumulation (ggml_out_prod, an axpy per segment and token) rather than d x N tiny dot products

@@ -41,7 +41,7 @@ def _prod(xs) -> int:
 def node_category(node: dict[str, Any]) -> str:
     """The row a node is counted in: matmuls by weight type, attention by K/V type, else the op."""
     op = node["op"]
-    if op == "CUSTOM" and node["src0_is_weight"]:  # omnimodel's GEMM (gemm_bf16.cpp): weight, packed x
+    if op == "CUSTOM" and node["src0_is_weight"]:  # omnimodel's GEMMs (gemm_bf16.cpp, gemm_lowbit.cpp): weight, packed x
         return f"GEMM(omni) w={_type_name(node['src_type'][0])}"
     if op == "CUSTOM" and _type_name(node["type"]) == "i32":
         return "GEMM(omni) pack x"

@@ -27,7 +27,7 @@ class MLPConfig:
     norm: str = "layer"  # "layer" | "rms"
     norm_eps: float = 1e-5
     activation: str = "gelu"  # none | relu | silu | gelu | gelu_tanh | gelu_erf_fast (the runtime's vectorised erf)
-    gemm: str = "ggml"  # matmul kernel for BF16 weights: ggml | omni (the runtime's AVX512-BF16 GEMM)
+    gemm: str = "ggml"  # matmul kernel for BF16/Q1_0/Q2_0 weights: ggml | omni (the runtime's own GEMMs)
 
     @property
     def n_layers(self) -> int:

@@ -13,6 +13,7 @@ import pytest
 
 from omnimodel import _runtime
 from omnimodel.gguf import GGUFModelWriter
+from omnimodel.gguf.types import GGMLType
 from omnimodel.quant.hbvla.config import billm_style, hbvla, hbvla_element
 from omnimodel.quant.hbvla.execution import apply, q8_0_round, rounding_bound
 from omnimodel.quant.hbvla.method import quantize_matrix
@@ -43,10 +44,12 @@ def _quantized(cfg, shape, seed):
     return quantize_matrix(w, x @ x.T / 600, cfg)
 
 
-def _write(path, layers, final_bias=True):
+def _write(path, layers, final_bias=True, gemm=None):
     with GGUFModelWriter(path, "omni-mlp", method="hbvla") as w:
         w.add_uint32("omni-mlp.block_count", len(layers))
         w.add_string("omni-mlp.activation", "none")
+        if gemm is not None:
+            w.add_string("omni-mlp.gemm", gemm)
         for i, (q, bias) in enumerate(layers):
             write_matrix(w, f"layers.{i}.weight", q)
             if bias is not None:
@@ -83,6 +86,32 @@ def test_runtime_matches_the_decoded_weight(tmp_path, name):
     emulated = apply(q, x, q8_0_round) + bias
     scale = np.abs(x).astype(np.float64) @ np.abs(w_hat).T
     assert np.abs(got - emulated).max() <= 5e-6 * scale.max()
+
+
+@pytest.mark.parametrize("name", ["hbvla", "element-group"])
+def test_omni_gemm_runs_the_planes(tmp_path, name):
+    """gemm=omni: the Q1_0 plane matmuls run omnimodel's Q1_0 GEMM (a CUSTOM op per plane), which rounds
+    the activations as ggml's matmul does, so the result holds the same emulation to float32 sums."""
+    f = _runtime.cpu_features()
+    if not (f.get("avx512") and f.get("avx512_vnni") and f.get("avx512_vbmi")):
+        pytest.skip("no AVX512-VNNI/VBMI: gemm=omni falls back to ggml's matmul")
+    cfg, shape = CASES[name]
+    q = _quantized(cfg, shape, seed=len(name))
+    bias = np.linspace(-1, 1, shape[0]).astype(np.float32)
+    x = _input(shape[1], 1)
+    q1_0 = int(GGMLType.Q1_0)
+    emulated = apply(q, x, q8_0_round) + bias
+    scale = np.abs(x).astype(np.float64) @ np.abs(q.weight()).T
+    for gemm, kernel in (("omni", "CUSTOM"), ("ggml", "MUL_MAT")):
+        path = tmp_path / f"{name}-{gemm}.gguf"
+        _write(path, [(q, bias)], gemm=gemm)
+        with _runtime.Model(str(path), n_threads=2) as m:
+            m.set_profile(True)
+            got = m.run({"x": x})["out"].astype(np.float64)
+            ops = [n["op"] for n in m.profile()
+                   if n["src0_is_weight"] and n["src_type"][0] == q1_0 and n["op"] in ("CUSTOM", "MUL_MAT")]
+        assert ops and set(ops) == {kernel}, (gemm, ops)
+        assert np.abs(got - emulated).max() <= 5e-6 * scale.max(), gemm
 
 
 def test_a_stack_with_batched_tokens(tmp_path):

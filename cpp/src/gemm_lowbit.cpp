@@ -1,0 +1,312 @@
+#include "gemm_lowbit.hpp"
+
+#include "ggml-cpu.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#    include <immintrin.h>
+#    define OMNI_GEMM_LOWBIT 1
+#    define OMNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,f16c")))
+#endif
+
+namespace omni {
+
+#ifdef OMNI_GEMM_LOWBIT
+
+namespace {
+
+constexpr int64_t k_sub    = 32;  // the activation's Q8_0 block: the unit of an exact integer sum
+constexpr int     k_rows   = 32;  // weight rows per decoded chunk and per micro-tile (two vectors of 16)
+constexpr int     k_tokens = 6;   // tokens per micro-tile: 2 x 6 int32 + 2 x 6 F32 accumulators
+
+// ggml's Q8_0 block (ggml-common.h block_q8_0), which from_float writes: F16 scale, 32 int8 codes.
+struct q8_block {
+    uint16_t d;
+    int8_t   qs[k_sub];
+};
+static_assert(sizeof(q8_block) == 34, "Q8_0 block layout");
+
+// One packed token row: K int8 codes, then per block d_x (F32) and -sum(q_x) (int32); padded to 64 bytes.
+struct packed_layout {
+    int64_t k, n_sub, dx_off, ns_off, row_bytes;
+    explicit packed_layout(int64_t k_) : k(k_), n_sub(k_ / k_sub), dx_off(k_), ns_off(k_ + 4 * (k_ / k_sub)) {
+        row_bytes = (ns_off + 4 * n_sub + 63) / 64 * 64;
+    }
+};
+
+// Threads take units of work from a counter in the packed tensor's last row, not a fixed share: on a
+// loaded machine a thread that loses its core does not hold the others at the next barrier.
+int64_t * work_counter(const ggml_tensor * packed) {
+    return reinterpret_cast<int64_t *>(static_cast<char *>(packed->data) + (packed->ne[1] - 1) * packed->nb[1]);
+}
+
+struct rows_view {  // F32 rows of x with contiguous elements, in ggml order (i1 fastest)
+    const ggml_tensor * t;
+    const float * row(int64_t n) const {
+        const int64_t i1 = n % t->ne[1], i2 = (n / t->ne[1]) % t->ne[2], i3 = n / (t->ne[1] * t->ne[2]);
+        return reinterpret_cast<const float *>(static_cast<const char *>(t->data) + i1 * t->nb[1] + i2 * t->nb[2] +
+                                               i3 * t->nb[3]);
+    }
+};
+
+// dst I32 {row_bytes / 4, N + 1}: token rows rounded to Q8_0 by ggml-cpu's from_float, split into codes,
+// F32 scales and negated code sums; thread 0 zeroes the work counter in the extra last row (the graph's
+// barrier after this node publishes it).
+void pack_op(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor *     x = dst->src[0];
+    const packed_layout     L(x->ne[0]);
+    const int64_t           n          = ggml_nrows(x);
+    const ggml_from_float_t from_float = ggml_get_type_traits_cpu(GGML_TYPE_Q8_0)->from_float;
+    if (ith == 0) *work_counter(dst) = 0;
+    const rows_view       xv{x};
+    std::vector<q8_block> blocks(static_cast<size_t>(L.n_sub));
+    for (int64_t r = n * ith / nth; r < n * (ith + 1) / nth; ++r) {
+        from_float(xv.row(r), blocks.data(), L.k);
+        char *    out = static_cast<char *>(dst->data) + r * dst->nb[1];
+        float *   dx  = reinterpret_cast<float *>(out + L.dx_off);
+        int32_t * ns  = reinterpret_cast<int32_t *>(out + L.ns_off);
+        for (int64_t s = 0; s < L.n_sub; ++s) {
+            const q8_block & b = blocks[static_cast<size_t>(s)];
+            std::memcpy(out + s * k_sub, b.qs, k_sub);
+            int32_t sum = 0;
+            for (int i = 0; i < k_sub; ++i) sum += b.qs[i];
+            dx[s] = ggml_fp16_to_fp32(b.d);
+            ns[s] = -sum;
+        }
+    }
+}
+
+// The weight block layouts (ggml-common.h block_q1_0 / block_q2_0): an F16 scale, then the codes.
+constexpr int64_t k_q1_block = 128, k_q2_block = 64, k_block_code_bytes = 16;
+constexpr size_t  k_q1_bytes = 2 + 16, k_q2_bytes = 2 + 16;
+
+// Decoded weight rows r0 .. r0+31: codes [K/4][32] 32-bit lanes (lane = row), scales [K/32][32] F32;
+// rows past M are zero and never stored.
+struct decoded_chunk {
+    std::vector<uint32_t> codes;
+    std::vector<float>    scales;
+};
+
+// The decode, 16 rows x one weight block at a time (AVX512-VBMI): the rows' 16 code bytes are loaded
+// side by side, then per code byte j one byte permute puts byte j of rows 2i and 2i+1 in 64-bit
+// lane i, and VPMULTISHIFTQB pulls each weight's field out of it into its own byte (Q2_0: the 2 bits of
+// code q; Q1_0: the bit, moved up one place so the byte is 2 * bit), 16 rows x 4 weights per vector.
+OMNI_TARGET inline __m128i load_codes(const uint8_t * p) {
+    return p != nullptr ? _mm_loadu_si128(reinterpret_cast<const __m128i *>(p)) : _mm_setzero_si128();
+}
+
+OMNI_TARGET void decode_rows(const ggml_tensor * w, int64_t r0, decoded_chunk & out) {
+    const int64_t k = w->ne[0], m = w->ne[1], n_sub = k / k_sub;
+    out.codes.resize(static_cast<size_t>(k / 4 * k_rows));
+    out.scales.resize(static_cast<size_t>(n_sub * k_rows));
+    const bool    q1        = w->type == GGML_TYPE_Q1_0;
+    const int64_t blk       = q1 ? k_q1_block : k_q2_block;
+    const size_t  blk_bytes = q1 ? k_q1_bytes : k_q2_bytes;
+    const int64_t n_blk     = k / blk;
+    alignas(64) uint8_t base[64], ctrl_q2[64], ctrl_q1[2][64];
+    for (int p = 0; p < 64; ++p) {
+        const int lane = p / 8, t = p % 8;  // 64-bit lane i takes rows 2i, 2i+1 (of 8) in bytes 0, 1
+        base[p]        = static_cast<uint8_t>((2 * (lane % 4) + (t < 2 ? t : 0)) * 16);
+        const int r = p / 4, e = p % 4;     // output byte: row r of 16, weight e of the lane's four
+        ctrl_q2[p]  = static_cast<uint8_t>(8 * (r % 2) + 2 * e);
+        for (int h = 0; h < 2; ++h) ctrl_q1[h][p] = static_cast<uint8_t>((8 * (r % 2) + 4 * h + e + 63) % 64);
+    }
+    const __m512i vbase = _mm512_load_si512(base), vq2 = _mm512_load_si512(ctrl_q2);
+    const __m512i vq1[2] = {_mm512_load_si512(ctrl_q1[0]), _mm512_load_si512(ctrl_q1[1])};
+    const __m512i three = _mm512_set1_epi8(3), two = _mm512_set1_epi8(2);
+    for (int half = 0; half < 2; ++half) {
+        const uint8_t * row[16];
+        for (int r = 0; r < 16; ++r) {
+            const int64_t i = r0 + 16 * half + r;
+            row[r]          = i < m ? static_cast<const uint8_t *>(w->data) + i * w->nb[1] : nullptr;
+        }
+        for (int64_t b = 0; b < n_blk; ++b) {
+            __m512i in[4];  // rows 4q .. 4q+3, 16 code bytes each
+            for (int q = 0; q < 4; ++q) {
+                const uint8_t * p[4];
+                for (int i = 0; i < 4; ++i) p[i] = row[4 * q + i] != nullptr ? row[4 * q + i] + b * blk_bytes + 2 : nullptr;
+                __m512i v = _mm512_castsi128_si512(load_codes(p[0]));
+                v         = _mm512_inserti32x4(v, load_codes(p[1]), 1);
+                v         = _mm512_inserti32x4(v, load_codes(p[2]), 2);
+                in[q]     = _mm512_inserti32x4(v, load_codes(p[3]), 3);
+            }
+            for (int r = 0; r < 16; ++r) {
+                float d = 0.0f;
+                if (row[r] != nullptr) {
+                    uint16_t h;
+                    std::memcpy(&h, row[r] + b * blk_bytes, 2);
+                    d = _cvtsh_ss(h);
+                }
+                for (int64_t s = b * blk / k_sub; s < (b + 1) * blk / k_sub; ++s) out.scales[s * k_rows + 16 * half + r] = d;
+            }
+            uint32_t * c = out.codes.data() + b * (blk / 4) * k_rows + 16 * half;
+            for (int j = 0; j < k_block_code_bytes; ++j) {
+                const __m512i idx = _mm512_add_epi8(vbase, _mm512_set1_epi8(static_cast<char>(j)));
+                const __m512i lo  = _mm512_permutex2var_epi8(in[0], idx, in[1]);  // rows 0..7 -> lanes 0..3
+                const __m512i hi  = _mm512_permutex2var_epi8(in[2], idx, in[3]);  // rows 8..15 -> lanes 4..7
+                const __m512i x   = _mm512_mask_blend_epi8(0xffffffff00000000ull, lo, hi);
+                if (q1) {
+                    for (int h = 0; h < 2; ++h) {
+                        _mm512_storeu_si512(c + (2 * j + h) * k_rows,
+                                            _mm512_and_si512(_mm512_multishift_epi64_epi8(vq1[h], x), two));
+                    }
+                } else {
+                    _mm512_storeu_si512(c + j * k_rows, _mm512_and_si512(_mm512_multishift_epi64_epi8(vq2, x), three));
+                }
+            }
+        }
+    }
+}
+
+// 32 decoded rows x T packed tokens -> C (token stride ldc floats), the first `rows` rows stored.
+template <int T>
+OMNI_TARGET void micro_tile(const decoded_chunk & wc, const char * const * xrow, const packed_layout & L, float * c,
+                            int64_t ldc, int rows, const float * bias) {
+    __m512 acc[2][T];
+#pragma GCC unroll 6
+    for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
+    const uint32_t * codes  = wc.codes.data();
+    const float *    scales = wc.scales.data();
+    for (int64_t s = 0; s < L.n_sub; ++s) {
+        __m512i isum[2][T];
+#pragma GCC unroll 6
+        for (int t = 0; t < T; ++t) {  // start from -sum(q_x): c = q or 2 bit carries the +1 offset
+            int32_t ns;
+            std::memcpy(&ns, xrow[t] + L.ns_off + 4 * s, 4);
+            isum[0][t] = isum[1][t] = _mm512_set1_epi32(ns);
+        }
+        const uint32_t * cs = codes + s * (k_sub / 4) * k_rows;
+#pragma GCC unroll 8
+        for (int j = 0; j < k_sub / 4; ++j) {
+            const __m512i w0 = _mm512_loadu_si512(cs + j * k_rows);
+            const __m512i w1 = _mm512_loadu_si512(cs + j * k_rows + 16);
+#pragma GCC unroll 6
+            for (int t = 0; t < T; ++t) {
+                int32_t four;
+                std::memcpy(&four, xrow[t] + s * k_sub + 4 * j, 4);
+                const __m512i xb = _mm512_set1_epi32(four);
+                isum[0][t]       = _mm512_dpbusd_epi32(isum[0][t], w0, xb);
+                isum[1][t]       = _mm512_dpbusd_epi32(isum[1][t], w1, xb);
+            }
+        }
+        const __m512 d0 = _mm512_loadu_ps(scales + s * k_rows);
+        const __m512 d1 = _mm512_loadu_ps(scales + s * k_rows + 16);
+#pragma GCC unroll 6
+        for (int t = 0; t < T; ++t) {
+            float dx;
+            std::memcpy(&dx, xrow[t] + L.dx_off + 4 * s, 4);
+            const __m512 dxb = _mm512_set1_ps(dx);
+            acc[0][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[0][t]), _mm512_mul_ps(d0, dxb), acc[0][t]);
+            acc[1][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[1][t]), _mm512_mul_ps(d1, dxb), acc[1][t]);
+        }
+    }
+    const __mmask16 m0 = static_cast<__mmask16>(rows >= 16 ? 0xffff : (1u << rows) - 1);
+    const __mmask16 m1 = static_cast<__mmask16>(rows >= 32 ? 0xffff : rows <= 16 ? 0 : (1u << (rows - 16)) - 1);
+    const __m512    b0 = bias != nullptr ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    const __m512    b1 = bias != nullptr ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+#pragma GCC unroll 6
+    for (int t = 0; t < T; ++t) {
+        // the bias add ggml_add would make, one F32 rounding, fused into the store (x + 0 = x otherwise)
+        _mm512_mask_storeu_ps(c + t * ldc, m0, bias != nullptr ? _mm512_add_ps(acc[0][t], b0) : acc[0][t]);
+        _mm512_mask_storeu_ps(c + t * ldc + 16, m1, bias != nullptr ? _mm512_add_ps(acc[1][t], b1) : acc[1][t]);
+    }
+}
+
+using tile_fn = void (*)(const decoded_chunk &, const char * const *, const packed_layout &, float *, int64_t, int,
+                         const float *);
+constexpr tile_fn k_tiles[k_tokens + 1] = {nullptr,       micro_tile<1>, micro_tile<2>, micro_tile<3>,
+                                           micro_tile<4>, micro_tile<5>, micro_tile<6>};
+
+// dst F32 {M, N...} = x W^T; src[0] W Q1_0/Q2_0 {K, M}, src[1] the packed tokens, src[2] the bias or
+// none. A unit of work is 32 weight rows (decoded once) against a group of tokens; the tokens are split
+// into groups only when there are too few row chunks to keep every thread busy.
+void gemm_op(ggml_tensor * dst, int, int nth, void *) {
+    const ggml_tensor * w    = dst->src[0];
+    const ggml_tensor * xp   = dst->src[1];
+    const float *       bias = dst->src[2] != nullptr ? static_cast<const float *>(dst->src[2]->data) : nullptr;
+    const packed_layout L(w->ne[0]);
+    const int64_t       m = w->ne[1], n = ggml_nrows(dst);
+    const int64_t       chunks = (m + k_rows - 1) / k_rows;
+    const int64_t       tiles  = (n + k_tokens - 1) / k_tokens;
+    const int64_t       groups = chunks >= 4 * nth ? 1 : std::max<int64_t>(1, std::min(tiles / 8, (4 * nth + chunks - 1) / chunks));
+    const int64_t       units  = chunks * groups;
+    const int64_t       ldc    = dst->nb[1] / sizeof(float);
+    int64_t *           next   = work_counter(xp);
+    thread_local decoded_chunk wc;
+    int64_t                    decoded = -1;  // the chunk in wc, for this call
+    for (int64_t u = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED); u < units;
+         u = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED)) {
+        const int64_t ch = u / groups, g = u % groups;
+        if (ch != decoded) {
+            decode_rows(w, ch * k_rows, wc);
+            decoded = ch;
+        }
+        const int64_t r0   = ch * k_rows;
+        const int     rows = static_cast<int>(std::min<int64_t>(k_rows, m - r0));
+        for (int64_t tile = tiles * g / groups; tile < tiles * (g + 1) / groups; ++tile) {
+            const int64_t t0 = tile * k_tokens;
+            const int     nt = static_cast<int>(std::min<int64_t>(k_tokens, n - t0));
+            const char *  xrow[k_tokens];
+            for (int t = 0; t < nt; ++t) xrow[t] = static_cast<const char *>(xp->data) + (t0 + t) * xp->nb[1];
+            k_tiles[nt](wc, xrow, L, static_cast<float *>(dst->data) + t0 * ldc + r0, ldc, rows,
+                        bias != nullptr ? bias + r0 : nullptr);
+        }
+    }
+}
+
+}  // namespace
+
+bool gemm_lowbit_supported() {
+    static const bool ok = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+               __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("f16c");
+    }();
+    return ok;
+}
+
+ggml_tensor * gemm_lowbit(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b) {
+    if (!gemm_lowbit_supported() || x->type != GGML_TYPE_F32) return nullptr;
+    if (w->type != GGML_TYPE_Q1_0 && w->type != GGML_TYPE_Q2_0) return nullptr;
+    if (w->ne[2] != 1 || w->ne[3] != 1 || w->ne[0] != x->ne[0] || w->ne[0] % ggml_blck_size(w->type) != 0) return nullptr;
+    // rows of whole blocks, packed (a view of a weight's leading rows is fine; a column slice is not)
+    if (w->nb[0] != ggml_type_size(w->type) || w->nb[1] != ggml_row_size(w->type, w->ne[0])) return nullptr;
+    if (x->nb[0] != sizeof(float)) return nullptr;
+    if (b != nullptr && (b->type != GGML_TYPE_F32 || !ggml_is_contiguous(b) || ggml_nelements(b) != w->ne[1])) {
+        return nullptr;
+    }
+    const packed_layout L(w->ne[0]);
+    ggml_tensor *       args[1] = {x};
+    ggml_tensor * packed = ggml_custom_4d(ctx, GGML_TYPE_I32, L.row_bytes / 4, ggml_nrows(x) + 1, 1, 1, args, 1, pack_op,
+                                          GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(packed, "gemm_lowbit (Q8_0 x)");  // a space: never taken for a capturable intermediate
+    ggml_tensor * args2[3] = {w, packed, b};
+    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], x->ne[2], x->ne[3], args2,
+                                     b != nullptr ? 3 : 2, gemm_op, GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(y, "gemm_lowbit (x W^T)");
+    return y;
+}
+
+bool is_gemm_lowbit_node(const ggml_tensor * t) {
+    if (t == nullptr || t->op != GGML_OP_CUSTOM) return false;
+    // ggml keeps a custom node's function pointer first in its op_params (pinned ggml's
+    // ggml_custom_op_params); a node of ours was built, with its operands checked, by gemm_lowbit()
+    ggml_custom_op_t fun = nullptr;
+    std::memcpy(&fun, t->op_params, sizeof(fun));
+    return fun == pack_op || fun == gemm_op;
+}
+
+#else  // no x86-64 AVX512 kernel in this build
+
+bool gemm_lowbit_supported() { return false; }
+ggml_tensor * gemm_lowbit(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *) { return nullptr; }
+bool is_gemm_lowbit_node(const ggml_tensor *) { return false; }
+
+#endif
+
+}  // namespace omni
