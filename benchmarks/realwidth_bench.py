@@ -273,20 +273,12 @@ def llm_sequence_length(out_dir: Path) -> int:
     return layout.seq_len
 
 
-def find_peak_rss(obj: Any) -> float | None:
-    """The predict_action peak RSS `omnimodel bench` reports (any key naming rss in its runtime section),
-    in MiB; None if this build of bench does not report it."""
-    if not isinstance(obj, dict):
-        return None
-    for key, value in obj.items():
-        k = key.lower()
-        if "rss" in k and isinstance(value, (int, float)):
-            return float(value) / (1 << 20) if ("byte" in k or value > 1 << 24) else float(value)
-        if isinstance(value, dict):
-            found = find_peak_rss(value)
-            if found is not None:
-                return found
-    return None
+def find_peak_rss(runtime: dict[str, Any]) -> float | None:
+    """The predict_action peak RSS (VmHWM of a fresh process running the runtime alone) that
+    `omnimodel bench` reports in its runtime section, in MiB; None when it did not measure it."""
+    mem = runtime.get("memory") or {}
+    peak = mem.get("peak_rss")
+    return None if peak is None else round(float(peak) / (1 << 20), 1)
 
 
 # ---------------------------------------------------------------------------------------------- run

@@ -154,6 +154,9 @@ def test_sigterm_during_convert_leaves_nothing_behind(tmp_path) -> None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    # 130 from main's KeyboardInterrupt path; the interpreter reports -SIGINT instead when the interrupt
+    # reaches it again at shutdown (seen under load) -- the cleanup has run either way. Without the
+    # handler the process dies by SIGTERM (-15) and the staging directory stays.
+    assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err)
     assert "omnimodel: interrupted" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []

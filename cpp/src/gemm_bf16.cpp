@@ -1,5 +1,7 @@
 #include "gemm_bf16.hpp"
 
+#include "custom_gemm.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -245,25 +247,11 @@ ggml_tensor * gemm_bf16(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, gg
     }
     const int64_t n  = ggml_nrows(x);
     const int64_t np = (n + k_panel - 1) / k_panel;
-    ggml_tensor * args[1] = {x};
-    ggml_tensor * packed  = ggml_custom_4d(ctx, GGML_TYPE_I32, k_panel * (w->ne[0] / 2), np + 1, 1, 1, args, 1,
-                                           pack_op, GGML_N_TASKS_MAX, nullptr);
-    ggml_set_name(packed, "gemm_bf16 (packed x)");  // a space: never taken for a capturable intermediate
-    ggml_tensor * args2[3] = {w, packed, b};
-    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], x->ne[2], x->ne[3], args2,
-                                     b != nullptr ? 3 : 2, gemm_op, GGML_N_TASKS_MAX, nullptr);
-    ggml_set_name(y, "gemm_bf16 (x W^T)");
-    return y;
+    return packed_gemm_nodes(ctx, w, x, b, k_panel * (w->ne[0] / 2), np + 1, pack_op, gemm_op, "gemm_bf16 (packed x)",
+                             "gemm_bf16 (x W^T)");
 }
 
-bool is_gemm_bf16_node(const ggml_tensor * t) {
-    if (t == nullptr || t->op != GGML_OP_CUSTOM) return false;
-    // ggml keeps a custom node's function pointer first in its op_params (pinned ggml's
-    // ggml_custom_op_params); a node of ours was built, with its operands checked, by gemm_bf16()
-    ggml_custom_op_t fun = nullptr;
-    std::memcpy(&fun, t->op_params, sizeof(fun));
-    return fun == pack_op || fun == gemm_op;
-}
+bool is_gemm_bf16_node(const ggml_tensor * t) { return is_custom_node_of(t, {pack_op, gemm_op}); }
 
 #else  // no x86-64 AVX512-BF16 kernel in this build
 

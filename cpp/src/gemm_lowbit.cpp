@@ -1,5 +1,7 @@
 #include "gemm_lowbit.hpp"
 
+#include "custom_gemm.hpp"
+
 #include "ggml-cpu.h"
 
 #include <algorithm>
@@ -281,25 +283,11 @@ ggml_tensor * gemm_lowbit(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, 
         return nullptr;
     }
     const packed_layout L(w->ne[0]);
-    ggml_tensor *       args[1] = {x};
-    ggml_tensor * packed = ggml_custom_4d(ctx, GGML_TYPE_I32, L.row_bytes / 4, ggml_nrows(x) + 1, 1, 1, args, 1, pack_op,
-                                          GGML_N_TASKS_MAX, nullptr);
-    ggml_set_name(packed, "gemm_lowbit (Q8_0 x)");  // a space: never taken for a capturable intermediate
-    ggml_tensor * args2[3] = {w, packed, b};
-    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], x->ne[2], x->ne[3], args2,
-                                     b != nullptr ? 3 : 2, gemm_op, GGML_N_TASKS_MAX, nullptr);
-    ggml_set_name(y, "gemm_lowbit (x W^T)");
-    return y;
+    return packed_gemm_nodes(ctx, w, x, b, L.row_bytes / 4, ggml_nrows(x) + 1, pack_op, gemm_op,
+                             "gemm_lowbit (Q8_0 x)", "gemm_lowbit (x W^T)");
 }
 
-bool is_gemm_lowbit_node(const ggml_tensor * t) {
-    if (t == nullptr || t->op != GGML_OP_CUSTOM) return false;
-    // ggml keeps a custom node's function pointer first in its op_params (pinned ggml's
-    // ggml_custom_op_params); a node of ours was built, with its operands checked, by gemm_lowbit()
-    ggml_custom_op_t fun = nullptr;
-    std::memcpy(&fun, t->op_params, sizeof(fun));
-    return fun == pack_op || fun == gemm_op;
-}
+bool is_gemm_lowbit_node(const ggml_tensor * t) { return is_custom_node_of(t, {pack_op, gemm_op}); }
 
 #else  // no x86-64 AVX512 kernel in this build
 
