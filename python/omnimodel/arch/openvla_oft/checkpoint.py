@@ -19,7 +19,6 @@ and, where there is one, the tensor.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -29,6 +28,8 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
+
+from omnimodel.arch.json_files import read_json
 
 from .config import ConfigError, OpenVLAOFTConfig, build_config
 from .modeling import OpenVLAOFT
@@ -62,12 +63,7 @@ class CheckpointFiles:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{path.name}: missing in {path.parent}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path.name}: not valid JSON ({exc})") from exc
+    return read_json(path, CheckpointError)
 
 
 def _find_component(root: Path, name: str, required: bool) -> Path | None:

@@ -24,13 +24,14 @@ naming the file and the tensor. Safetensors are memory-mapped and copied one ten
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
+
+from omnimodel.arch.json_files import read_json
 
 from .config import ConfigError, Layout, Pi0Config, parse_lerobot_config, parse_openpi_config
 from .modeling import Pi0Model
@@ -68,12 +69,7 @@ class CheckpointFiles:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{path.name}: missing in {path.parent}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path.name}: not valid JSON ({exc})") from exc
+    return read_json(path, CheckpointError)
 
 
 def detect_layout(hf_config: dict[str, Any]) -> Layout:

@@ -28,13 +28,14 @@ arithmetic is float32 torch, as upstream runs it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from omnimodel.arch.json_files import read_json
 
 from .config import ConfigError, Layout, NormMode
 
@@ -118,12 +119,7 @@ class NormStats:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path.name}: missing in {path.parent}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path.name}: not valid JSON ({exc})") from exc
+    return read_json(path, ConfigError)
 
 
 def _read_stats_file(path: Path) -> dict[str, dict[str, torch.Tensor]]:
