@@ -5,13 +5,16 @@
     omnimodel eval --policy CKPT --data DATA --reference FP_CKPT --no-closed-loop
     omnimodel eval --policy OUTDIR --data DATA --reference CKPT      # a converted policy, in the runtime
     omnimodel eval --policy FILE.gguf --plugin PLUGIN.so ...
+    omnimodel eval --policy OUTDIR --episodes 50 --baseline fp.json  # retention vs an earlier result
 
 ``--policy``: ``expert``, a checkpoint directory (the PyTorch reference), or a converted policy
 run by the compiled runtime (``omnimodel.simbench.policies.GGUFRuntimePolicy``): an ``omnimodel convert``
 output directory, or a ``.gguf`` with ``--plugin`` (the generated graph). ``--data`` (an episode dataset from
 ``collect-demos`` or the calibration loaders) adds the open-loop metrics on its ``--split``; with
 ``--reference`` they include L1 and cosine to that (full-precision) policy. Fixed seeds and one thread:
-running the same command twice prints the same numbers (timings aside).
+running the same command twice prints the same numbers (timings aside). Every success rate comes with its
+Wilson 95% interval; ``--baseline`` adds the retention ratio with a paired bootstrap interval
+(``omnimodel.simbench.confidence``).
 """
 
 from __future__ import annotations
@@ -53,9 +56,42 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads", type=int, default=1, help="policy CPU threads, PyTorch or runtime (default: %(default)s)"
     )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="an earlier eval --json result (e.g. full precision) over the same --seed/--episodes/--tasks: "
+        "report this policy's retention of its closed-loop success, with a paired bootstrap 95%% interval",
+    )
     p.add_argument("--json", type=Path, help="write the full result here")
     p.add_argument("--plots", type=Path, help="write PNG plots into this directory (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _read_baseline(path: Path) -> dict:
+    """The ``closed_loop`` section of an earlier ``eval --json`` result."""
+    from omnimodel.errors import UsageError
+
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as e:
+        raise UsageError(f"--baseline {path}: cannot read it ({e.strerror or e})") from e
+    except ValueError as e:
+        raise UsageError(f"--baseline {path}: not JSON ({e})") from e
+    closed = doc.get("closed_loop") if isinstance(doc, dict) else None
+    if not isinstance(closed, dict) or not isinstance(closed.get("tasks"), dict):
+        raise UsageError(f"--baseline {path}: not an eval result with a closed-loop section")
+    return closed
+
+
+def _check_pairable(cfg, baseline: dict, path: Path) -> None:
+    from omnimodel.errors import UsageError
+
+    theirs = baseline.get("config", {})
+    ours = {"tasks": list(cfg.tasks), "episodes_per_task": cfg.episodes_per_task, "seed": cfg.seed}
+    for key, value in ours.items():
+        if theirs.get(key) != value:
+            raise UsageError(f"--baseline {path}: it ran {key} {theirs.get(key)!r}, this evaluation {value!r}; "
+                             "retention needs the same episodes")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -70,6 +106,7 @@ def _run(args: argparse.Namespace) -> int:
         format_result,
         make_result,
     )
+    from omnimodel.simbench.confidence import paired_retention
     from omnimodel.simbench.policies import describe_policy, load_eval_policy
     from omnimodel.simbench.tasks import parse_tasks
 
@@ -77,6 +114,9 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--no-closed-loop leaves nothing to do without --data")
     if args.episodes < 1 or args.threads < 1:
         raise UsageError("--episodes and --threads must be >= 1")
+    baseline = _read_baseline(args.baseline) if args.baseline is not None else None
+    if baseline is not None and args.no_closed_loop:
+        raise UsageError("--baseline compares closed-loop success: drop --no-closed-loop")
     dataset = EpisodeDataset(args.data) if args.data is not None else None
     try:
         if args.tasks:
@@ -104,6 +144,8 @@ def _run(args: argparse.Namespace) -> int:
             execute_steps=args.execute_steps,
             image_size=int(image_size),
         )
+        if baseline is not None:  # before the long run: a baseline over other seeds cannot be compared
+            _check_pairable(cfg, baseline, args.baseline)
         closed = evaluate_closed_loop(policy, cfg, progress=not args.quiet)
 
     opened, source = None, None
@@ -120,6 +162,8 @@ def _run(args: argparse.Namespace) -> int:
         source = {"dataset": str(args.data), "split": args.split}
 
     result = make_result(policy, closed_loop=closed, open_loop=opened, reference=reference, open_loop_source=source)
+    if baseline is not None:
+        result["retention"] = {"baseline": str(args.baseline), **paired_retention(closed, baseline).to_json()}
     print(format_result(result))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from omnimodel.errors import OmnimodelError, UsageError
 from omnimodel.validate.compare import cosine
 
 from .collect import SPLIT_SEED_OFFSETS, split_seed
+from .confidence import format_rate, wilson_interval
 from .episodes import Episode
 from .policies import describe_policy
 from .progress import progress_bar
@@ -147,6 +148,7 @@ def evaluate_closed_loop(
                 "episodes": len(outcomes),
                 "successes": successes,
                 "success_rate": successes / len(outcomes),
+                "success_ci95": list(wilson_interval(successes, len(outcomes))),
                 "mean_steps": float(np.mean([o.steps for o in outcomes])),
                 "max_steps": max_steps,
                 "per_episode": [
@@ -155,11 +157,17 @@ def evaluate_closed_loop(
                 ],
             }
     wall = time.perf_counter() - t_start
+    successes = sum(r["successes"] for r in per_task.values())
+    episodes = sum(r["episodes"] for r in per_task.values())
     return {
         "config": {**asdict(cfg), "tasks": [t.name for t in tasks], "seed_offset": SPLIT_SEED_OFFSETS["eval"]},
         "render_backend": render_backend,
         "tasks": per_task,
+        # every task runs the same number of episodes, so the mean of the task rates is the pooled rate
         "average_success_rate": float(np.mean([r["success_rate"] for r in per_task.values()])),
+        "successes": successes,
+        "episodes": episodes,
+        "success_ci95": list(wilson_interval(successes, episodes)),
         "timing": {
             "seconds": round(wall, 3),
             "policy_calls": calls,
@@ -319,10 +327,23 @@ def format_result(result: dict[str, Any]) -> str:
         lines.append(
             f"closed loop ({cl['config']['episodes_per_task']} episodes per task, seed {cl['config']['seed']}):"
         )
-        lines.append(f"  {'task':<22} {'success':>8} {'mean steps':>11}")
+        lines.append(f"  {'task':<22} {'success':>8} {'mean steps':>11}   rate [95% interval]")
         for name, r in cl["tasks"].items():
-            lines.append(f"  {name:<22} {r['successes']:>3}/{r['episodes']:<4} {r['mean_steps']:>11.1f}")
-        lines.append(f"  {'average':<22} {cl['average_success_rate']:>8.1%}")
+            lines.append(f"  {name:<22} {r['successes']:>3}/{r['episodes']:<4} {r['mean_steps']:>11.1f}   "
+                         f"{format_rate(r['successes'], r['episodes'])}")
+        if "episodes" in cl:
+            lines.append(f"  {'average':<22} {cl['successes']:>3}/{cl['episodes']:<4} {'':>11}   "
+                         f"{format_rate(cl['successes'], cl['episodes'])}")
+        else:  # a result written before intervals were recorded
+            lines.append(f"  {'average':<22} {cl['average_success_rate']:>8.1%}")
+    ret = result.get("retention")
+    if ret:
+        ci = ret.get("ci95")
+        interval = f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else " (no interval)"
+        ratio = "undefined (the baseline never succeeded)" if ret["ratio"] is None else f"{ret['ratio']:.1%}{interval}"
+        lines.append(f"retention vs {ret['baseline']}: {ratio} over {ret['episodes']} paired episodes "
+                     f"(both {ret['both']}, only this policy {ret['only_candidate']}, only the baseline "
+                     f"{ret['only_baseline']})")
     ol = result.get("open_loop")
     if ol:
         lines.append(f"open loop ({ol['episodes']} held-out episodes, {ol['samples']} chunks):")

@@ -1,0 +1,126 @@
+"""Confidence intervals for closed-loop success rates and for retention ratios between two policies.
+
+A success rate from n episodes is a binomial proportion: its interval is Wilson's score interval, which
+stays inside [0, 1] and keeps its coverage at 0/n and n/n, where the normal approximation collapses to a
+point. Every configuration of ``omnimodel eval`` runs the same episode seeds (``split_seed(seed, "eval",
+k)`` per task), so two results are *paired*: episode k of task t starts from the same layout in both. The
+retention ratio (candidate success / baseline success) gets a paired, task-stratified bootstrap interval:
+resample episode indices within each task, the same indices for both policies, and take percentiles of
+the ratio of pooled successes. Pairing removes the layout-to-layout variance both policies share, which
+is most of it when the candidate is a quantization of the baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+
+def wilson_interval(successes: int, episodes: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson's score interval for ``successes`` out of ``episodes`` (95% by default)."""
+    if episodes < 1 or not 0 <= successes <= episodes:
+        raise ValueError(f"need 0 <= successes <= episodes and episodes >= 1, got {successes}/{episodes}")
+    n, p = float(episodes), successes / episodes
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+class PairingError(ValueError):
+    """Two closed-loop results that did not run the same tasks with the same episode seeds."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    ratio: float | None  # candidate / baseline success; None when the baseline never succeeded
+    ci95: tuple[float, float] | None  # paired bootstrap percentile interval
+    candidate_rate: float
+    baseline_rate: float
+    episodes: int  # paired episodes in all
+    both: int  # episodes both policies succeeded on
+    only_candidate: int
+    only_baseline: int
+    resamples: int
+    seed: int
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ci95"] = list(self.ci95) if self.ci95 is not None else None
+        return out
+
+
+def _outcomes(closed_loop: Mapping[str, Any]) -> dict[str, dict[int, bool]]:
+    try:
+        return {task: {int(e["seed"]): bool(e["success"]) for e in r["per_episode"]}
+                for task, r in closed_loop["tasks"].items()}
+    except (KeyError, TypeError) as e:
+        raise PairingError(f"not a closed-loop result with per-episode outcomes (missing {e})") from e
+
+
+def paired_outcomes(candidate: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Per task, a (episodes, 2) bool array of (candidate, baseline) success on the same seed."""
+    a, b = _outcomes(candidate), _outcomes(baseline)
+    if set(a) != set(b):
+        raise PairingError(f"the results ran different tasks: {sorted(a)} vs {sorted(b)}")
+    out = {}
+    for task in a:
+        if set(a[task]) != set(b[task]):
+            only = sorted(set(a[task]) ^ set(b[task]))[:3]
+            raise PairingError(f"{task}: the results ran different episode seeds (e.g. {only}); evaluate both "
+                               "with the same --seed and --episodes")
+        seeds = sorted(a[task])
+        out[task] = np.array([[a[task][s], b[task][s]] for s in seeds], dtype=bool)
+    return out
+
+
+def paired_retention(candidate: Mapping[str, Any], baseline: Mapping[str, Any], *, resamples: int = 4000,
+                     seed: int = 0) -> Retention:
+    """Retention of ``candidate``'s closed-loop success relative to ``baseline``'s (both ``closed_loop``
+    sections of eval results over the same seeds), with a paired, task-stratified bootstrap 95% interval."""
+    pairs = paired_outcomes(candidate, baseline)
+    stacked = np.concatenate(list(pairs.values()))
+    cand, base = int(stacked[:, 0].sum()), int(stacked[:, 1].sum())
+    n = len(stacked)
+    rng = np.random.default_rng(seed)
+    cand_boot = np.zeros(resamples)
+    base_boot = np.zeros(resamples)
+    for outcomes in pairs.values():  # stratified: each task keeps its episode count
+        idx = rng.integers(0, len(outcomes), size=(resamples, len(outcomes)))
+        cand_boot += outcomes[idx, 0].sum(axis=1)
+        base_boot += outcomes[idx, 1].sum(axis=1)
+    ratio, ci = None, None
+    if base > 0:
+        ratio = cand / base
+        valid = base_boot > 0  # a resample without a baseline success has no ratio
+        if valid.any():
+            lo, hi = np.percentile(cand_boot[valid] / base_boot[valid], [2.5, 97.5])
+            ci = (float(lo), float(hi))
+    return Retention(
+        ratio=ratio, ci95=ci, candidate_rate=cand / n, baseline_rate=base / n, episodes=n,
+        both=int((stacked[:, 0] & stacked[:, 1]).sum()), only_candidate=int((stacked[:, 0] & ~stacked[:, 1]).sum()),
+        only_baseline=int((~stacked[:, 0] & stacked[:, 1]).sum()), resamples=resamples, seed=seed,
+    )
+
+
+def format_rate(successes: int, episodes: int) -> str:
+    """``"57.5% [42.2, 71.5]"``: the rate and its Wilson 95% interval, in percent."""
+    lo, hi = wilson_interval(successes, episodes)
+    return f"{successes / episodes:.1%} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+__all__ = [
+    "PairingError",
+    "Retention",
+    "Z_95",
+    "format_rate",
+    "paired_outcomes",
+    "paired_retention",
+    "wilson_interval",
+]
