@@ -57,10 +57,18 @@ Policy = Any  # a loaded policy of any registered architecture (config, model, t
 class CalibrationAdapter(Protocol):
     """What calibration needs from an architecture (``Architecture.calibration()``)."""
 
-    def prepare(self, policy: Policy, sample: CalibSample, device: torch.device, dtype: torch.dtype
-                ) -> tuple[tuple[Any, ...], np.ndarray]: ...  # (model args, normalised target chunk)
+    # Whether the network has an LM pathway for L_CE; without one lambda is 1 (METHODS 1c).
+    lm_pathway: bool
 
-    def losses(self, policy: Policy, out: Any, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def prepare(self, policy: Policy, sample: CalibSample, device: torch.device, dtype: torch.dtype
+                ) -> tuple[tuple[Any, ...], np.ndarray]: ...  # (forward args, normalised target chunk)
+
+    def forward(self, policy: Policy, args: tuple[Any, ...]) -> Any: ...  # the pass the losses are taken on
+
+    def losses(self, policy: Policy, out: Any, target: np.ndarray
+               ) -> tuple[torch.Tensor, torch.Tensor | None]: ...  # (L_act, L_CE or None without lm_pathway)
+
+    def predict_normalized(self, policy: Policy, args: tuple[Any, ...]) -> np.ndarray: ...  # (chunk, action_dim)
 
     def blocks(self, policy: Policy) -> list[nn.Module]: ...
 
@@ -221,6 +229,8 @@ def calibrate(
         raise ValueError("calibration needs at least one sample")
     model = policy.model
     calib = adapter(policy)
+    if not calib.lm_pathway:
+        lam = 1.0  # METHODS 1c: lambda = 1 where no LM pathway exists
     dev = torch.device(device)
     orig_device = next(model.parameters()).device
     model.to(dev)
@@ -306,9 +316,9 @@ def calibrate(
             args, target = calib.prepare(policy, s, dev, dtype)
             targets.append(target.reshape(-1).astype(np.float32))
             with torch.set_grad_enabled(fisher):
-                l_act, l_ce = calib.losses(policy, model(*args), target)
+                l_act, l_ce = calib.losses(policy, calib.forward(policy, args), target)
             loss_sums["act"] += float(l_act.detach())
-            loss_sums["ce"] += float(l_ce.detach())
+            loss_sums["ce"] += float(l_ce.detach()) if l_ce is not None else 0.0
             for key, v in pooled.take().items():
                 if key.startswith("@"):
                     dom = key[1:]
@@ -322,8 +332,8 @@ def calibrate(
             if not fisher:
                 continue
             if keep_components:
-                g_act = torch.autograd.grad(l_act, params, retain_graph=True)
-                g_ce = torch.autograd.grad(l_ce, params)
+                g_act = torch.autograd.grad(l_act, params, retain_graph=l_ce is not None)
+                g_ce = torch.autograd.grad(l_ce, params) if l_ce is not None else [torch.zeros_like(g) for g in g_act]
                 for n, ga, gc in zip(names, g_act, g_ce):
                     ga, gc = ga.float(), gc.float()
                     acc_act[n] += ga * ga

@@ -40,7 +40,7 @@ def predict_normalized(policy: Any, samples: Sequence[CalibSample]) -> np.ndarra
     out = []
     for s in samples:
         args, _ = calib.prepare(policy, s, dev, dtype)
-        out.append(policy.model(*args).normalized_actions[0].float().cpu().numpy())
+        out.append(calib.predict_normalized(policy, args))
     return np.stack(out)
 
 

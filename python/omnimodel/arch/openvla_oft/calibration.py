@@ -1,6 +1,8 @@
 """OpenVLA-OFT's calibration adapter: what ``quant.calibrate`` needs to know about this network.
 
     prepare(policy, sample, device, dtype)  a calibration sample -> (model arguments, normalised target chunk)
+    forward(policy, args)                   the pass the losses are taken on (the model's own forward)
+    predict_normalized(policy, args)        the normalised action chunk (fake-quantized comparisons)
     losses(policy, out, target)             L_act (OFT's L1 over the normalised chunk) and L_CE (the LM
                                             head's cross-entropy against OpenVLA's discretised action tokens)
     blocks(policy)                          the units activation checkpointing recomputes
@@ -58,6 +60,14 @@ def _token_base(policy: OpenVLAOFTPolicy) -> int:
 
 class OFTCalibration:
     """The adapter object (stateless; ``Architecture.calibration()`` returns one)."""
+
+    lm_pathway = True  # OpenVLA's discretised action tokens give L_CE
+
+    def forward(self, policy: OpenVLAOFTPolicy, args):
+        return policy.model(*args)
+
+    def predict_normalized(self, policy: OpenVLAOFTPolicy, args) -> np.ndarray:
+        return policy.model(*args).normalized_actions[0].float().cpu().numpy()
 
     def prepare(self, policy: OpenVLAOFTPolicy, s, device: torch.device, dtype: torch.dtype):
         pixels, prompt, proprio, target = _prepare(policy, s, device, dtype)

@@ -9,9 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import re
+
 from omnimodel.arch.registry import Architecture, register
 
 from .config import ConfigError
+
+# The quantized stacks: SigLIP's encoder layers, the PaliGemma Gemma layers and the action expert's layers,
+# their attention and MLP matrices only (adaRMS's modulation ``dense`` stays high precision, like norms).
+_LAYER_RE = re.compile(
+    r"^(paligemma_with_expert\.(?:paligemma\.model\.(?:vision_tower\.vision_model\.encoder|language_model)"
+    r"|gemma_expert\.model)\.layers\.\d+)\.(?:self_attn|mlp)\."
+)
 
 _PRECISION = {"float32": "float32", "float64": "float64", "bfloat16": "bfloat16"}
 
@@ -26,7 +35,9 @@ class _Pi0Family(Architecture):
         return config.get("type") == self.name
 
     def owns(self, policy: Any) -> bool:
-        return super().owns(policy) and getattr(getattr(policy, "config", None), "kind", None) == self.name
+        # a policy carries ``config``, its Pi0Model ``cfg``
+        cfg = getattr(policy, "config", None) or getattr(policy, "cfg", None)
+        return super().owns(policy) and getattr(cfg, "kind", None) == self.name
 
     def load_policy(self, checkpoint: Path, *, dtype: Any = None, lazy: bool = False,
                     unnorm_key: str | None = None) -> Any:
@@ -62,6 +73,20 @@ class _Pi0Family(Architecture):
         from .policy import predict_action
 
         return predict_action(policy, images, instruction, state, **kwargs)
+
+    def quant_layer(self, name: str) -> str | None:
+        m = _LAYER_RE.match(name)
+        return m.group(1) if m else None
+
+    def unused_parameter_prefixes(self, model: Any) -> list[str]:
+        from .modeling import unused_parameter_prefixes
+
+        return unused_parameter_prefixes(model.cfg)
+
+    def calibration(self) -> Any:
+        from .calibration import Pi0Calibration
+
+        return Pi0Calibration()
 
 
 @register

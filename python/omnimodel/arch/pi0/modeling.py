@@ -657,10 +657,12 @@ class Pi0Model(nn.Module):
 
 def unused_parameter_prefixes(cfg: Pi0Config) -> list[str]:
     """Checkpoint tensors that cannot influence the actions when the prefix runs once and only its K/V
-    is kept: the PaliGemma stack's final norm and its last layer after the K/V projections."""
+    is kept: the PaliGemma stack's final norm and its last layer except the K/V projections (the suffix
+    reads the prefix's K/V only, so the last layer's queries feed nothing but its unused output either)."""
     last = f"paligemma_with_expert.paligemma.model.language_model.layers.{cfg.paligemma.depth - 1}."
     return [
         "paligemma_with_expert.paligemma.model.language_model.norm.",
+        last + "self_attn.q_proj.",
         last + "self_attn.o_proj.",
         last + "post_attention_layernorm.",
         last + "mlp.",

@@ -1,0 +1,121 @@
+"""pi0 / pi0.5 calibration: the flow-matching loss as L_act (lambda = 1), deterministic per sample, and the
+quantized set exactly the matrices the actions depend on."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from omnimodel.arch.pi0.calibration import Pi0Calibration, noise_level, sample_seed
+from omnimodel.arch.pi0.policy import run_policy
+from omnimodel.arch.registry import get
+from omnimodel.quant.calibrate import calibrate
+from omnimodel.quant.samples import CalibSample
+from omnimodel.quant.targets import matrix_targets
+
+
+def _samples(policy, n: int, seed: int = 0) -> list[CalibSample]:
+    cfg = policy.config
+    rng = np.random.default_rng(seed)
+    return [
+        CalibSample(
+            images=[rng.integers(0, 256, (40, 50, 3), dtype=np.uint8) for _ in cfg.camera_keys],
+            instruction=f"pick up block {k}",
+            proprio=rng.normal(size=cfg.state_dim),
+            actions=rng.normal(size=(cfg.chunk_size, cfg.action_dim)),
+        )
+        for k in range(n)
+    ]
+
+
+@pytest.fixture(scope="module", params=["pi05", "pi0"])
+def policy(request, tmp_path_factory):
+    arch = get(request.param)
+    return arch.load_policy(arch.write_miniature(Path(tmp_path_factory.mktemp(request.param)) / "ckpt"))
+
+
+def test_fisher_is_the_flow_matching_loss_and_covers_every_target(policy) -> None:
+    samples = _samples(policy, 2)
+    stats = calibrate(policy, samples, lam=0.5, fisher=True)
+    assert stats.lam == 1.0  # no LM pathway: L_AMF = L_act whatever --lambda says
+    assert stats.losses["ce"] == 0.0 and stats.losses["act"] > 0.0
+    names = [t.name for t in matrix_targets(policy.model)]
+    assert set(stats.fisher) == set(names)
+    # every quantized matrix influences the loss: none of the unused prefix weights slipped in
+    assert all(float(stats.fisher[n].sum()) > 0.0 for n in names)
+    assert set(stats.inputs) == {"vision", "llm", "expert"}
+    # activation checkpointing of the split Gemma layers recomputes the same gradients
+    plain = calibrate(policy, samples, fisher=True, recompute=False)
+    for n in names:
+        np.testing.assert_array_equal(stats.fisher[n], plain.fisher[n])
+
+
+def test_quantized_stacks(policy) -> None:
+    layers = {t.layer for t in matrix_targets(policy.model)}
+    cfg = policy.config
+    assert any(".vision_model.encoder.layers." in k for k in layers)
+    assert sum(".gemma_expert.model.layers." in k for k in layers) == cfg.action_expert.depth
+    assert sum(".language_model.layers." in k for k in layers) == cfg.paligemma.depth
+    names = [t.name for t in matrix_targets(policy.model)]
+    assert not any(".dense." in n or "action_" in n or "time_mlp" in n or "projector" in n for n in names)
+
+
+def test_unused_prefixes_get_no_gradient(policy) -> None:
+    arch = get(policy.config.kind)
+    calib = Pi0Calibration()
+    args, _ = calib.prepare(policy, _samples(policy, 1)[0], torch.device("cpu"), torch.float32)
+    params = dict(policy.model.named_parameters())
+    for p in params.values():
+        p.requires_grad_(True)
+        p.grad = None
+    try:
+        calib.losses(policy, calib.forward(policy, args), np.zeros(1))[0].backward()
+        skip = tuple(arch.unused_parameter_prefixes(policy.model))
+        unused = [n for n in params if n.startswith(skip)]
+        assert unused, "the prefix stack's last layer has unused weights"
+        for n in unused:
+            g = params[n].grad
+            assert g is None or float(g.abs().max()) == 0.0, n
+        used = [n for n in params if not n.startswith(skip) and ".layers." in n and n.endswith("proj.weight")]
+        assert all(params[n].grad is not None and float(params[n].grad.abs().max()) > 0.0 for n in used)
+    finally:
+        for p in params.values():
+            p.requires_grad_(False)
+            p.grad = None
+
+
+def test_samples_are_deterministic_and_time_follows_openpi(policy) -> None:
+    calib = Pi0Calibration()
+    s = _samples(policy, 2)
+    a1, t1 = calib.prepare(policy, s[0], torch.device("cpu"), torch.float32)
+    a2, t2 = calib.prepare(policy, s[0], torch.device("cpu"), torch.float32)
+    for x, y in zip(a1, a2):
+        if isinstance(x, torch.Tensor):
+            assert torch.equal(x, y)
+    assert sample_seed(s[0]) != sample_seed(s[1])
+    # t ~ 0.999 Beta(1.5, 1) + 0.001: mean 0.999 * 0.6 + 0.001
+    ts = np.array([noise_level(k) for k in range(4000)])
+    assert ts.min() >= 0.001 and ts.max() < 1.0
+    assert abs(ts.mean() - 0.6004) < 0.01
+    # the normalised target chunk is what the statistics make of the raw actions
+    raw = torch.tensor(s[0].actions, dtype=torch.float32)
+    np.testing.assert_allclose(t1, policy.norm_stats.action.normalize(raw).numpy(), rtol=1e-6)
+
+
+def test_predict_normalized_is_the_policy(policy) -> None:
+    calib = Pi0Calibration()
+    s = _samples(policy, 1)[0]
+    args, _ = calib.prepare(policy, s, torch.device("cpu"), torch.float32)
+    got = calib.predict_normalized(policy, args)
+    ref = run_policy(policy, s.images, s.instruction, np.asarray(s.proprio, np.float32), seed=sample_seed(s))
+    np.testing.assert_array_equal(got, ref.normalized_actions)
+
+
+def test_missing_state_is_refused(policy) -> None:
+    s = dataclasses.replace(_samples(policy, 1)[0], proprio=None)
+    with pytest.raises(ValueError, match="robot state"):
+        Pi0Calibration().prepare(policy, s, torch.device("cpu"), torch.float32)
