@@ -119,3 +119,59 @@ def test_missing_state_is_refused(policy) -> None:
     s = dataclasses.replace(_samples(policy, 1)[0], proprio=None)
     with pytest.raises(ValueError, match="robot state"):
         Pi0Calibration().prepare(policy, s, torch.device("cpu"), torch.float32)
+
+
+def _write_episodes(policy, out: Path, *, action_dim: int | None = None, cameras: int | None = None) -> Path:
+    from omnimodel.simbench.episodes import Episode, write_dataset
+
+    cfg = policy.config
+    rng = np.random.default_rng(3)
+    n_cam = len(cfg.camera_keys) if cameras is None else cameras
+    eps = [
+        Episode(
+            instruction="stack the cups",
+            images=rng.integers(0, 256, size=(12, n_cam, 48, 48, 3), dtype=np.uint8),
+            proprio=rng.normal(size=(12, cfg.state_dim)).astype(np.float32),
+            actions=rng.normal(size=(12, action_dim or cfg.action_dim)).astype(np.float32) * 0.3,
+            camera_names=tuple(f"cam{i}" for i in range(n_cam)),
+            task="synthetic",
+            source="tests/quant/test_pi0_calibration.py",
+        )
+        for _ in range(2)
+    ]
+    write_dataset(out, {"calib": eps}, "synthetic_dataset", created_by={"tool": "test"})
+    return out
+
+
+def test_samples_from_a_dataset_through_the_pipeline(policy, tmp_path: Path) -> None:
+    from omnimodel.quant.pipeline import QuantOptions, QuantPipelineError, load_samples
+
+    data = _write_episodes(policy, tmp_path / "ok")
+    samples = load_samples(policy, QuantOptions(bpw=4.0, calib=data, steps_per_episode=2))
+    cfg = policy.config
+    assert len(samples) == 4
+    assert all(s.actions.shape == (cfg.chunk_size, cfg.action_dim) and len(s.images) == len(cfg.camera_keys)
+               for s in samples)
+    stats = calibrate(policy, samples[:2], fisher=False)
+    assert stats.n_samples == 2 and all(v.shape[0] == 2 for v in stats.features.values())
+    # the checks speak in one line, before anything heavy
+    bad = _write_episodes(policy, tmp_path / "dims", action_dim=cfg.action_dim + 1)
+    with pytest.raises(QuantPipelineError, match=f"{cfg.action_dim + 1}-D"):
+        load_samples(policy, QuantOptions(bpw=4.0, calib=bad))
+    one_cam = _write_episodes(policy, tmp_path / "cams", cameras=1)
+    with pytest.raises(QuantPipelineError, match="camera"):
+        load_samples(policy, QuantOptions(bpw=4.0, calib=one_cam))
+    # no built-in calibration split for this family: --calib is required
+    with pytest.raises(QuantPipelineError, match="--calib"):
+        load_samples(policy, QuantOptions(bpw=4.0))
+
+
+def test_header_only_inputs_match_the_loaded_policy(policy, tmp_path: Path) -> None:
+    arch = get(policy.config.kind)
+    ckpt = arch.write_miniature(tmp_path / "again")
+    keys, _ = arch.statistics_keys(ckpt)
+    key, inputs = arch.calibration_inputs(ckpt, keys[0], keys)
+    loaded = Pi0Calibration().policy_inputs(arch.load_policy(ckpt))
+    assert (inputs.num_images, inputs.image_size, inputs.proprio_dim, inputs.action_dim) == (
+        loaded.num_images, loaded.image_size, loaded.proprio_dim, loaded.action_dim)
+    np.testing.assert_array_equal(inputs.action_stats.low, loaded.action_stats.low)

@@ -47,6 +47,7 @@ from torch.utils.checkpoint import checkpoint
 
 from omnimodel.arch.registry import for_policy
 
+from .calib_check import PolicyInputs
 from .samples import CalibSample
 from .spill import SpilledArrays
 from .targets import quantized_linears
@@ -59,6 +60,10 @@ class CalibrationAdapter(Protocol):
 
     # Whether the network has an LM pathway for L_CE; without one lambda is 1 (METHODS 1c).
     lm_pathway: bool
+
+    def policy_inputs(self, policy: Policy) -> PolicyInputs: ...  # what each step takes (calib_check)
+
+    def chunk_size(self, policy: Policy) -> int: ...  # actions per predicted chunk: the target length
 
     def prepare(self, policy: Policy, sample: CalibSample, device: torch.device, dtype: torch.dtype
                 ) -> tuple[tuple[Any, ...], np.ndarray]: ...  # (forward args, normalised target chunk)

@@ -39,7 +39,7 @@ from omnimodel.simbench.episodes import EpisodeFormatError
 
 from .allocate import Allocation, AllocationError, load_allocation
 from .allocate import check_budget as check_allocation_budget
-from .calib_check import CalibMismatchError, PolicyInputs, check_episode, check_metadata, check_sample
+from .calib_check import CalibMismatchError, check_episode, check_metadata, check_sample
 from .calib_data import DEFAULT_EPISODES, CalibDataOptions, open_calib_data
 from .calibrate import CalibStats, calibrate
 from .quantize import IMPORTANCE_MODES, MatrixQuantizer, QuantResult, plan_allocation
@@ -167,10 +167,14 @@ class QuantOutcome:
 def load_samples(policy, opts: QuantOptions) -> list[CalibSample]:
     """Calibration samples from ``opts.calib`` (any format ``calib_data`` detects) or, without one, the
     demo's bundled split; the data is checked against ``policy`` first (``calib_check``: one-line errors)."""
-    from omnimodel.demo_assets import DEMO_CALIB_DIR
+    from omnimodel.arch.registry import for_policy
 
-    root = Path(opts.calib) if opts.calib is not None else DEMO_CALIB_DIR
-    inputs = PolicyInputs.from_policy(policy)
+    arch = for_policy(policy)
+    calib = arch.calibration()
+    root = Path(opts.calib) if opts.calib is not None else arch.demo_calib
+    if root is None:
+        raise QuantPipelineError(f"{arch.name}: no built-in calibration data; pass --calib PATH")
+    inputs = calib.policy_inputs(policy)
     try:
         source = open_calib_data(root, opts.calib_data_options())
         check_metadata(source.info, inputs)
@@ -186,7 +190,7 @@ def load_samples(policy, opts: QuantOptions) -> list[CalibSample]:
                 yield plan.apply(ep)
 
         return samples_from_episodes(
-            episodes(), policy.config.num_actions_chunk, steps_per_episode=opts.steps_per_episode, seed=opts.seed,
+            episodes(), calib.chunk_size(policy), steps_per_episode=opts.steps_per_episode, seed=opts.seed,
             max_samples=opts.max_samples,
         )
     except CalibMismatchError as e:

@@ -1,5 +1,6 @@
 """OpenVLA-OFT's calibration adapter: what ``quant.calibrate`` needs to know about this network.
 
+    policy_inputs(policy) / chunk_size      what each step takes (the calibration-data check), the chunk length
     prepare(policy, sample, device, dtype)  a calibration sample -> (model arguments, normalised target chunk)
     forward(policy, args)                   the pass the losses are taken on (the model's own forward)
     predict_normalized(policy, args)        the normalised action chunk (fake-quantized comparisons)
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from omnimodel.quant.calib_check import PolicyInputs
 
 from .normalization import normalize_proprio
 from .policy import OpenVLAOFTPolicy
@@ -62,6 +65,12 @@ class OFTCalibration:
     """The adapter object (stateless; ``Architecture.calibration()`` returns one)."""
 
     lm_pathway = True  # OpenVLA's discretised action tokens give L_CE
+
+    def policy_inputs(self, policy: OpenVLAOFTPolicy) -> PolicyInputs:
+        return PolicyInputs.from_policy(policy)
+
+    def chunk_size(self, policy: OpenVLAOFTPolicy) -> int:
+        return int(policy.config.num_actions_chunk)
 
     def forward(self, policy: OpenVLAOFTPolicy, args):
         return policy.model(*args)

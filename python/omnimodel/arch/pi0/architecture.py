@@ -74,6 +74,27 @@ class _Pi0Family(Architecture):
 
         return predict_action(policy, images, instruction, state, **kwargs)
 
+    def statistics_keys(self, checkpoint: Path) -> tuple[list[str], str]:
+        """An openpi checkpoint's asset ids (``assets/<id>/norm_stats.json``); a LeRobot one's single set."""
+        from .calibration import STATS_KEY
+        from .checkpoint import locate_files
+        from .config import Layout
+
+        files, _ = locate_files(checkpoint)
+        if files.layout is Layout.LEROBOT:
+            return [STATS_KEY], "the processor files"
+        assets = sorted(p.parent.name for p in (files.root / "assets").glob("*/norm_stats.json"))
+        if not assets:
+            raise ConfigError(f"{checkpoint}: no assets/<asset_id>/norm_stats.json")
+        return assets, "assets/*/norm_stats.json"
+
+    def calibration_inputs(self, checkpoint: Path, unnorm_key: str, keys: list[str]) -> tuple[str, Any]:
+        from .calibration import STATS_KEY, policy_inputs
+        from .checkpoint import read_checkpoint_header
+
+        header = read_checkpoint_header(checkpoint, asset_id=None if unnorm_key == STATS_KEY else unnorm_key)
+        return unnorm_key, policy_inputs(header.config, header.norm_stats, str(checkpoint), unnorm_key, keys)
+
     def quant_layer(self, name: str) -> str | None:
         m = _LAYER_RE.match(name)
         return m.group(1) if m else None

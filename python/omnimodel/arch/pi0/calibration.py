@@ -17,12 +17,21 @@ distribution Beta(1.5, 1) * 0.999 + 0.001, whose inverse CDF is u^(2/3).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from omnimodel.quant.calib_check import PolicyInputs
+
+from .config import NormMode, Pi0Config
+from .normalization import FeatureStats, NormStats
 from .policy import Pi0Policy, _splitmix64, prepare_inputs
+
+# A LeRobot checkpoint holds one set of statistics; it is named so for messages and --unnorm-key.
+STATS_KEY = "default"
 
 # openpi ``sample_time``: t ~ Beta(1.5, 1), squeezed into [0.001, 1)
 _T_SCALE, _T_OFFSET, _T_ALPHA = 0.999, 0.001, 1.5
@@ -44,10 +53,47 @@ def noise_level(seed: int) -> float:
     return _T_SCALE * u ** (1.0 / _T_ALPHA) + _T_OFFSET
 
 
+@dataclass(frozen=True)
+class StatBounds:
+    """A feature's statistics as the calibration-data check reads them: the range the normaliser maps to
+    [-1, 1] (bounds) or mean +- 2 std (z-score), and which dimensions are normalised."""
+
+    low: np.ndarray
+    high: np.ndarray
+    mask: np.ndarray
+
+
+def stat_bounds(stats: FeatureStats) -> StatBounds | None:
+    if stats.mode is NormMode.IDENTITY:
+        return None
+    if stats.mode is NormMode.MEAN_STD:
+        mean, std = stats.stats["mean"].numpy(), stats.stats["std"].numpy()
+        low, high = mean - 2.0 * std, mean + 2.0 * std
+    else:
+        lo, hi = stats._bounds()
+        low, high = lo.numpy(), hi.numpy()
+    return StatBounds(low.astype(np.float64), high.astype(np.float64), np.ones(low.shape[0], dtype=bool))
+
+
+def policy_inputs(config: Pi0Config, norm_stats: NormStats, source: str, stats_key: str,
+                  stats_keys: Sequence[str] = ()) -> PolicyInputs:
+    """What a pi0 / pi0.5 checkpoint takes per step, for ``quant.calib_check``: its cameras in
+    ``camera_keys`` order, the state as proprio, the statistics entry (an openpi asset id, or LeRobot's one)."""
+    return PolicyInputs(source, len(config.camera_keys), int(config.image_size), int(config.state_dim),
+                        int(config.action_dim), stats_key, stat_bounds(norm_stats.action),
+                        stat_bounds(norm_stats.state), tuple(stats_keys))
+
+
 class Pi0Calibration:
     """The adapter object (stateless; ``Architecture.calibration()`` returns one)."""
 
     lm_pathway = False  # the actions come from the expert's flow, not from the LM head
+
+    def policy_inputs(self, policy: Pi0Policy) -> PolicyInputs:
+        return policy_inputs(policy.config, policy.norm_stats, "the policy", STATS_KEY)
+
+    def chunk_size(self, policy: Pi0Policy) -> int:
+        return int(policy.config.chunk_size)
 
     def prepare(self, policy: Pi0Policy, s, device: torch.device, dtype: torch.dtype):
         cfg = policy.config
@@ -104,4 +150,4 @@ class Pi0Calibration:
         return len(policy.config.camera_keys) if self.domain_of(name) == "vision" else 1
 
 
-__all__ = ["Pi0Calibration", "noise_level", "sample_seed"]
+__all__ = ["STATS_KEY", "Pi0Calibration", "StatBounds", "noise_level", "policy_inputs", "sample_seed", "stat_bounds"]
