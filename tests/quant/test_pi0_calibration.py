@@ -175,3 +175,54 @@ def test_header_only_inputs_match_the_loaded_policy(policy, tmp_path: Path) -> N
     assert (inputs.num_images, inputs.image_size, inputs.proprio_dim, inputs.action_dim) == (
         loaded.num_images, loaded.image_size, loaded.proprio_dim, loaded.action_dim)
     np.testing.assert_array_equal(inputs.action_stats.low, loaded.action_stats.low)
+
+
+def test_awq_folds_keep_the_fp_network(policy, tmp_path: Path) -> None:
+    from omnimodel.quant.allocate import allocate, paper_errors
+    from omnimodel.quant.awq import awq_transform, scale_groups
+    from omnimodel.quant.fakequant import predict_normalized
+
+    arch = get(policy.config.kind)
+    own = arch.load_policy(arch.write_miniature(tmp_path / "awq"))  # its own copy: AWQ edits the model
+    samples = _samples(own, 2)
+    stats = calibrate(own, samples, fisher=False, hessian=True)
+    targets = matrix_targets(own.model)
+    sizes = {t.name: float(own.model.get_parameter(t.name).detach().double().pow(2).sum()) for t in targets}
+    alloc = allocate(targets, paper_errors(targets, sizes), 4.0)
+    groups = scale_groups(own.model)
+    cfg = own.config
+    # per SigLIP layer 3 groups; per Gemma layer 3 (MQA: no o_proj fold); the prefix's last layer keeps k,v only
+    assert len(groups) == 3 * cfg.vision.num_hidden_layers + 3 * (cfg.paligemma.depth - 1) + 1 + 3 * cfg.action_expert.depth
+    before = predict_normalized(own, samples)
+    chosen = awq_transform(own.model, alloc, stats, alphas=(0.0, 0.5))
+    assert any(a > 0 for a in chosen.values())
+    np.testing.assert_allclose(predict_normalized(own, samples), before, atol=5e-5)
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_gemma_norm_fold_divides_its_output(adaptive: bool) -> None:
+    from omnimodel.arch.pi0.awq_groups import fold_gemma_norm
+    from omnimodel.arch.pi0.modeling import GemmaRMSNorm
+
+    torch.manual_seed(0)
+    d = 16
+    norm = GemmaRMSNorm(d, 1e-6, cond_dim=8 if adaptive else None).double()
+    with torch.no_grad():
+        for p in norm.parameters():
+            p.normal_(0, 0.5)
+    x, cond = torch.randn(2, 5, d, dtype=torch.float64), torch.randn(2, 8, dtype=torch.float64)
+
+    def run() -> torch.Tensor:
+        if not adaptive:
+            return norm(x)
+        scale, shift, _gate = norm.modulation(cond)
+        return norm(x, scale, shift)
+
+    before = run()
+    gate = norm.modulation(cond)[2].clone() if adaptive else None
+    s = torch.rand(d, dtype=torch.float64) + 0.5
+    with torch.no_grad():
+        fold_gemma_norm(norm)(s)
+    torch.testing.assert_close(run(), before / s)
+    if adaptive:  # the gate rows are untouched: the residual gate scales the block's output, not its input
+        assert torch.equal(norm.modulation(cond)[2], gate)

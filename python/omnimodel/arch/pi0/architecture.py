@@ -104,6 +104,11 @@ class _Pi0Family(Architecture):
 
         return unused_parameter_prefixes(model.cfg)
 
+    def awq_scale_groups(self, model: Any) -> list[Any]:
+        from .awq_groups import scale_groups
+
+        return scale_groups(model)
+
     def calibration(self) -> Any:
         from .calibration import Pi0Calibration
 
