@@ -30,6 +30,7 @@ import torch
 from safetensors import safe_open
 
 from omnimodel.arch.json_files import read_json
+from omnimodel.arch.safetensors_shards import locate_shards, stored_tensors
 
 from .config import ConfigError, OpenVLAOFTConfig, build_config
 from .modeling import OpenVLAOFT
@@ -41,8 +42,6 @@ class CheckpointError(ConfigError):
     """A checkpoint file is missing, unreadable or inconsistent."""
 
 
-INDEX_FILE = "model.safetensors.index.json"
-SINGLE_FILE = "model.safetensors"
 _COMPONENT_RE = r"^{name}--(?P<step>\d+|latest)_checkpoint\.pt$"
 # FiLMedVisionTransformerBlock wraps each ViT block as ``.block`` and adds ``.scale`` / ``.shift`` linears.
 _FILM_KEY = re.compile(r"vision_backbone\.(fused_)?featurizer\.blocks\.\d+\.(block|scale|shift)\.")
@@ -92,24 +91,7 @@ def locate_files(checkpoint_dir: str | Path) -> CheckpointFiles:
     if not config.is_file():
         raise CheckpointError(f"config.json: missing in {root}")
 
-    index_path = root / INDEX_FILE
-    if index_path.is_file():
-        index = _read_json(index_path)
-        weight_map = index.get("weight_map") if isinstance(index, dict) else None
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise CheckpointError(f"{INDEX_FILE}: no 'weight_map'")
-        shard_names = sorted(set(weight_map.values()))
-        missing = [s for s in shard_names if not (root / s).is_file()]
-        if missing:
-            users = sorted(k for k, v in weight_map.items() if v == missing[0])
-            raise CheckpointError(
-                f"{INDEX_FILE}: shard file(s) {missing} missing from {root} (e.g. '{users[0]}' lives in {missing[0]})"
-            )
-        shards = tuple(root / s for s in shard_names)
-    elif (root / SINGLE_FILE).is_file():
-        weight_map, shards = None, (root / SINGLE_FILE,)
-    else:
-        raise CheckpointError(f"{root}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
+    shards, weight_map = locate_shards(root, CheckpointError)
 
     def optional(name: str) -> Path | None:
         return root / name if (root / name).is_file() else None
@@ -144,35 +126,11 @@ _SAFETENSORS_FLOATS = {"F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"}
 def scan_vla_tensors(files: CheckpointFiles) -> dict[str, TensorRef]:
     """Names, shapes and dtypes of the (sharded) safetensors, checked against the index in both directions."""
     refs: dict[str, TensorRef] = {}
-    for shard in files.shards:
-        try:
-            with safe_open(str(shard), framework="pt") as f:
-                for key in f.keys():
-                    if key in refs:
-                        raise CheckpointError(f"{shard.name}: tensor '{key}' also appears in {refs[key].file}")
-                    if files.weight_map is not None and files.weight_map.get(key) != shard.name:
-                        raise CheckpointError(
-                            f"{shard.name}: holds '{key}' but {INDEX_FILE} maps it to {files.weight_map.get(key)!r}"
-                        )
-                    view = f.get_slice(key)
-                    refs[key] = TensorRef(
-                        file=shard.name,
-                        shape=tuple(view.get_shape()),
-                        is_float=view.get_dtype() in _SAFETENSORS_FLOATS,
-                        path=shard,
-                        dtype=view.get_dtype(),
-                    )
-        except CheckpointError:
-            raise
-        except Exception as exc:  # safetensors raises SafetensorError / OSError for corrupt files
-            raise CheckpointError(f"{shard.name}: cannot read safetensors file ({exc})") from exc
-    if files.weight_map is not None:
-        absent = sorted(set(files.weight_map) - set(refs))
-        if absent:
-            raise CheckpointError(
-                f"{INDEX_FILE}: maps '{absent[0]}' to {files.weight_map[absent[0]]} but that shard lacks it"
-                + (f" ({len(absent) - 1} more)" if len(absent) > 1 else "")
-            )
+    for t in stored_tensors(files.shards, files.weight_map, CheckpointError):
+        if t.name in refs:
+            raise CheckpointError(f"{t.shard.name}: tensor '{t.name}' also appears in {refs[t.name].file}")
+        refs[t.name] = TensorRef(file=t.shard.name, shape=t.shape, is_float=t.dtype in _SAFETENSORS_FLOATS,
+                                 path=t.shard, dtype=t.dtype)
     return refs
 
 

@@ -32,6 +32,7 @@ import torch
 from safetensors import safe_open
 
 from omnimodel.arch.json_files import read_json
+from omnimodel.arch.safetensors_shards import locate_shards, stored_tensors
 
 from .config import ConfigError, Layout, Pi0Config, parse_lerobot_config, parse_openpi_config
 from .modeling import Pi0Model
@@ -50,8 +51,6 @@ class CheckpointError(ConfigError):
     """A checkpoint file is missing, unreadable or inconsistent."""
 
 
-INDEX_FILE = "model.safetensors.index.json"
-SINGLE_FILE = "model.safetensors"
 LEROBOT_PREFIX = "model."
 EMBED_KEY = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
 LM_HEAD_KEY = "paligemma_with_expert.paligemma.lm_head.weight"
@@ -89,21 +88,7 @@ def locate_files(checkpoint_dir: str | Path) -> tuple[CheckpointFiles, dict[str,
     hf_config = _read_json(config)
     if not isinstance(hf_config, dict):
         raise CheckpointError("config.json: not a JSON object")
-    index_path = root / INDEX_FILE
-    if index_path.is_file():
-        index = _read_json(index_path)
-        weight_map = index.get("weight_map") if isinstance(index, dict) else None
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise CheckpointError(f"{INDEX_FILE}: no 'weight_map'")
-        names = sorted(set(weight_map.values()))
-        missing = [s for s in names if not (root / s).is_file()]
-        if missing:
-            raise CheckpointError(f"{INDEX_FILE}: shard file(s) {missing} missing from {root}")
-        shards = tuple(root / s for s in names)
-    elif (root / SINGLE_FILE).is_file():
-        weight_map, shards = None, (root / SINGLE_FILE,)
-    else:
-        raise CheckpointError(f"{root}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
+    shards, weight_map = locate_shards(root, CheckpointError)
     return CheckpointFiles(root, config, shards, weight_map, detect_layout(hf_config)), hf_config
 
 
@@ -120,29 +105,12 @@ class TensorRef:
 def scan_tensors(files: CheckpointFiles) -> dict[str, TensorRef]:
     """Names (prefix dropped), shapes and dtypes of every stored tensor, checked against the index."""
     refs: dict[str, TensorRef] = {}
-    for shard in files.shards:
-        try:
-            with safe_open(str(shard), framework="pt") as f:
-                for stored in f.keys():
-                    if files.weight_map is not None and files.weight_map.get(stored) != shard.name:
-                        raise CheckpointError(f"{shard.name}: holds '{stored}' but {INDEX_FILE} maps it to "
-                                              f"{files.weight_map.get(stored)!r}")
-                    name = stored[len(LEROBOT_PREFIX):] if stored.startswith(LEROBOT_PREFIX) else stored
-                    if name in refs:
-                        raise CheckpointError(f"{shard.name}: tensor '{stored}' duplicates '{refs[name].stored_name}' "
-                                              f"in {refs[name].file.name} (with / without the 'model.' prefix)")
-                    view = f.get_slice(stored)
-                    refs[name] = TensorRef(shard, stored, tuple(view.get_shape()), view.get_dtype())
-        except CheckpointError:
-            raise
-        except Exception as exc:  # SafetensorError / OSError for damaged files
-            raise CheckpointError(f"{shard.name}: cannot read safetensors file ({exc})") from exc
-    if files.weight_map is not None:
-        seen = {r.stored_name for r in refs.values()}
-        absent = sorted(set(files.weight_map) - seen)
-        if absent:
-            raise CheckpointError(f"{INDEX_FILE}: maps '{absent[0]}' to {files.weight_map[absent[0]]} but that shard "
-                                  f"lacks it" + (f" ({len(absent) - 1} more)" if len(absent) > 1 else ""))
+    for t in stored_tensors(files.shards, files.weight_map, CheckpointError):
+        name = t.name[len(LEROBOT_PREFIX):] if t.name.startswith(LEROBOT_PREFIX) else t.name
+        if name in refs:
+            raise CheckpointError(f"{t.shard.name}: tensor '{t.name}' duplicates '{refs[name].stored_name}' "
+                                  f"in {refs[name].file.name} (with / without the 'model.' prefix)")
+        refs[name] = TensorRef(t.shard, t.name, t.shape, t.dtype)
     return refs
 
 
