@@ -328,7 +328,6 @@ def convert(
             log(f"      built and loaded {plugin.relative_to(stage)}")
 
         recorded_checkpoint = DEMO_DIR if demo else str(checkpoint)
-        _widen_for_reference(policy)
         rdtype = _reference_dtype(policy, reference_dtype)
         parity = ParityCheck(policy, gguf_path, dtype=rdtype, threads=threads, log=log)
 
@@ -438,16 +437,6 @@ def _finish_quantization(policy: Any, allocation: Any, quantizer: Any, quant: An
     if outcome.report.get("rows_won"):
         log("      rows won: " + ", ".join(f"{k} {v}" for k, v in outcome.report["rows_won"].items()))
     return outcome
-
-
-def _widen_for_reference(policy: Any) -> None:
-    """The reference runs a policy of at least fp32, as before lazy bf16 loading: ``gguf_weights`` copies
-    the GGUF's decoded weights into the policy's own parameters, which in bf16 would round them.
-    Delete once the reference upcasts a bf16 policy per module itself (the validator's side)."""
-    import torch
-
-    if any(p.dtype in (torch.bfloat16, torch.float16) for p in policy.model.parameters()):
-        policy.model.float()
 
 
 NO_CALIB_MESSAGE = (
@@ -616,7 +605,6 @@ def revalidate(out_dir: str | os.PathLike[str], *, threads: int = 1, log: Log = 
         torch.set_num_threads(threads)
     try:
         policy = _load_policy(checkpoint, unnorm_key=_gguf_stats_key(out_dir / MODEL_FILE), arch=arch)
-        _widen_for_reference(policy)
         log(f"checkpoint {checkpoint}; graph {graph}; outtype {old.outtype}; reference {old.reference_dtype}")
         parity = ParityCheck(policy, out_dir / MODEL_FILE, dtype=old.reference_dtype, instruction=old.instruction,
                              seed=old.seed, threads=threads, tolerance=old.tolerance, log=log)
