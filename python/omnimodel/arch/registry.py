@@ -177,6 +177,23 @@ class Architecture:
         the losses of the Action-Mixed Fisher, the HSIC input domains, the recomputed blocks."""
         raise self.unsupported("calibration adapter")
 
+    # -- closed-loop evaluation (simbench.policies) ------------------------------------------------
+    def eval_info(self, policy: Any) -> dict[str, Any]:
+        """What the evaluator needs and records: num_images, image_size, chunk, action_dim (+ anything
+        worth recording, e.g. the statistics key)."""
+        raise self.unsupported("evaluation adapter")
+
+    def eval_step(self, policy: Any, images: Any, instruction: str, state: Any, seed: int) -> Any:
+        """One control step of the PyTorch reference: raw frames, instruction, raw state -> the
+        un-normalised chunk; ``seed`` for families that sample (flow matching's noise)."""
+        return self.predict_action(policy, images, instruction, state)
+
+    # -- demo training (simbench.train, omnimodel train-demo) ---------------------------------------
+    def training(self) -> Any:
+        """The trainer adapter: size presets, the initial checkpoint, samples and batches, the loss, and
+        writing trained weights in the checkpoint layout (``simbench.train``)."""
+        raise self.unsupported("demo trainer")
+
     def __repr__(self) -> str:
         return f"<Architecture {self.name}>"
 

@@ -2,11 +2,12 @@
 
     omnimodel collect-demos data/mw --image-size 56 --action-noise 0.1
     omnimodel train-demo data/mw --out runs/demo                  # -> runs/demo/final (a checkpoint)
+    omnimodel train-demo data/mw --out runs/pi05 --arch pi05      # a pi0.5 (LeRobot layout), flow matching
     omnimodel eval --policy runs/demo/final --episodes 10
 
 ``--init CKPT`` continues from an earlier run's checkpoint (a second, low-LR stage) instead.
 
-Writes ``OUT/init`` (the random initial checkpoint: miniature layout, a tokenizer trained on the dataset's
+Writes ``OUT/init`` (the random initial checkpoint of ``--arch``: the family's miniature layout, a tokenizer trained on the dataset's
 instructions, the dataset's statistics), ``OUT/checkpoints/step-NNNNNN`` every ``--checkpoint-every``
 steps, ``OUT/final`` (the trained policy, in the real checkpoint layout of ``simbench.train``'s
 architecture, which ``omnimodel convert`` and ``omnimodel eval`` read) and ``OUT/train_report.json``. Seeds are fixed: the same command on the same data
@@ -25,11 +26,14 @@ from omnimodel.cli.command import Command
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    from omnimodel.simbench.train import SIZES  # pure data, cheap
+    from omnimodel.arch import registry
 
     p.add_argument("data", type=Path, help="episode dataset from `omnimodel collect-demos` (its train split)")
     p.add_argument("--out", type=Path, required=True, help="run directory to create")
-    p.add_argument("--size", default="tiny", choices=sorted(SIZES), help="model size (default: %(default)s)")
+    p.add_argument("--arch", default="openvla-oft", choices=registry.names(),
+                   help="policy family to train (default: %(default)s)")
+    p.add_argument("--size", default="tiny", help="model size preset of the family (default: %(default)s; OpenVLA-OFT: "
+                   "tiny, small, base; pi0/pi05: tiny, small)")
     p.add_argument(
         "--init",
         type=Path,
@@ -61,7 +65,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from omnimodel.errors import UsageError
     from omnimodel.simbench.episodes import read_manifest
-    from omnimodel.simbench.train import SIZES, init_checkpoint, save_trained, train
+    from omnimodel.arch import registry
+    from omnimodel.simbench.train import init_checkpoint, save_trained, train
 
     if args.steps < 1 or args.batch_size < 1 or args.threads < 1:
         raise UsageError("--steps, --batch-size and --threads must be >= 1")
@@ -73,6 +78,12 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.data}: not an episode dataset ({e})") from e
     if "train" not in manifest.splits or not manifest.splits["train"]:
         raise UsageError(f"{args.data}: the dataset has no train split")
+    try:
+        sizes = registry.get(args.arch).training().sizes
+    except registry.ArchitectureError as e:
+        raise UsageError(str(e)) from e
+    if args.size not in sizes:
+        raise UsageError(f"--size {args.size!r}: {args.arch} has the presets {', '.join(sorted(sizes))}")
     out: Path = args.out
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
@@ -88,9 +99,9 @@ def _run(args: argparse.Namespace) -> int:
         init = args.init
         print(f"continuing from: {init}", flush=True)
     else:
-        size = SIZES[args.size]
+        size = sizes[args.size]
         init = init_checkpoint(out / "init", size, args.data, seed=args.seed)
-        print(f"init checkpoint: {init} ({args.size}; tasks {', '.join(sorted(manifest.tasks))})", flush=True)
+        print(f"init checkpoint: {init} ({args.arch} {args.size}; tasks {', '.join(sorted(manifest.tasks))})", flush=True)
 
     def on_checkpoint(policy, step: int) -> None:
         path = save_trained(policy, init, out / "checkpoints" / f"step-{step:06d}", step=step)
@@ -119,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
     summary = {
         "command": "train-demo",
         "data": str(args.data),
+        "arch": args.arch,
         "size": args.size,
         "init": None if args.init is None else str(args.init),
         "options": {

@@ -1,4 +1,4 @@
-"""Policies the evaluator can run: the interface, the PyTorch OFT reference, and a converted GGUF in the runtime.
+"""Policies the evaluator can run: the interface, a checkpoint's PyTorch reference, and a converted GGUF in the runtime.
 
 The interface is one call (a ``typing.Protocol``; any callable of this shape works):
 
@@ -11,7 +11,7 @@ as the scripted expert use it) and ``describe() -> dict`` (recorded in the evalu
 ``load_eval_policy(spec)`` turns a command-line ``--policy`` into one:
 
     expert                 Meta-World's scripted expert (privileged; a sanity baseline)
-    DIR with config.json   an OpenVLA-OFT checkpoint, run by the PyTorch reference
+    DIR with config.json   a checkpoint of a registered family, run by its PyTorch reference
     DIR with model.gguf    an ``omnimodel convert`` output directory, run by the compiled runtime
                            (``GGUFRuntimePolicy``) with the graph plugin the conversion built
     FILE.gguf              a converted policy file, run the same way; the graph plugin is ``plugin=``
@@ -43,47 +43,48 @@ def describe_policy(policy: Any) -> dict[str, Any]:
     return {"kind": type(policy).__name__}
 
 
-class OFTTorchPolicy:
-    """An OpenVLA-OFT checkpoint directory run by ``omnimodel.arch.openvla_oft`` (float32, CPU)."""
+class TorchPolicy:
+    """A checkpoint directory of any registered family, run by its PyTorch reference (float32, CPU).
+
+    The family is the checkpoint's (config.json); ``Architecture.eval_info`` says what the policy takes
+    and predicts. A flow-matching family draws its noise from a seed: call k of an evaluation uses seed k,
+    so the same evaluation repeats exactly."""
 
     def __init__(
         self, checkpoint_dir: str | os.PathLike[str], *, threads: int = 1, unnorm_key: str | None = None
     ) -> None:
         import torch
 
-        from omnimodel.arch.openvla_oft import load_policy
+        from .train import checkpoint_architecture
 
         torch.set_num_threads(max(1, int(threads)))
         self.checkpoint_dir = Path(checkpoint_dir)
         self.threads = threads
-        self.policy = load_policy(self.checkpoint_dir, unnorm_key=unnorm_key)
-        cfg = self.policy.config
-        self.num_images = cfg.num_images
-        self.chunk = cfg.num_actions_chunk
-        self.action_dim = cfg.action_dim
+        self.arch = checkpoint_architecture(self.checkpoint_dir)
+        self.policy = self.arch.load_policy(self.checkpoint_dir, dtype=torch.float32, unnorm_key=unnorm_key)
+        self.info = self.arch.eval_info(self.policy)
+        self.num_images = int(self.info["num_images"])
+        self.chunk = int(self.info["chunk"])
+        self.action_dim = int(self.info["action_dim"])
+        self.calls = 0
 
     def __call__(self, images: Sequence[np.ndarray], instruction: str, proprio: np.ndarray) -> np.ndarray:
-        from omnimodel.arch.openvla_oft import predict_action
-
         if len(images) < self.num_images:
             raise ValueError(f"the policy takes {self.num_images} images, the observation has {len(images)}")
-        p = proprio if self.policy.config.use_proprio else None
-        return predict_action(self.policy, list(images[: self.num_images]), instruction, p)
+        seed, self.calls = self.calls, self.calls + 1
+        return self.arch.eval_step(self.policy, list(images[: self.num_images]), instruction, proprio, seed)
 
     def describe(self) -> dict[str, Any]:
-        cfg = self.policy.config
         return {
-            "kind": "openvla-oft-pytorch",
+            "kind": f"{self.arch.name}-pytorch",
             "checkpoint": str(self.checkpoint_dir),
-            "dataset_key": self.policy.norm_stats.key,
-            "platform": cfg.platform.name,
-            "chunk": cfg.num_actions_chunk,
-            "action_dim": cfg.action_dim,
-            "num_images": cfg.num_images,
-            "image_size": cfg.vision.image_size,
+            **self.info,
             "parameters": int(sum(p.numel() for p in self.policy.model.parameters())),
             "threads": self.threads,
         }
+
+
+OFTTorchPolicy = TorchPolicy  # the name this class had while OpenVLA-OFT was the only family
 
 
 class GGUFRuntimePolicy:
@@ -252,11 +253,16 @@ def load_eval_policy(
     if is_gguf:
         return GGUFRuntimePolicy(path, plugin=plugin, threads=threads, unnorm_key=unnorm_key)
     if path.is_dir() and (path / "config.json").is_file():
-        return OFTTorchPolicy(path, threads=threads, unnorm_key=unnorm_key)
+        from omnimodel.arch.registry import ArchitectureError
+
+        try:
+            return TorchPolicy(path, threads=threads, unnorm_key=unnorm_key)
+        except (ArchitectureError, ValueError) as e:
+            raise UsageError(f"--policy {spec}: {' '.join(str(e).split())}") from e
     raise UsageError(
-        f"--policy {spec!r}: not 'expert', an OFT checkpoint directory (with config.json), a .gguf file "
+        f"--policy {spec!r}: not 'expert', a checkpoint directory (with config.json), a .gguf file "
         "or a convert output directory (with model.gguf)"
     )
 
 
-__all__ = ["Policy", "describe_policy", "OFTTorchPolicy", "GGUFRuntimePolicy", "load_eval_policy"]
+__all__ = ["Policy", "describe_policy", "OFTTorchPolicy", "GGUFRuntimePolicy", "TorchPolicy", "load_eval_policy"]

@@ -1,24 +1,15 @@
-"""Train a small OpenVLA-OFT-architecture policy on collected episodes with OFT's L1 loss.
+"""Train a small demo policy of any registered family on collected episodes (``omnimodel train-demo``).
 
-``omnimodel train-demo`` (cli/train_demo_cmd.py) is the reproducible command around it; ``time_sizes``
-times steps for budgeting. What it does, following OFT's fine-tuning recipe where it can:
+The loop here is the family-independent part: AdamW, the LR schedule (linear warm-up + cosine decay, or
+constant), gradient-norm clipping, a wall-clock limit, periodic checkpoints, fixed seeds. What is the
+family's comes from its trainer adapter (``Architecture.training()``, e.g. ``arch/openvla_oft/training.py``,
+``arch/pi0/training.py``): the size presets, the initial checkpoint in the family's real layout with the
+dataset's statistics and a tokenizer that knows its instructions, the training samples and batches
+(random-shift augmentation, ``simbench.augment``), the loss (OFT: L1 on the normalised chunk; pi0/pi0.5:
+flow matching), and writing trained weights back in the checkpoint layout.
 
-* the model is the reference ``OpenVLAOFT`` (real module names), sized by a ``ModelSize``; its
-  checkpoint directory comes from ``write_miniature`` (same file layout, tokenizer, configs) with
-  ``dataset_statistics.json`` replaced by the collected dataset's;
-* a sample is one step t of an episode: both camera images, the instruction, the proprio state, and
-  the target chunk = actions t .. t+chunk-1 (past the episode end, the last action repeats);
-* actions and proprio are normalised with the q01/q99 bounds (BOUNDS_Q99), loss = mean |pred - target|
-  over the normalised chunk, as OFT's L1-regression head is trained;
-* a batch holds samples of one task, so every prompt in it has the same length (no padding needed);
-* trained weights are written back in the checkpoint layout (one ``model.safetensors``, the head and
-  proprio projector as DDP-style ``.pt`` files) so ``load_policy`` and the evaluator load them as is.
-
-Options beyond that, all off by default (``omnimodel train-demo`` turns them on): random-shift image
-augmentation (pad by replicating edges, crop back at a random offset, per image -- DrQ's recipe, which
-keeps a small behaviour-cloned policy from latching onto exact pixel positions), linear warm-up + cosine
-LR decay, gradient-norm clipping, a wall-clock limit and periodic checkpoints. ``init_checkpoint`` trains
-the miniature tokenizer on the dataset's instructions, so prompts are whole words, not byte fallback.
+The family is the checkpoint's (its config.json, ``registry.for_config``). Same arguments (and
+``threads``) -> same weights, unless ``time_limit_s`` cuts training short.
 """
 
 from __future__ import annotations
@@ -26,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,133 +25,41 @@ from typing import Any
 
 import numpy as np
 
-from .episodes import STATISTICS_FILE, EpisodeDataset, read_manifest
+from omnimodel.arch.openvla_oft.training import SIZES, ChunkSamples, ModelSize  # OpenVLA-OFT's (compatibility)
+from omnimodel.arch.registry import Architecture, for_config, for_policy, get
+
+from .augment import random_shift
+from .episodes import EpisodeDataset
 
 
-@dataclass(frozen=True)
-class ModelSize:
-    """Widths and depths of both ViT towers (kept equal here) and the Llama stack."""
-
-    name: str
-    image_size: int
-    vit_dim: int
-    vit_depth: int  # the last block is never read (OFT reads block depth-2)
-    vit_heads: int
-    llm_hidden: int
-    llm_layers: int
-    llm_heads: int
-
-    def miniature_spec(self, seed: int = 0, instructions: tuple[str, ...] = ()) -> Any:
-        from omnimodel.arch.openvla_oft import MiniatureSpec
-
-        vit = dict(
-            embed_dim=self.vit_dim, depth=self.vit_depth, num_heads=self.vit_heads, mlp_hidden_dim=4 * self.vit_dim
-        )
-        return MiniatureSpec(
-            seed=seed,
-            platform="metaworld",
-            image_size=self.image_size,
-            dino=vit,
-            siglip=dict(vit),
-            llm_hidden=self.llm_hidden,
-            llm_intermediate=int(self.llm_hidden * 8 / 3) // 8 * 8,  # Llama's ~8/3 ratio
-            llm_layers=self.llm_layers,
-            llm_heads=self.llm_heads,
-            num_shards=1,
-            instructions=tuple(instructions),
-            # With the instructions in the corpus a larger vocabulary turns their words into whole pieces
-            # (pick-place's prompt: 38 -> 27 tokens); 400 stays the default so plain miniatures don't change.
-            spm_vocab_size=600 if instructions else 400,
-        )
+def checkpoint_architecture(checkpoint_dir: str | os.PathLike[str]) -> Architecture:
+    """The registered family of a checkpoint directory, from its config.json."""
+    config = Path(checkpoint_dir) / "config.json"
+    try:
+        parsed = json.loads(config.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{config}: cannot read it ({' '.join(str(e).split())})") from e
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{config}: not a JSON object")
+    return for_config(parsed, str(config))
 
 
-SIZES: dict[str, ModelSize] = {
-    s.name: s
-    for s in (
-        ModelSize("tiny", 56, 64, 3, 2, 128, 2, 4),
-        ModelSize("small", 84, 128, 5, 4, 256, 4, 4),
-        ModelSize("base", 84, 192, 7, 6, 384, 6, 6),
-    )
-}
+def trainer_for(size: Any) -> Any:
+    """The trainer adapter of the family whose size preset ``size`` is."""
+    arch = get(getattr(size, "arch", "openvla-oft"))
+    return arch.training()
 
 
-def init_checkpoint(
-    out_dir: str | os.PathLike[str], size: ModelSize, dataset_root: str | os.PathLike[str], seed: int = 0
-) -> Path:
-    """A fresh (randomly initialised) checkpoint of ``size`` whose statistics are the dataset's and whose
-    tokenizer knows the dataset's instructions (sorted, so the vocabulary does not depend on file order)."""
-    from omnimodel.arch.openvla_oft import write_miniature
-
-    instructions = tuple(sorted(set(read_manifest(dataset_root).tasks.values())))
-    out = write_miniature(out_dir, size.miniature_spec(seed, instructions))
-    shutil.copyfile(Path(dataset_root) / STATISTICS_FILE, out / STATISTICS_FILE)
-    return out
+def init_checkpoint(out_dir: str | os.PathLike[str], size: Any, dataset_root: str | os.PathLike[str],
+                    seed: int = 0) -> Path:
+    """A fresh (randomly initialised) checkpoint of ``size`` (a family's size preset) whose statistics are
+    the dataset's and whose tokenizer knows the dataset's instructions."""
+    return trainer_for(size).init_checkpoint(out_dir, size, dataset_root, seed)
 
 
-def _bounds_normalize(x: np.ndarray, stats: Any) -> np.ndarray:
-    """OFT's BOUNDS_Q99 normalisation (the statistics' low/high are q01/q99), clipped to [-1, 1]."""
-    scaled = np.where(stats.mask, 2.0 * (x - stats.low) / (stats.high - stats.low + 1e-8) - 1.0, x)
-    return np.clip(scaled, -1.0, 1.0).astype(np.float32)
-
-
-class ChunkSamples:
-    """All training samples in memory: images stay uint8, targets are normalised once."""
-
-    def __init__(self, dataset: EpisodeDataset, split: str, policy: Any) -> None:
-        cfg = policy.config
-        chunk = cfg.num_actions_chunk
-        self.images: list[np.ndarray] = []  # per episode (T, C, H, W, 3)
-        self.index: dict[str, list[tuple[int, int]]] = {}  # task -> (episode, t)
-        self.prompts: dict[str, list[int]] = {}
-        self.targets: list[np.ndarray] = []  # per episode (T, chunk, A) normalised
-        self.proprio: list[np.ndarray] = []  # per episode (T, P) normalised
-        for e, ep in enumerate(dataset.episodes(split)):
-            self.images.append(ep.images)
-            a = _bounds_normalize(ep.actions.astype(np.float64), policy.norm_stats.action)
-            idx = np.minimum(np.arange(ep.num_steps)[:, None] + np.arange(chunk)[None], ep.num_steps - 1)
-            self.targets.append(a[idx])
-            self.proprio.append(_bounds_normalize(ep.proprio.astype(np.float64), policy.norm_stats.proprio))
-            self.index.setdefault(ep.task, []).extend((e, t) for t in range(ep.num_steps))
-            self.prompts.setdefault(ep.task, policy.tokenizer.encode_prompt(ep.instruction))
-        if not self.images:
-            raise ValueError(f"split '{split}' has no episodes")
-        self.tasks = sorted(self.index)
-
-    @property
-    def num_samples(self) -> int:
-        return sum(len(v) for v in self.index.values())
-
-    def batch(
-        self, rng: np.random.Generator, batch_size: int, policy: Any, shift: int = 0
-    ) -> tuple[Any, Any, Any, Any]:
-        import torch
-
-        from omnimodel.arch.openvla_oft.preprocess import images_to_pixel_values
-
-        cfg = policy.config
-        task = self.tasks[int(rng.integers(len(self.tasks)))]
-        pool = self.index[task]
-        picks = [pool[i] for i in rng.integers(len(pool), size=batch_size)]
-
-        def views(e: int, t: int) -> list[np.ndarray]:
-            imgs = list(self.images[e][t][: cfg.num_images])
-            return [random_shift(im, shift, rng) for im in imgs] if shift > 0 else imgs
-
-        pixels = torch.cat(
-            [images_to_pixel_values(views(e, t), cfg.vision, cfg.num_images) for e, t in picks]
-        )
-        prompt = torch.tensor([self.prompts[task]] * batch_size, dtype=torch.long)
-        proprio = torch.from_numpy(np.stack([self.proprio[e][t] for e, t in picks]))
-        target = torch.from_numpy(np.stack([self.targets[e][t] for e, t in picks]))
-        return pixels, prompt, proprio, target
-
-
-def random_shift(image: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
-    """(H, W, 3) uint8 -> same shape, content moved by up to ``pad`` px each way (edges replicated)."""
-    h, w = image.shape[:2]
-    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-    dy, dx = (int(v) for v in rng.integers(0, 2 * pad + 1, size=2))
-    return np.ascontiguousarray(padded[dy : dy + h, dx : dx + w])
+def save_trained(policy: Any, init_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, step: int) -> Path:
+    """The policy's weights in its family's checkpoint layout, the non-weight files from ``init_dir``."""
+    return for_policy(policy).training().save_trained(policy, init_dir, out_dir, step=step)
 
 
 def lr_at(step: int, *, lr: float, steps: int, schedule: str, warmup: int, final_fraction: float = 0.1) -> float:
@@ -211,18 +109,20 @@ def train(
 ) -> TrainReport:
     """Train the checkpoint's model for ``steps`` steps (float32, CPU); save to ``out_dir`` if given.
 
+    ``checkpoint_dir``: a checkpoint of any family with a trainer adapter (``init_checkpoint`` writes one).
+
     Same arguments (and ``threads``) -> same weights, unless ``time_limit_s`` cuts training short (then
     the LR schedule is cut too: it is laid out over ``steps``). Every ``checkpoint_every`` steps
     ``on_checkpoint(policy, step)`` is called (e.g. to save it)."""
     import torch
 
-    from omnimodel.arch.openvla_oft import load_policy
-
+    trainer = checkpoint_architecture(checkpoint_dir).training()
     torch.set_num_threads(max(1, threads))
     torch.manual_seed(seed)
-    policy = load_policy(checkpoint_dir)
-    model = policy.model.float().train()
-    data = ChunkSamples(EpisodeDataset(dataset_root), "train", policy)
+    policy = trainer.load(checkpoint_dir)
+    model = policy.model.train()
+    data = trainer.samples(EpisodeDataset(dataset_root), "train", policy)
+    gen = torch.Generator().manual_seed(seed)  # the loss's own draws (flow matching's noise and t)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     rng = np.random.default_rng(seed)
@@ -236,9 +136,7 @@ def train(
         step_lr = lr_at(step, lr=lr, steps=steps, schedule=lr_schedule, warmup=warmup_steps)
         for group in opt.param_groups:
             group["lr"] = step_lr
-        pixels, prompt, proprio, target = data.batch(rng, batch_size, policy, shift=shift)
-        out = model(pixels, prompt, proprio if policy.config.use_proprio else None)
-        loss = (out.normalized_actions - target).abs().mean()
+        loss = trainer.loss(policy, data.batch(rng, batch_size, policy, shift=shift), gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
@@ -266,7 +164,7 @@ def train(
     seconds = time.perf_counter() - t0
     model.eval()
     if out_dir is not None:
-        save_trained(policy, checkpoint_dir, out_dir, step=done)
+        trainer.save_trained(policy, checkpoint_dir, out_dir, step=done)
     return TrainReport(
         steps=done,
         batch_size=batch_size,
@@ -281,64 +179,12 @@ def train(
     )
 
 
-_CONFIG_FILES = (
-    "config.json",
-    "preprocessor_config.json",
-    "dataset_statistics.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer.model",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-)
-
-
-def save_trained(policy: Any, init_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, step: int) -> Path:
-    """Weights in the checkpoint layout: VLA tensors bf16 in model.safetensors (as released), head bf16,
-    proprio projector fp32; the non-weight files copied from the initial checkpoint."""
-    import torch
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # The loader refuses a directory with two head files or an index next to a single file: clear old ones.
-    for pattern in ("model*.safetensors*", "action_head--*_checkpoint.pt", "proprio_projector--*_checkpoint.pt"):
-        for stale in out.glob(pattern):
-            stale.unlink()
-    for name in _CONFIG_FILES:
-        src, dst = Path(init_dir) / name, out / name
-        if src.is_file() and not (dst.exists() and src.samefile(dst)):  # re-saving in place: keep them
-            shutil.copyfile(src, dst)
-    state = {k: v.detach().cpu() for k, v in policy.model.state_dict().items()}
-    vla = {
-        k: v.to(torch.bfloat16).contiguous()
-        for k, v in state.items()
-        if not k.startswith(("action_head.", "proprio_projector."))
-    }
-    save_file(vla, str(out / "model.safetensors"), metadata={"format": "pt"})
-    head = {
-        "module." + k[len("action_head.") :]: v.to(torch.bfloat16)
-        for k, v in state.items()
-        if k.startswith("action_head.")
-    }
-    torch.save(head, out / f"action_head--{step}_checkpoint.pt")
-    proprio = {
-        "module." + k[len("proprio_projector.") :]: v.float()
-        for k, v in state.items()
-        if k.startswith("proprio_projector.")
-    }
-    if proprio:
-        torch.save(proprio, out / f"proprio_projector--{step}_checkpoint.pt")
-    (out / "omnimodel_training.json").write_text(json.dumps({"step": step, "init": str(init_dir)}, indent=2) + "\n")
-    return out
-
-
 def time_sizes(
     dataset_root: str | os.PathLike[str],
     work_dir: str | os.PathLike[str],
     *,
     sizes: list[str],
+    arch: str = "openvla-oft",
     steps: int = 5,
     batch_size: int = 32,
     threads: int = 1,
@@ -346,7 +192,7 @@ def time_sizes(
     """Seconds per training step of each size (after one warm-up step), for budgeting."""
     rows = []
     for name in sizes:
-        size = SIZES[name]
+        size = get(arch).training().sizes[name]
         ckpt = init_checkpoint(Path(work_dir) / f"init-{name}", size, dataset_root)
         rep = train(ckpt, dataset_root, steps=steps + 1, batch_size=batch_size, threads=threads)
         per_step = rep.seconds_per_step
@@ -366,12 +212,14 @@ def time_sizes(
 __all__ = [
     "ModelSize",
     "SIZES",
-    "init_checkpoint",
     "ChunkSamples",
+    "checkpoint_architecture",
+    "init_checkpoint",
     "random_shift",
     "lr_at",
     "TrainReport",
     "train",
     "save_trained",
     "time_sizes",
+    "trainer_for",
 ]

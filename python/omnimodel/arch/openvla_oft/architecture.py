@@ -132,6 +132,19 @@ class OpenVLAOFTArchitecture(Architecture):
 
         return scale_groups(model)
 
+    def eval_info(self, policy: Any) -> dict[str, Any]:
+        cfg = policy.config
+        return {"dataset_key": policy.norm_stats.key, "platform": cfg.platform.name, "chunk": cfg.num_actions_chunk,
+                "action_dim": cfg.action_dim, "num_images": cfg.num_images, "image_size": cfg.vision.image_size}
+
+    def eval_step(self, policy: Any, images: Any, instruction: str, state: Any, seed: int) -> Any:
+        return self.predict_action(policy, images, instruction, state if policy.config.use_proprio else None)
+
+    def training(self) -> Any:
+        from .training import OFTTraining
+
+        return OFTTraining()
+
     def calibration(self) -> Any:
         from .calibration import OFTCalibration
 

@@ -109,6 +109,20 @@ class _Pi0Family(Architecture):
 
         return scale_groups(model)
 
+    def eval_info(self, policy: Any) -> dict[str, Any]:
+        cfg = policy.config
+        return {"chunk": cfg.chunk_size, "action_dim": cfg.action_dim, "num_images": len(cfg.camera_keys),
+                "image_size": cfg.image_size, "n_action_steps": cfg.n_action_steps,
+                "num_inference_steps": cfg.num_inference_steps}
+
+    def eval_step(self, policy: Any, images: Any, instruction: str, state: Any, seed: int) -> Any:
+        return self.predict_action(policy, images, instruction, state, seed=seed)
+
+    def training(self) -> Any:
+        from .training import Pi0Training
+
+        return Pi0Training(self.name)
+
     def calibration(self) -> Any:
         from .calibration import Pi0Calibration
 

@@ -1,0 +1,234 @@
+"""Training OpenVLA-OFT demo policies (``omnimodel train-demo``; the loop is ``simbench.train.train``).
+
+What is OFT's here, following its fine-tuning recipe where it can:
+
+* the model is the reference ``OpenVLAOFT`` (real module names), sized by a ``ModelSize``; its checkpoint
+  directory comes from ``write_miniature`` (same file layout, tokenizer, configs) with
+  ``dataset_statistics.json`` replaced by the collected dataset's, and a tokenizer trained on the
+  dataset's instructions, so prompts are whole words, not byte fallback;
+* a sample is one step t of an episode: both camera images, the instruction, the proprio state, and
+  the target chunk = actions t .. t+chunk-1 (past the episode end, the last action repeats);
+* actions and proprio are normalised with the q01/q99 bounds (BOUNDS_Q99), loss = mean |pred - target|
+  over the normalised chunk, as OFT's L1-regression head is trained;
+* a batch holds samples of one task, so every prompt in it has the same length (no padding needed);
+* trained weights are written back in the checkpoint layout (one ``model.safetensors``, the head and
+  proprio projector as DDP-style ``.pt`` files) so ``load_policy`` and the evaluator load them as is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omnimodel.simbench.augment import random_shift
+from omnimodel.simbench.episodes import STATISTICS_FILE, EpisodeDataset, read_manifest
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """Widths and depths of both ViT towers (kept equal here) and the Llama stack."""
+
+    name: str
+    image_size: int
+    vit_dim: int
+    vit_depth: int  # the last block is never read (OFT reads block depth-2)
+    vit_heads: int
+    llm_hidden: int
+    llm_layers: int
+    llm_heads: int
+
+    def miniature_spec(self, seed: int = 0, instructions: tuple[str, ...] = ()) -> Any:
+        from omnimodel.arch.openvla_oft import MiniatureSpec
+
+        vit = dict(
+            embed_dim=self.vit_dim, depth=self.vit_depth, num_heads=self.vit_heads, mlp_hidden_dim=4 * self.vit_dim
+        )
+        return MiniatureSpec(
+            seed=seed,
+            platform="metaworld",
+            image_size=self.image_size,
+            dino=vit,
+            siglip=dict(vit),
+            llm_hidden=self.llm_hidden,
+            llm_intermediate=int(self.llm_hidden * 8 / 3) // 8 * 8,  # Llama's ~8/3 ratio
+            llm_layers=self.llm_layers,
+            llm_heads=self.llm_heads,
+            num_shards=1,
+            instructions=tuple(instructions),
+            # With the instructions in the corpus a larger vocabulary turns their words into whole pieces
+            # (pick-place's prompt: 38 -> 27 tokens); 400 stays the default so plain miniatures don't change.
+            spm_vocab_size=600 if instructions else 400,
+        )
+
+
+SIZES: dict[str, ModelSize] = {
+    s.name: s
+    for s in (
+        ModelSize("tiny", 56, 64, 3, 2, 128, 2, 4),
+        ModelSize("small", 84, 128, 5, 4, 256, 4, 4),
+        ModelSize("base", 84, 192, 7, 6, 384, 6, 6),
+    )
+}
+
+
+def init_checkpoint(
+    out_dir: str | os.PathLike[str], size: ModelSize, dataset_root: str | os.PathLike[str], seed: int = 0
+) -> Path:
+    """A fresh (randomly initialised) checkpoint of ``size`` whose statistics are the dataset's and whose
+    tokenizer knows the dataset's instructions (sorted, so the vocabulary does not depend on file order)."""
+    from omnimodel.arch.openvla_oft import write_miniature
+
+    instructions = tuple(sorted(set(read_manifest(dataset_root).tasks.values())))
+    out = write_miniature(out_dir, size.miniature_spec(seed, instructions))
+    shutil.copyfile(Path(dataset_root) / STATISTICS_FILE, out / STATISTICS_FILE)
+    return out
+
+
+def _bounds_normalize(x: np.ndarray, stats: Any) -> np.ndarray:
+    """OFT's BOUNDS_Q99 normalisation (the statistics' low/high are q01/q99), clipped to [-1, 1]."""
+    scaled = np.where(stats.mask, 2.0 * (x - stats.low) / (stats.high - stats.low + 1e-8) - 1.0, x)
+    return np.clip(scaled, -1.0, 1.0).astype(np.float32)
+
+
+class ChunkSamples:
+    """All training samples in memory: images stay uint8, targets are normalised once."""
+
+    def __init__(self, dataset: EpisodeDataset, split: str, policy: Any) -> None:
+        cfg = policy.config
+        chunk = cfg.num_actions_chunk
+        self.images: list[np.ndarray] = []  # per episode (T, C, H, W, 3)
+        self.index: dict[str, list[tuple[int, int]]] = {}  # task -> (episode, t)
+        self.prompts: dict[str, list[int]] = {}
+        self.targets: list[np.ndarray] = []  # per episode (T, chunk, A) normalised
+        self.proprio: list[np.ndarray] = []  # per episode (T, P) normalised
+        for e, ep in enumerate(dataset.episodes(split)):
+            self.images.append(ep.images)
+            a = _bounds_normalize(ep.actions.astype(np.float64), policy.norm_stats.action)
+            idx = np.minimum(np.arange(ep.num_steps)[:, None] + np.arange(chunk)[None], ep.num_steps - 1)
+            self.targets.append(a[idx])
+            self.proprio.append(_bounds_normalize(ep.proprio.astype(np.float64), policy.norm_stats.proprio))
+            self.index.setdefault(ep.task, []).extend((e, t) for t in range(ep.num_steps))
+            self.prompts.setdefault(ep.task, policy.tokenizer.encode_prompt(ep.instruction))
+        if not self.images:
+            raise ValueError(f"split '{split}' has no episodes")
+        self.tasks = sorted(self.index)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(len(v) for v in self.index.values())
+
+    def batch(
+        self, rng: np.random.Generator, batch_size: int, policy: Any, shift: int = 0
+    ) -> tuple[Any, Any, Any, Any]:
+        import torch
+
+        from omnimodel.arch.openvla_oft.preprocess import images_to_pixel_values
+
+        cfg = policy.config
+        task = self.tasks[int(rng.integers(len(self.tasks)))]
+        pool = self.index[task]
+        picks = [pool[i] for i in rng.integers(len(pool), size=batch_size)]
+
+        def views(e: int, t: int) -> list[np.ndarray]:
+            imgs = list(self.images[e][t][: cfg.num_images])
+            return [random_shift(im, shift, rng) for im in imgs] if shift > 0 else imgs
+
+        pixels = torch.cat(
+            [images_to_pixel_values(views(e, t), cfg.vision, cfg.num_images) for e, t in picks]
+        )
+        prompt = torch.tensor([self.prompts[task]] * batch_size, dtype=torch.long)
+        proprio = torch.from_numpy(np.stack([self.proprio[e][t] for e, t in picks]))
+        target = torch.from_numpy(np.stack([self.targets[e][t] for e, t in picks]))
+        return pixels, prompt, proprio, target
+
+
+_CONFIG_FILES = (
+    "config.json",
+    "preprocessor_config.json",
+    "dataset_statistics.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
+
+
+def save_trained(policy: Any, init_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, step: int) -> Path:
+    """Weights in the checkpoint layout: VLA tensors bf16 in model.safetensors (as released), head bf16,
+    proprio projector fp32; the non-weight files copied from the initial checkpoint."""
+    import torch
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # The loader refuses a directory with two head files or an index next to a single file: clear old ones.
+    for pattern in ("model*.safetensors*", "action_head--*_checkpoint.pt", "proprio_projector--*_checkpoint.pt"):
+        for stale in out.glob(pattern):
+            stale.unlink()
+    for name in _CONFIG_FILES:
+        src, dst = Path(init_dir) / name, out / name
+        if src.is_file() and not (dst.exists() and src.samefile(dst)):  # re-saving in place: keep them
+            shutil.copyfile(src, dst)
+    state = {k: v.detach().cpu() for k, v in policy.model.state_dict().items()}
+    vla = {
+        k: v.to(torch.bfloat16).contiguous()
+        for k, v in state.items()
+        if not k.startswith(("action_head.", "proprio_projector."))
+    }
+    save_file(vla, str(out / "model.safetensors"), metadata={"format": "pt"})
+    head = {
+        "module." + k[len("action_head.") :]: v.to(torch.bfloat16)
+        for k, v in state.items()
+        if k.startswith("action_head.")
+    }
+    torch.save(head, out / f"action_head--{step}_checkpoint.pt")
+    proprio = {
+        "module." + k[len("proprio_projector.") :]: v.float()
+        for k, v in state.items()
+        if k.startswith("proprio_projector.")
+    }
+    if proprio:
+        torch.save(proprio, out / f"proprio_projector--{step}_checkpoint.pt")
+    (out / "omnimodel_training.json").write_text(json.dumps({"step": step, "init": str(init_dir)}, indent=2) + "\n")
+    return out
+
+
+class OFTTraining:
+    """The trainer adapter (``Architecture.training()``): what ``simbench.train.train`` asks of a family."""
+
+    sizes = SIZES
+
+    def init_checkpoint(self, out_dir: str | os.PathLike[str], size: ModelSize,
+                        dataset_root: str | os.PathLike[str], seed: int = 0) -> Path:
+        return init_checkpoint(out_dir, size, dataset_root, seed)
+
+    def load(self, checkpoint_dir: str | os.PathLike[str]) -> Any:
+        from . import load_policy
+
+        policy = load_policy(checkpoint_dir)
+        policy.model.float()
+        return policy
+
+    def samples(self, dataset: EpisodeDataset, split: str, policy: Any) -> ChunkSamples:
+        return ChunkSamples(dataset, split, policy)
+
+    def loss(self, policy: Any, batch: tuple[Any, ...], generator: Any) -> Any:
+        """Mean |normalised chunk - target| (OFT's L1-regression objective)."""
+        pixels, prompt, proprio, target = batch
+        out = policy.model(pixels, prompt, proprio if policy.config.use_proprio else None)
+        return (out.normalized_actions - target).abs().mean()
+
+    def save_trained(self, policy: Any, init_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+                     step: int) -> Path:
+        return save_trained(policy, init_dir, out_dir, step=step)
+
+
+__all__ = ["SIZES", "ChunkSamples", "ModelSize", "OFTTraining", "init_checkpoint", "save_trained"]
