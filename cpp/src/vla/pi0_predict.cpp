@@ -274,10 +274,10 @@ pi0_io::pi0_io(const model & m) : prefix_(m.architecture() + ".robot."), tok_(m)
 }
 
 std::vector<float> pi0_io::normalize_state(const float * s, int64_t n) const {
+    if (s == nullptr) fail(OMNIMODEL_ERR_INVALID_ARGUMENT, format("this policy needs a %lld-D robot state; state is NULL", (long long) state_dim_));
     if (n != state_dim_) {
         fail(OMNIMODEL_ERR_SHAPE, format("the state has %lld values, the policy expects %lld", (long long) n, (long long) state_dim_));
     }
-    if (s == nullptr) fail(OMNIMODEL_ERR_INVALID_ARGUMENT, format("this policy needs a %lld-D robot state; state is NULL", (long long) state_dim_));
     for (int64_t i = 0; i < n; ++i) {
         if (!std::isfinite(s[i])) fail(OMNIMODEL_ERR_INVALID_ARGUMENT, format("state[%lld] is not finite", (long long) i));
     }

@@ -111,6 +111,11 @@ def add_robot_metadata(w: Any, policy: Pi0Policy, arch: str | None = None) -> No
     _add_vocabulary(w, policy)
 
 
+def add_preprocessing(w: Any, policy: Pi0Policy, prefix: str) -> None:
+    """``add_robot_metadata`` for an exporter that holds its key prefix ``"<arch>."``."""
+    add_robot_metadata(w, policy, prefix.removesuffix("."))
+
+
 def write_robot_gguf(policy: Pi0Policy, path: Any, arch: str | None = None) -> Any:
     """A GGUF holding only the robot-side metadata (no tensors): what the preprocessing-only runtime
     (``omnimodel_params.preprocess_only``) opens, for tests and for splitting preprocessing off."""
@@ -121,4 +126,4 @@ def write_robot_gguf(policy: Pi0Policy, path: Any, arch: str | None = None) -> A
     return path
 
 
-__all__ = ["PI05_TEMPLATE", "PREPROCESS_KIND", "add_robot_metadata", "robot_prefix", "write_robot_gguf"]
+__all__ = ["PI05_TEMPLATE", "PREPROCESS_KIND", "add_preprocessing", "add_robot_metadata", "robot_prefix", "write_robot_gguf"]
