@@ -223,7 +223,6 @@ def test_pi0_graph_end_to_end(tmp_path):
     arch = registry.get("pi05")
     if arch.missing:
         pytest.skip(f"no pi0 graph yet: {arch.missing}")
-    from omnimodel.analyze import analyze
     from omnimodel.build import build_plugin
     from omnimodel.codegen.render import render
     from omnimodel.plan import make_plan
@@ -232,7 +231,7 @@ def test_pi0_graph_end_to_end(tmp_path):
         spec = Pi0MiniatureSpec(kind=kind, layout=layout)
         ckpt = write_miniature(tmp_path / f"{kind}-ckpt", spec)
         policy = load_policy(ckpt)
-        plan = make_plan(analyze(ckpt), "f32")
+        plan = make_plan(registry.get(kind).analyze(ckpt), "f32")  # openpi's config names no family
         render(plan, tmp_path / f"{kind}-src")
         _runtime.load_plugin(build_plugin(tmp_path / f"{kind}-src", tmp_path / f"{kind}-build", verbose=False))
         gguf = registry.get(kind).write_gguf(policy, tmp_path / f"{kind}.gguf", "f32")
@@ -243,6 +242,6 @@ def test_pi0_graph_end_to_end(tmp_path):
                 got = model.predict_action(images, "pick up the red cube", state, seed=seed)
                 span = np.maximum(np.abs(ref).max(axis=0), 1e-3)
                 assert got.shape == ref.shape
-                assert np.all(np.abs(got - ref) <= 1e-3 * span), np.abs(got - ref).max()
+                assert np.all(np.abs(got - ref) <= 1e-4 * span), np.abs(got - ref).max()  # F32: ~1e-6 seen
             again = model.predict_action(images, "pick up the red cube", state, seed=17)
             np.testing.assert_array_equal(again, got)  # the same seed repeats exactly
