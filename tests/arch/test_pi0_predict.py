@@ -216,32 +216,83 @@ def test_missing_metadata_is_an_error(tmp_path, drop):
         assert e.value.status in ("not found", "invalid format")
 
 
-def test_pi0_graph_end_to_end(tmp_path):
-    """C predict_action == Python predict_action (same seed), once the pi0 graph exists (issue 12 item 4)."""
+@pytest.fixture(scope="module")
+def pi0_graphs(tmp_path_factory) -> dict:
+    """Per kind: the miniature, its policy, its F32 GGUF and its generated graph library; skips while
+    the registry says the pi0 graph is missing (issue 12 item 4)."""
     from omnimodel.arch import registry
 
-    arch = registry.get("pi05")
-    if arch.missing:
-        pytest.skip(f"no pi0 graph yet: {arch.missing}")
+    if registry.get("pi05").missing:
+        pytest.skip(f"no pi0 graph yet: {registry.get('pi05').missing}")
     from omnimodel.build import build_plugin
     from omnimodel.codegen.render import render
     from omnimodel.plan import make_plan
 
+    root = tmp_path_factory.mktemp("pi0_graphs")
+    out = {}
     for kind, layout in (("pi05", "lerobot"), ("pi0", "openpi")):
         spec = Pi0MiniatureSpec(kind=kind, layout=layout)
-        ckpt = write_miniature(tmp_path / f"{kind}-ckpt", spec)
+        ckpt = write_miniature(root / f"{kind}-ckpt", spec)
         policy = load_policy(ckpt)
-        plan = make_plan(registry.get(kind).analyze(ckpt), "f32")  # openpi's config names no family
-        render(plan, tmp_path / f"{kind}-src")
-        _runtime.load_plugin(build_plugin(tmp_path / f"{kind}-src", tmp_path / f"{kind}-build", verbose=False))
-        gguf = registry.get(kind).write_gguf(policy, tmp_path / f"{kind}.gguf", "f32")
-        images, state = random_observation(spec, seed=9, image_hw=(60, 90))
-        with _runtime.Model(str(gguf), n_threads=1) as model:
-            for seed in (0, 17):
-                ref = predict_action(policy, images, "pick up the red cube", state, seed=seed)
-                got = model.predict_action(images, "pick up the red cube", state, seed=seed)
-                span = np.maximum(np.abs(ref).max(axis=0), 1e-3)
-                assert got.shape == ref.shape
-                assert np.all(np.abs(got - ref) <= 1e-4 * span), np.abs(got - ref).max()  # F32: ~1e-6 seen
-            again = model.predict_action(images, "pick up the red cube", state, seed=17)
-            np.testing.assert_array_equal(again, got)  # the same seed repeats exactly
+        render(make_plan(registry.get(kind).analyze(ckpt), "f32"), root / f"{kind}-src")  # openpi names no family
+        lib = build_plugin(root / f"{kind}-src", root / f"{kind}-build", verbose=False)
+        gguf = registry.get(kind).write_gguf(policy, root / f"{kind}.gguf", "f32")
+        out[kind] = (spec, policy, Path(gguf), Path(lib))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["pi05", "pi0"])
+def test_pi0_graph_end_to_end(pi0_graphs, kind):
+    """C predict_action == Python predict_action for the same seed, and the same seed repeats exactly."""
+    spec, policy, gguf, lib = pi0_graphs[kind]
+    _runtime.load_plugin(str(lib))
+    images, state = random_observation(spec, seed=9, image_hw=(60, 90))
+    with _runtime.Model(str(gguf), n_threads=1) as model:
+        for seed in (0, 17):
+            ref = predict_action(policy, images, "pick up the red cube", state, seed=seed)
+            got = model.predict_action(images, "pick up the red cube", state, seed=seed)
+            span = np.maximum(np.abs(ref).max(axis=0), 1e-3)
+            assert got.shape == ref.shape
+            assert np.all(np.abs(got - ref) <= 1e-4 * span), np.abs(got - ref).max()  # F32: ~1e-6 seen
+        again = model.predict_action(images, "pick up the red cube", state, seed=17)
+        np.testing.assert_array_equal(again, got)
+
+
+@pytest.mark.parametrize("kind", ["pi05", "pi0"])
+def test_control_loop_example(pi0_graphs, kind, tmp_path):
+    """The standalone project's example program (control_loop.c) on a pi0 GGUF: raw frames and state
+    files in, the first n_action_steps actions of each chunk out, equal to Python's for seed + step.
+    Compiled against the installed library with the graph from --plugin (the standalone project
+    compiles the same file with the graph linked in; tests/arch/test_openvla_oft_predict.py builds it)."""
+    import shutil
+    import subprocess
+
+    from omnimodel.paths import include_dir, library_dir
+
+    spec, policy, gguf, lib = pi0_graphs[kind]
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "a C compiler is needed (the package itself was built with one)"
+    exe = tmp_path / "control_loop"
+    src = Path(__file__).resolve().parents[2] / "python/omnimodel/codegen/standalone_project/control_loop.c"
+    subprocess.run([cc, "-std=c99", "-O1", str(src), f"-I{include_dir()}", f"-L{library_dir()}", "-lomnimodel", "-lm",
+                    f"-Wl,-rpath,{library_dir()}", "-o", str(exe)], check=True, capture_output=True, text=True)
+    images, state = random_observation(spec, seed=11, image_hw=(50, 70))
+    files = []
+    for i, im in enumerate(images):
+        files.append(tmp_path / f"cam{i}.rgb")
+        files[-1].write_bytes(np.ascontiguousarray(im).tobytes())
+    if kind == "pi05":  # the last camera missing: "-" on the command line, None in Python
+        images[-1], files[-1] = None, "-"
+    (tmp_path / "state.txt").write_text(" ".join(repr(float(v)) for v in state))
+    instruction = "put the mug on the plate"
+    res = subprocess.run([str(exe), str(gguf), instruction, "--steps", "2", "--seed", "40", "--plugin", str(lib),
+                          "--threads", "1", "--image-size", "70", "--images", *map(str, files), "--proprio",
+                          str(tmp_path / "state.txt")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"n_action_steps={spec.n_action_steps}" in res.stdout
+    for step, text in enumerate(res.stdout.split("step ")[1:]):
+        rows = [line.split()[2:] for line in text.splitlines() if line.startswith("action ")]
+        got = np.array([[float(v) for v in r] for r in rows])
+        ref = predict_action(policy, images, instruction, state, seed=40 + step)[: spec.n_action_steps]
+        assert got.shape == ref.shape
+        assert np.abs(got - ref).max() <= 1e-4 * max(np.abs(ref).max(), 1e-3), res.stdout
