@@ -297,3 +297,61 @@ def test_control_loop_example(pi0_graphs, kind, tmp_path):
         ref = predict_action(policy, images, instruction, state, seed=40 + step)[:n_steps]
         assert got.shape == ref.shape
         assert np.abs(got - ref).max() <= 1e-4 * max(np.abs(ref).max(), 1e-3), res.stdout
+
+
+def _reserialize(model: bytes, types: dict[int, int]) -> bytes:
+    """``tokenizer.model`` with the types of some pieces changed (a protobuf rewrite of field 1)."""
+    import struct
+
+    from omnimodel.arch.pi0.sentencepiece_proto import _fields, _piece
+
+    def varint(v: int) -> bytes:
+        out = bytearray()
+        while True:
+            out.append((v & 0x7F) | (0x80 if v > 0x7F else 0))
+            v >>= 7
+            if not v:
+                return bytes(out)
+
+    def field(number: int, wire: int, payload: bytes) -> bytes:
+        return varint(number << 3 | wire) + (varint(len(payload)) if wire == 2 else b"") + payload
+
+    out, index = b"", 0
+    for number, wire, value in _fields(model):
+        if number == 1:
+            p = _piece(value)
+            body = field(1, 2, p.piece.encode()) + field(2, 5, struct.pack("<f", p.score))
+            body += field(3, 0, varint(types.get(index, p.type)))
+            out += field(1, 2, body)
+            index += 1
+        else:
+            out += field(number, wire, value if wire != 0 else varint(value))
+    return out
+
+
+def test_user_defined_and_unused_pieces_as_sentencepiece(tmp_path):
+    """SentencePiece semantics the miniature's vocabulary does not exercise (PaliGemma's does: its
+    user-defined pieces, e.g. "<loc0000>"): a user-defined piece is matched whole and never merged, a
+    pair merging into an UNUSED piece is split back. Judged by the sentencepiece library itself."""
+    import sentencepiece as spm
+
+    spec = Pi0MiniatureSpec(kind="pi05", layout="openpi")
+    ckpt = write_miniature(tmp_path / "ckpt", spec)
+    original = (ckpt / "tokenizer.model").read_bytes()
+    sp = spm.SentencePieceProcessor(model_proto=original)
+    pieces = [sp.IdToPiece(i) for i in range(sp.GetPieceSize())]
+    merged = [i for i, p in enumerate(pieces) if len(p) >= 3 and not p.startswith("<") and sp.IsUnused(i) is False]
+    user = {i: 4 for i in merged[5:25:4]}  # mid-vocabulary words become user-defined
+    unused = {i: 5 for i in merged[2:40:3] if i not in user}
+    (ckpt / "tokenizer.model").write_bytes(_reserialize(original, {**user, **unused}))
+    policy = load_policy(ckpt)
+    sp = policy.tokenizer._sp
+    assert sum(sp.IsUnused(i) for i in range(sp.GetPieceSize())) == len(unused)
+    path = write_robot_gguf(policy, tmp_path / "robot.gguf")
+    words = [pieces[i].replace("\u2581", " ") for i in list(user) + list(unused)]
+    texts = RAW_TEXTS + [" ".join(words), "".join(words), "x".join(words[::-1])]
+    with _runtime.Model(str(path), preprocess_only=True) as model:
+        for text in texts:
+            assert model.tokenize(text) == sp.EncodeAsIds(text), repr(text)
+    changed = [t for t in texts if spm.SentencePieceProcessor(model_proto=original).EncodeAsIds(t) != sp.EncodeAsIds(t)]
+    assert changed, "the edited types must change some encodings, or this test checks nothing"
