@@ -223,7 +223,12 @@ def test_c_misuse_catalogue(misuse_env, tmp_path):
     src = Path(__file__).resolve().parents[1] / "cpp" / "tests" / "c_api_tests.c"
     subprocess.run([cc, "-std=c99", "-O1", str(src), f"-I{include_dir()}", f"-L{library_dir()}", "-lomnimodel", "-lm",
                     f"-Wl,-rpath,{library_dir()}", "-o", str(exe)], check=True, capture_output=True, text=True)
-    proc = subprocess.run([str(exe), str(misuse_env.toy), str(misuse_env.vla), misuse_env.plugin],
+    from omnimodel.arch.pi0 import Pi0MiniatureSpec, load_policy, write_miniature
+    from omnimodel.arch.pi0.gguf_meta import write_robot_gguf
+
+    pi0 = write_robot_gguf(load_policy(write_miniature(tmp_path / "pi05", Pi0MiniatureSpec(kind="pi05"))),
+                           tmp_path / "pi05-robot.gguf")
+    proc = subprocess.run([str(exe), str(misuse_env.toy), str(misuse_env.vla), misuse_env.plugin, str(pi0)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith("0 failed"), proc.stdout

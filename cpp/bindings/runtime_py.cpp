@@ -90,8 +90,9 @@ private:
 class Model {
 public:
     Model(const std::string & path, int n_threads, bool use_mmap, const std::string & backend, int gpu_device,
-          bool verbose, bool repack) {
+          bool verbose, bool repack, bool preprocess_only) {
         omnimodel_params p = omnimodel_default_params();
+        p.preprocess_only  = preprocess_only;
         p.repack_weights   = repack;
         p.n_threads        = n_threads;
         p.use_mmap         = use_mmap;
@@ -272,10 +273,15 @@ public:
         return v;
     }
 
-    // Frames as (H, W, 3) uint8 arrays; rows may be strided (a crop), pixels must be packed.
+    // Frames as (H, W, 3) uint8 arrays; rows may be strided (a crop), pixels must be packed. None is a
+    // missing camera (data NULL), for the families that allow one.
     std::vector<omnimodel_image> frames(const py::list & images, std::vector<py::array> & keep) const {
         std::vector<omnimodel_image> out;
         for (size_t i = 0; i < images.size(); ++i) {
+            if (images[i].is_none()) {
+                out.push_back({nullptr, 0, 0, 0});
+                continue;
+            }
             py::array a = py::reinterpret_borrow<py::object>(images[i]);
             if (!py::isinstance<py::array_t<uint8_t>>(a) || a.ndim() != 3 || a.shape(2) != 3) {
                 throw py::value_error("image " + std::to_string(i) + ": expected a uint8 numpy array of shape (H, W, 3)");
@@ -288,7 +294,8 @@ public:
         return out;
     }
 
-    py::array_t<float> predict_action(const py::list & images, const std::string & instruction, const py::object & proprio) {
+    py::array_t<float> predict_action(const py::list & images, const std::string & instruction, const py::object & proprio,
+                                      uint64_t seed) {
         no_nul(instruction, "the instruction");
         model_lock guard(mu_);
         std::vector<py::array> keep;
@@ -304,12 +311,61 @@ public:
         omnimodel_status st;
         {
             py::gil_scoped_release nogil;
-            st = omnimodel_predict_action(ctx(), f.data(), static_cast<int32_t>(f.size()), instruction.c_str(),
-                                          proprio.is_none() ? nullptr : p.data(), static_cast<int32_t>(p.size()),
-                                          out.data(), out.size());
+            st = omnimodel_predict_action_seeded(ctx(), f.data(), static_cast<int32_t>(f.size()), instruction.c_str(),
+                                                 proprio.is_none() ? nullptr : p.data(), static_cast<int32_t>(p.size()),
+                                                 seed, out.data(), out.size());
         }
         check(st, ctx());
         const int64_t ne[2] = {dim, chunk};
+        return to_numpy(out, 2, ne);
+    }
+
+    static std::vector<float> floats_of(const py::object & x, const char * what) {
+        std::vector<float> v;
+        if (x.is_none()) return v;
+        auto arr = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(x);
+        if (!arr) throw py::type_error(std::string(what) + " is not convertible to a float32 array");
+        v.assign(arr.data(), arr.data() + arr.size());
+        return v;
+    }
+
+    // omnimodel_prepare_inputs, then every input it set, by name (PyTorch order shapes).
+    py::dict prepare_inputs(const py::list & images, const std::string & instruction, const py::object & state,
+                            uint64_t seed, const std::vector<std::string> & names) {
+        no_nul(instruction, "the instruction");
+        model_lock guard(mu_);
+        std::vector<py::array> keep;
+        const std::vector<omnimodel_image> f = frames(images, keep);
+        const std::vector<float> s = floats_of(state, "state");
+        check(omnimodel_prepare_inputs(ctx(), f.data(), static_cast<int32_t>(f.size()), instruction.c_str(),
+                                       state.is_none() ? nullptr : s.data(), static_cast<int32_t>(s.size()), seed),
+              ctx());
+        py::dict out;
+        for (const std::string & name : names) {
+            int32_t n_dims = 0;
+            int64_t ne[OMNIMODEL_MAX_DIMS];
+            const omnimodel_status st = omnimodel_get_input(ctx(), name.c_str(), nullptr, 0, &n_dims, ne);
+            if (st == OMNIMODEL_ERR_NOT_FOUND) continue;  // an input this family does not set
+            check(st, ctx());
+            size_t n = 1;
+            for (int i = 0; i < n_dims; ++i) n *= static_cast<size_t>(ne[i]);
+            std::vector<float> data(n);
+            check(omnimodel_get_input(ctx(), name.c_str(), data.data(), data.size(), nullptr, nullptr), ctx());
+            out[py::str(name)] = to_numpy(data, n_dims, ne);
+        }
+        return out;
+    }
+
+    py::array_t<float> postprocess_actions(const py::object & normalized) {
+        model_lock guard(mu_);
+        const std::vector<float> x = floats_of(normalized, "normalized");
+        size_t n = 0;
+        const omnimodel_status st = omnimodel_postprocess_actions(ctx(), x.data(), x.size(), nullptr, 0, &n);
+        if (st != OMNIMODEL_OK && n == 0) check(st, ctx());
+        std::vector<float> out(n);
+        check(omnimodel_postprocess_actions(ctx(), x.data(), x.size(), out.data(), out.size(), &n), ctx());
+        const int64_t dim = vla_query(&omnimodel_action_dim);
+        const int64_t ne[2] = {dim, static_cast<int64_t>(n) / dim};
         return to_numpy(out, 2, ne);
     }
 
@@ -627,9 +683,10 @@ PYBIND11_MODULE(_runtime, m) {
         "which graph serves an architecture now: 'builtin:<arch>', 'plugin:<path>', 'linked:<file>'; '' if none");
 
     py::class_<Model>(m, "Model")
-        .def(py::init<const std::string &, int, bool, const std::string &, int, bool, bool>(), py::arg("path"),
+        .def(py::init<const std::string &, int, bool, const std::string &, int, bool, bool, bool>(), py::arg("path"),
              py::arg("n_threads") = 0, py::arg("use_mmap") = true, py::arg("backend") = "auto",
-             py::arg("gpu_device") = 0, py::arg("verbose") = false, py::arg("repack") = true)
+             py::arg("gpu_device") = 0, py::arg("verbose") = false, py::arg("repack") = true,
+             py::arg("preprocess_only") = false)
         .def_property_readonly("architecture", &Model::architecture)
         .def_property_readonly("graph_source", &Model::graph_source,
                                "which graph this model runs: 'builtin:<arch>', 'plugin:<path>' or 'linked:<file>'")
@@ -642,9 +699,18 @@ PYBIND11_MODULE(_runtime, m) {
         .def("run", &Model::run, py::arg("inputs"), py::arg("capture") = std::vector<std::string>{},
              "Set inputs (name -> float array), compute, and return outputs plus captured intermediates. "
              "capture=['*'] keeps every named intermediate.")
+        .def("prepare_inputs", &Model::prepare_inputs, py::arg("images"), py::arg("instruction"),
+             py::arg("state") = py::none(), py::arg("seed") = 0,
+             py::arg("names") = std::vector<std::string>{"pixel_values", "image_mask", "input_ids", "state", "noise",
+                                                         "proprio"},
+             "omnimodel_prepare_inputs: the graph inputs for one observation, by name (no compute)")
+        .def("postprocess_actions", &Model::postprocess_actions, py::arg("normalized"),
+             "omnimodel_postprocess_actions: the graph's normalised output -> (chunk, action_dim) robot actions")
+        .def_property_readonly("n_action_steps", [](const Model & s) { return s.vla_property(&omnimodel_n_action_steps); })
         .def("predict_action", &Model::predict_action, py::arg("images"), py::arg("instruction"),
-             py::arg("proprio") = py::none(),
-             "raw uint8 (H, W, 3) frames + instruction + raw proprio -> (chunk, action_dim) un-normalised actions")
+             py::arg("proprio") = py::none(), py::arg("seed") = 0,
+             "raw uint8 (H, W, 3) frames (None: a missing camera, pi0) + instruction + raw proprio / state (+ the "
+             "noise seed of a flow-matching policy) -> (chunk, action_dim) un-normalised actions")
         .def("tokenize", &Model::tokenize, py::arg("text"), "token ids of text with the model's tokenizer, no BOS")
         .def("input_ids", &Model::input_ids, py::arg("instruction"), "the full id sequence the graph gets")
         .def("preprocess_images", &Model::preprocess_images, py::arg("images"), "the pixel_values the graph gets")

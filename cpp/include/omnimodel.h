@@ -83,6 +83,12 @@ struct omnimodel_params {
     bool              repack_weights; /* CPU: copy matmul weights of the types ggml has faster
                                          interleaved GEMM kernels for (x86: Q4_0, IQ4_NL) into that
                                          layout at the first compute (needs use_mmap); default on */
+    bool              preprocess_only; /* open the file for its robot-side metadata only: no graph
+                                          needs to be registered for its architecture, and
+                                          omnimodel_compute / omnimodel_predict_action fail with
+                                          OMNIMODEL_ERR_UNSUPPORTED; tokenisation, image and state
+                                          preprocessing (omnimodel_prepare_inputs) and
+                                          omnimodel_postprocess_actions work. Default off */
 };
 
 struct omnimodel_tensor_info {
@@ -234,10 +240,12 @@ OMNIMODEL_API omnimodel_status omnimodel_load_plugin(const char * path);
 
 /* ==== robot side: raw observation -> action chunk (vision-language-action models) ==========
  *
- * For VLA architectures (e.g. "openvla-oft") the runtime does everything a robot needs without
- * Python: it tokenises the instruction with the vocabulary stored in the file, resizes and
- * normalises the camera images, normalises the proprio state with the dataset statistics in the
- * file, runs the graph and returns the un-normalised action chunk. See docs/robot_integration.md.
+ * For VLA architectures (e.g. "openvla-oft", "pi0", "pi05") the runtime does everything a robot
+ * needs without Python: it tokenises the instruction with the vocabulary stored in the file, resizes
+ * and normalises the camera images, normalises the proprio state with the dataset statistics in the
+ * file, runs the graph and returns the un-normalised action chunk. Flow-matching policies (pi0,
+ * pi0.5) also draw their initial noise here, from a seed (omnimodel_predict_action_seeded), so a
+ * run repeats exactly. See docs/robot_integration.md.
  *
  *     int32_t chunk = omnimodel_chunk_length(ctx), dim = omnimodel_action_dim(ctx);
  *     float * actions = malloc(sizeof(float) * chunk * dim);
@@ -266,12 +274,18 @@ OMNIMODEL_API int32_t omnimodel_action_dim(omnimodel_context * ctx);   /* values
 OMNIMODEL_API int32_t omnimodel_image_size(omnimodel_context * ctx);   /* native side, in pixels     */
 OMNIMODEL_API int32_t omnimodel_n_images(omnimodel_context * ctx);     /* images per observation     */
 OMNIMODEL_API int32_t omnimodel_proprio_dim(omnimodel_context * ctx);  /* 0: the model takes none    */
+/* How many actions of each chunk to execute before asking for the next chunk (LeRobot's
+ * n_action_steps for pi0 / pi0.5; the whole chunk for OpenVLA-OFT). */
+OMNIMODEL_API int32_t omnimodel_n_action_steps(omnimodel_context * ctx);
 
 /* Predict the next action chunk from one observation.
  *  images:      n_images frames, in the order the policy was trained with (OpenVLA-OFT: third-person
- *               camera first, then wrist). Frames of any size are resized to the model's square
- *               image_size; at exactly image_size x image_size the result equals the Python
- *               preprocessing bit for bit (resizing: see docs/robot_integration.md).
+ *               camera first, then wrist; pi0 / pi0.5: the policy's camera keys in order, and a frame
+ *               whose data is NULL is a missing camera, masked out as LeRobot does; at least one must
+ *               be present). Frames of any size are resized to the model's square image_size
+ *               (pi0: with padding, keeping the aspect ratio); at exactly image_size x image_size the
+ *               result equals the Python preprocessing bit for bit (resizing: see
+ *               docs/robot_integration.md).
  *  instruction: NUL-terminated UTF-8 task text, e.g. "put the black bowl on the plate" (lower-cased and put into
  *               the model's prompt template here).
  *  proprio:     the raw (un-normalised) robot state, proprio_dim finite values; NULL and 0 for a
@@ -289,6 +303,45 @@ OMNIMODEL_API omnimodel_status omnimodel_predict_action(omnimodel_context * ctx,
                                                         const float * proprio, int32_t proprio_dim,
                                                         float * actions_out, size_t capacity);
 
+/* omnimodel_predict_action with the seed of the initial noise of a flow-matching policy (pi0,
+ * pi0.5): the same observation and seed give the same chunk, equal to Python's
+ * omnimodel.arch.pi0.predict_action(..., seed=seed). omnimodel_predict_action uses seed 0. The noise
+ * is (chunk, max_action_dim) standard normal floats from SplitMix64 + Box-Muller (see
+ * python/omnimodel/arch/pi0/policy.py gaussian_noise). Models without noise ignore the seed.
+ * state / state_dim: the raw robot state (pi0.5 writes it, discretised, into the prompt). Errors as
+ * for omnimodel_predict_action, plus OMNIMODEL_ERR_SHAPE for a wrong state length and
+ * OMNIMODEL_ERR_INVALID_ARGUMENT for a non-finite state value, all images NULL or a NULL state. */
+OMNIMODEL_API omnimodel_status omnimodel_predict_action_seeded(omnimodel_context * ctx, const omnimodel_image * images,
+                                                               int32_t n_images, const char * instruction,
+                                                               const float * state, int32_t state_dim, uint64_t seed,
+                                                               float * actions_out, size_t capacity);
+
+/* Everything omnimodel_predict_action_seeded does before the graph runs: preprocess the observation
+ * and set the graph's named inputs (replacing any set before), without computing. Read them with
+ * omnimodel_get_input. pi0 / pi0.5 set (PyTorch shapes; the batch of 1 of pixel_values is dropped to
+ * fit 4 dimensions): pixel_values (cameras, 3, S, S) in [-1, 1], image_mask (1, cameras) 1 / 0,
+ * input_ids (1, L) as floats, state (1, max_state_dim) normalised and zero-padded (pi0 only), noise
+ * (1, chunk, max_action_dim). Works on a context opened with params.preprocess_only. */
+OMNIMODEL_API omnimodel_status omnimodel_prepare_inputs(omnimodel_context * ctx, const omnimodel_image * images,
+                                                        int32_t n_images, const char * instruction,
+                                                        const float * state, int32_t state_dim, uint64_t seed);
+
+/* An input set so far (omnimodel_set_input or omnimodel_prepare_inputs), by name: its shape into
+ * n_dims / ne (either may be NULL) and its values into dst (capacity floats). dst NULL with capacity
+ * 0 asks for the shape only; too small a capacity is OMNIMODEL_ERR_INVALID_ARGUMENT; an unknown name
+ * OMNIMODEL_ERR_NOT_FOUND. */
+OMNIMODEL_API omnimodel_status omnimodel_get_input(omnimodel_context * ctx, const char * name, float * dst,
+                                                   size_t capacity, int32_t * n_dims, int64_t ne[OMNIMODEL_MAX_DIMS]);
+
+/* The graph's normalised output -> robot actions, for families whose graph leaves the
+ * un-normalisation to the runtime (pi0 / pi0.5: n_values = chunk * max_action_dim floats of
+ * denoised_actions in, chunk * action_dim un-normalised floats out). *n_actions receives the count;
+ * capacity rules as omnimodel_tokenize. OpenVLA-OFT (its graph un-normalises):
+ * OMNIMODEL_ERR_UNSUPPORTED. */
+OMNIMODEL_API omnimodel_status omnimodel_postprocess_actions(omnimodel_context * ctx, const float * normalized,
+                                                             size_t n_values, float * actions_out, size_t capacity,
+                                                             size_t * n_actions);
+
 /* Token ids of NUL-terminated UTF-8 text with the model's own tokenizer, no BOS (what the Python tokenizer gives).
  * Writes at most capacity ids; *n_ids receives the full count. capacity too small ->
  * OMNIMODEL_ERR_INVALID_ARGUMENT with *n_ids set, so a first call with capacity 0 (ids may be
@@ -297,13 +350,16 @@ OMNIMODEL_API omnimodel_status omnimodel_tokenize(omnimodel_context * ctx, const
                                                   size_t capacity, size_t * n_ids);
 
 /* The whole token sequence the graph gets for an instruction: BOS, the filled-in prompt, the
- * architecture's extras (OpenVLA-OFT: "▁", chunk_length * action_dim placeholders, EOS). Same
- * capacity rules as omnimodel_tokenize. */
+ * architecture's extras (OpenVLA-OFT: "▁", chunk_length * action_dim placeholders, EOS; pi0: the
+ * prompt truncated to the policy's tokenizer_max_length). pi0.5 writes the state into its prompt:
+ * use omnimodel_prepare_inputs (input "input_ids") instead. Same capacity rules as
+ * omnimodel_tokenize. */
 OMNIMODEL_API omnimodel_status omnimodel_input_ids(omnimodel_context * ctx, const char * instruction, int32_t * ids,
                                                    size_t capacity, size_t * n_ids);
 
-/* The pixel_values tensor the graph gets for n_images frames: (1, 3 * towers * n_images, S, S)
- * row-major floats, towers' normalised copies per image. Same capacity rules (counting floats). */
+/* The pixel_values tensor the graph gets for n_images frames, row-major floats: OpenVLA-OFT
+ * (1, 3 * towers * n_images, S, S), towers' normalised copies per image; pi0 / pi0.5
+ * (cameras, 3, S, S) in [-1, 1], present cameras first. Same capacity rules (counting floats). */
 OMNIMODEL_API omnimodel_status omnimodel_preprocess_images(omnimodel_context * ctx, const omnimodel_image * images,
                                                            int32_t n_images, float * pixels, size_t capacity,
                                                            size_t * n_values);

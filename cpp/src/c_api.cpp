@@ -62,6 +62,7 @@ struct omnimodel_params omnimodel_default_params(void) {
     p.gpu_device = 0;
     p.verbose    = false;
     p.repack_weights = true;
+    p.preprocess_only = false;
     return p;
 }
 

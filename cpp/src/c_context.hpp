@@ -10,13 +10,13 @@
 #include <string>
 
 namespace omni::vla {
-struct state;  // tokenizer + preprocessing settings, built on first use (vla/predict.hpp)
+class robot_io;  // the robot side of a VLA family (tokenizer, preprocessing), built on first use (vla/robot_io.hpp)
 }
 
 struct omnimodel_context {
     std::unique_ptr<omni::runtime>     rt;
     mutable std::string                last_error;  // set by const queries too
-    std::shared_ptr<omni::vla::state> vla;         // lazily, by the first robot-side call
+    std::shared_ptr<omni::vla::robot_io> vla;      // lazily, by the first robot-side call
 };
 
 namespace omni {

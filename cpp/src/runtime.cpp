@@ -77,7 +77,7 @@ runtime::runtime(const std::string & path, const omnimodel_params & params) : pa
 
     build_        = find_architecture(model_->architecture());
     graph_source_ = architecture_source(model_->architecture());
-    if (build_ == nullptr) {
+    if (build_ == nullptr && !params.preprocess_only) {
         std::string known;
         for (auto & n : architecture_names()) known += (known.empty() ? "" : ", ") + n;
         // Model graphs are not compiled into the runtime: they are generated per model and loaded.
@@ -351,6 +351,11 @@ void runtime::set_graph_inputs() {
 }
 
 void runtime::compute() {
+    if (build_ == nullptr) {
+        fail(OMNIMODEL_ERR_UNSUPPORTED, format("'%s' was opened for preprocessing only (architecture '%s' has no graph "
+                                               "registered): it cannot compute", model_->path().c_str(),
+                                               model_->architecture().c_str()));
+    }
     results_.clear();
     result_order_.clear();
     ready_s_.clear();

@@ -68,6 +68,11 @@ public:
     void set_n_threads(int32_t n);
     void set_input(const std::string & name, const float * data, int32_t n_dims, const int64_t * ne);
     void clear_inputs() { inputs_.clear(); }
+    // An input set so far (nullptr when none has that name): what the next compute will read.
+    const host_tensor * input(const std::string & name) const {
+        auto it = inputs_.find(name);
+        return it == inputs_.end() ? nullptr : &it->second;
+    }
     void set_capture(const std::vector<std::string> & names);
     void compute();
     // Profile the next computes node by node (profile_nodes); off by default: it costs a few

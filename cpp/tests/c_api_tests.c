@@ -162,13 +162,98 @@ static void vla(const char * path, const char * plugin) {
     CHECK(omnimodel_input_ids(ctx, big, NULL, 0, &n) == OMNIMODEL_ERR_INVALID_ARGUMENT, "1 MB instruction accepted");
     CHECK(omnimodel_predict_action(ctx, imgs, n_img, big, pp, n_prop, out, cap) == OMNIMODEL_ERR_INVALID_ARGUMENT,
           "1 MB instruction predicted");
+    CHECK(omnimodel_n_action_steps(ctx) == chunk, "OpenVLA-OFT executes its whole chunk");
+    CHECK(omnimodel_postprocess_actions(ctx, out, cap, out, cap, &n) == OMNIMODEL_ERR_UNSUPPORTED,
+          "OpenVLA-OFT's graph un-normalises: nothing to post-process");
     free(big), free(px);
     omnimodel_free(ctx);
 }
 
+/* A pi0 / pi0.5 file holding only the robot-side metadata (arch/pi0/gguf_meta.py), opened with
+ * preprocess_only: preprocessing works, compute is refused, misuse is an error. */
+static void pi0_robot(const char * path) {
+    CHECK(omnimodel_n_action_steps(NULL) == -1, "n_action_steps(NULL)");
+    CHECK(omnimodel_prepare_inputs(NULL, NULL, 0, "go", NULL, 0, 0) == OMNIMODEL_ERR_INVALID_ARGUMENT, "prepare_inputs(NULL)");
+    CHECK(omnimodel_get_input(NULL, "noise", NULL, 0, NULL, NULL) == OMNIMODEL_ERR_INVALID_ARGUMENT, "get_input(NULL)");
+    CHECK(omnimodel_postprocess_actions(NULL, NULL, 0, NULL, 0, NULL) == OMNIMODEL_ERR_INVALID_ARGUMENT, "postprocess(NULL)");
+    CHECK(omnimodel_predict_action_seeded(NULL, NULL, 0, "go", NULL, 0, 1, NULL, 0) == OMNIMODEL_ERR_INVALID_ARGUMENT,
+          "predict_action_seeded(NULL)");
+    struct omnimodel_params p = omnimodel_default_params();
+    p.n_threads               = 1;
+    omnimodel_context * ctx   = NULL;
+    CHECK(omnimodel_load(path, p, &ctx) == OMNIMODEL_ERR_UNSUPPORTED && ctx == NULL, "a graph-less file loaded for compute");
+    p.preprocess_only = true;
+    CHECK(omnimodel_load(path, p, &ctx) == OMNIMODEL_OK, "preprocess_only load: %s", omnimodel_last_error(NULL));
+    if (ctx == NULL) return;
+    const int32_t chunk = omnimodel_chunk_length(ctx), dim = omnimodel_action_dim(ctx), steps = omnimodel_n_action_steps(ctx);
+    const int32_t size = omnimodel_image_size(ctx), n_img = omnimodel_n_images(ctx), n_state = omnimodel_proprio_dim(ctx);
+    CHECK(chunk > 0 && dim > 0 && size > 0 && n_img > 0 && n_img <= 16 && n_state > 0 && n_state <= 64 && steps >= 1 &&
+          steps <= chunk, "pi0 queries");
+    uint8_t * px = calloc((size_t) size * size * 3, 1);
+    omnimodel_image imgs[16], bads[16];
+    for (int i = 0; i < n_img; ++i) imgs[i] = (omnimodel_image){px, size, size, 0};
+    float state[64] = {0}, out[4096];
+    const size_t cap = (size_t) chunk * dim;
+    CHECK(omnimodel_prepare_inputs(ctx, imgs, n_img, "pick up the cube", state, n_state, 7) == OMNIMODEL_OK,
+          "prepare_inputs: %s", omnimodel_last_error(ctx));
+    int32_t n_dims = 0;
+    int64_t ne[4] = {0, 0, 0, 0};
+    CHECK(omnimodel_get_input(ctx, "noise", NULL, 0, &n_dims, ne) == OMNIMODEL_OK && n_dims == 3 && ne[1] == chunk &&
+          ne[2] == 1, "noise shape");
+    const size_t n_noise = (size_t) (ne[0] * ne[1]);
+    float * noise = malloc(sizeof(float) * n_noise), * again = malloc(sizeof(float) * n_noise);
+    CHECK(omnimodel_get_input(ctx, "noise", noise, n_noise - 1, NULL, NULL) == OMNIMODEL_ERR_INVALID_ARGUMENT, "capacity n-1");
+    CHECK(omnimodel_get_input(ctx, "noise", noise, n_noise, NULL, NULL) == OMNIMODEL_OK, "get noise");
+    CHECK(omnimodel_get_input(ctx, "nope", noise, n_noise, NULL, NULL) == OMNIMODEL_ERR_NOT_FOUND, "unknown input");
+    CHECK(omnimodel_get_input(ctx, NULL, noise, n_noise, NULL, NULL) == OMNIMODEL_ERR_INVALID_ARGUMENT, "NULL name");
+    CHECK(omnimodel_prepare_inputs(ctx, imgs, n_img, "pick up the cube", state, n_state, 7) == OMNIMODEL_OK &&
+          omnimodel_get_input(ctx, "noise", again, n_noise, NULL, NULL) == OMNIMODEL_OK &&
+          memcmp(noise, again, sizeof(float) * n_noise) == 0, "the same seed draws the same noise");
+    CHECK(omnimodel_prepare_inputs(ctx, imgs, n_img, "pick up the cube", state, n_state, 8) == OMNIMODEL_OK &&
+          omnimodel_get_input(ctx, "noise", again, n_noise, NULL, NULL) == OMNIMODEL_OK &&
+          memcmp(noise, again, sizeof(float) * n_noise) != 0, "another seed draws other noise");
+    CHECK(omnimodel_prepare_inputs(ctx, imgs, n_img - 1, "go", state, n_state, 0) == OMNIMODEL_ERR_SHAPE, "one camera short");
+    CHECK(omnimodel_prepare_inputs(ctx, NULL, 0, "go", state, n_state, 0) == OMNIMODEL_ERR_SHAPE, "no images");
+    CHECK(omnimodel_prepare_inputs(ctx, imgs, -1, "go", state, n_state, 0) == OMNIMODEL_ERR_INVALID_ARGUMENT, "n_images -1");
+    for (int i = 0; i < n_img; ++i) bads[i] = (omnimodel_image){NULL, size, size, 0};
+    CHECK(omnimodel_prepare_inputs(ctx, bads, n_img, "go", state, n_state, 0) == OMNIMODEL_ERR_INVALID_ARGUMENT, "all cameras missing");
+    for (int i = 0; i < n_img; ++i) bads[i] = (omnimodel_image){px, size, size, 1};
+    CHECK(omnimodel_prepare_inputs(ctx, bads, n_img, "go", state, n_state, 0) == OMNIMODEL_ERR_INVALID_ARGUMENT, "stride 1");
+    for (int i = 0; i < n_img; ++i) bads[i] = (omnimodel_image){px, -2, 1 << 30, 0};
+    CHECK(omnimodel_prepare_inputs(ctx, bads, n_img, "go", state, n_state, 0) == OMNIMODEL_ERR_SHAPE, "negative width");
+    CHECK(omnimodel_prepare_inputs(ctx, imgs, n_img, "go", NULL, n_state, 0) == OMNIMODEL_ERR_INVALID_ARGUMENT, "NULL state");
+    CHECK(omnimodel_prepare_inputs(ctx, imgs, n_img, "go", state, n_state + 1, 0) == OMNIMODEL_ERR_SHAPE, "state too long");
+    CHECK(omnimodel_prepare_inputs(ctx, imgs, n_img, "go", state, -1, 0) == OMNIMODEL_ERR_INVALID_ARGUMENT, "state_dim -1");
+    state[0] = NAN;
+    CHECK(omnimodel_prepare_inputs(ctx, imgs, n_img, "go", state, n_state, 0) == OMNIMODEL_ERR_INVALID_ARGUMENT, "NaN state");
+    state[0] = INFINITY;
+    CHECK(omnimodel_prepare_inputs(ctx, imgs, n_img, "go", state, n_state, 0) == OMNIMODEL_ERR_INVALID_ARGUMENT, "inf state");
+    state[0] = 0.0f;
+    CHECK(omnimodel_prepare_inputs(ctx, imgs, n_img, NULL, state, n_state, 0) == OMNIMODEL_ERR_INVALID_ARGUMENT, "NULL text");
+    CHECK(omnimodel_prepare_inputs(ctx, imgs, n_img, "\xff\xfe", state, n_state, 0) == OMNIMODEL_ERR_INVALID_ARGUMENT, "non-UTF-8");
+    CHECK(omnimodel_prepare_inputs(ctx, imgs, n_img, " \n ", state, n_state, 0) == OMNIMODEL_ERR_INVALID_ARGUMENT, "blank text");
+    char * big = malloc(1 << 20);
+    memset(big, 'a', (1 << 20) - 1);
+    big[(1 << 20) - 1] = '\0';
+    CHECK(omnimodel_prepare_inputs(ctx, imgs, n_img, big, state, n_state, 0) == OMNIMODEL_ERR_INVALID_ARGUMENT, "1 MB instruction");
+    free(big);
+    CHECK(omnimodel_predict_action_seeded(ctx, imgs, n_img, "go", state, n_state, 3, out, cap) == OMNIMODEL_ERR_UNSUPPORTED,
+          "compute on a preprocess-only context");
+    size_t n = 0;
+    CHECK(omnimodel_postprocess_actions(ctx, noise, n_noise, out, cap, &n) == OMNIMODEL_OK && n == cap,
+          "postprocess: %s", omnimodel_last_error(ctx));
+    CHECK(omnimodel_postprocess_actions(ctx, noise, n_noise, out, cap - 1, &n) == OMNIMODEL_ERR_INVALID_ARGUMENT && n == cap,
+          "postprocess capacity");
+    CHECK(omnimodel_postprocess_actions(ctx, noise, n_noise - 1, out, cap, &n) == OMNIMODEL_ERR_SHAPE, "postprocess length");
+    CHECK(omnimodel_postprocess_actions(ctx, NULL, n_noise, out, cap, &n) == OMNIMODEL_ERR_INVALID_ARGUMENT, "postprocess NULL");
+    CHECK(omnimodel_postprocess_actions(ctx, noise, n_noise, out, cap, NULL) == OMNIMODEL_ERR_INVALID_ARGUMENT, "NULL count");
+    free(noise), free(again), free(px);
+    omnimodel_free(ctx);
+}
+
 int main(int argc, char ** argv) {
-    if (argc != 2 && argc != 4) {
-        fprintf(stderr, "usage: %s TOY.gguf [VLA.gguf PLUGIN.so]\n", argv[0]);
+    if (argc != 2 && argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: %s TOY.gguf [VLA.gguf PLUGIN.so [PI0_ROBOT.gguf]]\n", argv[0]);
         return 2;
     }
     load_params(argv[1]);
@@ -177,7 +262,8 @@ int main(int argc, char ** argv) {
     inputs(ctx);
     threads_and_compute(ctx);
     omnimodel_free(ctx);
-    if (argc == 4) vla(argv[2], argv[3]);
+    if (argc >= 4) vla(argv[2], argv[3]);
+    if (argc == 5) pi0_robot(argv[4]);
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed ? 1 : 0;
 }

@@ -189,14 +189,8 @@ std::vector<float> pixel_values(const state & st, const std::vector<rgb_view> & 
     return pix;
 }
 
-void predict_action(runtime & rt, const state & st, const std::vector<rgb_view> & images, const std::string & instruction,
-                    const float * proprio, int64_t proprio_dim, float * actions_out, size_t capacity) {
-    const size_t n_out = static_cast<size_t>(st.n_slots);
-    if (actions_out == nullptr) fail(OMNIMODEL_ERR_INVALID_ARGUMENT, "actions_out is NULL");
-    if (capacity < n_out) {
-        fail(OMNIMODEL_ERR_INVALID_ARGUMENT, format("actions_out holds %zu floats, the chunk needs %zu (%lld x %lld)", capacity,
-                                                    n_out, (long long) st.chunk, (long long) st.action_dim));
-    }
+void set_inputs(runtime & rt, const state & st, const std::vector<rgb_view> & images, const std::string & instruction,
+                const float * proprio, int64_t proprio_dim) {
     const std::vector<float> pix = pixel_values(st, images);
     std::vector<float> prop;
     if (st.proprio_dim > 0) {
@@ -219,6 +213,17 @@ void predict_action(runtime & rt, const state & st, const std::vector<rgb_view> 
         const int64_t ne_p[2] = {static_cast<int64_t>(prop.size()), 1};
         rt.set_input("proprio", prop.data(), 2, ne_p);
     }
+}
+
+void predict_action(runtime & rt, const state & st, const std::vector<rgb_view> & images, const std::string & instruction,
+                    const float * proprio, int64_t proprio_dim, float * actions_out, size_t capacity) {
+    const size_t n_out = static_cast<size_t>(st.n_slots);
+    if (actions_out == nullptr) fail(OMNIMODEL_ERR_INVALID_ARGUMENT, "actions_out is NULL");
+    if (capacity < n_out) {
+        fail(OMNIMODEL_ERR_INVALID_ARGUMENT, format("actions_out holds %zu floats, the chunk needs %zu (%lld x %lld)", capacity,
+                                                    n_out, (long long) st.chunk, (long long) st.action_dim));
+    }
+    set_inputs(rt, st, images, instruction, proprio, proprio_dim);
     rt.compute();
     const std::vector<std::string> & names = rt.result_names();
     // without action statistics in the file the graph has no "actions": return the head's output

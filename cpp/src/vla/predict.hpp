@@ -46,7 +46,11 @@ std::shared_ptr<state> make_state(const runtime & rt);
 // Checks the frames (count, size, stride) and builds pixel_values (1, 3 * towers * images, S, S).
 std::vector<float> pixel_values(const state & st, const std::vector<rgb_view> & images);
 
-// Sets the graph inputs (replacing any set before), computes, copies (chunk, action_dim) floats.
+// Sets the graph inputs (replacing any set before).
+void set_inputs(runtime & rt, const state & st, const std::vector<rgb_view> & images, const std::string & instruction,
+                const float * proprio, int64_t proprio_dim);
+
+// set_inputs, computes, copies (chunk, action_dim) floats.
 void predict_action(runtime & rt, const state & st, const std::vector<rgb_view> & images, const std::string & instruction,
                     const float * proprio, int64_t proprio_dim, float * actions_out, size_t capacity);
 

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <queue>
 
@@ -139,15 +140,13 @@ std::vector<uint32_t> python_lower(const std::vector<uint32_t> & cps) {
     return out;
 }
 
-bool python_is_blank(const std::vector<uint32_t> & cps) {
+bool python_is_space(uint32_t c) {
     // Python's str.isspace() set (what str.strip() removes)
-    auto space = [](uint32_t c) {
-        return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-               (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
-               c == 0x3000;
-    };
-    return std::all_of(cps.begin(), cps.end(), space);
+    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
+
+bool python_is_blank(const std::vector<uint32_t> & cps) { return std::all_of(cps.begin(), cps.end(), python_is_space); }
 
 namespace {
 
@@ -235,6 +234,8 @@ tokenizer::tokenizer(const model & m) {
         for (size_t i = 0; i < n; ++i) {
             // the merge order compares scores: a NaN would make it meaningless
             if (!std::isfinite(scores_[i])) fail(OMNIMODEL_ERR_FORMAT, format("tokenizer.ggml.scores[%zu] is not finite", i));
+            // SentencePiece matches user-defined pieces whole in the normalised text (PaliGemma's "\n")
+            if (types_[i] == USER_DEFINED && !tokens_[i].empty()) add_special(tokens_[i], static_cast<int32_t>(i));
         }
     } else {
         fail(OMNIMODEL_ERR_NOT_FOUND, "the vocabulary has neither tokenizer.ggml.merges nor tokenizer.ggml.scores; re-export the model");
@@ -384,18 +385,45 @@ void tokenizer::encode_segment(const std::vector<uint32_t> & cps_in, std::vector
         return;
     }
 
-    // SentencePiece BPE: symbols are text; merge the pair whose concatenation is the best-scoring
-    // ordinary piece
-    for (uint32_t c : cps) push(utf8_encode({c}), -1);
+    // SentencePiece BPE: symbols are text, one per code point except user-defined pieces, which are
+    // matched longest-first and frozen (never merged); merge the pair whose concatenation is the
+    // best-scoring ordinary piece
+    std::vector<bool> frozen;
+    if (trie_.empty()) {
+        for (uint32_t c : cps) push(utf8_encode({c}), -1);
+        frozen.assign(sym.size(), false);
+    } else {
+        const std::string norm = utf8_encode(cps);
+        for (size_t pos = 0; pos < norm.size();) {
+            int32_t      id  = -1;
+            const size_t len = longest_special(norm, pos, id);
+            size_t       n   = len;
+            if (n == 0) {  // one code point (norm is valid UTF-8)
+                n = 1;
+                while (pos + n < norm.size() && (static_cast<unsigned char>(norm[pos + n]) & 0xC0) == 0x80) ++n;
+            }
+            push(norm.substr(pos, n), -1);
+            frozen.push_back(len > 0);
+            pos += n;
+        }
+    }
+    // Pairs that make an UNUSED piece may merge, but the piece is never emitted: it is split back into
+    // the two symbols it was last offered from (SentencePiece's resegmentation).
+    std::unordered_map<std::string, std::pair<std::string, std::string>> rev_merge;
     queue q;
     auto offer = [&](int64_t l) {
         const int64_t r = l < 0 ? -1 : sym[static_cast<size_t>(l)].next;
-        if (r < 0) return;
+        if (r < 0 || frozen[static_cast<size_t>(l)] || frozen[static_cast<size_t>(r)]) return;
         const size_t  len = sym[static_cast<size_t>(l)].len + sym[static_cast<size_t>(r)].len;
-        const int32_t id  = piece_id(text.substr(sym[static_cast<size_t>(l)].start, len));
+        const std::string piece = text.substr(sym[static_cast<size_t>(l)].start, len);
+        const int32_t id  = piece_id(piece);
         if (id < 0) return;
         const int32_t t = types_[static_cast<size_t>(id)];
         if (t != NORMAL && t != USER_DEFINED && t != UNUSED) return;
+        if (t == UNUSED) {
+            rev_merge[piece] = {text.substr(sym[static_cast<size_t>(l)].start, sym[static_cast<size_t>(l)].len),
+                                text.substr(sym[static_cast<size_t>(r)].start, sym[static_cast<size_t>(r)].len)};
+        }
         q.push({-static_cast<double>(scores_[static_cast<size_t>(id)]), l, r, len, -1, -1, id});
     };
     for (size_t i = 0; i + 1 < sym.size(); ++i) offer(static_cast<int64_t>(i));
@@ -408,14 +436,25 @@ void tokenizer::encode_segment(const std::vector<uint32_t> & cps_in, std::vector
         offer(sym[static_cast<size_t>(c.left)].prev);
         offer(c.left);
     }
-    for (int64_t i = 0; i >= 0; i = sym[static_cast<size_t>(i)].next) {
-        const std::string s  = text.substr(sym[static_cast<size_t>(i)].start, sym[static_cast<size_t>(i)].len);
-        const int32_t     id = piece_id(s);
+    std::function<void(const std::string &)> emit = [&](const std::string & s) {
+        const int32_t id = piece_id(s);
+        if (id >= 0 && types_[static_cast<size_t>(id)] == UNUSED) {
+            auto it = rev_merge.find(s);
+            if (it != rev_merge.end()) {
+                const auto halves = it->second;  // copied: the recursion may not outlive the map entry
+                emit(halves.first);
+                emit(halves.second);
+                return;
+            }
+        }
         if (id >= 0 && types_[static_cast<size_t>(id)] != CONTROL && types_[static_cast<size_t>(id)] != BYTE) {
             out.push_back(id);
         } else {
             byte_fallback(s, out);
         }
+    };
+    for (int64_t i = 0; i >= 0; i = sym[static_cast<size_t>(i)].next) {
+        emit(text.substr(sym[static_cast<size_t>(i)].start, sym[static_cast<size_t>(i)].len));
     }
 }
 

@@ -6,9 +6,12 @@
 //           (added) tokens are cut out of the raw text first, each remaining segment gets the "▁"
 //           prefix and spaces -> "▁", then the adjacent pair with the lowest rank merges (leftmost
 //           on ties) until none applies; characters outside the vocabulary become <0xXX> byte pieces.
-//   scores: from tokenizer.model. SentencePiece BPE semantics: the whole text is one segment, the
-//           adjacent pair whose concatenation is a normal piece with the highest score merges first;
-//           leftover symbols outside the vocabulary become byte pieces.
+//   scores: from tokenizer.model. SentencePiece BPE semantics: the whole text is one segment (with
+//           the "▁" prefix unless tokenizer.ggml.add_space_prefix is false, spaces -> "▁"), split into
+//           code points except user-defined pieces (token_type 4, e.g. PaliGemma's "\n"), which are
+//           matched longest-first and never merged; the adjacent pair whose concatenation is a normal
+//           piece with the highest score merges first; an UNUSED piece so made is split back into its
+//           halves; leftover symbols outside the vocabulary become byte pieces.
 // Both are what the Python side (python/omnimodel/arch/openvla_oft/tokenizer.py) runs.
 #pragma once
 
@@ -27,9 +30,10 @@ namespace omni::vla {
 std::vector<uint32_t> utf8_decode(const std::string & s, const char * what);
 std::string           utf8_encode(const std::vector<uint32_t> & cps);
 
-// Python's str.lower() (full Unicode, Final_Sigma included), and whether str.strip() would leave
-// nothing.
+// Python's str.lower() (full Unicode, Final_Sigma included), whether a code point is one str.strip()
+// removes, and whether str.strip() would leave nothing.
 std::vector<uint32_t> python_lower(const std::vector<uint32_t> & cps);
+bool                  python_is_space(uint32_t c);
 bool                  python_is_blank(const std::vector<uint32_t> & cps);
 
 class tokenizer {
@@ -70,7 +74,8 @@ private:
     bool                                          hf_mode_ = false;
     bool                                          add_space_prefix_ = true;
     std::unordered_map<std::string, int32_t>      ids_;
-    std::vector<trie_node>                        trie_;      // special tokens, cut out of raw text (HF mode)
+    std::vector<trie_node>                        trie_;      // HF: special tokens, cut out of raw text;
+                                                              // SentencePiece: user-defined pieces
     size_t                                        max_piece_chars_ = 0;
     int32_t                                       byte_ids_[256];
     int32_t                                       unk_id_ = 0;
