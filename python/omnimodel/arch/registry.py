@@ -239,6 +239,14 @@ def get(name: str) -> Architecture:
     return arch
 
 
+def demo_family() -> Architecture:
+    """The family of the built-in demo policy (the one architecture that ships one)."""
+    shipped = [a for a in architectures() if a.demo_checkpoint is not None]
+    if len(shipped) != 1:
+        raise ArchitectureError(f"expected one family with a built-in demo, found {[a.name for a in shipped]}")
+    return shipped[0]
+
+
 def for_policy(policy: Any) -> Architecture:
     for arch in architectures():
         if arch.owns(policy):
@@ -284,6 +292,7 @@ __all__ = [
     "NameChoices",
     "NotSupported",
     "UnknownArchitecture",
+    "demo_family",
     "architectures",
     "for_config",
     "for_gguf",

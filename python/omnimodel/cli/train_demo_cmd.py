@@ -2,7 +2,7 @@
 
     omnimodel collect-demos data/mw --image-size 56 --action-noise 0.1
     omnimodel train-demo data/mw --out runs/demo                  # -> runs/demo/final (a checkpoint)
-    omnimodel train-demo data/mw --out runs/pi05 --arch pi05      # a pi0.5 (LeRobot layout), flow matching
+    omnimodel train-demo data/mw --out runs/other --arch NAME     # another registered family
     omnimodel eval --policy runs/demo/final --episodes 10
 
 ``--init CKPT`` continues from an earlier run's checkpoint (a second, low-LR stage) instead.
@@ -29,10 +29,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", type=Path, help="episode dataset from `omnimodel collect-demos` (its train split)")
     p.add_argument("--out", type=Path, required=True, help="run directory to create")
     # checked in _run: listing the registry here would import every architecture to build the parser
-    p.add_argument("--arch", default="openvla-oft", help="policy family to train: openvla-oft, pi0, pi05 "
-                   "(default: %(default)s)")
-    p.add_argument("--size", default="tiny", help="model size preset of the family (default: %(default)s; OpenVLA-OFT: "
-                   "tiny, small, base; pi0/pi05: tiny, small)")
+    p.add_argument("--arch", help="policy family to train, a registered architecture name (default: the family "
+                   "of the built-in demo policy)")
+    p.add_argument("--size", default="tiny", help="model size preset of the family (default: %(default)s; an "
+                   "unknown one lists the family's presets)")
     p.add_argument(
         "--init",
         type=Path,
@@ -78,9 +78,11 @@ def _run(args: argparse.Namespace) -> int:
     if "train" not in manifest.splits or not manifest.splits["train"]:
         raise UsageError(f"{args.data}: the dataset has no train split")
     try:
-        sizes = registry.get(args.arch).training().sizes
+        family = registry.get(args.arch) if args.arch else registry.demo_family()
+        sizes = family.training().sizes
     except registry.ArchitectureError as e:
         raise UsageError(str(e)) from e
+    args.arch = family.name
     if args.size not in sizes:
         raise UsageError(f"--size {args.size!r}: {args.arch} has the presets {', '.join(sorted(sizes))}")
     out: Path = args.out
