@@ -6,6 +6,7 @@
 #include "ggml-cpu.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -68,12 +69,57 @@ struct rows_view {  // F32 rows of x with contiguous elements, in ggml order (i1
 
 // One sub-block of 32 rounded activations into a packed row: codes, scale, negated code sum.
 void put_sub(char * out, const packed_layout & L, int64_t s, const int8_t * qs, float d) {
-    std::memcpy(out + s * k_sub, qs, k_sub);
+    if (out + s * k_sub != reinterpret_cast<const char *>(qs)) std::memcpy(out + s * k_sub, qs, k_sub);
     int32_t sum = 0;
     for (int i = 0; i < k_sub; ++i) sum += qs[i];
     std::memcpy(out + L.dx_off + 4 * s, &d, 4);
     sum = -sum;
     std::memcpy(out + L.ns_off + 4 * s, &sum, 4);
+}
+
+// ggml's Q8_K rounding of one row (ggml-quants.c quantize_row_q8_K_ref, which ggml-cpu's from_float for
+// Q8_K is on x86: a scalar loop, 4x the cost of the Q8_0 one), vectorised with the same arithmetic, straight
+// into the packed row: per 256 values, max = the first value of the largest magnitude, iscale = -127 / max
+// (F32), q = min(127, round-half-even(iscale x)) (ggml's nearest_int adds 1.5 * 2^23, which rounds half
+// to even as VCVTPS2DQ does), d = 1 / iscale. False, with nothing written, for a row holding a NaN or an
+// infinity, which ggml's scalar code treats its own way.
+OMNI_TARGET bool pack_row_q8_k(const float * x, const packed_layout & L, char * out) {
+    constexpr int kb = 256, nv = kb / 16;
+    for (int64_t b0 = 0; b0 < L.k; b0 += kb) {
+        __m512    v[nv];
+        __m512    amax = _mm512_setzero_ps();
+        __mmask16 bad  = 0;
+        for (int i = 0; i < nv; ++i) {
+            v[i] = _mm512_loadu_ps(x + b0 + 16 * i);
+            bad |= _mm512_cmp_ps_mask(v[i], v[i], _CMP_UNORD_Q);  // a NaN
+            amax = _mm512_max_ps(amax, _mm512_abs_ps(v[i]));
+        }
+        const float am = _mm512_reduce_max_ps(amax);
+        if (bad != 0 || am > FLT_MAX) return false;
+        int8_t *    q  = reinterpret_cast<int8_t *>(out) + b0;
+        const int64_t s0 = b0 / k_sub;
+        if (am == 0.0f) {
+            std::memset(q, 0, kb);
+            for (int64_t s = s0; s < s0 + kb / k_sub; ++s) put_sub(out, L, s, q + (s - s0) * k_sub, 0.0f);
+            continue;
+        }
+        float mx = 0.0f;
+        for (int i = 0; i < nv; ++i) {  // the first element of that magnitude, with its sign
+            const __mmask16 hit = _mm512_cmp_ps_mask(_mm512_abs_ps(v[i]), _mm512_set1_ps(am), _CMP_EQ_OQ);
+            if (hit != 0) {
+                mx = x[b0 + 16 * i + __builtin_ctz(hit)];
+                break;
+            }
+        }
+        const float  iscale = -127.f / mx;
+        const __m512 vs     = _mm512_set1_ps(iscale);
+        for (int i = 0; i < nv; ++i) {
+            const __m512i c = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(vs, v[i])), _mm512_set1_epi32(127));
+            _mm_storeu_si128(reinterpret_cast<__m128i *>(q + 16 * i), _mm512_cvtepi32_epi8(c));
+        }
+        for (int64_t s = s0; s < s0 + kb / k_sub; ++s) put_sub(out, L, s, q + (s - s0) * k_sub, 1.0f / iscale);
+    }
+    return true;
 }
 
 // dst I32 {row_bytes / 4, N + 1}: token rows rounded to Q (Q8_0 or Q8_K, the weight's vec_dot type) by
@@ -91,8 +137,11 @@ void pack_op(ggml_tensor * dst, int ith, int nth, void *) {
     const rows_view    xv{x};
     std::vector<block> blocks(static_cast<size_t>(L.n_sub / per_block));
     for (int64_t r = n * ith / nth; r < n * (ith + 1) / nth; ++r) {
-        from_float(xv.row(r), blocks.data(), L.k);
         char * out = static_cast<char *>(dst->data) + r * dst->nb[1];
+        if constexpr (Q == GGML_TYPE_Q8_K) {
+            if (pack_row_q8_k(xv.row(r), L, out)) continue;  // else a non-finite value: ggml's own code
+        }
+        from_float(xv.row(r), blocks.data(), L.k);
         for (int64_t s = 0; s < L.n_sub; ++s) {
             const block & b = blocks[static_cast<size_t>(s / per_block)];
             float         d;

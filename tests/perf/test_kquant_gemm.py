@@ -109,6 +109,10 @@ def test_kquant_gemm_rounds_like_ggml_and_sums_in_f32(tmp_path, t, k, m, tokens)
     w = (rng.standard_normal((m, k)) / np.sqrt(k)).astype(np.float32)
     bias = (0.1 * rng.standard_normal(m)).astype(np.float32)
     x = rng.standard_normal((tokens, k)).astype(np.float32)
+    # token 0: halves with 127 first in every 256 values, so x / d lands on .5 ties (Q8_K's -127 / max is -1
+    # exactly): the packing must round them half to even, as ggml's nearest_int does
+    x[0] = rng.integers(-254, 255, k) / 2.0
+    x[0, ::256] = 127.0
     blocks = _write(tmp_path / "omni.gguf", w, bias, t, "omni")
     _write(tmp_path / "ggml.gguf", w, bias, t, "ggml")
     kp = _padded(k, t)
