@@ -44,11 +44,13 @@ struct q8k_block {
 };
 static_assert(sizeof(q8k_block) == 292, "Q8_K block layout");
 
-// One packed token row: K int8 codes, then per block d_x (F32) and -sum(q_x) (int32); padded to 64 bytes.
+// One packed token row: K int8 codes, then per block d_x (F32), -sum(q_x) (int32) and -sum(q_x) d_x (F32,
+// the factor of Q4_K's mins); padded to 64 bytes.
 struct packed_layout {
-    int64_t k, n_sub, dx_off, ns_off, row_bytes;
-    explicit packed_layout(int64_t k_) : k(k_), n_sub(k_ / k_sub), dx_off(k_), ns_off(k_ + 4 * (k_ / k_sub)) {
-        row_bytes = (ns_off + 4 * n_sub + 63) / 64 * 64;
+    int64_t k, n_sub, dx_off, ns_off, mx_off, row_bytes;
+    explicit packed_layout(int64_t k_)
+        : k(k_), n_sub(k_ / k_sub), dx_off(k_), ns_off(k_ + 4 * n_sub), mx_off(k_ + 8 * n_sub) {
+        row_bytes = (mx_off + 4 * n_sub + 63) / 64 * 64;
     }
 };
 
@@ -73,8 +75,10 @@ void put_sub(char * out, const packed_layout & L, int64_t s, const int8_t * qs, 
     int32_t sum = 0;
     for (int i = 0; i < k_sub; ++i) sum += qs[i];
     std::memcpy(out + L.dx_off + 4 * s, &d, 4);
-    sum = -sum;
+    sum               = -sum;
+    const float mx    = static_cast<float>(sum) * d;  // |sum| <= 4064: exact, so one rounding
     std::memcpy(out + L.ns_off + 4 * s, &sum, 4);
+    std::memcpy(out + L.mx_off + 4 * s, &mx, 4);
 }
 
 // ggml's Q8_K rounding of one row (ggml-quants.c quantize_row_q8_K_ref, which ggml-cpu's from_float for
@@ -279,11 +283,9 @@ OMNI_TARGET void micro_tile(const decoded_chunk & wc, const char * const * xrow,
             const __m512 m1 = _mm512_loadu_ps(mins + s * k_rows + 16);
 #pragma GCC unroll 6
             for (int t = 0; t < T; ++t) {
-                float   dx;
-                int32_t ns;
-                std::memcpy(&dx, xrow[t] + L.dx_off + 4 * s, 4);
-                std::memcpy(&ns, xrow[t] + L.ns_off + 4 * s, 4);
-                const __m512 sb = _mm512_set1_ps(static_cast<float>(ns) * dx);
+                float mx;
+                std::memcpy(&mx, xrow[t] + L.mx_off + 4 * s, 4);
+                const __m512 sb = _mm512_set1_ps(mx);
                 acc[0][t]       = _mm512_fmadd_ps(m0, sb, acc[0][t]);
                 acc[1][t]       = _mm512_fmadd_ps(m1, sb, acc[1][t]);
             }
