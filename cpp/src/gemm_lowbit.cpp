@@ -85,8 +85,8 @@ void put_sub(char * out, const packed_layout & L, int64_t s, const int8_t * qs, 
 // Q8_K is on x86: a scalar loop, 4x the cost of the Q8_0 one), vectorised with the same arithmetic, straight
 // into the packed row: per 256 values, max = the first value of the largest magnitude, iscale = -127 / max
 // (F32), q = min(127, round-half-even(iscale x)) (ggml's nearest_int adds 1.5 * 2^23, which rounds half
-// to even as VCVTPS2DQ does), d = 1 / iscale. False, with nothing written, for a row holding a NaN or an
-// infinity, which ggml's scalar code treats its own way.
+// to even as VCVTPS2DQ does), d = 1 / iscale. False for a row holding a NaN or an infinity, which ggml's
+// scalar code treats its own way: the caller then rounds the whole row with it (overwriting this).
 OMNI_TARGET bool pack_row_q8_k(const float * x, const packed_layout & L, char * out) {
     constexpr int kb = 256, nv = kb / 16;
     for (int64_t b0 = 0; b0 < L.k; b0 += kb) {
