@@ -8,9 +8,18 @@ wall-clock, which other jobs barely disturb at one thread). ``BF16/omni`` is BF1
 own GEMM (the ``gemm = omni`` knob) instead of ggml's, and likewise ``Q2_0/omni`` and ``Q1_0/omni`` through
 omnimodel's AVX512-VNNI GEMM for those types (cpp/src/gemm_lowbit.cpp) instead of ggml's per-row vec_dot. PyTorch runs the same two matmuls with
 ``torch.nn.functional.linear`` in fp32 and bf16 on the same threads. Weight repacking is measured on
-and off for the types ggml repacks on this CPU.
+and off for the types ggml repacks on this CPU. ``Q4_K/omni``, ``Q4_0/omni``, ``IQ4_XS/omni`` and
+``IQ4_NL/omni`` are the 4-bit types through the same omnimodel GEMM (decoders in cpp/src/gemm_kquant.cpp)
+instead of ggml's tiled / repacked kernels.
+
+``--widths`` sets the MLP (default the ViT-L one, 1024,4096,1024; the real-width model also has SigLIP's
+1152,4304,1152 and the Llama's 576,1536,576). Where a type's block does not divide a row width, the
+matrix is stored zero-padded to whole blocks as ``convert`` stores it, and the runtime pads the activation
+(its PAD node is timed with the matmuls); GFLOP/s count the real, unpadded products, so padding shows as
+lost speed. A type/shape pair the writer cannot store is skipped.
 
     PYTHONPATH=python python benchmarks/matmul_kernels.py --threads 2 --tokens 522
+    PYTHONPATH=python python benchmarks/matmul_kernels.py --threads 1 --clock cpu --widths 576,1536,576 --tokens 598
 """
 
 from __future__ import annotations
@@ -23,7 +32,41 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_TYPES = "F32,F16,BF16,BF16/omni,Q8_0,Q6_K,Q5_K,Q4_K,Q4_0,IQ4_XS,IQ4_NL,Q3_K,Q2_K,Q2_0,Q2_0/omni,Q1_0,Q1_0/omni"
+DEFAULT_TYPES = ("F32,F16,BF16,BF16/omni,Q8_0,Q6_K,Q5_K,Q4_K,Q4_K/omni,Q4_0,Q4_0/omni,IQ4_XS,IQ4_XS/omni,IQ4_NL,"
+                 "IQ4_NL/omni,Q3_K,Q2_K,Q2_0,Q2_0/omni,Q1_0,Q1_0/omni")
+
+
+def _write_padded_mlp(path: Path, ref, weight_type: str, gemm: str) -> None:
+    """ref's weights as an omni-mlp GGUF with its matrices in weight_type, rows zero-padded to whole blocks
+    where the block does not divide them (as convert stores such matrices)."""
+    from omnimodel.arch import omni_mlp
+    from omnimodel.gguf.encoders import encode
+    from omnimodel.gguf.types import parse_type, type_info
+    from omnimodel.gguf.writer import GGUFModelWriter
+
+    t = parse_type(weight_type)
+    block = type_info(t).block_size
+    arch = omni_mlp.ARCH
+    cfg = ref.config
+    with GGUFModelWriter(path, arch) as out:
+        out.add_uint32(f"{arch}.block_count", cfg.n_layers)
+        out.add_string(f"{arch}.norm", cfg.norm)
+        out.add_float32(f"{arch}.norm_eps", cfg.norm_eps)
+        out.add_string(f"{arch}.activation", cfg.activation)
+        if gemm != "ggml":
+            out.add_string(f"{arch}.gemm", gemm)
+        for name, value in ref.weights.items():
+            if not name.endswith(".weight") or name.endswith("norm.weight"):
+                out.add_tensor(name, value, "F32")
+                continue
+            k = value.shape[1]
+            kp = -(-k // block) * block
+            if kp == k:
+                out.add_tensor(name, value, t)
+                continue
+            padded = np.zeros((value.shape[0], kp), np.float32)
+            padded[:, :k] = value
+            out.add_encoded(name, encode(padded, t), t, padded.shape, real_width=k)
 
 
 def _best_matmul_seconds(model, x: np.ndarray, reps: int, clock: str) -> float:
@@ -61,6 +104,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--types", default=DEFAULT_TYPES)
     ap.add_argument("--tokens", type=int, default=522, help="rows of the activation (2 images x 261 DINOv2 tokens)")
+    ap.add_argument("--widths", default="1024,4096,1024", help="the MLP: input width, then each layer's output width")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -74,9 +118,10 @@ def main() -> None:
     from omnimodel.arch import omni_mlp
 
     torch.set_num_threads(args.threads)
-    cfg = omni_mlp.MLPConfig(widths=(1024, 4096, 1024), norm="layer", activation="none")
-    x = np.random.default_rng(0).standard_normal((args.tokens, 1024)).astype(np.float32)
-    flops = 2.0 * args.tokens * (1024 * 4096 * 2)
+    widths = tuple(int(w) for w in args.widths.split(","))
+    cfg = omni_mlp.MLPConfig(widths=widths, norm="layer", activation="none")
+    x = np.random.default_rng(0).standard_normal((args.tokens, widths[0])).astype(np.float32)
+    flops = 2.0 * args.tokens * sum(a * b for a, b in zip(widths, widths[1:]))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         ref = omni_mlp.random_mlp(cfg, "F32", seed=0)
@@ -87,8 +132,11 @@ def main() -> None:
         for spec in [t.strip() for t in args.types.split(",") if t.strip()]:
             t, _, gemm = spec.partition("/")  # "BF16/omni": omnimodel's GEMM instead of ggml's
             path = Path(tmp) / f"mlp-{t}-{gemm or 'ggml'}.gguf"
-            mcfg = omni_mlp.MLPConfig(widths=cfg.widths, norm=cfg.norm, activation=cfg.activation, gemm=gemm or "ggml")
-            omni_mlp.write_gguf(omni_mlp.random_mlp(mcfg, t, seed=0), path)
+            try:
+                _write_padded_mlp(path, ref, t, gemm or "ggml")
+            except Exception as e:  # noqa: BLE001 -- a type this shape cannot be stored in: say so, go on
+                print(f"{spec}: skipped ({e})")
+                continue
             for repack in (True, False):
                 with _runtime.Model(str(path), n_threads=args.threads, repack=repack) as m:
                     m.run({"x": x})  # first run: builds the graph, repacks
@@ -99,7 +147,8 @@ def main() -> None:
                              "gflops": flops / s / 1e9, "repacked": stats["n_repacked"] > 0})
                 if not stats["n_repacked"]:
                     break  # nothing to repack for this type: the second run would be the same
-    print(f"{args.tokens} tokens x (1024 -> 4096 -> 1024), {args.threads} thread(s), best of {args.reps}, {args.clock} clock")
+    print(f"{args.tokens} tokens x ({' -> '.join(map(str, widths))}), {args.threads} thread(s), best of {args.reps}, "
+          f"{args.clock} clock")
     for r in rows:
         print(f"{r['contender']:<24} {r['ms']:>9.2f} ms {r['gflops']:>8.1f} GFLOP/s")
     if args.json:

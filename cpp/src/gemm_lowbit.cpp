@@ -1,12 +1,15 @@
 #include "gemm_lowbit.hpp"
 
 #include "custom_gemm.hpp"
+#include "gemm_kquant.hpp"
 
 #include "ggml-cpu.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -21,9 +24,9 @@ namespace omni {
 
 namespace {
 
-constexpr int64_t k_sub    = 32;  // the activation's Q8_0 block: the unit of an exact integer sum
-constexpr int     k_rows   = 32;  // weight rows per decoded chunk and per micro-tile (two vectors of 16)
-constexpr int     k_tokens = 6;   // tokens per micro-tile: 2 x 6 int32 + 2 x 6 F32 accumulators
+constexpr int64_t k_sub    = k_gemm_sub;   // the unit of an exact integer sum (gemm_chunk.hpp)
+constexpr int     k_rows   = k_gemm_rows;  // weight rows per decoded chunk and per micro-tile
+constexpr int     k_tokens = 6;            // tokens per micro-tile: 2 x 6 int32 + 2 x 6 F32 accumulators
 
 // ggml's Q8_0 block (ggml-common.h block_q8_0), which from_float writes: F16 scale, 32 int8 codes.
 struct q8_block {
@@ -32,11 +35,22 @@ struct q8_block {
 };
 static_assert(sizeof(q8_block) == 34, "Q8_0 block layout");
 
-// One packed token row: K int8 codes, then per block d_x (F32) and -sum(q_x) (int32); padded to 64 bytes.
+// ggml's Q8_K block (block_q8_K), the vec_dot type of the 256-block K- and IQ-quants: F32 scale, 256
+// int8 codes, sums of 16 (not read: the packing sums each 32 itself).
+struct q8k_block {
+    float   d;
+    int8_t  qs[256];
+    int16_t bsums[16];
+};
+static_assert(sizeof(q8k_block) == 292, "Q8_K block layout");
+
+// One packed token row: K int8 codes, then per block d_x (F32), -sum(q_x) (int32) and -sum(q_x) d_x (F32,
+// the factor of Q4_K's mins); padded to 64 bytes.
 struct packed_layout {
-    int64_t k, n_sub, dx_off, ns_off, row_bytes;
-    explicit packed_layout(int64_t k_) : k(k_), n_sub(k_ / k_sub), dx_off(k_), ns_off(k_ + 4 * (k_ / k_sub)) {
-        row_bytes = (ns_off + 4 * n_sub + 63) / 64 * 64;
+    int64_t k, n_sub, dx_off, ns_off, mx_off, row_bytes;
+    explicit packed_layout(int64_t k_)
+        : k(k_), n_sub(k_ / k_sub), dx_off(k_), ns_off(k_ + 4 * n_sub), mx_off(k_ + 8 * n_sub) {
+        row_bytes = (mx_off + 4 * n_sub + 63) / 64 * 64;
     }
 };
 
@@ -55,29 +69,92 @@ struct rows_view {  // F32 rows of x with contiguous elements, in ggml order (i1
     }
 };
 
-// dst I32 {row_bytes / 4, N + 1}: token rows rounded to Q8_0 by ggml-cpu's from_float, split into codes,
-// F32 scales and negated code sums; thread 0 zeroes the work counter in the extra last row (the graph's
-// barrier after this node publishes it).
+// One sub-block of 32 rounded activations into a packed row: codes, scale, negated code sum.
+void put_sub(char * out, const packed_layout & L, int64_t s, const int8_t * qs, float d) {
+    if (out + s * k_sub != reinterpret_cast<const char *>(qs)) std::memcpy(out + s * k_sub, qs, k_sub);
+    int32_t sum = 0;
+    for (int i = 0; i < k_sub; ++i) sum += qs[i];
+    std::memcpy(out + L.dx_off + 4 * s, &d, 4);
+    sum               = -sum;
+    const float mx    = static_cast<float>(sum) * d;  // |sum| <= 4064: exact, so one rounding
+    std::memcpy(out + L.ns_off + 4 * s, &sum, 4);
+    std::memcpy(out + L.mx_off + 4 * s, &mx, 4);
+}
+
+// ggml's Q8_K rounding of one row (ggml-quants.c quantize_row_q8_K_ref, which ggml-cpu's from_float for
+// Q8_K is on x86: a scalar loop, 4x the cost of the Q8_0 one), vectorised with the same arithmetic, straight
+// into the packed row: per 256 values, max = the first value of the largest magnitude, iscale = -127 / max
+// (F32), q = min(127, round-half-even(iscale x)) (ggml's nearest_int adds 1.5 * 2^23, which rounds half
+// to even as VCVTPS2DQ does), d = 1 / iscale. False for a row holding a NaN or an infinity, which ggml's
+// scalar code treats its own way: the caller then rounds the whole row with it (overwriting this).
+OMNI_TARGET bool pack_row_q8_k(const float * x, const packed_layout & L, char * out) {
+    constexpr int kb = 256, nv = kb / 16;
+    for (int64_t b0 = 0; b0 < L.k; b0 += kb) {
+        __m512    v[nv];
+        __m512    amax = _mm512_setzero_ps();
+        __mmask16 bad  = 0;
+        for (int i = 0; i < nv; ++i) {
+            v[i] = _mm512_loadu_ps(x + b0 + 16 * i);
+            bad |= _mm512_cmp_ps_mask(v[i], v[i], _CMP_UNORD_Q);  // a NaN
+            amax = _mm512_max_ps(amax, _mm512_abs_ps(v[i]));
+        }
+        const float am = _mm512_reduce_max_ps(amax);
+        if (bad != 0 || am > FLT_MAX) return false;
+        int8_t *    q  = reinterpret_cast<int8_t *>(out) + b0;
+        const int64_t s0 = b0 / k_sub;
+        if (am == 0.0f) {
+            std::memset(q, 0, kb);
+            for (int64_t s = s0; s < s0 + kb / k_sub; ++s) put_sub(out, L, s, q + (s - s0) * k_sub, 0.0f);
+            continue;
+        }
+        float mx = 0.0f;
+        for (int i = 0; i < nv; ++i) {  // the first element of that magnitude, with its sign
+            const __mmask16 hit = _mm512_cmp_ps_mask(_mm512_abs_ps(v[i]), _mm512_set1_ps(am), _CMP_EQ_OQ);
+            if (hit != 0) {
+                mx = x[b0 + 16 * i + __builtin_ctz(hit)];
+                break;
+            }
+        }
+        const float  iscale = -127.f / mx;
+        const __m512 vs     = _mm512_set1_ps(iscale);
+        for (int i = 0; i < nv; ++i) {
+            const __m512i c = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(vs, v[i])), _mm512_set1_epi32(127));
+            _mm_storeu_si128(reinterpret_cast<__m128i *>(q + 16 * i), _mm512_cvtepi32_epi8(c));
+        }
+        for (int64_t s = s0; s < s0 + kb / k_sub; ++s) put_sub(out, L, s, q + (s - s0) * k_sub, 1.0f / iscale);
+    }
+    return true;
+}
+
+// dst I32 {row_bytes / 4, N + 1}: token rows rounded to Q (Q8_0 or Q8_K, the weight's vec_dot type) by
+// ggml-cpu's from_float, split per 32 into codes, F32 scales and negated code sums; thread 0 zeroes the
+// work counter in the extra last row (the graph's barrier after this node publishes it).
+template <ggml_type Q>
 void pack_op(ggml_tensor * dst, int ith, int nth, void *) {
-    const ggml_tensor *     x = dst->src[0];
+    using block = std::conditional_t<Q == GGML_TYPE_Q8_0, q8_block, q8k_block>;
+    constexpr int64_t       per_block  = sizeof(block{}.qs) / k_sub;
+    const ggml_tensor *     x          = dst->src[0];
     const packed_layout     L(x->ne[0]);
     const int64_t           n          = ggml_nrows(x);
-    const ggml_from_float_t from_float = ggml_get_type_traits_cpu(GGML_TYPE_Q8_0)->from_float;
+    const ggml_from_float_t from_float = ggml_get_type_traits_cpu(Q)->from_float;
     if (ith == 0) *work_counter(dst) = 0;
-    const rows_view       xv{x};
-    std::vector<q8_block> blocks(static_cast<size_t>(L.n_sub));
+    const rows_view    xv{x};
+    std::vector<block> blocks(static_cast<size_t>(L.n_sub / per_block));
     for (int64_t r = n * ith / nth; r < n * (ith + 1) / nth; ++r) {
+        char * out = static_cast<char *>(dst->data) + r * dst->nb[1];
+        if constexpr (Q == GGML_TYPE_Q8_K) {
+            if (pack_row_q8_k(xv.row(r), L, out)) continue;  // else a non-finite value: ggml's own code
+        }
         from_float(xv.row(r), blocks.data(), L.k);
-        char *    out = static_cast<char *>(dst->data) + r * dst->nb[1];
-        float *   dx  = reinterpret_cast<float *>(out + L.dx_off);
-        int32_t * ns  = reinterpret_cast<int32_t *>(out + L.ns_off);
         for (int64_t s = 0; s < L.n_sub; ++s) {
-            const q8_block & b = blocks[static_cast<size_t>(s)];
-            std::memcpy(out + s * k_sub, b.qs, k_sub);
-            int32_t sum = 0;
-            for (int i = 0; i < k_sub; ++i) sum += b.qs[i];
-            dx[s] = ggml_fp16_to_fp32(b.d);
-            ns[s] = -sum;
+            const block & b = blocks[static_cast<size_t>(s / per_block)];
+            float         d;
+            if constexpr (Q == GGML_TYPE_Q8_0) {
+                d = ggml_fp16_to_fp32(b.d);
+            } else {
+                d = b.d;
+            }
+            put_sub(out, L, s, b.qs + (s % per_block) * k_sub, d);
         }
     }
 }
@@ -85,13 +162,6 @@ void pack_op(ggml_tensor * dst, int ith, int nth, void *) {
 // The weight block layouts (ggml-common.h block_q1_0 / block_q2_0): an F16 scale, then the codes.
 constexpr int64_t k_q1_block = 128, k_q2_block = 64, k_block_code_bytes = 16;
 constexpr size_t  k_q1_bytes = 2 + 16, k_q2_bytes = 2 + 16;
-
-// Decoded weight rows r0 .. r0+31: codes [K/4][32] 32-bit lanes (lane = row), scales [K/32][32] F32;
-// rows past M are zero and never stored.
-struct decoded_chunk {
-    std::vector<uint32_t> codes;
-    std::vector<float>    scales;
-};
 
 // The decode, 16 rows x one weight block at a time (AVX512-VBMI): the rows' 16 code bytes are loaded
 // side by side, then per code byte j one byte permute puts byte j of rows 2i and 2i+1 in 64-bit
@@ -101,10 +171,11 @@ OMNI_TARGET inline __m128i load_codes(const uint8_t * p) {
     return p != nullptr ? _mm_loadu_si128(reinterpret_cast<const __m128i *>(p)) : _mm_setzero_si128();
 }
 
-OMNI_TARGET void decode_rows(const ggml_tensor * w, int64_t r0, decoded_chunk & out) {
+OMNI_TARGET void decode_lowbit_rows(const ggml_tensor * w, int64_t r0, decoded_chunk & out) {
     const int64_t k = w->ne[0], m = w->ne[1], n_sub = k / k_sub;
     out.codes.resize(static_cast<size_t>(k / 4 * k_rows));
     out.scales.resize(static_cast<size_t>(n_sub * k_rows));
+    out.mins.clear();
     const bool    q1        = w->type == GGML_TYPE_Q1_0;
     const int64_t blk       = q1 ? k_q1_block : k_q2_block;
     const size_t  blk_bytes = q1 ? k_q1_bytes : k_q2_bytes;
@@ -164,22 +235,24 @@ OMNI_TARGET void decode_rows(const ggml_tensor * w, int64_t r0, decoded_chunk & 
     }
 }
 
-// 32 decoded rows x T packed tokens -> C (token stride ldc floats), the first `rows` rows stored.
-template <int T>
+// 32 decoded rows x T packed tokens -> C (token stride ldc floats), the first `rows` rows stored; codes
+// offset by `offset` (gemm_chunk.hpp), and with MINS the chunk's mins subtracted.
+template <int T, bool MINS>
 OMNI_TARGET void micro_tile(const decoded_chunk & wc, const char * const * xrow, const packed_layout & L, float * c,
-                            int64_t ldc, int rows, const float * bias) {
+                            int64_t ldc, int rows, const float * bias, int32_t offset) {
     __m512 acc[2][T];
 #pragma GCC unroll 6
     for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
     const uint32_t * codes  = wc.codes.data();
     const float *    scales = wc.scales.data();
+    const float *    mins   = wc.mins.data();
     for (int64_t s = 0; s < L.n_sub; ++s) {
         __m512i isum[2][T];
 #pragma GCC unroll 6
-        for (int t = 0; t < T; ++t) {  // start from -sum(q_x): c = q or 2 bit carries the +1 offset
+        for (int t = 0; t < T; ++t) {  // start from -offset sum(q_x): the codes carry +offset
             int32_t ns;
             std::memcpy(&ns, xrow[t] + L.ns_off + 4 * s, 4);
-            isum[0][t] = isum[1][t] = _mm512_set1_epi32(ns);
+            isum[0][t] = isum[1][t] = _mm512_set1_epi32(ns * offset);
         }
         const uint32_t * cs = codes + s * (k_sub / 4) * k_rows;
 #pragma GCC unroll 8
@@ -205,6 +278,18 @@ OMNI_TARGET void micro_tile(const decoded_chunk & wc, const char * const * xrow,
             acc[0][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[0][t]), _mm512_mul_ps(d0, dxb), acc[0][t]);
             acc[1][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[1][t]), _mm512_mul_ps(d1, dxb), acc[1][t]);
         }
+        if constexpr (MINS) {  // - min_j sum(q_x) d_x: the mins times the token's -sum(q_x) d_x
+            const __m512 m0 = _mm512_loadu_ps(mins + s * k_rows);
+            const __m512 m1 = _mm512_loadu_ps(mins + s * k_rows + 16);
+#pragma GCC unroll 6
+            for (int t = 0; t < T; ++t) {
+                float mx;
+                std::memcpy(&mx, xrow[t] + L.mx_off + 4 * s, 4);
+                const __m512 sb = _mm512_set1_ps(mx);
+                acc[0][t]       = _mm512_fmadd_ps(m0, sb, acc[0][t]);
+                acc[1][t]       = _mm512_fmadd_ps(m1, sb, acc[1][t]);
+            }
+        }
     }
     const __mmask16 m0 = static_cast<__mmask16>(rows >= 16 ? 0xffff : (1u << rows) - 1);
     const __mmask16 m1 = static_cast<__mmask16>(rows >= 32 ? 0xffff : rows <= 16 ? 0 : (1u << (rows - 16)) - 1);
@@ -219,11 +304,16 @@ OMNI_TARGET void micro_tile(const decoded_chunk & wc, const char * const * xrow,
 }
 
 using tile_fn = void (*)(const decoded_chunk &, const char * const *, const packed_layout &, float *, int64_t, int,
-                         const float *);
-constexpr tile_fn k_tiles[k_tokens + 1] = {nullptr,       micro_tile<1>, micro_tile<2>, micro_tile<3>,
-                                           micro_tile<4>, micro_tile<5>, micro_tile<6>};
+                         const float *, int32_t);
+constexpr tile_fn k_tiles[2][k_tokens + 1] = {
+    {nullptr, micro_tile<1, false>, micro_tile<2, false>, micro_tile<3, false>, micro_tile<4, false>,
+     micro_tile<5, false>, micro_tile<6, false>},
+    {nullptr, micro_tile<1, true>, micro_tile<2, true>, micro_tile<3, true>, micro_tile<4, true>, micro_tile<5, true>,
+     micro_tile<6, true>}};
 
-// dst F32 {M, N...} = x W^T; src[0] W Q1_0/Q2_0 {K, M}, src[1] the packed tokens, src[2] the bias or
+bool is_lowbit(ggml_type t) { return t == GGML_TYPE_Q1_0 || t == GGML_TYPE_Q2_0; }
+
+// dst F32 {M, N...} = x W^T; src[0] W {K, M} (gemm_lowbit_takes), src[1] the packed tokens, src[2] the bias or
 // none. A unit of work is 32 weight rows (decoded once) against a group of tokens; the tokens are split
 // into groups only when there are too few row chunks to keep every thread busy.
 void gemm_op(ggml_tensor * dst, int, int nth, void *) {
@@ -238,13 +328,19 @@ void gemm_op(ggml_tensor * dst, int, int nth, void *) {
     const int64_t       units  = chunks * groups;
     const int64_t       ldc    = dst->nb[1] / sizeof(float);
     int64_t *           next   = work_counter(xp);
+    const bool          lowbit = is_lowbit(w->type);
+    const int32_t       offset = lowbit ? 1 : kquant_code_offset(w->type);  // Q1_0/Q2_0: c = q or 2 bit
     thread_local decoded_chunk wc;
     int64_t                    decoded = -1;  // the chunk in wc, for this call
     for (int64_t u = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED); u < units;
          u = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED)) {
         const int64_t ch = u / groups, g = u % groups;
         if (ch != decoded) {
-            decode_rows(w, ch * k_rows, wc);
+            if (lowbit) {
+                decode_lowbit_rows(w, ch * k_rows, wc);
+            } else {
+                decode_kquant_rows(w, ch * k_rows, wc);
+            }
             decoded = ch;
         }
         const int64_t r0   = ch * k_rows;
@@ -254,8 +350,8 @@ void gemm_op(ggml_tensor * dst, int, int nth, void *) {
             const int     nt = static_cast<int>(std::min<int64_t>(k_tokens, n - t0));
             const char *  xrow[k_tokens];
             for (int t = 0; t < nt; ++t) xrow[t] = static_cast<const char *>(xp->data) + (t0 + t) * xp->nb[1];
-            k_tiles[nt](wc, xrow, L, static_cast<float *>(dst->data) + t0 * ldc + r0, ldc, rows,
-                        bias != nullptr ? bias + r0 : nullptr);
+            k_tiles[wc.mins.empty() ? 0 : 1][nt](wc, xrow, L, static_cast<float *>(dst->data) + t0 * ldc + r0, ldc,
+                                                 rows, bias != nullptr ? bias + r0 : nullptr, offset);
         }
     }
 }
@@ -272,9 +368,10 @@ bool gemm_lowbit_supported() {
     return ok;
 }
 
+bool gemm_lowbit_takes(ggml_type t) { return is_lowbit(t) || kquant_takes(t); }
+
 ggml_tensor * gemm_lowbit(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b) {
-    if (!gemm_lowbit_supported() || x->type != GGML_TYPE_F32) return nullptr;
-    if (w->type != GGML_TYPE_Q1_0 && w->type != GGML_TYPE_Q2_0) return nullptr;
+    if (!gemm_lowbit_supported() || x->type != GGML_TYPE_F32 || !gemm_lowbit_takes(w->type)) return nullptr;
     if (w->ne[2] != 1 || w->ne[3] != 1 || w->ne[0] != x->ne[0] || w->ne[0] % ggml_blck_size(w->type) != 0) return nullptr;
     // rows of whole blocks, packed (a view of a weight's leading rows is fine; a column slice is not)
     if (w->nb[0] != ggml_type_size(w->type) || w->nb[1] != ggml_row_size(w->type, w->ne[0])) return nullptr;
@@ -283,15 +380,21 @@ ggml_tensor * gemm_lowbit(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, 
         return nullptr;
     }
     const packed_layout L(w->ne[0]);
-    return packed_gemm_nodes(ctx, w, x, b, L.row_bytes / 4, ggml_nrows(x) + 1, pack_op, gemm_op,
-                             "gemm_lowbit (Q8_0 x)", "gemm_lowbit (x W^T)");
+    // the activations rounded as ggml_mul_mat rounds them for this weight type: its vec_dot type
+    const bool q8_k = ggml_get_type_traits_cpu(w->type)->vec_dot_type == GGML_TYPE_Q8_K;
+    return packed_gemm_nodes(ctx, w, x, b, L.row_bytes / 4, ggml_nrows(x) + 1,
+                             q8_k ? pack_op<GGML_TYPE_Q8_K> : pack_op<GGML_TYPE_Q8_0>, gemm_op,
+                             q8_k ? "gemm_lowbit (Q8_K x)" : "gemm_lowbit (Q8_0 x)", "gemm_lowbit (x W^T)");
 }
 
-bool is_gemm_lowbit_node(const ggml_tensor * t) { return is_custom_node_of(t, {pack_op, gemm_op}); }
+bool is_gemm_lowbit_node(const ggml_tensor * t) {
+    return is_custom_node_of(t, {pack_op<GGML_TYPE_Q8_0>, pack_op<GGML_TYPE_Q8_K>, gemm_op});
+}
 
 #else  // no x86-64 AVX512 kernel in this build
 
 bool gemm_lowbit_supported() { return false; }
+bool gemm_lowbit_takes(ggml_type) { return false; }
 ggml_tensor * gemm_lowbit(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *) { return nullptr; }
 bool is_gemm_lowbit_node(const ggml_tensor *) { return false; }
 

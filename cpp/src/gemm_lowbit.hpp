@@ -1,4 +1,4 @@
-// omnimodel's GEMM for 1- and 2-bit weights on the CPU (the skills' `gemm = omni` knob): y = x W^T for W
+// omnimodel's GEMM for 1-, 2- and 4-bit weights on the CPU (the skills' `gemm = omni` knob): y = x W^T for W
 // in GGML's Q1_0 (blocks of 128: an F16 scale d and one sign bit per weight, value +-d) or Q2_0 (blocks
 // of 64: an F16 scale d and a 2-bit code q per weight, value (q - 1) d).
 //
@@ -16,6 +16,12 @@
 //           F32 fused multiply-add acc += sumi * (d_w * d_x) (the product of two F16 values is exact in
 //           F32, |sumi| <= 8128 is exact in F32)
 //
+// The same engine runs the 4-bit formats Q4_0, IQ4_NL (activations to Q8_0), Q4_K and IQ4_XS (activations
+// to Q8_K, again by ggml-cpu's own from_float, the vec_dot type ggml_mul_mat uses for them): their decoders
+// (gemm_kquant.hpp) produce unsigned byte codes c with w = scale_j (c - offset) - min_j per 32 weights
+// (gemm_chunk.hpp), so each 32-element sum is again exact in int32, and Q4_K's mins add one F32 FMA per
+// 32-element block: acc += min_j * (-sum(q_x) d_x).
+//
 // So the rounding points are ggml's (x to Q8_0, F32 sums); only the F32 summation differs: sequential
 // over the 32-element blocks here, per weight block then across blocks in ggml's vec_dot. x86-64 CPUs
 // with AVX512F/BW/VL, AVX512-VNNI and AVX512-VBMI only (Ice Lake, Zen 4 and later; checked at run
@@ -29,7 +35,10 @@ namespace omni {
 // This CPU runs gemm_lowbit (x86-64 with AVX512F/BW/VL, -VNNI and -VBMI, and the build compiled it).
 bool gemm_lowbit_supported();
 
-// y {M, x->ne[1..3]} = x W^T (+ b) for W Q1_0 or Q2_0 {K, M} (a 2-D matrix), x F32 {K, ...} with
+// Whether gemm_lowbit multiplies this weight type: Q1_0, Q2_0, Q4_0, IQ4_NL, Q4_K, IQ4_XS.
+bool gemm_lowbit_takes(ggml_type t);
+
+// y {M, x->ne[1..3]} = x W^T (+ b) for W of a gemm_lowbit_takes() type, {K, M} (a 2-D matrix), x F32 {K, ...} with
 // contiguous rows, and an optional F32 bias of M values added in F32 as the result is stored (ggml_add's
 // rounding); nullptr when those conditions or gemm_lowbit_supported() do not hold.
 ggml_tensor * gemm_lowbit(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b = nullptr);

@@ -234,7 +234,7 @@ bool graph_builder::on_cpu() const {
 
 ggml_tensor * graph_builder::omni_gemm(ggml_tensor * w, ggml_tensor * x, ggml_tensor * b) {
     if (gemm != gemm_kind::omni) return nullptr;
-    const bool lowbit = w->type == GGML_TYPE_Q1_0 || w->type == GGML_TYPE_Q2_0;
+    const bool lowbit = gemm_lowbit_takes(w->type);  // Q1_0/Q2_0 and the 4-bit types (gemm_kquant.hpp)
     if (w->type != GGML_TYPE_BF16 && !lowbit) return nullptr;
     const ggml_tensor * base = w->view_src != nullptr ? w->view_src : w;
     // a CPU-side weight: the custom ops run on the CPU backend only

@@ -29,10 +29,10 @@ enum class norm_kind { layer, rms };
 // vectorised erf (fast_gelu.hpp: within 4e-7 absolute of float64, about 50x faster on the CPU).
 enum class act_kind { none, relu, silu, gelu_erf, gelu_tanh, gelu_erf_fast };
 
-// The matmul kernel for BF16, Q1_0 and Q2_0 weights (the skills' `gemm` knob): ggml's (llamafile's
-// tinyBLAS; a scalar per-row dot product for Q1_0/Q2_0), or omnimodel's where the CPU has the
-// instructions: gemm_bf16.hpp (AVX512-BF16), gemm_lowbit.hpp (AVX512-VNNI + VBMI). Other weight types always
-// take ggml's.
+// The matmul kernel for BF16, Q1_0, Q2_0, Q4_0, IQ4_NL, Q4_K and IQ4_XS weights (the skills' `gemm` knob):
+// ggml's (llamafile's tinyBLAS; a scalar per-row dot product for Q1_0/Q2_0; tiled / repacked for the 4-bit
+// types), or omnimodel's where the CPU has the instructions: gemm_bf16.hpp (AVX512-BF16), gemm_lowbit.hpp
+// (AVX512-VNNI + VBMI). Other weight types always take ggml's.
 enum class gemm_kind { ggml, omni };
 
 norm_kind   parse_norm_kind(const std::string & s);  // "layer" | "rms"

@@ -129,7 +129,7 @@ std::string why_not(const ggml_tensor * t) {
             return ok ? "" : "takes F32 queries and float or quantized keys/values";
         }
         case GGML_OP_CUSTOM:
-            // our GEMMs: built only for BF16 (gemm_bf16()) or Q1_0/Q2_0 (gemm_lowbit()) weights, F32
+            // our GEMMs: built only for BF16 (gemm_bf16()) or gemm_lowbit_takes() weights, F32
             // activations and bias, each checked by the function that builds the node
             if (is_gemm_bf16_node(t) || is_gemm_lowbit_node(t)) return "";
             return all_f32() ? "" : "is not vetted for non-F32 types";

@@ -54,7 +54,8 @@ void release_pages(const void * p, size_t n) {
 // these types straight from their file layout, but not once repacked. On a Zen 4 core it runs Q4_K
 // at 235 GFLOP/s per CPU-second against 143 for the repacked 8x8 kernel, and Q2_K at 205 against 85
 // (benchmarks/matmul_kernels.py, docs/benchmarks.md): leave them to it. Q4_0 and IQ4_NL have no tiled
-// kernel; repacked they run 136-138 against 89-92.
+// kernel; repacked they run 136-138 against 89-92. (With the `gemm = omni` knob on an AVX512-VNNI CPU the
+// 4-bit types are read by omnimodel's GEMM, a custom op, so they are never candidates here at all.)
 bool tiled_kernel_takes(ggml_type t) {
     if (!(ggml_cpu_has_avx2() || ggml_cpu_has_avx())) return false;
     switch (t) {

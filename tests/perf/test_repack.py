@@ -63,10 +63,31 @@ def test_k_quants_stay_with_the_tiled_kernel(tmp_path) -> None:
         np.testing.assert_array_equal(packed[k], plain[k])
 
 
+def _has_kquant_gemm() -> bool:
+    f = _runtime.cpu_features()
+    return bool(f.get("avx512") and f.get("avx512_vnni") and f.get("avx512_vbmi"))
+
+
+def _load_gemm_ggml_graph(plugin, tmp_path) -> None:
+    """The miniature's graph with every module's `gemm` knob at ggml: Q4_0 matmuls are ggml's MUL_MAT."""
+    from omnimodel.build import build_plugin
+    from omnimodel.codegen.render import render
+    from omnimodel.plan.skills import SKILLS
+
+    plan = plugin.plan
+    for m in plan.modules:
+        if "gemm" in {k.name for k in SKILLS[m.skill].knobs}:
+            plan = plan.with_knob(m.name, "gemm", "ggml")
+    render(plan, tmp_path / "src")
+    _runtime.load_plugin(build_plugin(tmp_path / "src", tmp_path / "build", verbose=False))
+
+
 def test_only_matmul_weights_are_repacked_in_the_oft_graph(oft_generated_graph, tmp_path) -> None:
-    """Every matrix of the OFT miniature as Q4_0, the token embedding too: the graph reads that one with
-    GET_ROWS, which the repacked layout cannot serve, so it must stay as stored; the rest are repacked
-    and the whole graph agrees with the plain run (every intermediate, same bound at the widest K)."""
+    """Every matrix of the OFT miniature as Q4_0, the token embedding too, with ggml's matmuls (gemm=ggml):
+    the graph reads the embedding with GET_ROWS, which the repacked layout cannot serve, so it must stay
+    as stored; the rest are repacked and the whole graph agrees with the plain run (every intermediate,
+    same bound at the widest K). With omnimodel's GEMM (the default gemm=omni, on an AVX512-VNNI CPU) the
+    Q4_0 matrices are read as stored by that GEMM, so nothing is repacked (no second copy in memory)."""
     if not _has_repack() or not _runtime.cpu_features().get("avx2"):
         pytest.skip("this CPU has no Q4_0 repack kernel")
     from omnimodel.arch.openvla_oft import export as oft_export
@@ -82,11 +103,19 @@ def test_only_matmul_weights_are_repacked_in_the_oft_graph(oft_generated_graph, 
     gguf = oft_export.write_gguf(policy, tmp_path / "q.gguf", "f32", types=types)
     images, proprio = parity_observation(policy, 0)
     inputs = run_reference(policy, images, "pick up the bowl", proprio).inputs
-    with _runtime.Model(str(gguf), n_threads=2, repack=True) as m:
-        packed = m.run(inputs, capture=["*"])
-        st = m.run_stats()
-    with _runtime.Model(str(gguf), n_threads=2, repack=False) as m:
-        plain = m.run(inputs, capture=["*"])
+    if _has_kquant_gemm():
+        with _runtime.Model(str(gguf), n_threads=2, repack=True) as m:
+            m.run(inputs)
+            assert m.run_stats()["n_repacked"] == 0
+    _load_gemm_ggml_graph(oft_generated_graph, tmp_path)
+    try:
+        with _runtime.Model(str(gguf), n_threads=2, repack=True) as m:
+            packed = m.run(inputs, capture=["*"])
+            st = m.run_stats()
+        with _runtime.Model(str(gguf), n_threads=2, repack=False) as m:
+            plain = m.run(inputs, capture=["*"])
+    finally:
+        oft_generated_graph.reload()
     assert 0 < st["n_repacked"] < len(types), st
     np.testing.assert_array_equal(packed["language_model.model.embed_tokens"],
                                   plain["language_model.model.embed_tokens"])

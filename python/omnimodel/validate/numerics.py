@@ -23,8 +23,8 @@ numerics"): ``naive`` (matmul, softmax, matmul), ``flash`` (ggml_flash_attn_ext 
 kernel also accumulates the output over F16 V rows in F16, which is not emulated.) A knob value missing
 there is an error, never silently ignored: a fast path whose rounding the reference does not know would
 otherwise be judged against the wrong arithmetic. Other speed knobs (a vectorised erf, a BF16 GEMM that
-rounds activations to BF16 as ggml's vec_dot_type does, a Q1_0/Q2_0 GEMM that rounds them to Q8_0 with
-ggml-cpu's own from_float) add no rounding point.
+rounds activations to BF16 as ggml's vec_dot_type does, a Q1_0/Q2_0/Q4_0/IQ4_NL GEMM that rounds them to Q8_0
+with ggml-cpu's own from_float, and to Q8_K bit for bit as ggml does for Q4_K/IQ4_XS) add no rounding point.
 """
 
 from __future__ import annotations
