@@ -90,11 +90,14 @@ def main() -> int:
     p.add_argument("--episodes", type=int, default=10, help="closed-loop episodes per task")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--only", help="comma-separated configuration keys to run")
+    p.add_argument("--open-loop-only", action="store_true",
+                   help="held-out action L1 only (eval --no-closed-loop): the ablation where closed loop is too slow")
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if args.what == "report":
         sys.stdout.write(report(Path(args.runs)))
         return 0
+    args.eval_args = ("--no-closed-loop",) if args.open_loop_only else ()
     configs = method_configs() if args.what == "methods" else ablation_configs()
     if args.only:
         keep = set(args.only.split(","))

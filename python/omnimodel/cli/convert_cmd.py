@@ -115,6 +115,8 @@ def _run(args: argparse.Namespace) -> int:
             from omnimodel.convert import NO_CALIB_MESSAGE
 
             raise UsageError(NO_CALIB_MESSAGE)
+    elif args.hbvla_ablation is not None:
+        raise UsageError("--hbvla-ablation applies to a binarized conversion (--method hbvla --bpw B)")
     elif any(v is not None for v in (args.calib, args.calib_cameras, args.calib_state, args.calib_action)):
         raise UsageError("--calib and its options apply to quantized conversions (--bpw or --allocation)")
     knobs = [_parse_knob(k) for k in args.knob]

@@ -110,8 +110,12 @@ def method_config(method: str, ablation: str | None = None) -> tuple[hb.HbvlaCon
 
 
 def needs_hessian(method: str, ablation: str | None = None) -> bool:
-    """Whether the method reads H = X X^T (salient split or error feedback); sign x alpha does not."""
-    cfg, _ = method_config(method, ablation)
+    """Whether the method reads H = X X^T (salient split or error feedback); sign x alpha does not. An
+    ablation that does not apply is ignored here (``method_config`` refuses it when the pass is planned)."""
+    try:
+        cfg, _ = method_config(method, ablation)
+    except BinarizeError:
+        cfg, _ = method_config(method)
     return cfg.salient_cap > 0 or cfg.error_feedback
 
 
