@@ -22,6 +22,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from parity_realwidth import log, report_summary, run_cli, write_calibration, write_checkpoint  # noqa: E402
 
 
+PARTS = ("signs", "group_bits", "scales", "means", "permutation", "salient_idx", "salient_signs", "salient_scales",
+         "salient_row_scales", "salient_means", "header", "padding", "fallback_bits")
+
+
+def accounting_table(report: dict) -> str:
+    """Where each stored bit goes (bits per weight by kind) for the first matrix of each shape in a
+    convert's quant_report.json; the parts add up to the matrix's bytes in the GGUF."""
+    seen, lines = set(), []
+    head = "| matrix | shape | salient columns | " + " | ".join(PARTS) + " | total bpw |"
+    lines += [head, "|" + "---|" * (len(PARTS) + 4)]
+    for r in report["tensors"]:
+        shape = tuple(r["shape"])
+        if shape in seen or "bits" not in r:
+            continue
+        seen.add(shape)
+        n = shape[0] * shape[1]
+        short = r["name"].replace("vision_backbone.", "").replace("language_model.model.", "").replace(".weight", "")
+        cells = [f"{r['bits'].get(k, 0) / n:.4f}" for k in PARTS]
+        lines.append(f"| {short} | {shape[0]}x{shape[1]} | {r.get('n_salient', '-')} | " + " | ".join(cells)
+                     + f" | {r['bits']['bpw']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, required=True)
@@ -29,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--llm-layers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--jobs", default="hbvla 1.4", help="comma-separated 'METHOD BPW [ABLATION]'")
+    ap.add_argument("--table", type=Path, metavar="QUANT_REPORT",
+                    help="only print the bit accounting table of a convert's quant_report.json")
     args = ap.parse_args(argv)
+    if args.table is not None:
+        print(accounting_table(json.loads(args.table.read_text())), end="")
+        return 0
     args.work.mkdir(parents=True, exist_ok=True)
     ckpt = write_checkpoint(args.work, args)
     calib = write_calibration(args.work, ckpt)

@@ -100,8 +100,9 @@ class RuntimeNumerics:
                 )
             attention[m.name] = ATTENTION_ROUNDING[value]
         # matrices and patch kernels: the weights of matmuls (1-D tensors only enter elementwise ops)
-        weights = {t.name: t.type for t in plan.tensors if len(t.shape) >= 2 and not t.is_hbvla}
-        return cls(weights, attention, frozenset(t.name for t in plan.tensors if t.is_hbvla))
+        hbvla = frozenset(t.name for t in plan.tensors if getattr(t, "is_hbvla", False))
+        weights = {t.name: t.type for t in plan.tensors if len(t.shape) >= 2 and t.name not in hbvla}
+        return cls(weights, attention, hbvla)
 
     def weight_type(self, weight_name: str) -> GGMLType | None:
         return self.weight_types.get(weight_name)
