@@ -19,8 +19,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parity_realwidth import log, report_summary, run_cli, write_calibration, write_checkpoint  # noqa: E402
-
+from parity_realwidth import (
+    log,
+    report_summary,
+    run_cli,
+    write_calibration,
+    write_checkpoint,
+)
 
 PARTS = ("signs", "group_bits", "scales", "means", "permutation", "salient_idx", "salient_signs", "salient_scales",
          "salient_row_scales", "salient_means", "header", "padding", "fallback_bits")

@@ -45,7 +45,13 @@ from omnimodel.gguf.types import type_info
 from omnimodel.plan.plan import HBVLA
 
 from . import hbvla as hb
-from .allocate import Allocation, AllocationError, TensorAllocation, apply_overrides, parse_overrides
+from .allocate import (
+    Allocation,
+    AllocationError,
+    TensorAllocation,
+    apply_overrides,
+    parse_overrides,
+)
 from .calibrate import CalibStats, adapter
 from .quantize import MatrixQuantizer
 from .samples import CalibSample

@@ -38,6 +38,7 @@ from omnimodel.errors import OmnimodelError
 from omnimodel.simbench.episodes import EpisodeFormatError
 
 from .allocate import Allocation, AllocationError, load_allocation
+from .allocate import check_budget as check_allocation_budget
 from .binarize import (
     ABLATION_NAMES,
     BINARIZE_METHODS,
@@ -50,8 +51,13 @@ from .binarize import (
     policy_aware_saliency,
     report_allocation,
 )
-from .allocate import check_budget as check_allocation_budget
-from .calib_check import CalibMismatchError, PolicyInputs, check_episode, check_metadata, check_sample
+from .calib_check import (
+    CalibMismatchError,
+    PolicyInputs,
+    check_episode,
+    check_metadata,
+    check_sample,
+)
 from .calib_data import DEFAULT_EPISODES, CalibDataOptions, open_calib_data
 from .calibrate import CalibStats, calibrate
 from .quantize import IMPORTANCE_MODES, MatrixQuantizer, QuantResult, plan_allocation
