@@ -32,6 +32,7 @@ CASES = {
     "billm-style": (billm_style(salient_cap=8), (32, 256)),
     "odd-rows": (hbvla(salient_cap=8, **_FAST), (33, 128)),  # no column Haar on the salient part
     "wide": (hbvla(salient_cap=200, salient_counts=(150,), **_FAST), (64, 1024)),  # 150 salient rows
+    "one-salient": (hbvla(salient_cap=1, salient_counts=(1,), **_FAST), (64, 128)),  # [1, O] planes: 1-D in ggml
 }
 
 
