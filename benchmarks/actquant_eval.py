@@ -73,7 +73,7 @@ def ensure_heldout(path: Path) -> Path:
     return path
 
 
-def run_config(c: Config, runs: Path, heldout: Path, episodes: int) -> dict:
+def run_config(c: Config, runs: Path, heldout: Path, episodes: int, eval_args: tuple[str, ...] = ()) -> dict:
     d = runs / c.key
     result_path = d / "eval.json"
     if result_path.is_file():
@@ -102,7 +102,7 @@ def run_config(c: Config, runs: Path, heldout: Path, episodes: int) -> dict:
         policy = str(model)
     t_convert = time.perf_counter() - t0
     cmd = omnimodel("eval", "--policy", policy, "--data", str(heldout), "--reference", str(demo_policy()),
-                    "--episodes", str(episodes), "--json", str(d / "eval.tmp.json"), "--quiet")
+                    "--episodes", str(episodes), "--json", str(d / "eval.tmp.json"), "--quiet", *eval_args)
     log.write("$ " + " ".join(cmd) + "\n")
     log.flush()
     r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -134,7 +134,7 @@ def run_all(configs: list[Config], args: argparse.Namespace) -> None:
     def one(c: Config):
         t0 = time.perf_counter()
         try:
-            r = run_config(c, runs, heldout, args.episodes)
+            r = run_config(c, runs, heldout, args.episodes, tuple(getattr(args, "eval_args", ())))
         except RuntimeError as e:
             print(f"  {c.key}: FAILED ({e})", flush=True)
             return

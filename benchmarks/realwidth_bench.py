@@ -15,7 +15,8 @@ Models (``--models``, default all three):
   demo         the shipped demo policy (convert --demo); its bundled calibration split.
 
 Contenders: F32 (demo only), F16, BF16 (--outtype), Q8_0, Q4_0, Q4_K, IQ4_XS (an --allocation file giving
-every quantized matrix that type, --method rtn), ActQuant at 4.5 and 2.5 bpw. The quantized converts
+every quantized matrix that type, --method rtn), ActQuant at 4.5 and 2.5 bpw, HBVLA (--method hbvla at 1.4
+bpw, 2 on the demo). The quantized converts
 calibrate (ActQuant needs it; RTN runs the same pass); the real-width models have no episodes, so a small
 dataset is synthesised in the project's episode format (224 px, 2 cameras, LIBERO's 8-D proprio and 7-D
 actions; random smooth images, random actions). It is synthetic and for speed only: the resulting
@@ -82,6 +83,10 @@ def contenders(model: str) -> list[Contender]:
     for bpw in ("4.5", "2.5"):
         out.append(Contender(f"ActQuant {bpw}", ("--bpw", bpw, "--method", "actquant", "--outtype", "f16"),
                              calibrates=True))
+    # HBVLA at its natural budget: ~1.2-1.4 bpw at real width; the demo's 64-wide towers take its fallback
+    # type, so the least it reaches there with a salient part is about 1.85 (docs/hbvla.md)
+    hb_bpw = "2" if model == "demo" else "1.4"
+    out.append(Contender("HBVLA", ("--bpw", hb_bpw, "--method", "hbvla", "--outtype", "f16"), calibrates=True))
     return out
 
 

@@ -88,7 +88,8 @@ std::vector<ggml_tensor *> planes(const graph_builder & gb, const std::string & 
         const std::string name = base + ".hb." + prefix + std::to_string(i);
         ggml_tensor *     t    = i == 0 ? gb.weight(name) : gb.weight_opt(name);
         if (t == nullptr) break;
-        if (t->type != GGML_TYPE_Q1_0 || t->ne[0] != width || t->ne[1] != rows || ggml_n_dims(t) != 2) {
+        // n_dims <= 2, not == 2: one salient column is a [1, O] plane, which ggml counts as 1-D
+        if (t->type != GGML_TYPE_Q1_0 || t->ne[0] != width || t->ne[1] != rows || ggml_n_dims(t) > 2) {
             fail(OMNIMODEL_ERR_FORMAT, format("HBVLA tensor '%s' must be Q1_0 [%lld, %lld], got %s %s", name.c_str(),
                                               (long long) rows, (long long) width, ggml_type_name(t->type),
                                               shape_str(t).c_str()));

@@ -15,6 +15,21 @@ namespace {
 
 // Enough nodes for a 7B VLA (two ViT towers plus a 32-layer LLM) with room to spare.
 constexpr size_t k_graph_size = 16384;
+// What one HBVLA matrix adds to a graph (hbvla.cpp: up to 37 nodes and 11 leaves, with room to spare).
+constexpr size_t k_hbvla_graph_tensors = 64;
+
+// The graph capacity for a model: k_graph_size, plus k_hbvla_graph_tensors per HBVLA matrix (each has
+// a "<base>.hb.hdr"), so a model without them gets exactly the size it always had and a fully
+// binarized full-depth VLA (about 400 matrices) does not outgrow it.
+size_t graph_size_for(const model & m) {
+    static const std::string hdr = ".hb.hdr";
+    size_t n = 0;
+    for (const ggml_tensor * t : m.tensors()) {
+        const std::string name = ggml_get_name(t);
+        n += name.size() > hdr.size() && name.compare(name.size() - hdr.size(), hdr.size(), hdr) == 0;
+    }
+    return k_graph_size + k_hbvla_graph_tensors * n;
+}
 // ggml's GGML_MAX_N_THREADS.
 constexpr int32_t k_max_threads = 512;
 // 2^32 floats (16 GiB) per input: far above any model's, far below what overflows a byte count.
@@ -92,8 +107,9 @@ runtime::runtime(const std::string & path, const omnimodel_params & params) : pa
     std::vector<ggml_backend_t> backends;
     if (backend_gpu_ != nullptr) backends.push_back(backend_gpu_);
     backends.push_back(backend_cpu_);  // last: the scheduler treats lower indices as preferred
-    sched_ = ggml_backend_sched_new(backends.data(), nullptr, static_cast<int>(backends.size()), k_graph_size,
-                                    false, true);
+    graph_size_ = graph_size_for(*model_);
+    sched_      = ggml_backend_sched_new(backends.data(), nullptr, static_cast<int>(backends.size()), graph_size_,
+                                         false, true);
     if (sched_ == nullptr) {
         fail(OMNIMODEL_ERR_BACKEND, "cannot create the ggml backend scheduler");
     }
@@ -290,7 +306,7 @@ void runtime::build_graph() {
     graph_.clear();  // a failed build leaves no graph behind, so the next compute builds again
     ggml_backend_sched_reset(sched_);
     if (graph_.meta == nullptr) {
-        graph_.meta_size = ggml_tensor_overhead() * k_graph_size + ggml_graph_overhead_custom(k_graph_size, false);
+        graph_.meta_size = ggml_tensor_overhead() * graph_size_ + ggml_graph_overhead_custom(graph_size_, false);
         graph_.meta.reset(new uint8_t[graph_.meta_size]);
     }
     ggml_init_params ip{graph_.meta_size, graph_.meta.get(), /*no_alloc=*/true};
@@ -301,7 +317,7 @@ void runtime::build_graph() {
         ~ctx_guard() { if (c != nullptr) ggml_free(c); }
     } guard{ctx0};
 
-    ggml_cgraph * gf = ggml_new_graph_custom(ctx0, k_graph_size, false);
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx0, graph_size_, false);
     graph_builder gb(*model_, ctx0, inputs_);
     build_(gb);
     if (gb.outputs().empty()) {

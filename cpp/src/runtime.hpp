@@ -38,7 +38,7 @@ struct profile_node {
 // Graphs may depend on input shapes, never on input values: token ids are re-checked on reuse.
 struct graph_cache {
     std::vector<std::pair<std::string, std::array<int64_t, 4>>> key;  // inputs by name, with shapes
-    // Tensor and graph metadata for up to k_graph_size nodes; left uninitialised, so only the part a
+    // Tensor and graph metadata for up to the runtime's graph size; left uninitialised, so only the part a
     // graph uses is ever touched (resident).
     std::unique_ptr<uint8_t[]>                                  meta;
     size_t                                                      meta_size = 0;
@@ -104,6 +104,7 @@ private:
     ggml_backend_t                     backend_gpu_ = nullptr;
     ggml_backend_t                     backend_cpu_ = nullptr;
     ggml_backend_sched_t               sched_       = nullptr;
+    size_t                             graph_size_  = 0;  // graph capacity (runtime.cpp graph_size_for)
     std::unique_ptr<model>             model_;
     build_fn                           build_ = nullptr;
     std::string                        graph_source_;

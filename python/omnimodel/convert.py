@@ -300,13 +300,22 @@ def convert(
             (stage / PLAN_FILE).write_text(_plan_json(plan) + "\n")
 
         quantizer = None
-        if quant is not None:
+        if quant is not None and quant.binarizes:
+            # binarization (HBVLA and its baselines): no allocation file, the plan records the HBVLA matrices
+            allocation, quantizer = _calibrate_and_binarize(policy, quant, stage_step, log, stage / ".calib")
+            plan = plan.with_tensor_types(allocation.plan_types(), outtype="mixed").with_hbvla(allocation.hbvla_names)
+            (stage / PLAN_FILE).write_text(_plan_json(plan) + "\n")
+        elif quant is not None:
             allocation, quantizer = _calibrate_and_allocate(policy, quant, stage_step, log, stage / ".calib")
             plan = plan.with_tensor_types(allocation.types(), outtype="mixed")
             (stage / PLAN_FILE).write_text(_plan_json(plan) + "\n")
             allocation.save(stage / ALLOCATION_FILE)
 
-        what = f"{quant.method} at {allocation.bpw:.3f} bpw, matrix by matrix, the rest {outtype}" if quant else outtype
+        if quant is not None and quant.binarizes:
+            what = (f"{quant.method} ({allocation.config.grouping} grouping, salient cap {allocation.config.salient_cap}; "
+                    f"at most {allocation.estimate_bpw:.3f} bpw), matrix by matrix, the rest {outtype}")
+        else:
+            what = f"{quant.method} at {allocation.bpw:.3f} bpw, matrix by matrix, the rest {outtype}" if quant else outtype
         with stage_step("gguf", f"writing {MODEL_FILE} ({what})"):
             gguf_path = arch.write_gguf(
                 policy, stage / MODEL_FILE, outtype,
@@ -429,8 +438,47 @@ def _calibrate_and_allocate(
     return allocation, quantizer
 
 
+def _calibrate_and_binarize(
+    policy: Any, quant: Any, stage_step: Callable[..., Any], log: Log, spill: Path
+) -> tuple[Any, Any]:
+    """The binarization plan (knobs for --bpw, checked before calibrating), the calibration it needs
+    (H = X X^T; the attention inputs of the policy-aware Hessian), and the exporter's encoder;
+    -> (BinarizePlan, BinarizeEncoder). Pipeline errors become ConvertErrors."""
+    from omnimodel.quant.pipeline import QuantPipelineError, binarize_plan, calibrate_policy, calibration_needs
+    from omnimodel.quant.pipeline import load_samples, make_binarizer
+
+    try:
+        bplan = binarize_plan(policy, quant)
+        needs = calibration_needs(quant)
+        src = quant.calib or "the demo's bundled calibration split"
+        samples = load_samples(policy, quant) if needs.any else None
+        what = f"{needs.describe()} on {src}" if needs.any else "not needed"
+        with stage_step("calibrate", what):
+            stats = calibrate_policy(policy, quant, samples=samples, log=log, spill=spill)
+        with stage_step("allocate", f"binarization knobs ({quant.bpw:g} bpw), policy-aware Hessian"):
+            cfg = bplan.config
+            log(f"      {len(bplan.binarized)} matrices binarized ({len(bplan.hbvla_names)} as HBVLA planes, the "
+                f"rest in a fallback type), {len(bplan.overrides.tensors) if bplan.overrides else 0} overridden; "
+                f"{cfg.name}: {cfg.grouping} grouping, salient cap {cfg.salient_cap}, permutation "
+                f"{cfg.permutation}, Haar {cfg.haar}, mean {cfg.mean}, feedback {cfg.error_feedback}, policy-aware "
+                f"{bplan.policy_aware}; at most {bplan.estimate_bpw:.3f} bpw")
+            encoder = make_binarizer(policy, bplan, stats, quant, samples, log)
+    except QuantPipelineError as e:
+        raise ConvertError(str(e)) from e
+    return bplan, encoder
+
+
 def _finish_quantization(policy: Any, allocation: Any, quantizer: Any, quant: Any, log: Log) -> Any:
-    from omnimodel.quant.pipeline import finish_outcome
+    from omnimodel.quant.pipeline import binarize_outcome, finish_outcome
+
+    if quant.binarizes:
+        outcome = binarize_outcome(policy, allocation, quantizer, quant)
+        r = outcome.report
+        log(f"      {quant.method}: {len(allocation.binarized)} matrices binarized in {quantizer.seconds:.2f} s; "
+            f"{r['vision_llm_bpw']:.3f} bpw over the quantized matrices (every stored bit), "
+            f"{r['matrices']['hbvla']} HBVLA, {r['matrices']['fallback']} fallback, "
+            f"{r['matrices']['override']} overridden")
+        return outcome
 
     outcome = finish_outcome(policy, allocation, quantizer, quant)
     log(f"      {quant.method}: {len(allocation.tensors)} matrices quantized in {quantizer.seconds:.2f} s of it")

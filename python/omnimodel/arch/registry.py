@@ -167,6 +167,12 @@ class Architecture:
         """The state_dict entries the GGUF stores, by name."""
         raise self.unsupported("GGUF exporter")
 
+    def attention_projections(self, model: Any) -> dict[str, tuple[str, ...]]:
+        """Attention module path -> the submodule names of its projections (HBVLA's policy-aware Hessian
+        runs each such module again on its recorded inputs, ``quant.binarize``); the module's forward
+        must return one tensor."""
+        raise self.unsupported("attention projections")
+
     def awq_scale_groups(self, model: Any) -> list[Any]:
         """AWQ's ``quant.awq.ScaleGroup``s: matrices sharing an input and where 1/s folds."""
         raise self.unsupported("AWQ scale groups")

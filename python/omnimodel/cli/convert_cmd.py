@@ -32,8 +32,14 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         "--checkpoint it runs on the demo policy and its bundled calibration episodes, with --checkpoint it "
         "needs --calib (the robot data the checkpoint was fine-tuned on; checked against the checkpoint first)")
     q.add_argument("--bpw", type=float, help="budget in bits per weight over the quantized matrices, e.g. 2.5")
-    q.add_argument("--method", default="actquant", choices=["actquant", "rtn", "imatrix", "gptq", "awq"],
-                   help="actquant (default) or a baseline; baselines use the same allocation")
+    q.add_argument("--method", default="actquant",
+                   choices=["actquant", "rtn", "imatrix", "gptq", "awq", "hbvla", "billm", "sign"],
+                   help="actquant (default) or a baseline using the same allocation (rtn, imatrix, gptq, awq); "
+                   "or a ~1-bit binarization (docs/hbvla.md): hbvla, billm (BiLLM-style residual), sign (sign x "
+                   "alpha, Q1_0 round-to-nearest), whose knobs --bpw chooses")
+    q.add_argument("--hbvla-ablation", metavar="NAME",
+                   help="--method hbvla without one of its parts: no-permutation, l1-permutation, no-haar, "
+                   "no-salient, no-shared-mean, no-feedback, no-policy-aware (docs/hbvla.md)")
     q.add_argument("--allocation", type=Path, metavar="FILE",
                    help="an allocation.json from an earlier run (used as is), or overrides 'pattern=TYPE' / "
                    "{pattern: type} applied on top of the solver's allocation (--bpw) or of F16")
@@ -103,12 +109,14 @@ def _run(args: argparse.Namespace) -> int:
             calib_action=args.calib_action, calib_episodes=args.calib_episodes,
             steps_per_episode=args.calib_steps, device=args.device,
             max_accumulator_bytes=None if args.calib_memory is None else int(args.calib_memory * (1 << 30)),
-            fisher_score=args.fisher_score,
+            fisher_score=args.fisher_score, ablation=args.hbvla_ablation,
         )
         if quant.needs_calibration and quant.calib is None and not args.demo:
             from omnimodel.convert import NO_CALIB_MESSAGE
 
             raise UsageError(NO_CALIB_MESSAGE)
+    elif args.hbvla_ablation is not None:
+        raise UsageError("--hbvla-ablation applies to a binarized conversion (--method hbvla --bpw B)")
     elif any(v is not None for v in (args.calib, args.calib_cameras, args.calib_state, args.calib_action)):
         raise UsageError("--calib and its options apply to quantized conversions (--bpw or --allocation)")
     knobs = [_parse_knob(k) for k in args.knob]
@@ -116,7 +124,8 @@ def _run(args: argparse.Namespace) -> int:
         out = args.out
     elif quantized:
         budget = f"{args.bpw:g}bpw" if args.bpw is not None else "alloc"
-        out = Path(f"{arch.name}-{args.method}-{budget}{'-demo' if args.demo else ''}")
+        method = args.method + (f"-{args.hbvla_ablation}" if args.hbvla_ablation else "")
+        out = Path(f"{arch.name}-{method}-{budget}{'-demo' if args.demo else ''}")
     else:
         out = Path(f"{arch.name}-{outtype}{'-demo' if args.demo else ''}")
     try:

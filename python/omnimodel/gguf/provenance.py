@@ -98,6 +98,72 @@ class TensorLike(Protocol):
     def n_weights(self) -> int: ...
 
 
+# An HBVLA matrix is stored as several tensors "<base>.hb.<suffix>" (omnimodel.quant.hbvla.storage, whose
+# SUFFIXES these must equal: a test checks); every size figure counts them as one matrix of out x in
+# real weights, so their bits are charged per real weight, not per plane element.
+HBVLA_INFIX = ".hb."
+HBVLA_SUFFIXES = ("hdr", "perm", "p0", "p1", "p2", "mu", "sidx", "s0", "s1", "sa", "smu")
+HBVLA_TYPE_NAME = "HBVLA"
+
+
+def hbvla_base(name: str) -> str | None:
+    """The base of the HBVLA matrix a tensor name belongs to, or None."""
+    i = name.rfind(HBVLA_INFIX)
+    return name[:i] if i >= 0 and name[i + len(HBVLA_INFIX):] in HBVLA_SUFFIXES else None
+
+
+@dataclass(frozen=True)
+class GroupedMatrix:
+    """The tensors of one HBVLA matrix as one matrix: (out, in) real weights, every stored byte."""
+
+    name: str  # "<base>.weight"
+    shape: tuple[int, int]  # (out, in): the planes' rows, the permutation's length
+    n_bytes: int
+    parts: tuple[str, ...]
+    ggml_type: GGMLType = GGMLType.Q1_0  # its planes' type: block-quantized
+    type_name: str = HBVLA_TYPE_NAME
+
+    @property
+    def n_elements(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    @property
+    def n_weights(self) -> int:
+        return self.n_elements
+
+    @property
+    def bpw(self) -> float:
+        return 8.0 * self.n_bytes / self.n_elements
+
+
+def group_hbvla(tensors: Iterable[TensorLike]) -> list:
+    """``tensors`` with each HBVLA matrix's tensors replaced by one ``GroupedMatrix`` (at its first tensor's
+    place); tensors of an incomplete group (no plane or permutation) are left as they are."""
+    tensors = list(tensors)
+    groups: dict[str, list] = {}
+    for t in tensors:
+        base = hbvla_base(t.name)
+        if base is not None:
+            groups.setdefault(base, []).append(t)
+    merged: dict[str, GroupedMatrix] = {}
+    for base, ts in groups.items():
+        by = {t.name[len(base) + len(HBVLA_INFIX):]: t for t in ts}
+        if "p0" not in by or "perm" not in by or len(by["p0"].shape) != 2:
+            continue
+        shape = (int(by["p0"].shape[0]), int(by["perm"].shape[-1]))
+        merged[base] = GroupedMatrix(base + ".weight", shape, sum(t.n_bytes for t in ts), tuple(t.name for t in ts))
+    out, placed = [], set()
+    for t in tensors:
+        base = hbvla_base(t.name)
+        if base in merged:
+            if base not in placed:
+                out.append(merged[base])
+                placed.add(base)
+            continue
+        out.append(t)
+    return out
+
+
 def real_weights(n_elements: int, shape: tuple[int, ...], real_width: int | None) -> int:
     """Weights a tensor stores, less the zero padding of a row-padded matrix (``real_width`` of its rows
     are real); what bits per weight divide by."""
@@ -107,7 +173,7 @@ def real_weights(n_elements: int, shape: tuple[int, ...], real_width: int | None
 def parameter_count(tensors: Iterable[TensorLike]) -> int:
     """The model's parameters as every tool reports them (inspect, bench): real weights in the file,
     row padding excluded."""
-    return sum(t.n_weights for t in tensors)
+    return sum(t.n_weights for t in group_hbvla(tensors))
 
 
 def is_matrix(t: TensorLike) -> bool:
@@ -142,7 +208,8 @@ class BpwFigures:
 
 
 def bpw_figures(tensors: Iterable[TensorLike]) -> BpwFigures:
-    tensors = list(tensors)
+    """The three figures, an HBVLA matrix's tensors counted as one matrix (``group_hbvla``)."""
+    tensors = group_hbvla(tensors)
     blocked = [t for t in tensors if type_info(t.ggml_type).block_size > 1]
     return BpwFigures(
         quantized=bits_per_weight(blocked, matrices_only=False) if blocked else None,

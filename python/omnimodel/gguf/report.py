@@ -66,14 +66,22 @@ class Report:
         return asdict(self)
 
 
+def _type_name(t: Any) -> str:
+    return getattr(t, "type_name", None) or t.ggml_type.name
+
+
 def build_report(gf: GGUFFile) -> Report:
+    """One row per tensor, except that an HBVLA matrix's ``<base>.hb.*`` tensors are one row of type
+    HBVLA (``provenance.group_hbvla``): its out x in real weights and every byte of its planes, means,
+    permutation, salient parts and header."""
+    tensors = provenance.group_hbvla(gf.tensors)
     rows = [
-        TensorRow(t.name, t.ggml_type.name, list(t.shape), t.n_elements, t.n_bytes, t.bpw)
-        for t in gf.tensors
+        TensorRow(t.name, _type_name(t), list(t.shape), t.n_elements, t.n_bytes, t.bpw)
+        for t in tensors
     ]
     by_type: dict[str, list[int]] = {}
-    for t in sorted(gf.tensors, key=lambda t: int(t.ggml_type)):
-        acc = by_type.setdefault(t.ggml_type.name, [0, 0, 0])
+    for t in sorted(tensors, key=lambda t: (int(t.ggml_type), _type_name(t))):
+        acc = by_type.setdefault(_type_name(t), [0, 0, 0])
         acc[0] += 1
         acc[1] += t.n_weights
         acc[2] += t.n_bytes
@@ -83,7 +91,7 @@ def build_report(gf: GGUFFile) -> Report:
         ftype = provenance.llama_file_type(gf.tensors)
     bpw = provenance.bpw_figures(gf.tensors)
     totals = Totals(
-        n_tensors=len(gf.tensors),
+        n_tensors=len(gf.tensors),  # as stored: an HBVLA matrix is several
         n_parameters=provenance.parameter_count(gf.tensors),
         n_elements=sum(t.n_elements for t in gf.tensors),
         tensor_bytes=sum(t.n_bytes for t in gf.tensors),

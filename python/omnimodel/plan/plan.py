@@ -7,6 +7,7 @@ keep the plan that failed next to the one it tries. The renderer needs nothing b
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -36,14 +37,26 @@ class ModulePlan:
         return "build_" + "".join(c if c.isalnum() else "_" for c in self.name)
 
 
+#: The type value of a matrix stored as HBVLA binary planes ("<base>.hb.*" instead of "<name>",
+#: omnimodel.quant.hbvla.storage): the shared blocks run it with build_linear_any, and the emulating
+#: reference rounds its Haar-domain activation, not its input (validate/numerics.py).
+HBVLA = "HBVLA"
+
+
 @dataclass(frozen=True)
 class TensorPlan:
     name: str  # GGUF tensor name (= PyTorch state_dict name)
     shape: tuple[int, ...]
-    ggml_type: str  # GGMLType name, e.g. "F16"
+    ggml_type: str  # GGMLType name, e.g. "F16", or HBVLA
+
+    @property
+    def is_hbvla(self) -> bool:
+        return self.ggml_type == HBVLA
 
     @property
     def type(self) -> GGMLType:
+        if self.is_hbvla:
+            raise ValueError(f"{self.name} is stored as HBVLA planes, not one GGML tensor")
         return GGMLType[self.ggml_type]
 
 
@@ -92,8 +105,21 @@ class Plan:
         tensors = tuple(replace(t, ggml_type=types[t.name].name) if t.name in types else t for t in self.tensors)
         return replace(self, tensors=tensors, outtype=outtype or self.outtype)
 
+    def with_hbvla(self, names: Iterable[str]) -> Plan:
+        """A copy recording these matrices as stored in HBVLA planes (type value ``HBVLA``)."""
+        names = set(names)
+        unknown = sorted(names - {t.name for t in self.tensors})
+        if unknown:
+            raise KeyError(f"no tensors {unknown[:3]} in the plan")
+        tensors = tuple(replace(t, ggml_type=HBVLA) if t.name in names else t for t in self.tensors)
+        return replace(self, tensors=tensors)
+
+    def hbvla_tensors(self) -> list[str]:
+        return [t.name for t in self.tensors if t.is_hbvla]
+
     def tensor_types(self) -> dict[str, GGMLType]:
-        return {t.name: t.type for t in self.tensors}
+        """name -> GGML type of every tensor stored as one GGML tensor (HBVLA matrices are not)."""
+        return {t.name: t.type for t in self.tensors if not t.is_hbvla}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,4 +141,4 @@ class Plan:
         )
 
 
-__all__ = ["ModulePlan", "TensorPlan", "Plan", "OWNS", "STATED_KNOBS"]
+__all__ = ["HBVLA", "ModulePlan", "TensorPlan", "Plan", "OWNS", "STATED_KNOBS"]

@@ -39,6 +39,18 @@ from omnimodel.simbench.episodes import EpisodeFormatError
 
 from .allocate import Allocation, AllocationError, load_allocation
 from .allocate import check_budget as check_allocation_budget
+from .binarize import (
+    ABLATION_NAMES,
+    BINARIZE_METHODS,
+    BinarizeEncoder,
+    BinarizeError,
+    BinarizePlan,
+    binarize_report,
+    needs_hessian,
+    plan_binarization,
+    policy_aware_saliency,
+    report_allocation,
+)
 from .calib_check import CalibMismatchError, check_episode, check_metadata, check_sample
 from .calib_data import DEFAULT_EPISODES, CalibDataOptions, open_calib_data
 from .calibrate import CalibStats, calibrate
@@ -48,7 +60,7 @@ from .samples import CalibSample, samples_from_episodes
 from .spill import merge_arrays
 from .targets import ModelWeights, matrix_targets
 
-PIPELINE_METHODS = ("actquant", "rtn", "imatrix", "gptq", "awq")
+PIPELINE_METHODS = ("actquant", "rtn", "imatrix", "gptq", "awq", *BINARIZE_METHODS)
 Log = Callable[[str], None]
 
 
@@ -86,6 +98,13 @@ class QuantOptions:
     # also compute the Fisher for a method that does not need it, to score it on the shared measure
     # (quant_report's fisher_error, as the method comparison does)
     fisher_score: bool = False
+    # --method hbvla only: one of binarize.ABLATION_NAMES (the paper's ablations), None: the full method
+    ablation: str | None = None
+
+    @property
+    def binarizes(self) -> bool:
+        """A binarization method (quant.binarize): HBVLA planes / fallback types instead of an allocation."""
+        return self.method in BINARIZE_METHODS
 
     @property
     def needs_calibration(self) -> bool:
@@ -105,6 +124,12 @@ class QuantOptions:
             raise QuantPipelineError(f"importance must be one of {IMPORTANCE_MODES}, got {self.importance!r}")
         if not 0.0 <= self.lam <= 1.0:
             raise QuantPipelineError(f"lambda must be in [0, 1], got {self.lam}")
+        if self.ablation is not None and (self.method != "hbvla" or self.ablation not in ABLATION_NAMES):
+            raise QuantPipelineError(f"--hbvla-ablation takes --method hbvla and one of {ABLATION_NAMES}, got "
+                                     f"{self.ablation!r} with --method {self.method}")
+        if self.binarizes and self.bpw is None and self.allocation is not None:
+            raise QuantPipelineError(f"--method {self.method} needs --bpw (its knobs are chosen for it); "
+                                     "--allocation adds overrides on top")
         if self.bpw is None and self.allocation is None:
             raise QuantPipelineError("give a bits-per-weight budget (--bpw) or an allocation file (--allocation)")
         if self.bpw is not None and not 0.0 < self.bpw <= 32.0:
@@ -137,6 +162,9 @@ class CalibNeeds:
 def calibration_needs(opts: QuantOptions) -> CalibNeeds:
     """What ``opts`` needs: a complete allocation file needs no statistics, the solver its HSIC features
     (``hsic``) and the Fisher (``error_model="measured"``); each method its own (rtn: none)."""
+    if opts.binarizes:  # hbvla.solve picks the knobs from shapes alone; H = X X^T unless sign x alpha
+        return CalibNeeds(features=False, imatrix=False, fisher=opts.fisher_score,
+                          hessian=needs_hessian(opts.method, opts.ablation))
     solver = opts.bpw is not None
     return CalibNeeds(
         features=solver and opts.hsic,
@@ -356,9 +384,41 @@ def quantize_policy(policy, stats: CalibStats | None, opts: QuantOptions, log: L
     return outcome
 
 
+def binarize_plan(policy, opts: QuantOptions) -> BinarizePlan:
+    """The binarization pass's knobs and matrices for ``opts`` (before calibrating: a --bpw out of reach
+    fails here, naming the feasible range)."""
+    try:
+        return plan_binarization(policy, opts.method, opts.bpw, opts.allocation, opts.ablation)
+    except BinarizeError as e:
+        raise QuantPipelineError(str(e)) from e
+
+
+def make_binarizer(policy, bplan: BinarizePlan, stats: CalibStats | None, opts: QuantOptions,
+                   samples: list[CalibSample] | None = None, log: Log = print) -> BinarizeEncoder:
+    """The exporter's encoder for a binarization pass; for HBVLA first the policy-aware Hessian of the
+    attention projections from the calibration samples' attention inputs."""
+    saliency = {}
+    if bplan.policy_aware and stats is not None and stats.hessian:
+        saliency = policy_aware_saliency(policy, bplan, stats, samples or load_samples(policy, opts), log)
+    return BinarizeEncoder(bplan, stats, saliency, log)
+
+
+def binarize_outcome(policy, bplan: BinarizePlan, encoder: BinarizeEncoder, opts: QuantOptions,
+                     seconds: dict | None = None) -> QuantOutcome:
+    """The report of a binarization pass whose matrices ``encoder`` has stored (after ``write_gguf``)."""
+    report = binarize_report(policy, bplan, encoder)
+    report["options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.__dict__.items()}
+    order = [t.name for t in matrix_targets(policy.model)]
+    allocation = report_allocation(bplan, encoder, order)
+    return QuantOutcome(allocation, None, report, {**(seconds or {}), "quantize": encoder.seconds})
+
+
 def check_budget(policy, opts: QuantOptions) -> None:
     """Fail before calibrating when ``opts.bpw`` cannot be met (the solver would say so only later)."""
     if opts.bpw is None:
+        return
+    if opts.binarizes:
+        binarize_plan(policy, opts)
         return
     try:
         check_allocation_budget(matrix_targets(policy.model), opts.bpw)
@@ -368,6 +428,9 @@ def check_budget(policy, opts: QuantOptions) -> None:
 
 __all__ = [
     "PIPELINE_METHODS",
+    "binarize_outcome",
+    "binarize_plan",
+    "make_binarizer",
     "CalibNeeds",
     "QuantOptions",
     "QuantOutcome",

@@ -82,6 +82,9 @@ class RuntimeNumerics:
 
     weight_types: Mapping[str, GGMLType]  # state_dict weight name -> stored type
     attention: Mapping[str, GGMLType | None] = field(default_factory=dict)  # plan module name -> q/k/v rounding
+    # matrices stored as HBVLA planes: the runtime rounds their Haar-domain activation z (Q1_0's vec_dot
+    # type, Q8_0) for the plane products only, so the reference adds that rounding's effect to the output
+    hbvla: frozenset[str] = frozenset()
 
     @classmethod
     def from_plan(cls, plan: Any) -> RuntimeNumerics:
@@ -97,7 +100,9 @@ class RuntimeNumerics:
                 )
             attention[m.name] = ATTENTION_ROUNDING[value]
         # matrices and patch kernels: the weights of matmuls (1-D tensors only enter elementwise ops)
-        return cls({t.name: t.type for t in plan.tensors if len(t.shape) >= 2}, attention)
+        hbvla = frozenset(t.name for t in plan.tensors if getattr(t, "is_hbvla", False))
+        weights = {t.name: t.type for t in plan.tensors if len(t.shape) >= 2 and t.name not in hbvla}
+        return cls(weights, attention, hbvla)
 
     def weight_type(self, weight_name: str) -> GGMLType | None:
         return self.weight_types.get(weight_name)
@@ -116,6 +121,8 @@ class RuntimeNumerics:
         for t in self.weight_types.values():
             key = vec_dot_type(t).name
             out[key] = out.get(key, 0) + 1
+        if self.hbvla:
+            out["HBVLA"] = len(self.hbvla)  # Q8_0 of the Haar-domain activation, plane products only
         return dict(sorted(out.items()))
 
 

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from omnimodel.arch.registry import for_policy
+from omnimodel.gguf.types import GGMLType
 
 from .numerics import RuntimeNumerics, round_activations
 
@@ -151,8 +152,18 @@ class GGUFWeights:
     def get(self, name: str) -> torch.Tensor | None:
         t = self.records.get(name)
         if t is None:
-            return None
+            q = self.hbvla(name)
+            return None if q is None else torch.from_numpy(q.weight())
         return torch.from_numpy(_decode(self.file, t))
+
+    def hbvla(self, name: str):
+        """The HBVLA matrix stored for weight ``name`` (``quant.hbvla.HbvlaMatrix``), or None: decoded
+        from its planes on each call (not kept: its sign planes take a byte per weight)."""
+        from omnimodel.quant.hbvla.storage import base_name, read_matrix
+
+        if base_name(name) + ".hb.hdr" not in self.records:
+            return None
+        return read_matrix(self.file, name)
 
 
 def _decode(gf, t) -> np.ndarray:
@@ -246,15 +257,39 @@ def _round_conv_input(x: torch.Tensor, conv: nn.Conv2d, wtype) -> torch.Tensor:
     return out
 
 
+def _hbvla_rounding(q) -> Callable:
+    """A forward hook adding to an HBVLA matrix's exact output what the runtime's Q8_0 rounding of its
+    Haar-domain activation z changes (``quant.hbvla.execution.rounding_delta``, ggml's own from_float)."""
+    from omnimodel.quant.hbvla.execution import rounding_delta
+
+    def act(z: np.ndarray) -> np.ndarray:
+        return round_activations(torch.from_numpy(z), GGMLType.Q1_0).numpy()
+
+    def hook(_m, args, out):
+        x = args[0]
+        delta = rounding_delta(q, x.detach().reshape(-1, x.shape[-1]).double().cpu().numpy(), act)
+        return out + torch.from_numpy(delta).to(out.dtype).reshape(out.shape)
+
+    return hook
+
+
 def rounding_points(
-    model: nn.Module, numerics: RuntimeNumerics | None, perturb: Perturbation | None
+    model: nn.Module, numerics: RuntimeNumerics | None, perturb: Perturbation | None,
+    weights: WeightSource | None = None,
 ) -> list:
-    """Pre-hooks at every matmul's activation input: perturb (R'), then round as the runtime does (R)."""
+    """Pre-hooks at every matmul's activation input: perturb (R'), then round as the runtime does (R).
+    An HBVLA matrix (``numerics.hbvla``; its planes from ``weights``) gets a forward hook instead of the
+    rounding: the runtime rounds its Haar-domain activation, not its input."""
     if numerics is None and perturb is None:
         return []
     gen = torch.Generator().manual_seed(perturb.seed) if perturb is not None else None
     handles = []
     for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and numerics is not None and f"{name}.weight" in numerics.hbvla:
+            q = getattr(weights, "hbvla", lambda _n: None)(f"{name}.weight")
+            if q is None:
+                raise ValueError(f"{name}.weight: the plan stores it as HBVLA but the weights have no HBVLA planes")
+            handles.append(module.register_forward_hook(_hbvla_rounding(q)))
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             wtype = numerics.weight_type(f"{name}.weight") if numerics is not None else None
 
@@ -346,7 +381,7 @@ def run_reference(
     target = sink if sink is not None else store
     model = policy.model
     handles = just_in_time_weights(model, _DTYPES[dtype], weights)
-    handles += rounding_points(model, numerics, perturb)
+    handles += rounding_points(model, numerics, perturb, weights)
     handles += _collect(policy, target, keep)
     for name in _RECORDED_INPUTS:
         value = getattr(x, name, None)

@@ -32,6 +32,7 @@ CASES = {
     "billm-style": (billm_style(salient_cap=8), (32, 256)),
     "odd-rows": (hbvla(salient_cap=8, **_FAST), (33, 128)),  # no column Haar on the salient part
     "wide": (hbvla(salient_cap=200, salient_counts=(150,), **_FAST), (64, 1024)),  # 150 salient rows
+    "one-salient": (hbvla(salient_cap=1, salient_counts=(1,), **_FAST), (64, 128)),  # [1, O] planes: 1-D in ggml
 }
 
 
@@ -200,3 +201,22 @@ def test_corrupt_storage_is_an_error_not_a_crash(tmp_path):
         with pytest.raises(_runtime.RuntimeStatusError, match=r"bias 'layers.0.bias' has shape \[16, 2\]") as ei:
             m.run({"x": x})
         assert ei.value.code == 5
+
+
+def test_a_deep_stack_outgrowing_the_base_graph_size(tmp_path):
+    """500 HBVLA layers build a graph of more tensors than the runtime's base capacity (16384): the
+    capacity grows with the file's HBVLA matrices (runtime.cpp graph_size_for) instead of ggml aborting.
+    Run in a child process, so a regression is a failed test, not a crashed test session."""
+    import subprocess
+    import sys
+
+    q = _quantized(hbvla(salient_cap=4, **_FAST), (128, 128), seed=7)
+    assert len(q.salient_idx) > 0  # about 48 graph tensors per layer with a salient part: 24k in all
+    path = tmp_path / "deep.gguf"
+    _write(path, [(q, None)] * 500, final_bias=False)
+    code = ("import numpy as np, omnimodel._runtime as r\n"
+            f"m = r.Model({str(path)!r}, n_threads=1)\n"
+            "y = m.run({'x': np.zeros((2, 128), np.float32)})['out']\n"  # the graph is the point, not the values
+            "print('ok', y.shape, bool(np.isfinite(y).all()))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "ok (2, 128) True" in res.stdout, res.stderr[-2000:]

@@ -127,6 +127,12 @@ class OpenVLAOFTArchitecture(Architecture):
     def exported_tensors(self, policy: Any) -> dict[str, Any]:
         return export.exported_tensors(policy)
 
+    def attention_projections(self, model: Any) -> dict[str, tuple[str, ...]]:
+        from .modeling import LlamaAttention, ViTAttention
+
+        kinds = {ViTAttention: ("qkv", "proj"), LlamaAttention: ("q_proj", "k_proj", "v_proj", "o_proj")}
+        return {name: kinds[type(m)] for name, m in model.named_modules() if type(m) in kinds}
+
     def awq_scale_groups(self, model: Any) -> list[Any]:
         from .awq_groups import scale_groups
 

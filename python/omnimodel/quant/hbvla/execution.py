@@ -72,6 +72,14 @@ def apply(q: HbvlaMatrix, x: np.ndarray, act: Callable[[np.ndarray], np.ndarray]
     return y
 
 
+def rounding_delta(q: HbvlaMatrix, x: np.ndarray, act: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """(tokens, in) -> (tokens, out): what rounding the plane products' input z by ``act`` adds to the
+    exact x W_hat^T (``apply(q, x, act) - apply(q, x)``, computed without the exact part). The emulating
+    reference adds it to an HBVLA matrix's exact output: the runtime rounds z, not x."""
+    z = activation(np.asarray(x, np.float64), q.perm, q.layout)
+    return _plane_products(q.main, np.asarray(act(z), np.float64) - z)
+
+
 def _plane_bound(planes, z: np.ndarray) -> np.ndarray:
     """(tokens, rows): sum_i sum_j |d_i[r, blk(j)]| * err_j with err_j the a-priori Q8_0 bound."""
     tok, width = z.shape
@@ -91,4 +99,4 @@ def rounding_bound(q: HbvlaMatrix, x: np.ndarray, rel: float = 1e-5) -> np.ndarr
     return b
 
 
-__all__ = ["apply", "q8_0_round", "rounding_bound"]
+__all__ = ["apply", "q8_0_round", "rounding_bound", "rounding_delta"]

@@ -163,8 +163,10 @@ def solver_candidates(base: HbvlaConfig | None = None) -> list[HbvlaConfig]:
     block grouping at every shape measured (docs/hbvla.md), and a larger salient cap can only help (the
     count is chosen by error, and bits are charged for the cap: the worst case)."""
     base = base or hbvla()
+    # the base's own cap is the most tried: an ablation without the salient part keeps it off
+    caps = sorted({min(cap, base.salient_cap) for cap in SOLVER_CAPS}, reverse=True)
     return [base.with_(grouping=g, salient_cap=cap, name=f"hbvla-{g}-sal{cap}")
-            for g in ("element", "block") for cap in SOLVER_CAPS]
+            for g in ("element", "block") for cap in caps]
 
 
 class BudgetError(ValueError):
