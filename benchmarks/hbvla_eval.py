@@ -29,6 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from actquant_eval import Config, run_all
 
+from omnimodel.simbench.confidence import wilson_interval
+
 HBVLA_BPW = 2.0  # the demo: block grouping, salient cap 8 (at most 1.87 bpw; about 1.85 achieved)
 ACTQUANT_BPW = 1.85  # the honest bpw HBVLA achieves on the demo at HBVLA_BPW
 ABLATIONS = ("no-policy-aware", "no-permutation", "l1-permutation", "no-haar", "no-salient", "no-shared-mean",
@@ -49,14 +51,6 @@ def ablation_configs() -> list[Config]:
     return [Config(f"hbvla-2-{a}", "hbvla", HBVLA_BPW, ("--hbvla-ablation", a), f"HBVLA, {a}") for a in ABLATIONS]
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a success rate k/n (n > 0)."""
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def report(runs: Path) -> str:
     rows = []
     for d in sorted(runs.iterdir()):
@@ -69,7 +63,7 @@ def report(runs: Path) -> str:
         tasks = cl.get("tasks", {})
         k = sum(v["successes"] for v in tasks.values())
         n = sum(v["episodes"] for v in tasks.values())
-        lo, hi = wilson(k, n) if n else (float("nan"), float("nan"))
+        lo, hi = wilson_interval(k, n) if n else (float("nan"), float("nan"))
         q = r.get("quant", {})
         bpw = q.get("vision_llm_bpw")
         rows.append((r["config"]["label"] or r["config"]["key"], "32" if bpw is None else f"{bpw:.3f}",
