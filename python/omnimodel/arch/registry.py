@@ -61,6 +61,9 @@ class Architecture:
     demo_note: ClassVar[str] = ""
     # The exception the checkpoint loader raises for a bad checkpoint or config (a one-line message).
     checkpoint_error: ClassVar[type[Exception]] = ValueError
+    # Whether the runtime preprocesses raw observations for this family (C++ tokenizer, image resize):
+    # the parity check then runs that preprocessing too and compares it with the reference's.
+    runtime_preprocessing: ClassVar[bool] = True
 
     # -- identification ---------------------------------------------------------------------------
     def matches_config(self, config: dict[str, Any]) -> bool:
@@ -70,6 +73,12 @@ class Architecture:
     def owns(self, policy: Any) -> bool:
         """Whether a loaded policy (or its model) is of this family: its class lives in ``package``."""
         return type(policy).__module__.startswith(self.package + ".")
+
+    def gguf_name(self, name: str) -> str:
+        """The GGUF tensor / runtime intermediate name of a PyTorch parameter or module path. ggml keeps
+        names of at most 63 bytes, so a family whose module paths are longer abbreviates them here (the
+        validator maps the reference's hooks and weights through it). Identity by default."""
+        return name
 
     def unsupported(self, what: str) -> NotSupported:
         """The error of a stage this family lacks: ``missing`` when the family says what it lacks."""

@@ -84,9 +84,35 @@ def run_runtime(
             images, instruction = observation
             run["input_ids"] = np.asarray(m.input_ids(instruction), np.float32)[None]
             run["pixel_values"] = m.preprocess_images(list(images))
-        run.update(m.run(inputs, capture=["*"]))
+        run.update(stack_steps(m.run(inputs, capture=["*"])))
         run.graph_source = m.graph_source
         return run
+
+
+#: A runtime name ``X@i`` is call i of module X in one graph (a module run once per denoising step):
+#: ``stack_steps`` stacks them as X, the way the reference concatenates a module's calls on dim 0.
+STEP_SEPARATOR = "@"
+
+
+def stack_steps(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``X@0``, ``X@1``, ... -> ``X`` (stacked along a new leading axis, in call order), at the place of
+    ``X@0``; other names unchanged."""
+    steps: dict[str, dict[int, np.ndarray]] = {}
+    for name, value in tensors.items():
+        base, sep, index = name.rpartition(STEP_SEPARATOR)
+        if sep and index.isdigit():
+            steps.setdefault(base, {})[int(index)] = value
+    out: dict[str, np.ndarray] = {}
+    for name, value in tensors.items():
+        base, sep, index = name.rpartition(STEP_SEPARATOR)
+        if not (sep and index.isdigit()):
+            out[name] = value
+        elif base not in out:
+            calls = steps[base]
+            if sorted(calls) != list(range(len(calls))) or len({v.shape for v in calls.values()}) != 1:
+                raise ValueError(f"runtime intermediates {base}@i: calls {sorted(calls)} do not stack")
+            out[base] = np.stack([calls[i] for i in range(len(calls))])
+    return out
 
 
 @dataclass
@@ -152,7 +178,9 @@ class ParityCheck:
     @property
     def weights(self) -> GGUFWeights:
         if self._weights is None:
-            self._weights = GGUFWeights(self.gguf)
+            from omnimodel.arch.registry import for_policy
+
+            self._weights = GGUFWeights(self.gguf, for_policy(self.policy).gguf_name)
         return self._weights
 
     def runtime_inputs(self) -> dict[str, np.ndarray]:
@@ -161,7 +189,11 @@ class ParityCheck:
         return for_policy(self.policy).runtime_inputs(self.inputs)
 
     def run_runtime(self) -> RuntimeRun:
-        return run_runtime(self.gguf, self.runtime_inputs(), self.threads, observation=(self.images, self.instruction))
+        from omnimodel.arch.registry import for_policy
+
+        # the runtime's own preprocessing is compared where the family has one
+        observation = (self.images, self.instruction) if for_policy(self.policy).runtime_preprocessing else None
+        return run_runtime(self.gguf, self.runtime_inputs(), self.threads, observation=observation)
 
     def references(self, plan: Any, names: set[str]) -> References:
         """R, d(E, R) and d(R', R) for ``plan``'s numerics, covering ``names`` (computed once per numerics)."""

@@ -141,15 +141,16 @@ class GGUFWeights:
     """The values the runtime multiplies: every tensor of a GGUF, decoded by ggml's own to_float on
     demand (zero padding dropped). Only the header is kept in memory."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], rename: Callable[[str], str] | None = None) -> None:
         from omnimodel.gguf.reader import read_gguf
 
         self.path = path
         self.file = read_gguf(path)
         self.records = {t.name: t for t in self.file.tensors}
+        self.rename = rename or (lambda name: name)  # state_dict name -> GGUF name (Architecture.gguf_name)
 
     def get(self, name: str) -> torch.Tensor | None:
-        t = self.records.get(name)
+        t = self.records.get(self.rename(name))
         if t is None:
             return None
         return torch.from_numpy(_decode(self.file, t))
@@ -227,6 +228,16 @@ def just_in_time_weights(model: nn.Module, dtype: torch.dtype, source: WeightSou
     return handles
 
 
+def _gguf_names(model: nn.Module) -> Callable[[str], str]:
+    """PyTorch name -> GGUF name for a policy's network (identity for a network no architecture owns)."""
+    from omnimodel.arch.registry import UnknownArchitecture
+
+    try:
+        return for_policy(model).gguf_name
+    except UnknownArchitecture:
+        return lambda name: name
+
+
 def _perturb(x: torch.Tensor, p: Perturbation, gen: torch.Generator) -> torch.Tensor:
     u = torch.rand(x.shape, generator=gen, dtype=torch.float64) * 2.0 - 1.0
     return x * (1.0 + p.eps * u).to(x.dtype)
@@ -253,10 +264,11 @@ def rounding_points(
     if numerics is None and perturb is None:
         return []
     gen = torch.Generator().manual_seed(perturb.seed) if perturb is not None else None
+    rename = _gguf_names(model)
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, (nn.Linear, nn.Conv2d)):
-            wtype = numerics.weight_type(f"{name}.weight") if numerics is not None else None
+            wtype = numerics.weight_type(rename(f"{name}.weight")) if numerics is not None else None
 
             def pre(m, args, wtype=wtype):
                 x = args[0]
@@ -268,7 +280,7 @@ def rounding_points(
 
             handles.append(module.register_forward_pre_hook(pre))
         elif name.endswith(_ATTENTION_SUFFIXES) and hasattr(module, "qkv_rounding"):
-            rounding = numerics.attention_rounding(name) if numerics is not None else None
+            rounding = numerics.attention_rounding(rename(name)) if numerics is not None else None
             if rounding is None and perturb is None:
                 continue
 
@@ -296,6 +308,7 @@ class _Unset:
 
 def _collect(policy: Policy, sink: Sink, keep: Callable[[str], bool]) -> list:
     model = policy.model
+    rename = for_policy(policy).gguf_name  # the runtime names intermediates as the GGUF names weights
     handles = []
 
     def put(name: str, value: torch.Tensor) -> None:
@@ -303,8 +316,8 @@ def _collect(policy: Policy, sink: Sink, keep: Callable[[str], bool]) -> list:
             sink.add(name, value)
 
     for name, module in model.named_modules():
-        if name and keep(name):
-            handles.append(module.register_forward_hook(lambda _m, _i, out, name=name: put(name, out)))
+        if name and keep(rename(name)):
+            handles.append(module.register_forward_hook(lambda _m, _i, out, name=rename(name): put(name, out)))
     return handles + for_policy(policy).reference_hooks(model, put, keep)
 
 

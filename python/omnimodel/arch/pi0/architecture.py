@@ -1,32 +1,50 @@
-"""pi0 and pi0.5 in the architecture registry: what exists today (loader, PyTorch reference, miniature).
+"""pi0 and pi0.5 in the architecture registry: loader, PyTorch reference, miniature, and convert end to
+end (analyzer ``omnimodel/analyze/pi0.py``, plan spec ``omnimodel/plan/archs/pi0.py``, glue template
+``templates/archs/pi0.cpp.j2``, GGUF export ``export.py``, parity ``parity.py``).
 
-Both families share this package; ``Pi0Config.kind`` tells them apart. ``convert`` stops at once with
-``missing`` (one line, exit 2): the analyzer, plan spec, templates and C++ graph are issue 12 item 4.
+Both families share this package; ``Pi0Config.kind`` tells them apart. Not yet: the runtime's own
+preprocessing (tokenizer, image resize, normalisation; branch pi0prep), calibration and AWQ.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+import re
 from typing import Any
 
 from omnimodel.arch.registry import Architecture, register
 
 from .config import ConfigError
 
+# The quantized stacks (PyTorch names): SigLIP's encoder layers and both Gemma stacks' layers.
+_LAYER_RE = re.compile(
+    r"^(paligemma_with_expert\.(?:paligemma\.model\.vision_tower\.vision_model\.encoder\.layers|"
+    r"paligemma\.model\.language_model\.layers|gemma_expert\.model\.layers)\.\d+)\."
+)
+
 _PRECISION = {"float32": "float32", "float64": "float64", "bfloat16": "bfloat16"}
 
 
 class _Pi0Family(Architecture):
     package = "omnimodel.arch.pi0"
-    missing = "no runtime graph yet (issue 12 item 4: analyzer, plan spec, templates and C++ graph)"
+    missing = None
+    outtypes = ("f32", "f16", "bf16", "q8_0")
     checkpoint_error = ConfigError  # CheckpointError derives from it
+    # the C++ tokenizer / image preprocessing for pi0 come with branch pi0prep
+    runtime_preprocessing = False
+    bench_stages = {
+        "prefix": ("paligemma_with_expert.paligemma",),
+        "denoise": ("paligemma_with_expert.gemma_expert", "action_in_proj", "action_out_proj"),
+    }
+    runtime_stage_ends = {"prefix": "prefix_embeds"}
 
     def matches_config(self, config: dict[str, Any]) -> bool:
         # LeRobot's layout names the family; an openpi-PyTorch config does not (its tensors do).
         return config.get("type") == self.name
 
     def owns(self, policy: Any) -> bool:
-        return super().owns(policy) and getattr(getattr(policy, "config", None), "kind", None) == self.name
+        config = getattr(policy, "config", None) or getattr(policy, "cfg", None)  # a policy or its Pi0Model
+        return super().owns(policy) and getattr(config, "kind", None) == self.name
 
     def load_policy(self, checkpoint: Path, *, dtype: Any = None, lazy: bool = False,
                     unnorm_key: str | None = None) -> Any:
@@ -57,6 +75,63 @@ class _Pi0Family(Architecture):
         from .policy import prepare_inputs
 
         return prepare_inputs(policy, images, instruction, state)
+
+    def gguf_name(self, name: str) -> str:
+        from .names import gguf_name
+
+        return gguf_name(name)
+
+    def analyze(self, checkpoint: Path, **kwargs: Any) -> Any:
+        from omnimodel.analyze.pi0 import analyze_pi0
+
+        return analyze_pi0(checkpoint, **kwargs)
+
+    def plan_spec(self) -> Any:
+        from omnimodel.plan.archs import pi0
+
+        return pi0
+
+    def write_gguf(self, policy: Any, path: Path, outtype: str, **kwargs: Any) -> Path:
+        from . import export
+
+        return export.write_gguf(policy, path, outtype, **kwargs)
+
+    def exported_tensors(self, policy: Any) -> dict[str, Any]:
+        from . import export
+
+        return export.exported_tensors(policy)
+
+    def runtime_inputs(self, inputs: Any) -> dict[str, Any]:
+        from . import export
+
+        return export.runtime_inputs(inputs)
+
+    def parity_observation(self, policy: Any, seed: int) -> tuple[list[Any], Any]:
+        from . import parity
+
+        return parity.parity_observation(policy, seed)
+
+    def model_args(self, model: Any, inputs: Any, dtype: Any) -> tuple[Any, ...]:
+        from . import parity
+
+        return parity.model_args(model, inputs, dtype)
+
+    def reference_outputs(self, policy: Any, inputs: Any, out: Any) -> dict[str, Any]:
+        return {}  # the model returns denoised_actions, which its probe already recorded
+
+    def action_span(self, policy: Any) -> Any:
+        from . import parity
+
+        return parity.action_span(policy)
+
+    def quant_layer(self, name: str) -> str | None:
+        m = _LAYER_RE.match(name)
+        return m.group(1) if m else None
+
+    def unused_parameter_prefixes(self, model: Any) -> list[str]:
+        from .modeling import unused_parameter_prefixes
+
+        return unused_parameter_prefixes(model.cfg)
 
     def predict_action(self, policy: Any, images: Any, instruction: str, state: Any, **kwargs: Any) -> Any:
         from .policy import predict_action
