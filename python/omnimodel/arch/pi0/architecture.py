@@ -42,6 +42,20 @@ class _Pi0Family(Architecture):
         # LeRobot's layout names the family; an openpi-PyTorch config does not (its tensors do).
         return config.get("type") == self.name
 
+    def matches_checkpoint(self, config: dict[str, Any], root: Path | None) -> bool:
+        if self.matches_config(config) or "type" in config or root is None:
+            return self.matches_config(config)
+        # openpi's config.json does not name the kind: its tensors do (time_mlp_in for pi0.5, state_proj for pi0)
+        from .checkpoint import CheckpointError, detect_layout, kind_from_tensors, locate_files, scan_tensors
+
+        try:
+            if detect_layout(config).value != "openpi":
+                return False
+            files, _ = locate_files(root)
+            return kind_from_tensors(scan_tensors(files)) == self.name
+        except CheckpointError:
+            return False
+
     def owns(self, policy: Any) -> bool:
         config = getattr(policy, "config", None) or getattr(policy, "cfg", None)  # a policy or its Pi0Model
         return super().owns(policy) and getattr(config, "kind", None) == self.name
