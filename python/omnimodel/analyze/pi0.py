@@ -58,7 +58,8 @@ def modules(cfg: Pi0Config) -> tuple[ModuleDesc, ...]:
     gemma = _gemma(GEMMA, "gemma_prefix", cfg.paligemma, cfg.paligemma_variant, embed_scale="sqrt_width")
     gemma.sources["embed_scale"] = "Gemma scales the token embedding by sqrt(width)"
     expert = _gemma(EXPERT, "gemma_expert", cfg.action_expert, cfg.action_expert_variant, adarms=cfg.is_pi05,
-                    adarms_chunks="scale_shift_gate")
+                    adarms_chunks="scale_shift_gate", suffix_mask="blockwise")
+    expert.sources["suffix_mask"] = "big_vision make_attn_mask over the suffix's ar flags (openpi embed_suffix)"
     return siglip, projector, gemma, expert
 
 

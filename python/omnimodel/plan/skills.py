@@ -216,9 +216,12 @@ SKILLS: dict[str, Skill] = {
                      "the norms are adaptive (pi0.5): dense(cond) -> scale/shift/gate, gated residuals"),
                 Knob("adarms_chunks", ("scale_shift_gate", "shift_scale_gate", "scale_gate_shift"),
                      "scale_shift_gate", "the order of the three chunks of an adaptive norm's dense(cond)"),
+                Knob("suffix_mask", ("blockwise", "causal"), "blockwise",
+                     "the suffix's attention among itself: big_vision's blocks by cumsum(ar) (upstream) or causal "
+                     "(the glue builds the mask from it)"),
                 _GEMM,
             ),
-            fixes=_GEMMA_FIXES + ({"adarms_chunks": "scale_shift_gate"}, {"adarms_chunks": "shift_scale_gate"},
+            fixes=_GEMMA_FIXES + ({"suffix_mask": "blockwise"}, {"suffix_mask": "causal"},{"adarms_chunks": "scale_shift_gate"}, {"adarms_chunks": "shift_scale_gate"},
                                   {"adarms_chunks": "scale_gate_shift"}, {"gemm": "ggml"}),
             doc="The action expert for one denoising step: per layer its own (adaptive) norms, Q/K/V, o_proj and "
                 "GeGLU, attending to [the prefix's kept K/V | its own K/V]",
@@ -227,10 +230,9 @@ SKILLS: dict[str, Skill] = {
             name="pi0_glue",
             template="archs/pi0.cpp.j2",
             kind=GLUE,
-            knobs=(Knob("suffix_mask", ("blockwise", "causal"), "blockwise",
-                        "the suffix's attention among itself: big_vision's blocks by cumsum(ar) (upstream) or causal"),),
-            fixes=({"suffix_mask": "blockwise"}, {"suffix_mask": "causal"}),
-            doc="pi0 / pi0.5: prefix assembly, prefix-LM mask and positions from image_mask, the unrolled "
+            knobs=(),
+            fixes=(),
+            doc="pi0 / pi0.5 (no knobs of its own: the suffix mask is the expert's): prefix assembly, prefix-LM mask and positions from image_mask, the unrolled "
                 "flow-matching loop (suffix embedding, expert, action_out_proj, Euler update)",
         ),
         # ---- architecture glue: the template is the architecture's glue template, which reads these knobs

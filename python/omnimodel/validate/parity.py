@@ -84,35 +84,10 @@ def run_runtime(
             images, instruction = observation
             run["input_ids"] = np.asarray(m.input_ids(instruction), np.float32)[None]
             run["pixel_values"] = m.preprocess_images(list(images))
-        run.update(stack_steps(m.run(inputs, capture=["*"])))
+        run.update(m.run(inputs, capture=["*"]))
         run.graph_source = m.graph_source
         return run
 
-
-#: A runtime name ``X@i`` is call i of module X in one graph (a module run once per denoising step):
-#: ``stack_steps`` stacks them as X, the way the reference concatenates a module's calls on dim 0.
-STEP_SEPARATOR = "@"
-
-
-def stack_steps(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``X@0``, ``X@1``, ... -> ``X`` (stacked along a new leading axis, in call order), at the place of
-    ``X@0``; other names unchanged."""
-    steps: dict[str, dict[int, np.ndarray]] = {}
-    for name, value in tensors.items():
-        base, sep, index = name.rpartition(STEP_SEPARATOR)
-        if sep and index.isdigit():
-            steps.setdefault(base, {})[int(index)] = value
-    out: dict[str, np.ndarray] = {}
-    for name, value in tensors.items():
-        base, sep, index = name.rpartition(STEP_SEPARATOR)
-        if not (sep and index.isdigit()):
-            out[name] = value
-        elif base not in out:
-            calls = steps[base]
-            if sorted(calls) != list(range(len(calls))) or len({v.shape for v in calls.values()}) != 1:
-                raise ValueError(f"runtime intermediates {base}@i: calls {sorted(calls)} do not stack")
-            out[base] = np.stack([calls[i] for i in range(len(calls))])
-    return out
 
 
 @dataclass

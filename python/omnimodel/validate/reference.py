@@ -27,7 +27,9 @@ results rounded once, at the end, to float32 -- half the memory, 6e-8 from the f
 float32 computation drifts ~1e-6 through the network).
 
 Layout: a module called several times in one forward pass (each ViT tower runs once per camera image)
-has its outputs concatenated on dim 0, which is how the runtime batches images. Leading size-1 batch
+has its outputs concatenated on dim 0, which is how the runtime batches images -- unless the runtime
+names the calls one by one (``X@0``, ``X@1``, ...: a module run once per denoising step), which the
+reference then does too. Leading size-1 batch
 dimensions are left in; ``compare`` drops them on both sides before checking shapes.
 """
 
@@ -54,6 +56,9 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 Policy = Any  # a loaded policy of any registered architecture
 PolicyInputs = Any  # what its ``Architecture.prepare_inputs`` returns
+#: A runtime name ``X@i`` is the i-th call of module X in one graph (pi0's expert runs once per denoising
+#: step): the reference then records X's calls one by one under the same names, instead of concatenating them.
+CALL_SEPARATOR = "@"
 # Network inputs recorded with the intermediates, when the prepared inputs carry them.
 _RECORDED_INPUTS = ("input_ids", "pixel_values")
 
@@ -310,13 +315,21 @@ def _collect(policy: Policy, sink: Sink, keep: Callable[[str], bool]) -> list:
     model = policy.model
     rename = for_policy(policy).gguf_name  # the runtime names intermediates as the GGUF names weights
     handles = []
+    calls: dict[str, int] = {}
 
     def put(name: str, value: torch.Tensor) -> None:
         if keep(name):
             sink.add(name, value)
+        elif keep(f"{name}{CALL_SEPARATOR}0"):  # the runtime names this module's calls one by one
+            i = calls.get(name, 0)
+            calls[name] = i + 1
+            sink.add(f"{name}{CALL_SEPARATOR}{i}", value)
+
+    def wanted(name: str) -> bool:
+        return keep(name) or keep(f"{name}{CALL_SEPARATOR}0")
 
     for name, module in model.named_modules():
-        if name and keep(rename(name)):
+        if name and wanted(rename(name)):
             handles.append(module.register_forward_hook(lambda _m, _i, out, name=rename(name): put(name, out)))
     return handles + for_policy(policy).reference_hooks(model, put, keep)
 

@@ -41,25 +41,26 @@ def _module_plan(m: ModuleDesc, meta: str) -> ModulePlan:
     if m.kind == "gemma_expert":
         return ModulePlan(m.name, "gemma_expert",
                           {**_gemma_knobs(v), "adarms": bool(v["adarms"]), "adarms_chunks": v["adarms_chunks"],
-                           **_speed("gemma_expert", "gemm")},
+                           "suffix_mask": v["suffix_mask"], **_speed("gemma_expert", "gemm")},
                           {"meta": f"{meta}expert."})
     raise ValueError(f"pi0: no skill for module '{m.name}' of kind '{m.kind}'")
 
 
 def glue_tensors(kind: str, steps: int) -> list[str]:
-    """The runtime intermediates the glue computes itself (per-step ones as the validator stacks them)."""
+    """The runtime intermediates the glue computes itself (``<module>@<step>`` for one step's call)."""
     per_step = ["action_in_proj", "time_embedding", "action_out_proj"]
     per_step += ["time_mlp_in", "time_mlp_out", "adarms_cond"] if kind == "pi05" else \
         ["state_proj", "action_time_mlp_in", "action_time_mlp_out", "suffix_embeds"]
+    calls = [f"{p}@{i}" for p in per_step for i in range(steps)]
     probes = [f"{p}.{i}" for p in ("noisy_actions", "velocity") for i in range(steps)]
-    return ["prefix_embeds", *per_step, *probes, "denoised_actions"]
+    return ["prefix_embeds", *calls, *probes, "denoised_actions"]
 
 
 def module_plans(desc: ModelDescription) -> tuple[ModulePlan, ...]:
     kind = desc.architecture
     meta = f"{kind}."
     by_kind = {m.kind: m.name for m in desc.modules}
-    glue = ModulePlan(kind, "pi0_glue", {"suffix_mask": "blockwise"},
+    glue = ModulePlan(kind, "pi0_glue", {},
                       {"kind": kind, "gemma": by_kind["gemma_prefix"], "expert": by_kind["gemma_expert"],
                        OWNS: glue_tensors(kind, int(desc.globals["num_inference_steps"]))})
     return tuple(_module_plan(m, meta) for m in desc.modules) + (glue,)
