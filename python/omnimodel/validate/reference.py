@@ -56,7 +56,7 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 Policy = Any  # a loaded policy of any registered architecture
 PolicyInputs = Any  # what its ``Architecture.prepare_inputs`` returns
-#: A runtime name ``X@i`` is the i-th call of module X in one graph (pi0's expert runs once per denoising
+#: A runtime name ``X@i`` is the i-th call of module X in one graph (a flow-matching expert runs once per denoising
 #: step): the reference then records X's calls one by one under the same names, instead of concatenating them.
 CALL_SEPARATOR = "@"
 # Network inputs recorded with the intermediates, when the prepared inputs carry them.
