@@ -48,7 +48,8 @@ def _module_plan(m: ModuleDesc, meta: str) -> ModulePlan:
 
 def glue_tensors(kind: str, steps: int) -> list[str]:
     """The runtime intermediates the glue computes itself (``<module>@<step>`` for one step's call)."""
-    per_step = ["action_in_proj", "time_embedding", "action_out_proj"]
+    # (time_embedding is a constant the glue computes on the host in float64: a graph input, not captured)
+    per_step = ["action_in_proj", "action_out_proj"]
     per_step += ["time_mlp_in", "time_mlp_out", "adarms_cond"] if kind == "pi05" else \
         ["state_proj", "action_time_mlp_in", "action_time_mlp_out", "suffix_embeds"]
     calls = [f"{p}@{i}" for p in per_step for i in range(steps)]
