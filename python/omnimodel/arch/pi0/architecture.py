@@ -32,11 +32,14 @@ class _Pi0Family(Architecture):
     checkpoint_error = ConfigError  # CheckpointError derives from it
     # the C++ tokenizer / image preprocessing for pi0 come with branch pi0prep
     runtime_preprocessing = False
+    # vision: SigLIP + projector (every camera); gemma: the prefix's Gemma pass and every step's joint pass
+    # (PaliGemmaWithExpert.forward runs both); the suffix embedding / Euler update are too small to split.
     bench_stages = {
-        "prefix": ("paligemma_with_expert.paligemma",),
-        "denoise": ("paligemma_with_expert.gemma_expert", "action_in_proj", "action_out_proj"),
+        "vision": ("paligemma_with_expert.paligemma.model.vision_tower",
+                   "paligemma_with_expert.paligemma.model.multi_modal_projector"),
+        "gemma": ("paligemma_with_expert",),
     }
-    runtime_stage_ends = {"prefix": "prefix_embeds"}
+    runtime_stage_ends = {"vision": "multi_modal_projector"}
 
     def matches_config(self, config: dict[str, Any]) -> bool:
         # LeRobot's layout names the family; an openpi-PyTorch config does not (its tensors do).
