@@ -73,6 +73,12 @@ def test_pi05_f32_lerobot_converts_with_every_step_compared(pi05_f32) -> None:
     assert stored == {gguf_name(n) for n in exported} and max(len(n.encode()) for n in stored) <= 63
     assert {torch_name(n) for n in stored} == exported
     assert not any(n.startswith("language_model.layers.1.mlp") for n in stored)  # the unused last layer
+    # validate re-runs the check from the output alone; inspect reads the file through the registry
+    from omnimodel.cli.main import main
+    from omnimodel.convert import revalidate
+
+    assert revalidate(result.out_dir, threads=2, log=lambda _m: None).passed
+    assert main(["inspect", str(result.out_dir / "model.gguf")]) == 0
     plan = json.loads((result.out_dir / "plan.json").read_text())
     skills = {m["name"]: m["skill"] for m in plan["modules"]}
     assert skills == {"siglip": "siglip_tower", "multi_modal_projector": "mlp_chain", "language_model": "gemma_stack",
