@@ -28,8 +28,13 @@ def parity_observation(policy: Pi0Policy, seed: int) -> tuple[list[np.ndarray], 
 def model_args(model: nn.Module, x: PolicyInputs, dtype: torch.dtype) -> tuple:
     """``model(...)``'s arguments in ``dtype``. The model is cast to ``dtype`` too: its forward casts
     activations to its modules' stored dtypes (upstream's mixed-precision casts), which must be the dtype
-    the validator's just-in-time weights take (float32 <-> float64 is exact for a float32 policy)."""
-    model.to(dtype)
+    the validator's just-in-time weights take (float32 <-> float64 is exact for a float32 policy). bfloat16
+    is LeRobot's mixed precision (``Pi0Model.apply_precision``: SigLIP, projector and norms stay float32),
+    what bench compares against as PyTorch bf16."""
+    if dtype == torch.bfloat16:
+        model.apply_precision("bfloat16")
+    else:
+        model.to(dtype)
     state = x.state.to(dtype) if x.state is not None else None
     return x.images.to(dtype), x.image_mask, x.tokens, x.token_mask, state, x.noise.to(dtype)
 
