@@ -211,7 +211,8 @@ def bench(out_dir: str | os.PathLike[str], *, runs: int = 10, warmup: int = 2, t
 
             plugin = out_dir / rep.graph.split(":", 1)[1] if rep.graph.startswith("plugin:") else None
             result["runtime"]["memory"] = measure(out_dir / MODEL_FILE, plugin, images, instruction,
-                                                  proprio_raw, threads=threads, runs=min(runs, 3))
+                                                  proprio_raw, threads=threads, runs=min(runs, 3),
+                                                  graph_inputs=None if arch.runtime_preprocessing else inputs)
         for name in torch_dtypes:
             r = _bench_torch(arch, policy, getattr(torch, name), x, runs, warmup)
             r["predict_action_ms"] = round(pre_ms + r["model_ms"], 3)

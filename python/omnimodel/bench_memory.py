@@ -50,13 +50,17 @@ def _child(args: dict[str, Any]) -> dict[str, Any]:
     data = np.load(args["inputs"])
     images = [data[f"image{i}"] for i in range(int(data["n_images"]))]
     proprio = data["proprio"] if "proprio" in data else None
+    graph_inputs = {k[len(_GRAPH_INPUT):]: data[k] for k in data.files if k.startswith(_GRAPH_INPUT)}
     before = _status_kib()
     if args.get("plugin"):
         _runtime.load_plugin(args["plugin"])
     with _runtime.Model(args["gguf"], n_threads=int(args["threads"])) as m:
         loaded = _status_kib()
         for _ in range(int(args["runs"])):
-            m.predict_action(images, args["instruction"], proprio)
+            if graph_inputs:  # a family without the runtime's own preprocessing: the graph alone
+                m.run(graph_inputs)
+            else:
+                m.predict_action(images, args["instruction"], proprio)
         end = _status_kib()
         stats = m.run_stats()
     kib = 1024
@@ -74,11 +78,17 @@ def _child(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_GRAPH_INPUT = "graph_input:"
+
+
 def measure(gguf: Path, plugin: Path | None, images: list[np.ndarray], instruction: str, proprio: np.ndarray | None,
-            *, threads: int, runs: int = 3) -> dict[str, Any]:
-    """Run predict_action in a fresh process without torch; see the module docstring for the keys."""
+            *, threads: int, runs: int = 3, graph_inputs: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Run predict_action in a fresh process without torch; see the module docstring for the keys.
+    ``graph_inputs``: run the graph on these prepared inputs instead (an architecture whose preprocessing
+    the runtime does not have yet)."""
     with tempfile.TemporaryDirectory(prefix="omnimodel-rss-") as tmp:
         arrays = {f"image{i}": np.ascontiguousarray(im) for i, im in enumerate(images)}
+        arrays.update({_GRAPH_INPUT + k: np.ascontiguousarray(v) for k, v in (graph_inputs or {}).items()})
         arrays["n_images"] = np.array(len(images))
         if proprio is not None:
             arrays["proprio"] = np.asarray(proprio, np.float32)

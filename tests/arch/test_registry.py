@@ -84,22 +84,21 @@ def test_pi0_family_loads_and_runs_its_reference_through_the_registry(tmp_path: 
 
 
 @pytest.mark.parametrize("name", ["pi0", "pi05"])
-def test_convert_pi0_says_in_one_line_what_is_missing(tmp_path: Path, name: str, capsys) -> None:
+def test_convert_pi0_refuses_what_it_lacks_in_one_line(tmp_path: Path, name: str, capsys) -> None:
+    """pi0 converts (tests/arch/test_pi0_convert.py); what it lacks yet -- a demo policy -- is one line, exit 2,
+    before anything is written."""
     from omnimodel.convert import convert
 
-    ckpt = registry.get(name).write_miniature(tmp_path / "ckpt")
     out = tmp_path / "out"
-    assert main(["convert", name, "--checkpoint", str(ckpt), "--out", str(out)]) == 2
+    assert registry.get(name).missing is None
+    assert main(["convert", name, "--demo", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [
-        f"omnimodel convert: error: {name}: no runtime graph yet (issue 12 item 4: analyzer, plan spec, "
-        "templates and C++ graph)"
+        f"omnimodel convert: error: --demo: {name} has no built-in demo policy; give --checkpoint DIR"
     ]
-    assert main(["convert", name, "--bpw", "2.5", "--out", str(out)]) == 2  # before --demo is looked for
-    assert "no runtime graph yet" in capsys.readouterr().err
-    with pytest.raises(registry.NotSupported, match=f"^{name}: no runtime graph yet"):
-        convert(name, out, checkpoint=ckpt)
-    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    with pytest.raises(UsageError, match="no built-in demo policy"):
+        convert(name, out, demo=True)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_deprecated_convert_alias_is_the_generic_convert() -> None:

@@ -61,15 +61,29 @@ class Architecture:
     demo_note: ClassVar[str] = ""
     # The exception the checkpoint loader raises for a bad checkpoint or config (a one-line message).
     checkpoint_error: ClassVar[type[Exception]] = ValueError
+    # Whether the runtime preprocesses raw observations for this family (C++ tokenizer, image resize):
+    # the parity check then runs that preprocessing too and compares it with the reference's.
+    runtime_preprocessing: ClassVar[bool] = True
 
     # -- identification ---------------------------------------------------------------------------
     def matches_config(self, config: dict[str, Any]) -> bool:
         """Whether a checkpoint's parsed config.json is of this family (the analyzer's dispatch)."""
         return False
 
+    def matches_checkpoint(self, config: dict[str, Any], root: Path | None) -> bool:
+        """``matches_config``, for a family whose config.json alone does not say which it is (openpi's pi0 /
+        pi0.5): ``root`` is the checkpoint directory when known, to look at the tensors' names."""
+        return self.matches_config(config)
+
     def owns(self, policy: Any) -> bool:
         """Whether a loaded policy (or its model) is of this family: its class lives in ``package``."""
         return type(policy).__module__.startswith(self.package + ".")
+
+    def gguf_name(self, name: str) -> str:
+        """The GGUF tensor / runtime intermediate name of a PyTorch parameter or module path. ggml keeps
+        names of at most 63 bytes, so a family whose module paths are longer abbreviates them here (the
+        validator maps the reference's hooks and weights through it). Identity by default."""
+        return name
 
     def unsupported(self, what: str) -> NotSupported:
         """The error of a stage this family lacks: ``missing`` when the family says what it lacks."""
@@ -261,8 +275,10 @@ def for_policy(policy: Any) -> Architecture:
 
 
 def for_config(config: dict[str, Any], where: str = "config.json") -> Architecture:
+    """The family of a parsed config.json; ``where`` is its path (its directory is the checkpoint's)."""
+    root = Path(where).parent if Path(where).is_file() else None
     for arch in architectures():
-        if arch.matches_config(config):
+        if arch.matches_checkpoint(config, root):
             return arch
     kind = config.get("model_type", config.get("type"))
     raise UnknownArchitecture(f"{where}: model type {kind!r} is of no registered architecture (known: {', '.join(names())})")

@@ -100,6 +100,19 @@ _GEMM = Knob("gemm", ("ggml", "omni"), "omni",
              "other weight types and CPUs always use ggml's)", legacy="ggml")
 _SPEED_FIXES_VIT = ({"attn": "naive"}, {"gelu_impl": "ggml"}, {"gemm": "ggml"})
 
+# Gemma stacks (pi0's PaliGemma and action expert): the numerics a checkpoint may get wrong.
+_GEMMA_KNOBS = (
+    Knob("norm_eps", None, 1e-6, "RMSNorm eps (every layer and the final norm)"),
+    Knob("norm_weight", ("one_plus", "plain"), "one_plus", "RMSNorm scales by (1 + w) (Gemma) or by w (Llama)"),
+    Knob("gelu", ("tanh", "erf"), "tanh", "GeGLU activation: the tanh form (Gemma) or exact erf"),
+    Knob("rope", ("neox", "normal"), "neox", "RoPE pairing: neox (HF rotate_half) or normal (GPT-J)"),
+    Knob("rope_theta", None, 10000.0, "RoPE base"),
+)
+_GEMMA_FIXES = (
+    {"gelu": "tanh"}, {"gelu": "erf"}, {"norm_weight": "one_plus"}, {"norm_weight": "plain"},
+    *_EPS_FIXES, {"rope": "neox"}, {"rope": "normal"}, {"rope_theta": 10000.0},
+)
+
 SKILLS: dict[str, Skill] = {
     s.name: s
     for s in (
@@ -166,6 +179,62 @@ SKILLS: dict[str, Skill] = {
             knobs=(Knob("norm_eps", None, 1e-5, "LayerNorm eps of every norm in the head"), _GEMM),
             fixes=({"norm_eps": 1e-5}, {"norm_eps": 1e-6}, {"gemm": "ggml"}),
             doc="OFT L1-regression head: MLPResNet (LayerNorm, Linear, ReLU residual blocks)",
+        ),
+        # ---- the PaliGemma family (pi0, pi0.5)
+        Skill(
+            name="siglip_tower",
+            template="blocks/siglip_tower.cpp.j2",
+            knobs=(
+                Knob("gelu", ("erf", "tanh"), "tanh", "MLP activation: the tanh form (HF gelu_pytorch_tanh) or exact erf"),
+                Knob("norm_eps", None, 1e-6, "LayerNorm eps of layer_norm1/2 and post_layernorm"),
+                Knob("attn_mask", _MASK, "bidirectional", "self-attention masking"),
+                _ATTN,
+                _GELU_IMPL,
+                _GEMM,
+            ),
+            fixes=({"gelu": "tanh"}, {"gelu": "erf"}, *_EPS_FIXES, {"attn_mask": "bidirectional"},
+                   *_SPEED_FIXES_VIT),
+            doc="HF SiglipVisionTransformer: patch conv, learned positions, every pre-LN encoder layer (separate "
+                "q/k/v, out_proj, fc1/fc2), post_layernorm; no class token",
+        ),
+        Skill(
+            name="gemma_stack",
+            template="blocks/gemma_stack.cpp.j2",
+            knobs=_GEMMA_KNOBS + (
+                Knob("embed_scale", ("sqrt_width", "none"), "sqrt_width",
+                     "the token embedding is multiplied by sqrt(width) (Gemma) or not"),
+                _GEMM,
+            ),
+            fixes=_GEMMA_FIXES + ({"embed_scale": "sqrt_width"}, {"embed_scale": "none"}, {"gemm": "ggml"}),
+            doc="Gemma over a prefix-LM prefix (scaled embedding, RMSNorm with 1+w, MQA + RoPE under a given "
+                "additive mask, GeGLU), keeping every layer's post-RoPE K/V",
+        ),
+        Skill(
+            name="gemma_expert",
+            template="blocks/gemma_expert.cpp.j2",
+            knobs=_GEMMA_KNOBS + (
+                Knob("adarms", (True, False), False,
+                     "the norms are adaptive (pi0.5): dense(cond) -> scale/shift/gate, gated residuals"),
+                Knob("adarms_chunks", ("scale_shift_gate", "shift_scale_gate", "scale_gate_shift"),
+                     "scale_shift_gate", "the order of the three chunks of an adaptive norm's dense(cond)"),
+                Knob("suffix_mask", ("blockwise", "causal"), "blockwise",
+                     "the suffix's attention among itself: big_vision's blocks by cumsum(ar) (upstream) or causal "
+                     "(the glue builds the mask from it)"),
+                _GEMM,
+            ),
+            fixes=_GEMMA_FIXES + ({"suffix_mask": "blockwise"}, {"suffix_mask": "causal"},{"adarms_chunks": "scale_shift_gate"}, {"adarms_chunks": "shift_scale_gate"},
+                                  {"adarms_chunks": "scale_gate_shift"}, {"gemm": "ggml"}),
+            doc="The action expert for one denoising step: per layer its own (adaptive) norms, Q/K/V, o_proj and "
+                "GeGLU, attending to [the prefix's kept K/V | its own K/V]",
+        ),
+        Skill(
+            name="pi0_glue",
+            template="archs/pi0.cpp.j2",
+            kind=GLUE,
+            knobs=(),
+            fixes=(),
+            doc="pi0 / pi0.5 (no knobs of its own: the suffix mask is the expert's): prefix assembly, prefix-LM mask and positions from image_mask, the unrolled "
+                "flow-matching loop (suffix embedding, expert, action_out_proj, Euler update)",
         ),
         # ---- architecture glue: the template is the architecture's glue template, which reads these knobs
         Skill(

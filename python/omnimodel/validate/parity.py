@@ -89,6 +89,7 @@ def run_runtime(
         return run
 
 
+
 @dataclass
 class References:
     """R (stored), and per tensor d(E, R) and d(R', R) in the tensor's metric."""
@@ -152,7 +153,9 @@ class ParityCheck:
     @property
     def weights(self) -> GGUFWeights:
         if self._weights is None:
-            self._weights = GGUFWeights(self.gguf)
+            from omnimodel.arch.registry import for_policy
+
+            self._weights = GGUFWeights(self.gguf, for_policy(self.policy).gguf_name)
         return self._weights
 
     def runtime_inputs(self) -> dict[str, np.ndarray]:
@@ -161,7 +164,11 @@ class ParityCheck:
         return for_policy(self.policy).runtime_inputs(self.inputs)
 
     def run_runtime(self) -> RuntimeRun:
-        return run_runtime(self.gguf, self.runtime_inputs(), self.threads, observation=(self.images, self.instruction))
+        from omnimodel.arch.registry import for_policy
+
+        # the runtime's own preprocessing is compared where the family has one
+        observation = (self.images, self.instruction) if for_policy(self.policy).runtime_preprocessing else None
+        return run_runtime(self.gguf, self.runtime_inputs(), self.threads, observation=observation)
 
     def references(self, plan: Any, names: set[str]) -> References:
         """R, d(E, R) and d(R', R) for ``plan``'s numerics, covering ``names`` (computed once per numerics)."""

@@ -27,7 +27,9 @@ results rounded once, at the end, to float32 -- half the memory, 6e-8 from the f
 float32 computation drifts ~1e-6 through the network).
 
 Layout: a module called several times in one forward pass (each ViT tower runs once per camera image)
-has its outputs concatenated on dim 0, which is how the runtime batches images. Leading size-1 batch
+has its outputs concatenated on dim 0, which is how the runtime batches images -- unless the runtime
+names the calls one by one (``X@0``, ``X@1``, ...: a module run once per denoising step), which the
+reference then does too. Leading size-1 batch
 dimensions are left in; ``compare`` drops them on both sides before checking shapes.
 """
 
@@ -55,6 +57,9 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 Policy = Any  # a loaded policy of any registered architecture
 PolicyInputs = Any  # what its ``Architecture.prepare_inputs`` returns
+#: A runtime name ``X@i`` is the i-th call of module X in one graph (a flow-matching expert runs once per denoising
+#: step): the reference then records X's calls one by one under the same names, instead of concatenating them.
+CALL_SEPARATOR = "@"
 # Network inputs recorded with the intermediates, when the prepared inputs carry them.
 _RECORDED_INPUTS = ("input_ids", "pixel_values")
 
@@ -142,15 +147,16 @@ class GGUFWeights:
     """The values the runtime multiplies: every tensor of a GGUF, decoded by ggml's own to_float on
     demand (zero padding dropped). Only the header is kept in memory."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], rename: Callable[[str], str] | None = None) -> None:
         from omnimodel.gguf.reader import read_gguf
 
         self.path = path
         self.file = read_gguf(path)
         self.records = {t.name: t for t in self.file.tensors}
+        self.rename = rename or (lambda name: name)  # state_dict name -> GGUF name (Architecture.gguf_name)
 
     def get(self, name: str) -> torch.Tensor | None:
-        t = self.records.get(name)
+        t = self.records.get(self.rename(name))
         if t is None:
             q = self.hbvla(name)
             return None if q is None else torch.from_numpy(q.weight())
@@ -238,6 +244,16 @@ def just_in_time_weights(model: nn.Module, dtype: torch.dtype, source: WeightSou
     return handles
 
 
+def _gguf_names(model: nn.Module) -> Callable[[str], str]:
+    """PyTorch name -> GGUF name for a policy's network (identity for a network no architecture owns)."""
+    from omnimodel.arch.registry import UnknownArchitecture
+
+    try:
+        return for_policy(model).gguf_name
+    except UnknownArchitecture:
+        return lambda name: name
+
+
 def _perturb(x: torch.Tensor, p: Perturbation, gen: torch.Generator) -> torch.Tensor:
     u = torch.rand(x.shape, generator=gen, dtype=torch.float64) * 2.0 - 1.0
     return x * (1.0 + p.eps * u).to(x.dtype)
@@ -283,6 +299,7 @@ def rounding_points(
     if numerics is None and perturb is None:
         return []
     gen = torch.Generator().manual_seed(perturb.seed) if perturb is not None else None
+    rename = _gguf_names(model)
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and numerics is not None and f"{name}.weight" in numerics.hbvla:
@@ -291,7 +308,7 @@ def rounding_points(
                 raise ValueError(f"{name}.weight: the plan stores it as HBVLA but the weights have no HBVLA planes")
             handles.append(module.register_forward_hook(_hbvla_rounding(q)))
         if isinstance(module, (nn.Linear, nn.Conv2d)):
-            wtype = numerics.weight_type(f"{name}.weight") if numerics is not None else None
+            wtype = numerics.weight_type(rename(f"{name}.weight")) if numerics is not None else None
 
             def pre(m, args, wtype=wtype):
                 x = args[0]
@@ -303,7 +320,7 @@ def rounding_points(
 
             handles.append(module.register_forward_pre_hook(pre))
         elif name.endswith(_ATTENTION_SUFFIXES) and hasattr(module, "qkv_rounding"):
-            rounding = numerics.attention_rounding(name) if numerics is not None else None
+            rounding = numerics.attention_rounding(rename(name)) if numerics is not None else None
             if rounding is None and perturb is None:
                 continue
 
@@ -331,15 +348,24 @@ class _Unset:
 
 def _collect(policy: Policy, sink: Sink, keep: Callable[[str], bool]) -> list:
     model = policy.model
+    rename = for_policy(policy).gguf_name  # the runtime names intermediates as the GGUF names weights
     handles = []
+    calls: dict[str, int] = {}
 
     def put(name: str, value: torch.Tensor) -> None:
         if keep(name):
             sink.add(name, value)
+        elif keep(f"{name}{CALL_SEPARATOR}0"):  # the runtime names this module's calls one by one
+            i = calls.get(name, 0)
+            calls[name] = i + 1
+            sink.add(f"{name}{CALL_SEPARATOR}{i}", value)
+
+    def wanted(name: str) -> bool:
+        return keep(name) or keep(f"{name}{CALL_SEPARATOR}0")
 
     for name, module in model.named_modules():
-        if name and keep(name):
-            handles.append(module.register_forward_hook(lambda _m, _i, out, name=name: put(name, out)))
+        if name and wanted(rename(name)):
+            handles.append(module.register_forward_hook(lambda _m, _i, out, name=rename(name): put(name, out)))
     return handles + for_policy(policy).reference_hooks(model, put, keep)
 
 

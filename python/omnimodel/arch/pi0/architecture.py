@@ -1,12 +1,15 @@
-"""pi0 and pi0.5 in the architecture registry: what exists today (loader, PyTorch reference, miniature).
+"""pi0 and pi0.5 in the architecture registry: loader, PyTorch reference, miniature, and convert end to
+end (analyzer ``omnimodel/analyze/pi0.py``, plan spec ``omnimodel/plan/archs/pi0.py``, glue template
+``templates/archs/pi0.cpp.j2``, GGUF export ``export.py``, parity ``parity.py``).
 
-Both families share this package; ``Pi0Config.kind`` tells them apart. ``convert`` stops at once with
-``missing`` (one line, exit 2): the analyzer, plan spec, templates and C++ graph are issue 12 item 4.
+Both families share this package; ``Pi0Config.kind`` tells them apart. Not yet: the runtime's own
+preprocessing (tokenizer, image resize, normalisation; branch pi0prep), calibration and AWQ.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+import re
 from typing import Any
 
 import re
@@ -27,17 +30,41 @@ _PRECISION = {"float32": "float32", "float64": "float64", "bfloat16": "bfloat16"
 
 class _Pi0Family(Architecture):
     package = "omnimodel.arch.pi0"
-    missing = "no runtime graph yet (issue 12 item 4: analyzer, plan spec, templates and C++ graph)"
+    missing = None
+    outtypes = ("f32", "f16", "bf16", "q8_0")
     checkpoint_error = ConfigError  # CheckpointError derives from it
+    # the C++ tokenizer / image preprocessing for pi0 come with branch pi0prep
+    runtime_preprocessing = False
+    # vision: SigLIP + projector (every camera); gemma: the prefix's Gemma pass and every step's joint pass
+    # (PaliGemmaWithExpert.forward runs both); the suffix embedding / Euler update are too small to split.
+    bench_stages = {
+        "vision": ("paligemma_with_expert.paligemma.model.vision_tower",
+                   "paligemma_with_expert.paligemma.model.multi_modal_projector"),
+        "gemma": ("paligemma_with_expert",),
+    }
+    runtime_stage_ends = {"vision": "multi_modal_projector"}
 
     def matches_config(self, config: dict[str, Any]) -> bool:
         # LeRobot's layout names the family; an openpi-PyTorch config does not (its tensors do).
         return config.get("type") == self.name
 
+    def matches_checkpoint(self, config: dict[str, Any], root: Path | None) -> bool:
+        if self.matches_config(config) or "type" in config or root is None:
+            return self.matches_config(config)
+        # openpi's config.json does not name the kind: its tensors do (time_mlp_in for pi0.5, state_proj for pi0)
+        from .checkpoint import CheckpointError, detect_layout, kind_from_tensors, locate_files, scan_tensors
+
+        try:
+            if detect_layout(config).value != "openpi":
+                return False
+            files, _ = locate_files(root)
+            return kind_from_tensors(scan_tensors(files)) == self.name
+        except CheckpointError:
+            return False
+
     def owns(self, policy: Any) -> bool:
-        # a policy carries ``config``, its Pi0Model ``cfg``
-        cfg = getattr(policy, "config", None) or getattr(policy, "cfg", None)
-        return super().owns(policy) and getattr(cfg, "kind", None) == self.name
+        config = getattr(policy, "config", None) or getattr(policy, "cfg", None)  # a policy or its Pi0Model
+        return super().owns(policy) and getattr(config, "kind", None) == self.name
 
     def load_policy(self, checkpoint: Path, *, dtype: Any = None, lazy: bool = False,
                     unnorm_key: str | None = None) -> Any:
@@ -69,6 +96,63 @@ class _Pi0Family(Architecture):
 
         return prepare_inputs(policy, images, instruction, state)
 
+    def gguf_name(self, name: str) -> str:
+        from .names import gguf_name
+
+        return gguf_name(name)
+
+    def analyze(self, checkpoint: Path, **kwargs: Any) -> Any:
+        from omnimodel.analyze.pi0 import analyze_pi0
+
+        return analyze_pi0(checkpoint, **kwargs)
+
+    def plan_spec(self) -> Any:
+        from omnimodel.plan.archs import pi0
+
+        return pi0
+
+    def write_gguf(self, policy: Any, path: Path, outtype: str, **kwargs: Any) -> Path:
+        from . import export
+
+        return export.write_gguf(policy, path, outtype, **kwargs)
+
+    def exported_tensors(self, policy: Any) -> dict[str, Any]:
+        from . import export
+
+        return export.exported_tensors(policy)
+
+    def runtime_inputs(self, inputs: Any) -> dict[str, Any]:
+        from . import export
+
+        return export.runtime_inputs(inputs)
+
+    def parity_observation(self, policy: Any, seed: int) -> tuple[list[Any], Any]:
+        from . import parity
+
+        return parity.parity_observation(policy, seed)
+
+    def model_args(self, model: Any, inputs: Any, dtype: Any) -> tuple[Any, ...]:
+        from . import parity
+
+        return parity.model_args(model, inputs, dtype)
+
+    def reference_outputs(self, policy: Any, inputs: Any, out: Any) -> dict[str, Any]:
+        return {}  # the model returns denoised_actions, which its probe already recorded
+
+    def action_span(self, policy: Any) -> Any:
+        from . import parity
+
+        return parity.action_span(policy)
+
+    def quant_layer(self, name: str) -> str | None:
+        m = _LAYER_RE.match(name)
+        return m.group(1) if m else None
+
+    def unused_parameter_prefixes(self, model: Any) -> list[str]:
+        from .modeling import unused_parameter_prefixes
+
+        return unused_parameter_prefixes(model.cfg)
+
     def predict_action(self, policy: Any, images: Any, instruction: str, state: Any, **kwargs: Any) -> Any:
         from .policy import predict_action
 
@@ -94,15 +178,6 @@ class _Pi0Family(Architecture):
 
         header = read_checkpoint_header(checkpoint, asset_id=None if unnorm_key == STATS_KEY else unnorm_key)
         return unnorm_key, policy_inputs(header.config, header.norm_stats, str(checkpoint), unnorm_key, keys)
-
-    def quant_layer(self, name: str) -> str | None:
-        m = _LAYER_RE.match(name)
-        return m.group(1) if m else None
-
-    def unused_parameter_prefixes(self, model: Any) -> list[str]:
-        from .modeling import unused_parameter_prefixes
-
-        return unused_parameter_prefixes(model.cfg)
 
     def awq_scale_groups(self, model: Any) -> list[Any]:
         from .awq_groups import scale_groups

@@ -79,7 +79,9 @@ class SiglipEmbeddings(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.patch_embedding(pixels.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
-        return x + self.position_embedding.weight[None]
+        # looked up through the module (as HF does with position_ids), so its forward hooks see the use
+        ids = torch.arange(x.shape[1], device=x.device)
+        return x + self.position_embedding(ids)[None]
 
 
 class SiglipAttention(nn.Module):
