@@ -8,11 +8,9 @@ preprocessing (tokenizer, image resize, normalisation; branch pi0prep), calibrat
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-import re
 from typing import Any
-
-import re
 
 from omnimodel.arch.registry import Architecture, register
 
