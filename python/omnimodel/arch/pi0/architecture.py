@@ -2,8 +2,9 @@
 end (analyzer ``omnimodel/analyze/pi0.py``, plan spec ``omnimodel/plan/archs/pi0.py``, glue template
 ``templates/archs/pi0.cpp.j2``, GGUF export ``export.py``, parity ``parity.py``).
 
-Both families share this package; ``Pi0Config.kind`` tells them apart. Not yet: the runtime's own
-preprocessing (tokenizer, image resize, normalisation; branch pi0prep), calibration and AWQ.
+Both families share this package; ``Pi0Config.kind`` tells them apart. Also here: the calibration
+adapter (``calibration.py``: flow matching as L_act), AWQ's scale groups (``awq_groups.py``) and the demo
+trainer (``training.py``); the robot side's metadata (``gguf_meta.py``) for the C++ preprocessing.
 """
 
 from __future__ import annotations
