@@ -155,6 +155,11 @@ def _load_policy(checkpoint: Path, quant: Any = None, unnorm_key: str | None = N
         raise _checkpoint_error(e) from e
 
 
+def _gguf_named(arch: Any, types: dict[str, Any]) -> dict[str, Any]:
+    """Per-tensor types keyed by the plan's (GGUF) names: the quantizers name matrices as PyTorch does."""
+    return {arch.gguf_name(name): t for name, t in types.items()}
+
+
 def _reference_dtype(policy, requested: str) -> str:
     if requested != "auto":
         return requested
@@ -303,11 +308,12 @@ def convert(
         if quant is not None and quant.binarizes:
             # binarization (HBVLA and its baselines): no allocation file, the plan records the HBVLA matrices
             allocation, quantizer = _calibrate_and_binarize(policy, quant, stage_step, log, stage / ".calib")
-            plan = plan.with_tensor_types(allocation.plan_types(), outtype="mixed").with_hbvla(allocation.hbvla_names)
+            plan = plan.with_tensor_types(_gguf_named(arch, allocation.plan_types()), outtype="mixed").with_hbvla(
+                [arch.gguf_name(n) for n in allocation.hbvla_names])
             (stage / PLAN_FILE).write_text(_plan_json(plan) + "\n")
         elif quant is not None:
             allocation, quantizer = _calibrate_and_allocate(policy, quant, stage_step, log, stage / ".calib")
-            plan = plan.with_tensor_types(allocation.types(), outtype="mixed")
+            plan = plan.with_tensor_types(_gguf_named(arch, allocation.types()), outtype="mixed")
             (stage / PLAN_FILE).write_text(_plan_json(plan) + "\n")
             allocation.save(stage / ALLOCATION_FILE)
 

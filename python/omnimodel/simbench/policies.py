@@ -144,6 +144,7 @@ class GGUFRuntimePolicy:
         except _runtime.RuntimeStatusError as e:
             raise UsageError(f"{self.gguf}: not a VLA policy the runtime can drive ({e})") from e
         self.dataset_key = self._meta_str("norm_stats.key")
+        self.calls = 0
         if unnorm_key is not None and self.dataset_key is not None and unnorm_key != self.dataset_key:
             raise UsageError(
                 f"--unnorm-key {unnorm_key!r}: {self.gguf} was converted with the statistics of "
@@ -168,7 +169,9 @@ class GGUFRuntimePolicy:
                 raise ValueError(f"image {i}: expected uint8 (H, W, 3) camera frames, got {a.dtype} {a.shape}")
             frames.append(a)
         p = None if self.proprio_dim == 0 else np.asarray(proprio, dtype=np.float32).reshape(-1)
-        return self.model.predict_action(frames, instruction, p)
+        # call k draws its noise from seed k, as TorchPolicy does (families that do not sample ignore it)
+        seed, self.calls = self.calls, self.calls + 1
+        return self.model.predict_action(frames, instruction, p, seed=seed)
 
     def describe(self) -> dict[str, Any]:
         m = self.model
