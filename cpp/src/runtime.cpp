@@ -90,7 +90,8 @@ runtime::runtime(const std::string & path, const omnimodel_params & params) : pa
     lo.repack   = params.repack_weights;
     model_      = std::make_unique<model>(path, lo);
 
-    build_        = find_architecture(model_->architecture());
+    // preprocess_only never computes, even where a graph for the architecture is registered
+    build_        = params.preprocess_only ? nullptr : find_architecture(model_->architecture());
     graph_source_ = architecture_source(model_->architecture());
     if (build_ == nullptr && !params.preprocess_only) {
         std::string known;
@@ -368,8 +369,8 @@ void runtime::set_graph_inputs() {
 
 void runtime::compute() {
     if (build_ == nullptr) {
-        fail(OMNIMODEL_ERR_UNSUPPORTED, format("'%s' was opened for preprocessing only (architecture '%s' has no graph "
-                                               "registered): it cannot compute", model_->path().c_str(),
+        fail(OMNIMODEL_ERR_UNSUPPORTED, format("'%s' (architecture '%s') was opened for preprocessing only: it "
+                                               "cannot compute", model_->path().c_str(),
                                                model_->architecture().c_str()));
     }
     results_.clear();
