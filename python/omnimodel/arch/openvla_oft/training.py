@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from omnimodel.simbench.augment import random_shift
 from omnimodel.simbench.episodes import STATISTICS_FILE, EpisodeDataset, read_manifest
+from omnimodel.simbench.samples import TaskSamples
 
 
 @dataclass(frozen=True)
@@ -96,32 +96,24 @@ def _bounds_normalize(x: np.ndarray, stats: Any) -> np.ndarray:
     return np.clip(scaled, -1.0, 1.0).astype(np.float32)
 
 
-class ChunkSamples:
+class ChunkSamples(TaskSamples):
     """All training samples in memory: images stay uint8, targets are normalised once."""
 
     def __init__(self, dataset: EpisodeDataset, split: str, policy: Any) -> None:
+        super().__init__()
         cfg = policy.config
         chunk = cfg.num_actions_chunk
-        self.images: list[np.ndarray] = []  # per episode (T, C, H, W, 3)
-        self.index: dict[str, list[tuple[int, int]]] = {}  # task -> (episode, t)
         self.prompts: dict[str, list[int]] = {}
         self.targets: list[np.ndarray] = []  # per episode (T, chunk, A) normalised
         self.proprio: list[np.ndarray] = []  # per episode (T, P) normalised
-        for e, ep in enumerate(dataset.episodes(split)):
-            self.images.append(ep.images)
+        for ep in dataset.episodes(split):
+            self.add(ep)
             a = _bounds_normalize(ep.actions.astype(np.float64), policy.norm_stats.action)
             idx = np.minimum(np.arange(ep.num_steps)[:, None] + np.arange(chunk)[None], ep.num_steps - 1)
             self.targets.append(a[idx])
             self.proprio.append(_bounds_normalize(ep.proprio.astype(np.float64), policy.norm_stats.proprio))
-            self.index.setdefault(ep.task, []).extend((e, t) for t in range(ep.num_steps))
             self.prompts.setdefault(ep.task, policy.tokenizer.encode_prompt(ep.instruction))
-        if not self.images:
-            raise ValueError(f"split '{split}' has no episodes")
-        self.tasks = sorted(self.index)
-
-    @property
-    def num_samples(self) -> int:
-        return sum(len(v) for v in self.index.values())
+        self.close(split)
 
     def batch(
         self, rng: np.random.Generator, batch_size: int, policy: Any, shift: int = 0
@@ -131,16 +123,10 @@ class ChunkSamples:
         from omnimodel.arch.openvla_oft.preprocess import images_to_pixel_values
 
         cfg = policy.config
-        task = self.tasks[int(rng.integers(len(self.tasks)))]
-        pool = self.index[task]
-        picks = [pool[i] for i in rng.integers(len(pool), size=batch_size)]
-
-        def views(e: int, t: int) -> list[np.ndarray]:
-            imgs = list(self.images[e][t][: cfg.num_images])
-            return [random_shift(im, shift, rng) for im in imgs] if shift > 0 else imgs
-
+        task, picks = self.pick(rng, batch_size)
         pixels = torch.cat(
-            [images_to_pixel_values(views(e, t), cfg.vision, cfg.num_images) for e, t in picks]
+            [images_to_pixel_values(self.views(e, t, cfg.num_images, rng, shift), cfg.vision, cfg.num_images)
+             for e, t in picks]
         )
         prompt = torch.tensor([self.prompts[task]] * batch_size, dtype=torch.long)
         proprio = torch.from_numpy(np.stack([self.proprio[e][t] for e, t in picks]))

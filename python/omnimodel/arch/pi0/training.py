@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from omnimodel.simbench.augment import random_shift
 from omnimodel.simbench.episodes import STATISTICS_FILE, EpisodeDataset, read_manifest
+from omnimodel.simbench.samples import TaskSamples
 
 from .miniature import Pi0MiniatureSpec, write_miniature
 from .normalization import ACTION_KEY, POSTPROCESSOR_FILE, PREPROCESSOR_FILE, STATE_KEY
@@ -121,7 +121,7 @@ def init_checkpoint(out_dir: str | os.PathLike[str], size: Pi0Size, dataset_root
     return out
 
 
-class Pi0ChunkSamples:
+class Pi0ChunkSamples(TaskSamples):
     """All training samples in memory: images stay uint8; states, targets and prompts are prepared once."""
 
     def __init__(self, dataset: EpisodeDataset, split: str, policy: Any) -> None:
@@ -129,15 +129,14 @@ class Pi0ChunkSamples:
 
         from .config import prompt_format
 
+        super().__init__()
         cfg = policy.config
         chunk, fmt = cfg.chunk_size, prompt_format(cfg)
-        self.images: list[np.ndarray] = []  # per episode (T, C, H, W, 3)
         self.states: list[np.ndarray] = []  # per episode (T, state_dim) normalised
         self.targets: list[np.ndarray] = []  # per episode (T, chunk, max_action_dim) normalised, padded
         self.prompts: list[list[list[int]]] = []  # per episode, per step: token ids
-        self.index: dict[str, list[tuple[int, int]]] = {}  # task -> (episode, t)
-        for e, ep in enumerate(dataset.episodes(split)):
-            self.images.append(ep.images)
+        for ep in dataset.episodes(split):
+            self.add(ep)
             state = policy.norm_stats.state.normalize(torch.from_numpy(ep.proprio.astype(np.float32))).numpy()
             actions = policy.norm_stats.action.normalize(torch.from_numpy(ep.actions.astype(np.float32))).numpy()
             idx = np.minimum(np.arange(ep.num_steps)[:, None] + np.arange(chunk)[None], ep.num_steps - 1)
@@ -153,14 +152,7 @@ class Pi0ChunkSamples:
                 ids = policy.tokenizer.tokenize(fmt, ep.instruction, max_length=cfg.tokenizer_max_length).ids
                 prompts = [ids] * ep.num_steps
             self.prompts.append(prompts)
-            self.index.setdefault(ep.task, []).extend((e, t) for t in range(ep.num_steps))
-        if not self.images:
-            raise ValueError(f"split '{split}' has no episodes")
-        self.tasks = sorted(self.index)
-
-    @property
-    def num_samples(self) -> int:
-        return sum(len(v) for v in self.index.values())
+        self.close(split)
 
     def batch(self, rng: np.random.Generator, batch_size: int, policy: Any, shift: int = 0) -> tuple[Any, ...]:
         """(images, image_mask, tokens, token_mask, state, actions) for ``Pi0Model.flow_matching_loss``."""
@@ -170,15 +162,8 @@ class Pi0ChunkSamples:
 
         cfg = policy.config
         n_cam = len(cfg.camera_keys)
-        task = self.tasks[int(rng.integers(len(self.tasks)))]
-        pool = self.index[task]
-        picks = [pool[i] for i in rng.integers(len(pool), size=batch_size)]
-
-        def views(e: int, t: int) -> list[np.ndarray]:
-            imgs = list(self.images[e][t][:n_cam])
-            return [random_shift(im, shift, rng) for im in imgs] if shift > 0 else imgs
-
-        prepared = [prepare_images(views(e, t), n_cam, cfg.image_size) for e, t in picks]
+        _task, picks = self.pick(rng, batch_size)
+        prepared = [prepare_images(self.views(e, t, n_cam, rng, shift), n_cam, cfg.image_size) for e, t in picks]
         images = torch.stack([p.pixels for p in prepared])
         image_mask = torch.stack([p.mask for p in prepared])
         ids = [self.prompts[e][t] for e, t in picks]
