@@ -160,3 +160,23 @@ def test_sigterm_during_convert_leaves_nothing_behind(tmp_path) -> None:
     assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err)
     assert "omnimodel: interrupted" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_runtime_refusal_mid_convert_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    """The compiled runtime raising inside a command (here: running the graph it just built) is a one-line
+    error with exit 2, and convert leaves neither output nor staging behind."""
+    from omnimodel import _runtime
+    from omnimodel.cli.main import main
+    from omnimodel.validate.parity import ParityCheck
+
+    def refuse(self, *args, **kwargs):
+        raise _runtime.RuntimeStatusError("tensor 'x.weight' is missing from 'model.gguf' (architecture demo)")
+
+    monkeypatch.setattr(ParityCheck, "run_runtime", refuse)
+    out = tmp_path / "out"
+    assert main(["convert", "openvla-oft", "--demo", "--outtype", "f32", "--out", str(out)]) == 2
+    # stderr also carries the plugin build's progress lines; apart from them the error is the only line
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("[omnimodel.build]")]
+    assert err == ["omnimodel convert: error: the runtime: tensor 'x.weight' is missing from 'model.gguf' "
+                   "(architecture demo)"]
+    assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -149,6 +149,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"omnimodel {command.name}: error: {err}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as e:  # noqa: BLE001  only the runtime's status errors are handled here
+        if debug or not _is_runtime_status(e):
+            raise
+        # the compiled runtime refused something mid-command (a graph and a file that disagree, a model it
+        # cannot load): one line naming it, as for any other error
+        print(f"omnimodel {command.name}: error: the runtime: {_one_line(e)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _is_runtime_status(e: BaseException) -> bool:
+    """``omnimodel._runtime.RuntimeStatusError``, recognised without importing the extension."""
+    t = type(e)
+    return t.__name__ == "RuntimeStatusError" and t.__module__ == "omnimodel._runtime"
 
 
 def _one_line(e: BaseException) -> str:
