@@ -30,11 +30,12 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
+from omnimodel.arch.gguf_tensors import write_tensors
 from omnimodel.gguf.types import GGMLType
 from omnimodel.gguf.types import parse_type
 from omnimodel.gguf.writer import GGUFStreamWriter
@@ -77,32 +78,6 @@ class MatrixEncoder(Protocol):
     def layout(self, name: str) -> tuple[GGMLType, int] | None: ...
 
     def encode(self, name: str, weight: np.ndarray) -> EncodedMatrix: ...
-
-
-class StoredTensorLike(Protocol):
-    """One tensor of a matrix stored under other names (``quant.hbvla.storage.StoredTensor``)."""
-
-    name: str
-    ggml_type: GGMLType
-    shape: tuple[int, ...]
-    data: np.ndarray  # uint8, exactly the tensor's bytes
-
-
-def stored_replacements(encoder: Any, exported: Mapping[str, torch.Tensor]) -> dict[str, list[StoredTensorLike]]:
-    """The matrices an encoder stores as several tensors under other names instead of ``<name>`` (HBVLA's
-    ``<base>.hb.*``): its optional ``replacement(name, weight)`` returns them, or None for a matrix it
-    stores as one GGML tensor. They are encoded before the header is written (their shapes depend on the
-    method's choices, e.g. how many salient columns), one weight converted at a time; only the encoded
-    bytes are kept, about one bit per weight."""
-    replace_fn = getattr(encoder, "replacement", None)
-    if replace_fn is None:
-        return {}
-    out: dict[str, list[StoredTensorLike]] = {}
-    for name in encoder.matrices():
-        stored = replace_fn(name, exported[name].detach().to(torch.float32).cpu().numpy())
-        if stored is not None:
-            out[name] = list(stored)
-    return out
 
 
 class _Precomputed:
@@ -293,33 +268,7 @@ def write_gguf(
         w.add_uint32("tokenizer.ggml.bos_token_id", cfg.bos_token_id)
         w.add_uint32("tokenizer.ggml.eos_token_id", cfg.eos_token_id)
 
-        blocks: dict[str, tuple[GGMLType, int]] = {}
-        replaced = stored_replacements(encoder, exported)
-        for name, t in exported.items():
-            shape = tuple(int(d) for d in t.shape)
-            lay = encoder.layout(name) if encoder is not None else None
-            if name in replaced:
-                for st in replaced[name]:
-                    w.declare(st.name, st.ggml_type, st.shape)
-            elif lay is not None:
-                blocks[name] = lay
-                w.declare(name, lay[0], (shape[0], lay[1]), real_width=shape[1])
-            else:
-                gt = types[name] if types is not None and name in types else tensor_type(name, shape, outtype)
-                w.declare(name, gt, shape)
-        for name, t in exported.items():
-            if name in replaced:
-                for st in replaced.pop(name):
-                    w.write_encoded(st.name, st.data)
-                continue
-            value = t.detach().to(torch.float32).cpu().numpy()  # one tensor at a time
-            if name not in blocks:
-                w.write_tensor(name, value)
-                continue
-            q = encoder.encode(name, value)
-            if (parse_type(q.ggml_type), int(q.pad_to)) != blocks[name]:
-                raise ValueError(f"{name}: encoded as {q.ggml_type} rows of {q.pad_to}, declared {blocks[name]}")
-            w.write_encoded(name, q.data)
+        write_tensors(w, exported, outtype=outtype, types=types, encoder=encoder)
     return Path(path)
 
 

@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from omnimodel.gguf.types import GGMLType, parse_type
+from omnimodel.arch.gguf_tensors import write_tensors
+from omnimodel.gguf.types import GGMLType
 from omnimodel.gguf.writer import GGUFStreamWriter
-from omnimodel.plan.types import OUTTYPES, tensor_type
+from omnimodel.plan.types import OUTTYPES
 
 from .config import GemmaConfig
 from .gguf_meta import add_preprocessing
@@ -105,26 +106,7 @@ def write_gguf(
         # the robot side's metadata: the tokenizer (tokenizer.ggml.*), prompt format, cameras, normalisation
         add_preprocessing(w, policy, k)
 
-        blocks: dict[str, tuple[GGMLType, int]] = {}
-        for name, t in exported.items():
-            shape = tuple(int(d) for d in t.shape)
-            gname = gguf_name(name)
-            lay = encoder.layout(name) if encoder is not None else None
-            if lay is not None:
-                blocks[name] = lay
-                w.declare(gname, lay[0], (shape[0], lay[1]), real_width=shape[1])
-            else:
-                gt = types[gname] if types is not None and gname in types else tensor_type(gname, shape, outtype)
-                w.declare(gname, gt, shape)
-        for name, t in exported.items():
-            value = t.detach().to(torch.float32).cpu().numpy()  # one tensor at a time
-            if name not in blocks:
-                w.write_tensor(gguf_name(name), value)
-                continue
-            q = encoder.encode(name, value)
-            if (parse_type(q.ggml_type), int(q.pad_to)) != blocks[name]:
-                raise ValueError(f"{name}: encoded as {q.ggml_type} rows of {q.pad_to}, declared {blocks[name]}")
-            w.write_encoded(gguf_name(name), q.data)
+        write_tensors(w, exported, outtype=outtype, types=types, encoder=encoder, gguf_name=gguf_name)
     return Path(path)
 
 
