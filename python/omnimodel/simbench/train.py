@@ -46,8 +46,7 @@ def checkpoint_architecture(checkpoint_dir: str | os.PathLike[str]) -> Architect
 
 def trainer_for(size: Any) -> Any:
     """The trainer adapter of the family whose size preset ``size`` is."""
-    arch = get(getattr(size, "arch", "openvla-oft"))
-    return arch.training()
+    return get(size.arch).training()
 
 
 def init_checkpoint(out_dir: str | os.PathLike[str], size: Any, dataset_root: str | os.PathLike[str],

@@ -22,7 +22,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -33,6 +33,8 @@ from omnimodel.simbench.samples import TaskSamples
 @dataclass(frozen=True)
 class ModelSize:
     """Widths and depths of both ViT towers (kept equal here) and the Llama stack."""
+
+    arch: ClassVar[str] = "openvla-oft"  # the family whose trainer builds it (simbench.train.trainer_for)
 
     name: str
     image_size: int

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +232,7 @@ class Pi0Training:
 
     def init_checkpoint(self, out_dir: str | os.PathLike[str], size: Pi0Size, dataset_root: str | os.PathLike[str],
                         seed: int = 0) -> Path:
-        return init_checkpoint(out_dir, replace(size, arch=self.kind), dataset_root, seed)
+        return init_checkpoint(out_dir, size, dataset_root, seed)
 
     def load(self, checkpoint_dir: str | os.PathLike[str]) -> Any:
         from .policy import load_policy
