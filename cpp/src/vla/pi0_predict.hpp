@@ -8,7 +8,7 @@
 // [-1, 1], into it); frames resized with padding (bilinear, torch's align_corners=False) and mapped
 // to [-1, 1], missing cameras appended as -1 images with mask 0; the initial noise drawn from a seed
 // by policy.gaussian_noise's generator (SplitMix64 + Box-Muller in double, bit-equal); the output cut
-// to action_dim and un-normalised. Graph inputs (pi0graph's contract), float32, PyTorch shapes:
+// to action_dim and un-normalised. Graph inputs (templates/archs/pi0.cpp.j2's contract), float32, PyTorch shapes:
 //   pixel_values (1, cameras, 3, S, S)   image_mask (1, cameras)   input_ids (1, L)
 //   state (1, max_state_dim) (pi0 only)  noise (1, chunk, max_action_dim)
 // and the output denoised_actions (1, chunk, max_action_dim).

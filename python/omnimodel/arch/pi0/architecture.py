@@ -32,7 +32,9 @@ class _Pi0Family(Architecture):
     missing = None
     outtypes = ("f32", "f16", "bf16", "q8_0")
     checkpoint_error = ConfigError  # CheckpointError derives from it
-    # the C++ tokenizer / image preprocessing for pi0 come with branch pi0prep
+    # validate compares the runtime's own preprocessing through OFT's entry points (input_ids of the
+    # instruction alone; pi0.5's prompt also holds the state), and bench's memory probe calls predict_action
+    # through them: pi0's C++ robot side is checked by tests/arch/test_pi0_predict.py instead
     runtime_preprocessing = False
     # vision: SigLIP + projector (every camera); gemma: the prefix's Gemma pass and every step's joint pass
     # (PaliGemmaWithExpert.forward runs both); the suffix embedding / Euler update are too small to split.
