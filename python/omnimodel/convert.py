@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omnimodel.arch.mmap_safetensors import release_pages
 from omnimodel.errors import OmnimodelError, UsageError
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
@@ -274,6 +275,10 @@ def convert(
     def stage_step(name: str, what: str):
         nonlocal step
         step += 1
+        # What an earlier stage read of a memory-mapped checkpoint is not this stage's working set: at
+        # 7B the file's pages would otherwise stay resident next to it (the kernel drops them only under
+        # pressure, and RSS counts them meanwhile).
+        release_pages()
         if on_stage is not None:
             on_stage(name)
         log(f"[{step}/{n_steps}] {name}: {what}")

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from omnimodel.gguf.types import GGMLType, parse_type
+from omnimodel.arch.mmap_safetensors import release_pages
 from omnimodel.gguf.writer import GGUFStreamWriter
 from omnimodel.plan.types import tensor_type  # the planner owns the type rules
 
@@ -75,6 +76,7 @@ def write_tensors(w: GGUFStreamWriter, exported: Mapping[str, torch.Tensor], *, 
                 w.write_encoded(st.name, st.data)
             continue
         value = t.detach().to(torch.float32).cpu().numpy()  # one tensor at a time
+        release_pages([t])  # a memory-mapped checkpoint's pages are not needed again
         if name not in blocks:
             w.write_tensor(gguf_name(name), value)
             continue

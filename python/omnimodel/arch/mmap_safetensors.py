@@ -9,17 +9,32 @@ memory, which is what a model held "in the checkpoint's dtype" must avoid at 7B.
 
 The caller must not rewrite a mapped file in place while its tensors are alive (truncating it would make
 reading them fault); replacing it by rename is safe.
+
+Pages a pass has read stay resident (and count in the process's RSS) until the kernel needs the memory,
+so a pass over a 7B model would hold the whole file next to its working set. ``release_pages`` hands
+the pages of given tensors -- or of every mapping -- back (``MADV_PAGEOUT``): a clean page is dropped
+and read again from the file if used again, a page this process modified (an in-place edit made it
+private, anonymous memory) is kept, so no value ever changes. ``released_after_use`` applies it to each
+module's mapped parameters right after the module's forward, which bounds the resident part of the
+file to the module being run. The kernel leaves alone pages another process maps at the same time (two
+conversions of one checkpoint) and pages of a file still being written back (dirty): those stay.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import json
 import math
 import mmap
 import struct
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
+from torch import nn
 
 DTYPES: dict[str, torch.dtype] = {
     "BF16": torch.bfloat16,
@@ -82,7 +97,115 @@ def mapped_tensors(path: str | Path) -> dict[str, torch.Tensor]:
             out[name] = torch.empty(shape, dtype=dtype)
             continue
         out[name] = torch.frombuffer(mm, dtype=dtype, count=count, offset=start + begin).view(shape)
+    if mm is not None:
+        base = torch.frombuffer(mm, dtype=torch.uint8, count=1).data_ptr()
+        _MAPPINGS.append((base, size))
     return out
 
 
-__all__ = ["DTYPES", "MappedFileError", "mapped_tensors"]
+# (start address, length) of every mapping made above. Entries are never removed: a mapping lives as
+# long as any tensor viewing it, and advising an address range that no longer maps a file is harmless
+# (MADV_PAGEOUT never discards data; without swap anonymous pages are left alone).
+_MAPPINGS: list[tuple[int, int]] = []
+_MADV_PAGEOUT = 21  # linux/mman.h; Python's mmap module does not export it
+_PAGE = mmap.PAGESIZE
+
+
+def _madvise():
+    if not sys.platform.startswith("linux"):  # MADV_PAGEOUT is Linux's; elsewhere nothing is released
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fn = libc.madvise
+    fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_madvise_fn = None
+_unsupported = False
+
+
+def _page_out(start: int, end: int) -> int:
+    """MADV_PAGEOUT over the whole pages of [start, end); bytes advised (0 where unsupported)."""
+    global _madvise_fn, _unsupported
+    if _unsupported:
+        return 0
+    if _madvise_fn is None:
+        _madvise_fn = _madvise()
+        if _madvise_fn is None:
+            _unsupported = True
+            return 0
+    lo = start - start % _PAGE
+    hi = -(-end // _PAGE) * _PAGE
+    if hi <= lo:
+        return 0
+    if _madvise_fn(lo, hi - lo, _MADV_PAGEOUT) != 0:
+        if ctypes.get_errno() == 22:  # EINVAL: a kernel before 5.4; releasing is an optimisation only
+            _unsupported = True
+        return 0
+    return hi - lo
+
+
+def _mapping_of(addr: int) -> tuple[int, int] | None:
+    for base, size in _MAPPINGS:
+        if base <= addr < base + size:
+            return base, size
+    return None
+
+
+def release_pages(tensors: Iterable[torch.Tensor] | None = None) -> int:
+    """Hand back the resident pages of ``tensors`` that view a mapped safetensors file (others are
+    skipped), or of every mapping when ``tensors`` is None. Values are unaffected; returns the bytes
+    advised (an upper bound on what was released)."""
+    if tensors is None:
+        return sum(_page_out(base, base + size) for base, size in _MAPPINGS)
+    done = 0
+    for t in tensors:
+        if t is None or t.device.type != "cpu" or not t.numel():
+            continue
+        addr = t.data_ptr()
+        owner = _mapping_of(addr)
+        if owner is None:
+            continue
+        base, size = owner
+        done += _page_out(addr, min(addr + t.numel() * t.element_size(), base + size))
+    return done
+
+
+def _direct_mapped(module: nn.Module) -> list[torch.Tensor]:
+    if not _MAPPINGS:
+        return []
+    return [p for p in module.parameters(recurse=False) if p.device.type == "cpu" and _mapping_of(p.data_ptr())]
+
+
+@contextlib.contextmanager
+def released_after_use(model: nn.Module) -> Iterator[None]:
+    """Within the block every module hands back its mapped parameters' pages after its forward, and
+    again once a backward pass has used them: when the gradient of the module's input is complete, which
+    is after the module's backward has multiplied by its weights. No effect on a model without mapped
+    weights."""
+    def after(mapped: list[torch.Tensor]):
+        def used_by_backward(_grad: torch.Tensor) -> None:  # None: the gradient is left unchanged
+            release_pages(mapped)
+
+        def hook(_module, args, _out) -> None:  # returning a value would replace the module's output
+            release_pages(mapped)
+            x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            if x is not None and x.requires_grad and torch.is_grad_enabled():
+                x.register_hook(used_by_backward)
+
+        return hook
+
+    handles = []
+    for module in model.modules():
+        mapped = _direct_mapped(module)
+        if mapped:
+            handles.append(module.register_forward_hook(after(mapped)))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+__all__ = ["DTYPES", "MappedFileError", "mapped_tensors", "release_pages", "released_after_use"]

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +45,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from omnimodel.arch.mmap_safetensors import release_pages, released_after_use
 from omnimodel.arch.registry import for_policy
 
 from .calib_check import PolicyInputs
@@ -301,6 +302,7 @@ def calibrate(
             g = p.grad.float()
             acc[name] += g * g
             p.grad = None
+            release_pages([p])  # backward is done with this weight: its mapped pages can go
 
         return hook
 
@@ -309,6 +311,7 @@ def calibrate(
     targets: list[np.ndarray] = []
     loss_sums = {"act": 0.0, "ce": 0.0}
     recomputing = checkpointed(transformer_blocks(policy)) if fisher and recompute and not keep_components else None
+    paging = ExitStack()  # a memory-mapped checkpoint's pages go back as each module is done with them
     try:
         for p in model.parameters():
             p.requires_grad_(False)
@@ -317,6 +320,7 @@ def calibrate(
             p.requires_grad_(fisher)
         if recomputing is not None:
             recomputing.__enter__()
+        paging.enter_context(released_after_use(model))
         for s in samples:
             args, target = calib.prepare(policy, s, dev, dtype)
             targets.append(target.reshape(-1).astype(np.float32))
@@ -353,6 +357,7 @@ def calibrate(
                 finally:
                     in_backward[0] = False
     finally:
+        paging.close()
         if recomputing is not None:
             recomputing.__exit__(None, None, None)
         for h in handles:

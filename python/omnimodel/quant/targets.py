@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from omnimodel.arch.mmap_safetensors import release_pages
 from omnimodel.arch.registry import for_policy
 
 
@@ -68,7 +69,9 @@ class ModelWeights(Mapping[str, np.ndarray]):
 
     def __getitem__(self, name: str) -> np.ndarray:
         w = self.linears[name].weight.detach()
-        return w.to(torch.float32, copy=True).cpu().numpy()
+        out = w.to(torch.float32, copy=True).cpu().numpy()
+        release_pages([w])  # read once per pass: a memory-mapped checkpoint's pages go back at once
+        return out
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.linears)

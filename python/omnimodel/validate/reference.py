@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from omnimodel.arch.mmap_safetensors import released_after_use
 from omnimodel.arch.registry import for_policy
 from omnimodel.gguf.types import GGMLType
 
@@ -413,7 +414,7 @@ def run_reference(
         value = getattr(x, name, None)
         if value is not None and keep(name):  # what the runtime's own preprocessing must reproduce
             target.add(name, value)
-    with _hooks(handles):
+    with _hooks(handles), released_after_use(model):
         out = model(*arch.model_args(model, x, _DTYPES[dtype]))
     for name, value in arch.reference_outputs(policy, x, out).items():
         if keep(name):
