@@ -117,3 +117,15 @@ def test_skill_fixes() -> None:
     alts = SKILLS["vit_tower"].alternatives(cur, extra={"norm_eps": [1e-6, 2e-6]})
     # the per-module candidates (what the config states) come first; no-ops are dropped
     assert {"gelu": "erf"} not in alts and alts[0] == {"norm_eps": 2e-6} and alts[1] == {"gelu": "tanh"}
+
+
+def test_position_embedding_tables_stay_f32() -> None:
+    """Hugging Face SigLIP's position embedding is an embedding table (``position_embedding.weight``), added to
+    the patches like timm's ``pos_embed`` parameter: never quantized, whatever the outtype."""
+    from omnimodel.plan.types import tensor_type
+
+    for outtype in ("q8_0", "f16", "bf16"):
+        assert tensor_type("siglip.embeddings.position_embedding.weight", (256, 1152), outtype) == GGMLType.F32
+        assert tensor_type("vision_backbone.featurizer.pos_embed", (1, 257, 1024), outtype) == GGMLType.F32
+    assert tensor_type("siglip.embeddings.patch_embedding.weight", (1152, 3, 14, 14), "f16") == GGMLType.F16
+    assert tensor_type("language_model.embed_tokens.weight", (1024, 64), "q8_0") == GGMLType.Q8_0
