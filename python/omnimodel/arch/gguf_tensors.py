@@ -38,14 +38,16 @@ class StoredTensorLike(Protocol):
     data: np.ndarray  # uint8, exactly the tensor's bytes
 
 
-def stored_replacements(encoder: Any, exported: Mapping[str, torch.Tensor]) -> dict[str, list[StoredTensorLike]]:
-    """The matrices ``encoder`` stores as several tensors under other names, by PyTorch name."""
+def stored_replacements(encoder: Any, exported: Mapping[str, torch.Tensor],
+                        gguf_name: Callable[[str], str] = lambda name: name) -> dict[str, list[StoredTensorLike]]:
+    """The matrices ``encoder`` stores as several tensors under other names (hanging off each matrix's
+    GGUF name), by PyTorch name."""
     replace_fn = getattr(encoder, "replacement", None)
     if replace_fn is None:
         return {}
     out: dict[str, list[StoredTensorLike]] = {}
     for name in encoder.matrices():
-        stored = replace_fn(name, exported[name].detach().to(torch.float32).cpu().numpy())
+        stored = replace_fn(name, exported[name].detach().to(torch.float32).cpu().numpy(), stored_as=gguf_name(name))
         if stored is not None:
             out[name] = list(stored)
     return out
@@ -56,7 +58,7 @@ def write_tensors(w: GGUFStreamWriter, exported: Mapping[str, torch.Tensor], *, 
                   gguf_name: Callable[[str], str] = lambda name: name) -> None:
     """Declare, then write, every tensor of ``exported`` (module doc)."""
     blocks: dict[str, tuple[GGMLType, int]] = {}
-    replaced = stored_replacements(encoder, exported)
+    replaced = stored_replacements(encoder, exported, gguf_name)
     for name, t in exported.items():
         shape = tuple(int(d) for d in t.shape)
         gname = gguf_name(name)

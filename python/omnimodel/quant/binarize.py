@@ -216,7 +216,7 @@ def capture_attention_calls(policy: Any, samples: Sequence[CalibSample], attenti
         with torch.no_grad():
             for s in samples:
                 args, _target = calib.prepare(policy, s, dev, dtype)
-                model(*args)
+                calib.forward(policy, args)  # the pass calibration takes its losses on
     finally:
         for h in handles:
             h.remove()
@@ -317,11 +317,13 @@ class BinarizeEncoder:
             return None
         return np.asarray(self.stats.hessian[name], np.float64)
 
-    def replacement(self, name: str, weight: np.ndarray) -> list | None:
+    def replacement(self, name: str, weight: np.ndarray, stored_as: str | None = None) -> list | None:
+        """The tensors matrix ``name`` is stored as (named after ``stored_as``, its GGUF name, if given)."""
         if name not in self._binarized:
             return None
         t0 = time.perf_counter()
-        s = hb.store_matrix(name, weight, self._hessian(name), self.plan.config, H_saliency=self.saliency.get(name))
+        s = hb.store_matrix(name, weight, self._hessian(name), self.plan.config, H_saliency=self.saliency.get(name),
+                            stored_as=stored_as)
         self.seconds += time.perf_counter() - t0
         stats = dict(s.hbvla.stats) if s.hbvla is not None else {}
         self.records[name] = MatrixRecord(name, s.shape, s.kind, s.bits, stats,

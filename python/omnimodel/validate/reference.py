@@ -168,9 +168,10 @@ class GGUFWeights:
         from its planes on each call (not kept: its sign planes take a byte per weight)."""
         from omnimodel.quant.hbvla.storage import base_name, read_matrix
 
-        if base_name(name) + ".hb.hdr" not in self.records:
+        stored = self.rename(name)
+        if base_name(stored) + ".hb.hdr" not in self.records:
             return None
-        return read_matrix(self.file, name)
+        return read_matrix(self.file, stored)
 
 
 def _decode(gf, t) -> np.ndarray:

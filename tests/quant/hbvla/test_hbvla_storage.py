@@ -190,3 +190,18 @@ def test_solver_meets_the_target_or_names_the_range():
     assert lo <= mid.bpw <= (lo + hi) / 2
     with pytest.raises(BudgetError, match=rf"reach {lo:.3f} to {hi:.3f} bpw"):
         solve(shapes, lo - 0.01)
+
+
+def test_a_renamed_weight_hangs_its_tensors_off_the_gguf_name() -> None:
+    """An exporter that renames weights (pi0's abbreviated GGUF names, ggml's 63-byte limit) stores each
+    matrix under that name: HBVLA planes and a fallback type alike."""
+    from omnimodel.quant.hbvla.matrix import store_matrix
+
+    rng = np.random.default_rng(3)
+    long = "paligemma_with_expert.paligemma.model.vision_tower.vision_model.encoder.layers.0.mlp.fc2.weight"
+    fits = store_matrix(long, rng.standard_normal((64, 256)) * 0.05, None, hbvla(salient_cap=4),
+                        stored_as="siglip.encoder.layers.0.mlp.fc2.weight")
+    assert fits.kind == "hbvla" and fits.name == long
+    assert {t.name.split(".hb.")[0] for t in fits.tensors} == {"siglip.encoder.layers.0.mlp.fc2"}
+    small = store_matrix(long, rng.standard_normal((96, 64)), None, hbvla(salient_cap=4), stored_as="short.weight")
+    assert small.kind == "fallback" and [t.name for t in small.tensors] == ["short.weight"]

@@ -180,6 +180,16 @@ class _Pi0Family(Architecture):
         header = read_checkpoint_header(checkpoint, asset_id=None if unnorm_key == STATS_KEY else unnorm_key)
         return unnorm_key, policy_inputs(header.config, header.norm_stats, str(checkpoint), unnorm_key, keys)
 
+    def attention_projections(self, model: Any) -> dict[str, tuple[str, ...]]:
+        """SigLIP's attention blocks are modules of their own. The Gemma stacks attend jointly (prefix and
+        expert in one softmax, ``GemmaModel.forward``), so no module computes one stream's attention from
+        its input: a decoder layer's forward (o_proj, gated residual, norm, MLP) is the block re-run for
+        o_proj, and q/k/v keep H = X X^T."""
+        from .modeling import GemmaDecoderLayer, SiglipAttention
+
+        kinds = {SiglipAttention: ("q_proj", "k_proj", "v_proj", "out_proj"), GemmaDecoderLayer: ("self_attn.o_proj",)}
+        return {name: kinds[type(m)] for name, m in model.named_modules() if type(m) in kinds}
+
     def awq_scale_groups(self, model: Any) -> list[Any]:
         from .awq_groups import scale_groups
 

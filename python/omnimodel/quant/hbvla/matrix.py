@@ -46,14 +46,18 @@ class StoredMatrix:
 
 
 def store_matrix(
-    name: str, w: np.ndarray, H: np.ndarray | None, cfg: HbvlaConfig, *, H_saliency: np.ndarray | None = None
+    name: str, w: np.ndarray, H: np.ndarray | None, cfg: HbvlaConfig, *, H_saliency: np.ndarray | None = None,
+    stored_as: str | None = None,
 ) -> StoredMatrix:
+    """``stored_as``: the weight's name in the GGUF when the exporter renames it (its tensors hang off
+    that name; ``name`` otherwise)."""
+    stored = stored_as or name
     w = np.asarray(w, np.float64)
     shape = (int(w.shape[0]), int(w.shape[1]))
     ok, reason = suits_hbvla(shape)
     if ok:
         q = quantize_matrix(w, H, cfg, H_saliency=H_saliency)
-        tensors = encode_matrix(q, base_name(name))
+        tensors = encode_matrix(q, base_name(stored))
         return StoredMatrix(name, shape, "hbvla", tensors, count_bits(tensors, shape), hbvla=q)
     from omnimodel.gguf.encoders import encode  # noqa: PLC0415
 
@@ -61,7 +65,7 @@ def store_matrix(
     imp = None if H is None or t == GGMLType.F16 else np.maximum(np.diag(np.asarray(H, np.float64)), 0)
     imp = None if imp is None else (imp + 1e-6 * (imp.mean() or 1.0)).astype(np.float32)
     data = np.asarray(encode(w.astype(np.float32), t, importance=imp)).ravel()
-    tensor = StoredTensor(name, t, shape, data, "fallback")
+    tensor = StoredTensor(stored, t, shape, data, "fallback")
     bits = fallback_bits(shape)
     assert bits.total == 8 * tensor.n_bytes
     return StoredMatrix(name, shape, "fallback", [tensor], bits, fallback=t, reason=reason)
