@@ -46,12 +46,14 @@ struct q8k_block {
 static_assert(sizeof(q8k_block) == 292, "Q8_K block layout");
 
 // One packed token row: K int8 codes, then per sub-block of `sub` (the weight format's: 32, or 16 for those
-// with scales per 16) d_x (F32), -sum(q_x) (int32) and -sum(q_x) d_x (F32, the factor of Q4_K's and
-// Q2_K's mins); padded to 64 bytes.
+// with scales per 16) d_x (F32), -offset sum(q_x) (int32, offset the weight format's code offset, so the
+// GEMM starts its integer sums there) and -sum(q_x) d_x (F32, the factor of Q4_K's and Q2_K's mins);
+// padded to 64 bytes.
 struct packed_layout {
     int64_t k, sub, n_sub, dx_off, ns_off, mx_off, row_bytes;
-    packed_layout(int64_t k_, int64_t sub_)
-        : k(k_), sub(sub_), n_sub(k_ / sub_), dx_off(k_), ns_off(k_ + 4 * n_sub), mx_off(k_ + 8 * n_sub) {
+    int32_t offset;
+    packed_layout(int64_t k_, int64_t sub_, int32_t offset_ = 0)
+        : k(k_), sub(sub_), n_sub(k_ / sub_), dx_off(k_), ns_off(k_ + 4 * n_sub), mx_off(k_ + 8 * n_sub), offset(offset_) {
         row_bytes = (mx_off + 4 * n_sub + 63) / 64 * 64;
     }
 };
@@ -79,7 +81,8 @@ void put_sub(char * out, const packed_layout & L, int64_t s, const int8_t * qs, 
     std::memcpy(out + L.dx_off + 4 * s, &d, 4);
     sum               = -sum;
     const float mx    = static_cast<float>(sum) * d;  // |sum| <= 4064: exact, so one rounding
-    std::memcpy(out + L.ns_off + 4 * s, &sum, 4);
+    const int32_t ns  = sum * L.offset;
+    std::memcpy(out + L.ns_off + 4 * s, &ns, 4);
     std::memcpy(out + L.mx_off + 4 * s, &mx, 4);
 }
 
@@ -130,13 +133,14 @@ OMNI_TARGET bool pack_row_q8_k(const float * x, const packed_layout & L, char * 
 
 // dst I32 {row_bytes / 4, N + 1}: token rows rounded to Q (Q8_0 or Q8_K, the weight's vec_dot type) by
 // ggml-cpu's from_float, split per SUB into codes, F32 scales and negated code sums; thread 0 zeroes the
-// work counter in the extra last row (the graph's barrier after this node publishes it).
+// work counter in the extra last row (the graph's barrier after this node publishes it). userdata: the
+// weight format's code offset.
 template <ggml_type Q, int SUB>
-void pack_op(ggml_tensor * dst, int ith, int nth, void *) {
+void pack_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     using block = std::conditional_t<Q == GGML_TYPE_Q8_0, q8_block, q8k_block>;
     constexpr int64_t       per_block  = sizeof(block{}.qs) / SUB;
     const ggml_tensor *     x          = dst->src[0];
-    const packed_layout     L(x->ne[0], SUB);
+    const packed_layout     L(x->ne[0], SUB, static_cast<int32_t>(reinterpret_cast<intptr_t>(userdata)));
     const int64_t           n          = ggml_nrows(x);
     const ggml_from_float_t from_float = ggml_get_type_traits_cpu(Q)->from_float;
     if (ith == 0) *work_counter(dst) = 0;
@@ -238,13 +242,18 @@ OMNI_TARGET void decode_lowbit_rows(const ggml_tensor * w, int64_t r0, decoded_c
 }
 
 // 32 decoded rows x T packed tokens -> C (token stride ldc floats), the first `rows` rows stored; codes
-// offset by `offset` (gemm_chunk.hpp), sub-blocks of SUB weights, and with MINS the chunk's mins subtracted.
-template <int T, int SUB, bool MINS>
+// offset by `offset` (gemm_chunk.hpp; the packing stored -offset sum(q_x) per sub-block), sub-blocks of SUB
+// weights, and with MINS the chunk's mins subtracted. BLK > 0: the activations' scale d_x is the same for
+// BLK sub-blocks in a row (Q8_K: one per 256), so the sub-blocks' sums are scaled by the weights' scales
+// only, into a block accumulator that is scaled by d_x once per block -- one F32 multiply per sub-block
+// less, as ggml's own Q8_K dot products sum; it needs 2 x T more registers, hence T <= 4.
+template <int T, int SUB, bool MINS, int BLK>
 OMNI_TARGET void micro_tile(const decoded_chunk & wc, const char * const * xrow, const packed_layout & L, float * c,
-                            int64_t ldc, int rows, const float * bias, int32_t offset) {
-    __m512 acc[2][T];
+                            int64_t ldc, int rows, const float * bias) {
+    static_assert(BLK == 0 || T <= 4, "registers: 2 T int32 sums, 2 T block and 2 T row accumulators");
+    __m512 acc[2][T], blk[2][T];
 #pragma GCC unroll 6
-    for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
+    for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = blk[0][t] = blk[1][t] = _mm512_setzero_ps();
     const uint32_t * codes  = wc.codes.data();
     const float *    scales = wc.scales.data();
     const float *    mins   = wc.mins.data();
@@ -254,7 +263,7 @@ OMNI_TARGET void micro_tile(const decoded_chunk & wc, const char * const * xrow,
         for (int t = 0; t < T; ++t) {  // start from -offset sum(q_x): the codes carry +offset
             int32_t ns;
             std::memcpy(&ns, xrow[t] + L.ns_off + 4 * s, 4);
-            isum[0][t] = isum[1][t] = _mm512_set1_epi32(ns * offset);
+            isum[0][t] = isum[1][t] = _mm512_set1_epi32(ns);
         }
         const uint32_t * cs = codes + s * (SUB / 4) * k_rows;
 #pragma GCC unroll 8
@@ -272,13 +281,32 @@ OMNI_TARGET void micro_tile(const decoded_chunk & wc, const char * const * xrow,
         }
         const __m512 d0 = _mm512_loadu_ps(scales + s * k_rows);
         const __m512 d1 = _mm512_loadu_ps(scales + s * k_rows + 16);
+        if constexpr (BLK > 0) {
 #pragma GCC unroll 6
-        for (int t = 0; t < T; ++t) {
-            float dx;
-            std::memcpy(&dx, xrow[t] + L.dx_off + 4 * s, 4);
-            const __m512 dxb = _mm512_set1_ps(dx);
-            acc[0][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[0][t]), _mm512_mul_ps(d0, dxb), acc[0][t]);
-            acc[1][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[1][t]), _mm512_mul_ps(d1, dxb), acc[1][t]);
+            for (int t = 0; t < T; ++t) {
+                blk[0][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[0][t]), d0, blk[0][t]);
+                blk[1][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[1][t]), d1, blk[1][t]);
+            }
+            if ((s + 1) % BLK == 0) {
+#pragma GCC unroll 6
+                for (int t = 0; t < T; ++t) {
+                    float dx;
+                    std::memcpy(&dx, xrow[t] + L.dx_off + 4 * s, 4);
+                    const __m512 dxb = _mm512_set1_ps(dx);
+                    acc[0][t]        = _mm512_fmadd_ps(blk[0][t], dxb, acc[0][t]);
+                    acc[1][t]        = _mm512_fmadd_ps(blk[1][t], dxb, acc[1][t]);
+                    blk[0][t] = blk[1][t] = _mm512_setzero_ps();
+                }
+            }
+        } else {
+#pragma GCC unroll 6
+            for (int t = 0; t < T; ++t) {
+                float dx;
+                std::memcpy(&dx, xrow[t] + L.dx_off + 4 * s, 4);
+                const __m512 dxb = _mm512_set1_ps(dx);
+                acc[0][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[0][t]), _mm512_mul_ps(d0, dxb), acc[0][t]);
+                acc[1][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[1][t]), _mm512_mul_ps(d1, dxb), acc[1][t]);
+            }
         }
         if constexpr (MINS) {  // - min_j sum(q_x) d_x: the mins times the token's -sum(q_x) d_x
             const __m512 m0 = _mm512_loadu_ps(mins + s * k_rows);
@@ -306,40 +334,45 @@ OMNI_TARGET void micro_tile(const decoded_chunk & wc, const char * const * xrow,
 }
 
 using tile_fn = void (*)(const decoded_chunk &, const char * const *, const packed_layout &, float *, int64_t, int,
-                         const float *, int32_t);
-template <int SUB, bool MINS>
+                         const float *);
+// the micro-tiles for 1 .. k_tokens tokens (BLK > 0: 1 .. 4)
+template <int SUB, bool MINS, int BLK>
 constexpr tile_fn k_tiles[k_tokens + 1] = {nullptr,
-                                           micro_tile<1, SUB, MINS>,
-                                           micro_tile<2, SUB, MINS>,
-                                           micro_tile<3, SUB, MINS>,
-                                           micro_tile<4, SUB, MINS>,
-                                           micro_tile<5, SUB, MINS>,
-                                           micro_tile<6, SUB, MINS>};
+                                           micro_tile<1, SUB, MINS, BLK>,
+                                           micro_tile<2, SUB, MINS, BLK>,
+                                           micro_tile<3, SUB, MINS, BLK>,
+                                           micro_tile<4, SUB, MINS, BLK>,
+                                           BLK > 0 ? nullptr : micro_tile<5, SUB, MINS, 0>,
+                                           BLK > 0 ? nullptr : micro_tile<6, SUB, MINS, 0>};
 
 bool is_lowbit(ggml_type t) { return t == GGML_TYPE_Q1_0 || t == GGML_TYPE_Q2_0; }
 
 // The engine's sub-block for a weight type: 16 for the formats with scales per 16 weights (gemm_iquant.hpp).
 int sub_of(ggml_type t) { return iquant_takes(t) ? iquant_sub(t) : static_cast<int>(k_sub); }
 
+// The constant the format's codes carry (gemm_chunk.hpp); Q1_0/Q2_0: c = 2 bit or q, offset 1.
+int32_t code_offset(ggml_type t) {
+    return is_lowbit(t) ? 1 : iquant_takes(t) ? iquant_code_offset(t) : kquant_code_offset(t);
+}
+
 // dst F32 {M, N...} = x W^T; src[0] W {K, M} (gemm_lowbit_takes, sub-blocks of SUB), src[1] the packed
 // tokens, src[2] the bias or none. A unit of work is 32 weight rows (decoded once) against a group of
 // tokens; the tokens are split into groups only when there are too few row chunks to keep every thread busy.
-template <int SUB>
+template <int SUB, int BLK>
 void gemm_op(ggml_tensor * dst, int, int nth, void *) {
+    constexpr int       tt   = BLK > 0 ? 4 : k_tokens;  // tokens per micro-tile
     const ggml_tensor * w    = dst->src[0];
     const ggml_tensor * xp   = dst->src[1];
     const float *       bias = dst->src[2] != nullptr ? static_cast<const float *>(dst->src[2]->data) : nullptr;
     const packed_layout L(w->ne[0], SUB);
     const int64_t       m = w->ne[1], n = ggml_nrows(dst);
     const int64_t       chunks = (m + k_rows - 1) / k_rows;
-    const int64_t       tiles  = (n + k_tokens - 1) / k_tokens;
+    const int64_t       tiles  = (n + tt - 1) / tt;
     const int64_t       groups = chunks >= 4 * nth ? 1 : std::max<int64_t>(1, std::min(tiles / 8, (4 * nth + chunks - 1) / chunks));
     const int64_t       units  = chunks * groups;
     const int64_t       ldc    = dst->nb[1] / sizeof(float);
     int64_t *           next   = work_counter(xp);
     const bool          lowbit = is_lowbit(w->type), iquant = iquant_takes(w->type);
-    // Q1_0/Q2_0: c = q or 2 bit
-    const int32_t offset = lowbit ? 1 : iquant ? iquant_code_offset(w->type) : kquant_code_offset(w->type);
     thread_local decoded_chunk wc;
     int64_t                    decoded = -1;  // the chunk in wc, for this call
     for (int64_t u = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED); u < units;
@@ -358,12 +391,12 @@ void gemm_op(ggml_tensor * dst, int, int nth, void *) {
         const int64_t r0   = ch * k_rows;
         const int     rows = static_cast<int>(std::min<int64_t>(k_rows, m - r0));
         for (int64_t tile = tiles * g / groups; tile < tiles * (g + 1) / groups; ++tile) {
-            const int64_t t0 = tile * k_tokens;
-            const int     nt = static_cast<int>(std::min<int64_t>(k_tokens, n - t0));
+            const int64_t t0 = tile * tt;
+            const int     nt = static_cast<int>(std::min<int64_t>(tt, n - t0));
             const char *  xrow[k_tokens];
             for (int t = 0; t < nt; ++t) xrow[t] = static_cast<const char *>(xp->data) + (t0 + t) * xp->nb[1];
-            (wc.mins.empty() ? k_tiles<SUB, false> : k_tiles<SUB, true>)[nt](wc, xrow, L, static_cast<float *>(dst->data) + t0 * ldc + r0, ldc,
-                                                 rows, bias != nullptr ? bias + r0 : nullptr, offset);
+            (wc.mins.empty() ? k_tiles<SUB, false, BLK> : k_tiles<SUB, true, BLK>)[nt](
+                wc, xrow, L, static_cast<float *>(dst->data) + t0 * ldc + r0, ldc, rows, bias != nullptr ? bias + r0 : nullptr);
         }
     }
 }
@@ -397,14 +430,16 @@ ggml_tensor * gemm_lowbit(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, 
     const bool q8_k = ggml_get_type_traits_cpu(w->type)->vec_dot_type == GGML_TYPE_Q8_K;
     if (!q8_k && sub != k_sub) return nullptr;  // no format pairs Q8_0 with scales per 16
     const ggml_custom_op_t pack = !q8_k ? pack_op<GGML_TYPE_Q8_0, 32> : sub == 16 ? pack_op<GGML_TYPE_Q8_K, 16> : pack_op<GGML_TYPE_Q8_K, 32>;
-    return packed_gemm_nodes(ctx, w, x, b, L.row_bytes / 4, ggml_nrows(x) + 1, pack,
-                             sub == 16 ? gemm_op<16> : gemm_op<32>,
-                             q8_k ? "gemm_lowbit (Q8_K x)" : "gemm_lowbit (Q8_0 x)", "gemm_lowbit (x W^T)");
+    // Q8_K's d_x is one per 256: the sub-blocks' sums are scaled by it once per block (micro_tile's BLK)
+    const ggml_custom_op_t gemm = !q8_k ? gemm_op<32, 0> : sub == 16 ? gemm_op<16, 16> : gemm_op<32, 8>;
+    return packed_gemm_nodes(ctx, w, x, b, L.row_bytes / 4, ggml_nrows(x) + 1, pack, gemm,
+                             q8_k ? "gemm_lowbit (Q8_K x)" : "gemm_lowbit (Q8_0 x)", "gemm_lowbit (x W^T)",
+                             reinterpret_cast<void *>(static_cast<intptr_t>(code_offset(w->type))));
 }
 
 bool is_gemm_lowbit_node(const ggml_tensor * t) {
     return is_custom_node_of(t, {pack_op<GGML_TYPE_Q8_0, 32>, pack_op<GGML_TYPE_Q8_K, 32>, pack_op<GGML_TYPE_Q8_K, 16>,
-                                 gemm_op<32>, gemm_op<16>});
+                                 gemm_op<32, 0>, gemm_op<16, 16>, gemm_op<32, 8>});
 }
 
 #else  // no x86-64 AVX512 kernel in this build
