@@ -21,7 +21,8 @@ bool iquant_takes(ggml_type t) {
 }
 
 int iquant_sub(ggml_type t) {
-    return t == GGML_TYPE_Q2_K || t == GGML_TYPE_IQ2_XS || t == GGML_TYPE_IQ2_S || t == GGML_TYPE_IQ1_M ? 16 : 32;
+    if (t == GGML_TYPE_Q2_K) return 256;
+    return t == GGML_TYPE_IQ2_XS || t == GGML_TYPE_IQ2_S || t == GGML_TYPE_IQ1_M ? 16 : 32;
 }
 
 int iquant_code_offset(ggml_type t) { return t == GGML_TYPE_Q2_K ? 0 : 128; }
@@ -168,6 +169,7 @@ OMNI_TARGET inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 
 // Per-row decoders: K codes into `codes`, the scale (and min) of sub-block j at scales[j * stride].
 
+// Q2_K: codes sc q (<= 45: the 4-bit scale per 16 folded in, so one scale d per 256), mins per 16.
 OMNI_TARGET void row_q2_k(const uint8_t * row, int64_t k, uint8_t * codes, float * scales, float * mins, int64_t st) {
     const __m256i three = _mm256_set1_epi8(3);
     for (int64_t b = 0; b < k / k_qk; ++b) {
@@ -176,14 +178,19 @@ OMNI_TARGET void row_q2_k(const uint8_t * row, int64_t k, uint8_t * codes, float
         for (int n = 0; n < 2; ++n) {  // per 128 weights 32 bytes; weight 32 j + l is bits 2j of byte l
             const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(blk + 16 + 32 * n));
             for (int j = 0; j < 4; ++j) {
-                const __m256i c = _mm256_and_si256(_mm256_srli_epi16(v, 2 * j), three);
-                _mm256_storeu_si256(reinterpret_cast<__m256i *>(codes + b * k_qk + 128 * n + 32 * j), c);
+                // weights 0-15 and 16-31 of these 32 have scales i and i + 1: q -> sc q by a table per lane
+                const int     i  = 8 * n + 2 * j;
+                const char    s0 = static_cast<char>(blk[i] & 15), s1 = static_cast<char>(blk[i + 1] & 15);
+                const __m256i table = _mm256_setr_epi8(0, s0, static_cast<char>(2 * s0), static_cast<char>(3 * s0), 0, 0, 0,
+                                                       0, 0, 0, 0, 0, 0, 0, 0, 0, 0, s1, static_cast<char>(2 * s1),
+                                                       static_cast<char>(3 * s1), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+                const __m256i q = _mm256_and_si256(_mm256_srli_epi16(v, 2 * j), three);
+                _mm256_storeu_si256(reinterpret_cast<__m256i *>(codes + b * k_qk + 128 * n + 32 * j),
+                                    _mm256_shuffle_epi8(table, q));
             }
         }
-        for (int i = 0; i < 16; ++i) {
-            scales[(16 * b + i) * st] = d * static_cast<float>(blk[i] & 15);
-            mins[(16 * b + i) * st]   = dmin * static_cast<float>(blk[i] >> 4);
-        }
+        scales[b * st] = d;
+        for (int i = 0; i < 16; ++i) mins[(16 * b + i) * st] = dmin * static_cast<float>(blk[i] >> 4);
     }
 }
 
@@ -303,10 +310,10 @@ void row_iq1_m(const grids & g, const uint8_t * row, int64_t k, uint8_t * codes,
 OMNI_TARGET void decode_iquant_rows(const ggml_tensor * w, int64_t r0, decoded_chunk & out) {
     const grids & g   = the_grids();
     const int64_t k = w->ne[0], m = w->ne[1], sub = iquant_sub(w->type), n_sub = k / sub;
-    const bool    with_mins = w->type == GGML_TYPE_Q2_K;
+    const bool    with_mins = w->type == GGML_TYPE_Q2_K;  // per 16, its scales per 256
     out.scales.assign(static_cast<size_t>(n_sub * k_gemm_rows), 0.0f);
     if (with_mins) {
-        out.mins.assign(static_cast<size_t>(n_sub * k_gemm_rows), 0.0f);
+        out.mins.assign(static_cast<size_t>(k / 16 * k_gemm_rows), 0.0f);
     } else {
         out.mins.clear();
     }

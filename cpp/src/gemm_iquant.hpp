@@ -15,8 +15,9 @@
 //            ls per 16, d spread over the scales' top nibbles:            w = d (2 ls + 1) (g +- 1/8)
 //
 // The grid values become unsigned codes c = 128 +- g (IQ1_M: 128 + 8 g +- 1, its scale / 8) with offset
-// 128; Q2_K's codes are q with offset 0 and its mins. Q2_K, IQ2_XS, IQ2_S and IQ1_M have scales per 16
-// weights, so the engine runs them with 16-weight sub-blocks; the rest with 32.
+// 128; Q2_K's codes are sc q (<= 45) with offset 0, so its only scale is d per 256 weights, and its mins
+// dmin m per 16 are a separate F32 term. IQ2_XS, IQ2_S and IQ1_M have scales per 16 weights, so the engine
+// runs them with 16-weight sub-blocks; Q2_K with 256 (mins per 16); the rest with 32.
 //
 // The grids are not copied into this source: they are read once from ggml's own dequantizer (to_float of
 // probe blocks holding every index with unit scales and no signs).
@@ -30,7 +31,8 @@ namespace omni {
 // Q2_K, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S and IQ1_M.
 bool iquant_takes(ggml_type t);
 
-// Weights per scale: 16 (Q2_K, IQ2_XS, IQ2_S, IQ1_M) or 32; the engine's sub-block size for t.
+// Weights per scale: 16 (IQ2_XS, IQ2_S, IQ1_M), 256 (Q2_K, mins per 16) or 32; the engine's sub-block
+// size for t.
 int iquant_sub(ggml_type t);
 
 // The constant subtracted from the format's codes (see gemm_chunk.hpp): 0 for Q2_K, else 128.

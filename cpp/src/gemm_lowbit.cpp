@@ -47,14 +47,16 @@ static_assert(sizeof(q8k_block) == 292, "Q8_K block layout");
 
 // One packed token row: K int8 codes, then per sub-block of `sub` (the weight format's: 32, or 16 for those
 // with scales per 16) d_x (F32), -offset sum(q_x) (int32, offset the weight format's code offset, so the
-// GEMM starts its integer sums there) and -sum(q_x) d_x (F32, the factor of Q4_K's and Q2_K's mins);
+// GEMM starts its integer sums there), and per `msub` values (the granularity of the format's mins, sub or
+// less: Q2_K's are per 16 with a scale per 256) -sum(q_x) d_x (F32, the factor of Q4_K's and Q2_K's mins);
 // padded to 64 bytes.
 struct packed_layout {
-    int64_t k, sub, n_sub, dx_off, ns_off, mx_off, row_bytes;
+    int64_t k, sub, n_sub, msub, dx_off, ns_off, mx_off, row_bytes;
     int32_t offset;
-    packed_layout(int64_t k_, int64_t sub_, int32_t offset_ = 0)
-        : k(k_), sub(sub_), n_sub(k_ / sub_), dx_off(k_), ns_off(k_ + 4 * n_sub), mx_off(k_ + 8 * n_sub), offset(offset_) {
-        row_bytes = (mx_off + 4 * n_sub + 63) / 64 * 64;
+    packed_layout(int64_t k_, int64_t sub_, int32_t offset_ = 0, int64_t msub_ = 0)
+        : k(k_), sub(sub_), n_sub(k_ / sub_), msub(msub_ > 0 ? msub_ : sub_), dx_off(k_), ns_off(k_ + 4 * n_sub),
+          mx_off(k_ + 8 * n_sub), offset(offset_) {
+        row_bytes = (mx_off + 4 * (k_ / msub) + 63) / 64 * 64;
     }
 };
 
@@ -77,13 +79,16 @@ struct rows_view {  // F32 rows of x with contiguous elements, in ggml order (i1
 void put_sub(char * out, const packed_layout & L, int64_t s, const int8_t * qs, float d) {
     if (out + s * L.sub != reinterpret_cast<const char *>(qs)) std::memcpy(out + s * L.sub, qs, static_cast<size_t>(L.sub));
     int32_t sum = 0;
-    for (int64_t i = 0; i < L.sub; ++i) sum += qs[i];
+    for (int64_t p = 0; p < L.sub / L.msub; ++p) {
+        int32_t part = 0;
+        for (int64_t i = 0; i < L.msub; ++i) part += qs[p * L.msub + i];
+        const float mx = static_cast<float>(-part) * d;  // |part| <= 4064: exact, so one rounding
+        std::memcpy(out + L.mx_off + 4 * (s * (L.sub / L.msub) + p), &mx, 4);
+        sum += part;
+    }
     std::memcpy(out + L.dx_off + 4 * s, &d, 4);
-    sum               = -sum;
-    const float mx    = static_cast<float>(sum) * d;  // |sum| <= 4064: exact, so one rounding
-    const int32_t ns  = sum * L.offset;
+    const int32_t ns = -sum * L.offset;
     std::memcpy(out + L.ns_off + 4 * s, &ns, 4);
-    std::memcpy(out + L.mx_off + 4 * s, &mx, 4);
 }
 
 // ggml's Q8_K rounding of one row (ggml-quants.c quantize_row_q8_K_ref, which ggml-cpu's from_float for
@@ -135,12 +140,12 @@ OMNI_TARGET bool pack_row_q8_k(const float * x, const packed_layout & L, char * 
 // ggml-cpu's from_float, split per SUB into codes, F32 scales and negated code sums; thread 0 zeroes the
 // work counter in the extra last row (the graph's barrier after this node publishes it). userdata: the
 // weight format's code offset.
-template <ggml_type Q, int SUB>
+template <ggml_type Q, int SUB, int MSUB = SUB>
 void pack_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     using block = std::conditional_t<Q == GGML_TYPE_Q8_0, q8_block, q8k_block>;
     constexpr int64_t       per_block  = sizeof(block{}.qs) / SUB;
     const ggml_tensor *     x          = dst->src[0];
-    const packed_layout     L(x->ne[0], SUB, static_cast<int32_t>(reinterpret_cast<intptr_t>(userdata)));
+    const packed_layout     L(x->ne[0], SUB, static_cast<int32_t>(reinterpret_cast<intptr_t>(userdata)), MSUB);
     const int64_t           n          = ggml_nrows(x);
     const ggml_from_float_t from_float = ggml_get_type_traits_cpu(Q)->from_float;
     if (ith == 0) *work_counter(dst) = 0;
@@ -246,8 +251,9 @@ OMNI_TARGET void decode_lowbit_rows(const ggml_tensor * w, int64_t r0, decoded_c
 // weights, and with MINS the chunk's mins subtracted. BLK > 0: the activations' scale d_x is the same for
 // BLK sub-blocks in a row (Q8_K: one per 256), so the sub-blocks' sums are scaled by the weights' scales
 // only, into a block accumulator that is scaled by d_x once per block -- one F32 multiply per sub-block
-// less, as ggml's own Q8_K dot products sum; it needs 2 x T more registers, hence T <= 4.
-template <int T, int SUB, bool MINS, int BLK>
+// less, as ggml's own Q8_K dot products sum; it needs 2 x T more registers, hence T <= 4. MSUB: the
+// granularity of the mins (SUB, or a divisor of it).
+template <int T, int SUB, bool MINS, int BLK, int MSUB = SUB>
 OMNI_TARGET void micro_tile(const decoded_chunk & wc, const char * const * xrow, const packed_layout & L, float * c,
                             int64_t ldc, int rows, const float * bias) {
     static_assert(BLK == 0 || T <= 4, "registers: 2 T int32 sums, 2 T block and 2 T row accumulators");
@@ -309,15 +315,17 @@ OMNI_TARGET void micro_tile(const decoded_chunk & wc, const char * const * xrow,
             }
         }
         if constexpr (MINS) {  // - min_j sum(q_x) d_x: the mins times the token's -sum(q_x) d_x
-            const __m512 m0 = _mm512_loadu_ps(mins + s * k_rows);
-            const __m512 m1 = _mm512_loadu_ps(mins + s * k_rows + 16);
+            for (int64_t j = s * (SUB / MSUB); j < (s + 1) * (SUB / MSUB); ++j) {
+                const __m512 m0 = _mm512_loadu_ps(mins + j * k_rows);
+                const __m512 m1 = _mm512_loadu_ps(mins + j * k_rows + 16);
 #pragma GCC unroll 6
-            for (int t = 0; t < T; ++t) {
-                float mx;
-                std::memcpy(&mx, xrow[t] + L.mx_off + 4 * s, 4);
-                const __m512 sb = _mm512_set1_ps(mx);
-                acc[0][t]       = _mm512_fmadd_ps(m0, sb, acc[0][t]);
-                acc[1][t]       = _mm512_fmadd_ps(m1, sb, acc[1][t]);
+                for (int t = 0; t < T; ++t) {
+                    float mx;
+                    std::memcpy(&mx, xrow[t] + L.mx_off + 4 * j, 4);
+                    const __m512 sb = _mm512_set1_ps(mx);
+                    acc[0][t]       = _mm512_fmadd_ps(m0, sb, acc[0][t]);
+                    acc[1][t]       = _mm512_fmadd_ps(m1, sb, acc[1][t]);
+                }
             }
         }
     }
@@ -336,18 +344,19 @@ OMNI_TARGET void micro_tile(const decoded_chunk & wc, const char * const * xrow,
 using tile_fn = void (*)(const decoded_chunk &, const char * const *, const packed_layout &, float *, int64_t, int,
                          const float *);
 // the micro-tiles for 1 .. k_tokens tokens (BLK > 0: 1 .. 4)
-template <int SUB, bool MINS, int BLK>
+template <int SUB, bool MINS, int BLK, int MSUB>
 constexpr tile_fn k_tiles[k_tokens + 1] = {nullptr,
-                                           micro_tile<1, SUB, MINS, BLK>,
-                                           micro_tile<2, SUB, MINS, BLK>,
-                                           micro_tile<3, SUB, MINS, BLK>,
-                                           micro_tile<4, SUB, MINS, BLK>,
-                                           BLK > 0 ? nullptr : micro_tile<5, SUB, MINS, 0>,
-                                           BLK > 0 ? nullptr : micro_tile<6, SUB, MINS, 0>};
+                                           micro_tile<1, SUB, MINS, BLK, MSUB>,
+                                           micro_tile<2, SUB, MINS, BLK, MSUB>,
+                                           micro_tile<3, SUB, MINS, BLK, MSUB>,
+                                           micro_tile<4, SUB, MINS, BLK, MSUB>,
+                                           BLK > 0 ? nullptr : micro_tile<5, SUB, MINS, 0, MSUB>,
+                                           BLK > 0 ? nullptr : micro_tile<6, SUB, MINS, 0, MSUB>};
 
 bool is_lowbit(ggml_type t) { return t == GGML_TYPE_Q1_0 || t == GGML_TYPE_Q2_0; }
 
-// The engine's sub-block for a weight type: 16 for the formats with scales per 16 weights (gemm_iquant.hpp).
+// The engine's sub-block for a weight type (its scales' granularity): 16 for the formats with scales per
+// 16 weights, 256 for Q2_K (its 4-bit scales are folded into the codes; gemm_iquant.hpp), else 32.
 int sub_of(ggml_type t) { return iquant_takes(t) ? iquant_sub(t) : static_cast<int>(k_sub); }
 
 // The constant the format's codes carry (gemm_chunk.hpp); Q1_0/Q2_0: c = 2 bit or q, offset 1.
@@ -358,13 +367,13 @@ int32_t code_offset(ggml_type t) {
 // dst F32 {M, N...} = x W^T; src[0] W {K, M} (gemm_lowbit_takes, sub-blocks of SUB), src[1] the packed
 // tokens, src[2] the bias or none. A unit of work is 32 weight rows (decoded once) against a group of
 // tokens; the tokens are split into groups only when there are too few row chunks to keep every thread busy.
-template <int SUB, int BLK>
+template <int SUB, int BLK, int MSUB = SUB>
 void gemm_op(ggml_tensor * dst, int, int nth, void *) {
     constexpr int       tt   = BLK > 0 ? 4 : k_tokens;  // tokens per micro-tile
     const ggml_tensor * w    = dst->src[0];
     const ggml_tensor * xp   = dst->src[1];
     const float *       bias = dst->src[2] != nullptr ? static_cast<const float *>(dst->src[2]->data) : nullptr;
-    const packed_layout L(w->ne[0], SUB);
+    const packed_layout L(w->ne[0], SUB, 0, MSUB);
     const int64_t       m = w->ne[1], n = ggml_nrows(dst);
     const int64_t       chunks = (m + k_rows - 1) / k_rows;
     const int64_t       tiles  = (n + tt - 1) / tt;
@@ -395,7 +404,7 @@ void gemm_op(ggml_tensor * dst, int, int nth, void *) {
             const int     nt = static_cast<int>(std::min<int64_t>(tt, n - t0));
             const char *  xrow[k_tokens];
             for (int t = 0; t < nt; ++t) xrow[t] = static_cast<const char *>(xp->data) + (t0 + t) * xp->nb[1];
-            (wc.mins.empty() ? k_tiles<SUB, false, BLK> : k_tiles<SUB, true, BLK>)[nt](
+            (wc.mins.empty() ? k_tiles<SUB, false, BLK, MSUB> : k_tiles<SUB, true, BLK, MSUB>)[nt](
                 wc, xrow, L, static_cast<float *>(dst->data) + t0 * ldc + r0, ldc, rows, bias != nullptr ? bias + r0 : nullptr);
         }
     }
@@ -424,14 +433,19 @@ ggml_tensor * gemm_lowbit(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, 
     if (b != nullptr && (b->type != GGML_TYPE_F32 || !ggml_is_contiguous(b) || ggml_nelements(b) != w->ne[1])) {
         return nullptr;
     }
-    const int           sub = sub_of(w->type);
-    const packed_layout L(w->ne[0], sub);
+    const int           sub  = sub_of(w->type);
+    const bool          q2_k = w->type == GGML_TYPE_Q2_K;  // a scale per 256, mins per 16
+    const packed_layout L(w->ne[0], sub, 0, q2_k ? 16 : sub);
     // the activations rounded as ggml_mul_mat rounds them for this weight type: its vec_dot type
     const bool q8_k = ggml_get_type_traits_cpu(w->type)->vec_dot_type == GGML_TYPE_Q8_K;
-    if (!q8_k && sub != k_sub) return nullptr;  // no format pairs Q8_0 with scales per 16
-    const ggml_custom_op_t pack = !q8_k ? pack_op<GGML_TYPE_Q8_0, 32> : sub == 16 ? pack_op<GGML_TYPE_Q8_K, 16> : pack_op<GGML_TYPE_Q8_K, 32>;
+    if (!q8_k && sub != k_sub) return nullptr;  // no format pairs Q8_0 with other sub-blocks
+    const ggml_custom_op_t pack = !q8_k ? pack_op<GGML_TYPE_Q8_0, 32>
+                                  : q2_k ? pack_op<GGML_TYPE_Q8_K, 256, 16>
+                                  : sub == 16 ? pack_op<GGML_TYPE_Q8_K, 16> : pack_op<GGML_TYPE_Q8_K, 32>;
     // Q8_K's d_x is one per 256: the sub-blocks' sums are scaled by it once per block (micro_tile's BLK)
-    const ggml_custom_op_t gemm = !q8_k ? gemm_op<32, 0> : sub == 16 ? gemm_op<16, 16> : gemm_op<32, 8>;
+    const ggml_custom_op_t gemm = !q8_k ? gemm_op<32, 0>
+                                  : q2_k ? gemm_op<256, 1, 16>
+                                  : sub == 16 ? gemm_op<16, 16> : gemm_op<32, 8>;
     return packed_gemm_nodes(ctx, w, x, b, L.row_bytes / 4, ggml_nrows(x) + 1, pack, gemm,
                              q8_k ? "gemm_lowbit (Q8_K x)" : "gemm_lowbit (Q8_0 x)", "gemm_lowbit (x W^T)",
                              reinterpret_cast<void *>(static_cast<intptr_t>(code_offset(w->type))));
@@ -439,7 +453,8 @@ ggml_tensor * gemm_lowbit(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, 
 
 bool is_gemm_lowbit_node(const ggml_tensor * t) {
     return is_custom_node_of(t, {pack_op<GGML_TYPE_Q8_0, 32>, pack_op<GGML_TYPE_Q8_K, 32>, pack_op<GGML_TYPE_Q8_K, 16>,
-                                 gemm_op<32, 0>, gemm_op<16, 16>, gemm_op<32, 8>});
+                                 pack_op<GGML_TYPE_Q8_K, 256, 16>, gemm_op<32, 0>, gemm_op<16, 16>, gemm_op<32, 8>,
+                                 gemm_op<256, 1, 16>});
 }
 
 #else  // no x86-64 AVX512 kernel in this build

@@ -24,7 +24,10 @@
 //
 // Q2_K and the grid quants IQ1_M, IQ2_XXS/XS/S, IQ3_XXS/S (gemm_iquant.hpp; activations to Q8_K) run
 // on it too: their grid entries become codes 128 +- g (IQ1_M: 128 + 8 g +- 1), and the four whose scales
-// are per 16 weights (Q2_K, IQ2_XS, IQ2_S, IQ1_M) run with 16-weight sub-blocks (one F32 FMA per 16).
+// are per 16 weights (IQ2_XS, IQ2_S, IQ1_M) run with 16-weight sub-blocks (one F32 FMA per 16); Q2_K folds
+// its 4-bit scales into the codes (sc q <= 45), so it sums whole 256-blocks in int32, its mins per 16 apart.
+// For all Q8_K-rounded types the sub-block sums are scaled by the weights' scales and then by d_x once per
+// 256 (one scale per 256 activations), as ggml's Q8_K dot products do.
 //
 // So the rounding points are ggml's (x to Q8_0, F32 sums); only the F32 summation differs: sequential
 // over the 32-element blocks here, per weight block then across blocks in ggml's vec_dot. x86-64 CPUs

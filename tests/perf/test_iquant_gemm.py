@@ -3,8 +3,8 @@
 runtime.
 
 Like the 4-bit kernels (test_kquant_gemm.py), the kernel rounds the activations to Q8_K with ggml-cpu's own
-from_float and sums exact integer dot products per sub-block (16 weights for Q2_K, IQ2_XS, IQ2_S and IQ1_M,
-32 for the others) in F32. So it is held to float64 arithmetic on the rounded activations and ggml's
+from_float and sums exact integer dot products per sub-block (16 weights for IQ2_XS, IQ2_S and IQ1_M, 32 for
+the others; Q2_K's whole 256-blocks with its scales folded into the codes, its mins per 16) in F32. So it is held to float64 arithmetic on the rounded activations and ggml's
 dequantized weights (to_float) within the summation bound of its F32 terms, and to ggml's own matmul of
 the same weights (gemm=ggml) within twice that. The blocks are ggml's encodings of random weights, and
 random bytes (every grid index, sign pattern and scale; only the F16 super-scales kept finite), so every
@@ -23,7 +23,8 @@ from omnimodel.gguf.types import GGMLType
 from omnimodel.gguf.writer import GGUFModelWriter
 
 U32 = 2.0**-24  # unit roundoff of float32
-SUB = {"Q2_K": 16, "IQ2_XXS": 32, "IQ2_XS": 16, "IQ2_S": 16, "IQ3_XXS": 32, "IQ3_S": 32, "IQ1_M": 16}
+SUB = {"Q2_K": 16,  # the bound counts Q2_K's mins per 16 (its scale terms, one per 256, are fewer)
+       "IQ2_XXS": 32, "IQ2_XS": 16, "IQ2_S": 16, "IQ3_XXS": 32, "IQ3_S": 32, "IQ1_M": 16}
 BYTES = {"Q2_K": 84, "IQ2_XXS": 66, "IQ2_XS": 74, "IQ2_S": 82, "IQ3_XXS": 98, "IQ3_S": 110, "IQ1_M": 56}
 
 # (type, real row width K, output rows M, tokens): real-width rows (576 Llama, 1152 SigLIP, 1024 DINOv2,
