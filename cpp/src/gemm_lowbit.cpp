@@ -91,6 +91,24 @@ void put_sub(char * out, const packed_layout & L, int64_t s, const int8_t * qs, 
     std::memcpy(out + L.ns_off + 4 * s, &ns, 4);
 }
 
+// A 256-block's scale d and per-16 code sums (sums16[i]: codes 16 i .. 16 i + 15) into the packed row's
+// per-sub-block entries, from activation b0 on (the codes are already in place).
+void put_block_sums(char * out, const packed_layout & L, int64_t b0, const int32_t * sums16, float d) {
+    for (int64_t s = b0 / L.sub; s < (b0 + 256) / L.sub; ++s) {
+        int32_t sum = 0;
+        for (int64_t i = (s * L.sub - b0) / 16; i < ((s + 1) * L.sub - b0) / 16; ++i) sum += sums16[i];
+        const int32_t ns = -sum * L.offset;
+        std::memcpy(out + L.dx_off + 4 * s, &d, 4);
+        std::memcpy(out + L.ns_off + 4 * s, &ns, 4);
+    }
+    for (int64_t j = b0 / L.msub; j < (b0 + 256) / L.msub; ++j) {
+        int32_t part = 0;
+        for (int64_t i = (j * L.msub - b0) / 16; i < ((j + 1) * L.msub - b0) / 16; ++i) part += sums16[i];
+        const float mx = static_cast<float>(-part) * d;  // |part| <= 4064: exact, so one rounding
+        std::memcpy(out + L.mx_off + 4 * j, &mx, 4);
+    }
+}
+
 // ggml's Q8_K rounding of one row (ggml-quants.c quantize_row_q8_K_ref, which ggml-cpu's from_float for
 // Q8_K is on x86: a scalar loop, 4x the cost of the Q8_0 one), vectorised with the same arithmetic, straight
 // into the packed row: per 256 values, max = the first value of the largest magnitude, iscale = -127 / max
@@ -110,11 +128,12 @@ OMNI_TARGET bool pack_row_q8_k(const float * x, const packed_layout & L, char * 
         }
         const float am = _mm512_reduce_max_ps(amax);
         if (bad != 0 || am > FLT_MAX) return false;
-        int8_t *    q  = reinterpret_cast<int8_t *>(out) + b0;
-        const int64_t s0 = b0 / L.sub;
+        int8_t * q = reinterpret_cast<int8_t *>(out) + b0;
+        int32_t  sums16[nv];
         if (am == 0.0f) {
             std::memset(q, 0, kb);
-            for (int64_t s = s0; s < s0 + kb / L.sub; ++s) put_sub(out, L, s, q + (s - s0) * L.sub, 0.0f);
+            std::memset(sums16, 0, sizeof(sums16));
+            put_block_sums(out, L, b0, sums16, 0.0f);
             continue;
         }
         float mx = 0.0f;
@@ -130,8 +149,9 @@ OMNI_TARGET bool pack_row_q8_k(const float * x, const packed_layout & L, char * 
         for (int i = 0; i < nv; ++i) {
             const __m512i c = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(vs, v[i])), _mm512_set1_epi32(127));
             _mm_storeu_si128(reinterpret_cast<__m128i *>(q + 16 * i), _mm512_cvtepi32_epi8(c));
+            sums16[i] = _mm512_reduce_add_epi32(c);
         }
-        for (int64_t s = s0; s < s0 + kb / L.sub; ++s) put_sub(out, L, s, q + (s - s0) * L.sub, 1.0f / iscale);
+        put_block_sums(out, L, b0, sums16, 1.0f / iscale);
     }
     return true;
 }
