@@ -194,7 +194,7 @@ OMNI_TARGET void row_q2_k(const uint8_t * row, int64_t k, uint8_t * codes, float
     }
 }
 
-void row_iq2_xxs(const grids & g, const uint8_t * row, int64_t k, uint8_t * codes, float * scales, int64_t st) {
+OMNI_TARGET void row_iq2_xxs(const grids & g, const uint8_t * row, int64_t k, uint8_t * codes, float * scales, int64_t st) {
     for (int64_t b = 0; b < k / k_qk; ++b) {
         const uint8_t * blk = row + b * k_iq2_xxs_bytes;
         const float     d   = f16(rd16(blk));
@@ -210,7 +210,7 @@ void row_iq2_xxs(const grids & g, const uint8_t * row, int64_t k, uint8_t * code
     }
 }
 
-void row_iq2_xs(const grids & g, const uint8_t * row, int64_t k, uint8_t * codes, float * scales, int64_t st) {
+OMNI_TARGET void row_iq2_xs(const grids & g, const uint8_t * row, int64_t k, uint8_t * codes, float * scales, int64_t st) {
     for (int64_t b = 0; b < k / k_qk; ++b) {
         const uint8_t * blk = row + b * k_iq2_xs_bytes;  // d, qs (32 x 16 bits), scales[8]
         const float     d   = f16(rd16(blk));
@@ -227,7 +227,7 @@ void row_iq2_xs(const grids & g, const uint8_t * row, int64_t k, uint8_t * codes
     }
 }
 
-void row_iq2_s(const grids & g, const uint8_t * row, int64_t k, uint8_t * codes, float * scales, int64_t st) {
+OMNI_TARGET void row_iq2_s(const grids & g, const uint8_t * row, int64_t k, uint8_t * codes, float * scales, int64_t st) {
     for (int64_t b = 0; b < k / k_qk; ++b) {
         const uint8_t * blk = row + b * k_iq2_s_bytes;  // d, qs[32] low index bits, signs[32], qh[8], scales[8]
         const float     d   = f16(rd16(blk));
@@ -244,7 +244,7 @@ void row_iq2_s(const grids & g, const uint8_t * row, int64_t k, uint8_t * codes,
     }
 }
 
-void row_iq3_xxs(const grids & g, const uint8_t * row, int64_t k, uint8_t * codes, float * scales, int64_t st) {
+OMNI_TARGET void row_iq3_xxs(const grids & g, const uint8_t * row, int64_t k, uint8_t * codes, float * scales, int64_t st) {
     for (int64_t b = 0; b < k / k_qk; ++b) {
         const uint8_t * blk = row + b * k_iq3_xxs_bytes;  // d, 64 index bytes, 8 x 32 bits of signs and ls
         const float     d   = f16(rd16(blk));
@@ -261,7 +261,7 @@ void row_iq3_xxs(const grids & g, const uint8_t * row, int64_t k, uint8_t * code
     }
 }
 
-void row_iq3_s(const grids & g, const uint8_t * row, int64_t k, uint8_t * codes, float * scales, int64_t st) {
+OMNI_TARGET void row_iq3_s(const grids & g, const uint8_t * row, int64_t k, uint8_t * codes, float * scales, int64_t st) {
     for (int64_t b = 0; b < k / k_qk; ++b) {
         const uint8_t * blk = row + b * k_iq3_s_bytes;  // d, qs[64], qh[8], signs[32], scales[4]
         const float     d   = f16(rd16(blk));
@@ -281,7 +281,7 @@ void row_iq3_s(const grids & g, const uint8_t * row, int64_t k, uint8_t * codes,
     }
 }
 
-void row_iq1_m(const grids & g, const uint8_t * row, int64_t k, uint8_t * codes, float * scales, int64_t st) {
+OMNI_TARGET void row_iq1_m(const grids & g, const uint8_t * row, int64_t k, uint8_t * codes, float * scales, int64_t st) {
     for (int64_t b = 0; b < k / k_qk; ++b) {
         const uint8_t * blk = row + b * k_iq1_m_bytes;  // qs[32], qh[16], scales as 4 x 16 bits
         uint16_t        sc[4];
