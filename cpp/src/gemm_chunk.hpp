@@ -1,7 +1,8 @@
 // The decoded form of 32 weight rows that omnimodel's integer GEMM (gemm_lowbit.cpp) multiplies against
 // int8 activations, shared by the per-format decoders (gemm_lowbit.cpp: Q1_0/Q2_0; gemm_kquant.cpp: the
 // 4-bit formats; gemm_iquant.cpp: Q2_K and the 1- to 3-bit i-quants). Every supported format is, per row
-// and sub-block j of `sub` weights (32, or 16 for the formats whose scales are per 16),
+// and sub-block j of `sub` weights (32; 16 for the formats whose scales are per 16; 256 for Q2_K, whose
+// 4-bit scales are folded into its codes),
 //
 //     w = scale_j * (c - offset) - min_j        c an unsigned byte code, offset the format's constant
 //
@@ -22,7 +23,7 @@ constexpr int     k_gemm_rows = 32;  // weight rows per decoded chunk and per mi
 struct decoded_chunk {
     std::vector<uint32_t> codes;   // [K/4][32]: four consecutive codes of row r in 32-bit lane r
     std::vector<float>    scales;  // [K/sub][32]: scale_j of row r in lane r
-    std::vector<float>    mins;    // [K/sub][32]: min_j, only for formats with mins (else empty)
+    std::vector<float>    mins;    // [K/sub][32]: min_j, only for formats with mins (else empty; Q2_K: [K/16][32])
 };
 
 // codes <- 32 rows of K byte codes each (rows[r * K ..]), four consecutive codes of row r per 32-bit lane

@@ -25,7 +25,7 @@ namespace omni {
 
 namespace {
 
-constexpr int64_t k_sub    = k_gemm_sub;   // the unit of an exact integer sum (gemm_chunk.hpp), or 16
+constexpr int64_t k_sub    = k_gemm_sub;   // the unit of an exact integer sum (gemm_chunk.hpp; 16 or 256 for some)
 constexpr int     k_rows   = k_gemm_rows;  // weight rows per decoded chunk and per micro-tile
 constexpr int     k_tokens = 6;            // tokens per micro-tile: 2 x 6 int32 + 2 x 6 F32 accumulators
 
@@ -45,8 +45,8 @@ struct q8k_block {
 };
 static_assert(sizeof(q8k_block) == 292, "Q8_K block layout");
 
-// One packed token row: K int8 codes, then per sub-block of `sub` (the weight format's: 32, or 16 for those
-// with scales per 16) d_x (F32), -offset sum(q_x) (int32, offset the weight format's code offset, so the
+// One packed token row: K int8 codes, then per sub-block of `sub` (the weight format's: 32, 16 for those
+// with scales per 16, 256 for Q2_K) d_x (F32), -offset sum(q_x) (int32, offset the weight format's code offset, so the
 // GEMM starts its integer sums there), and per `msub` values (the granularity of the format's mins, sub or
 // less: Q2_K's are per 16 with a scale per 256) -sum(q_x) d_x (F32, the factor of Q4_K's and Q2_K's mins);
 // padded to 64 bytes.
