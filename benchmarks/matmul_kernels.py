@@ -10,7 +10,9 @@ omnimodel's AVX512-VNNI GEMM for those types (cpp/src/gemm_lowbit.cpp) instead o
 ``torch.nn.functional.linear`` in fp32 and bf16 on the same threads. Weight repacking is measured on
 and off for the types ggml repacks on this CPU. ``Q4_K/omni``, ``Q4_0/omni``, ``IQ4_XS/omni`` and
 ``IQ4_NL/omni`` are the 4-bit types through the same omnimodel GEMM (decoders in cpp/src/gemm_kquant.cpp)
-instead of ggml's tiled / repacked kernels.
+instead of ggml's tiled / repacked kernels, and ``Q2_K/omni``, ``IQ1_M/omni``, ``IQ2_XXS/omni``,
+``IQ2_XS/omni``, ``IQ2_S/omni``, ``IQ3_XXS/omni``, ``IQ3_S/omni`` Q2_K and the grid quants through it
+(decoders in cpp/src/gemm_iquant.cpp) instead of ggml's vec_dot kernels.
 
 ``--widths`` sets the MLP (default the ViT-L one, 1024,4096,1024; the real-width model also has SigLIP's
 1152,4304,1152 and the Llama's 576,1536,576). Where a type's block does not divide a row width, the
@@ -61,12 +63,16 @@ def _write_padded_mlp(path: Path, ref, weight_type: str, gemm: str) -> None:
                 continue
             k = value.shape[1]
             kp = -(-k // block) * block
-            if kp == k:
+            # ggml quantizes the 1- and 2-bit grid types only with an importance vector: a flat one here
+            imp_needed = t.name in ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS")
+            if kp == k and not imp_needed:
                 out.add_tensor(name, value, t)
                 continue
             padded = np.zeros((value.shape[0], kp), np.float32)
             padded[:, :k] = value
-            out.add_encoded(name, encode(padded, t), t, padded.shape, real_width=k)
+            imp = np.ones_like(padded) if imp_needed else None
+            out.add_encoded(name, encode(padded, t, importance=imp), t, padded.shape,
+                            real_width=k if kp != k else None)
 
 
 def _best_matmul_seconds(model, x: np.ndarray, reps: int, clock: str) -> float:

@@ -180,3 +180,17 @@ def test_a_runtime_refusal_mid_convert_is_one_line(tmp_path, monkeypatch, capsys
     assert err == ["omnimodel convert: error: the runtime: tensor 'x.weight' is missing from 'model.gguf' "
                    "(architecture demo)"]
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_convert_speed_hint_names_the_kept_matrices_of_a_quantized_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quantized conversion keeps its projector / patch embeddings / head at --outtype (default f16): on an
+    AVX512-BF16 CPU convert says bf16 multiplies them faster; elsewhere, or at bf16 already, it says nothing."""
+    import omnimodel.cpu
+    from omnimodel.cli.convert_cmd import _speed_hint
+
+    monkeypatch.setattr(omnimodel.cpu, "cpu_features", lambda: {"avx512_bf16": True})
+    assert "unquantized" in (_speed_hint("f16", quantized=True) or "")
+    assert "unquantized" not in (_speed_hint("f16") or "unquantized")  # the float conversion's own hint
+    assert _speed_hint("bf16", quantized=True) is None
+    monkeypatch.setattr(omnimodel.cpu, "cpu_features", lambda: {"avx512_bf16": False})
+    assert _speed_hint("f16", quantized=True) is None

@@ -13,12 +13,14 @@ namespace omni {
 
 // packed = pack(x) as I32 {pack_ne0, pack_ne1}; y {M, x->ne[1..3]} = gemm(w, packed, b) in F32.
 // The names carry a space so the validator never takes them for a capturable intermediate.
+// pack_userdata reaches the packing op as its userdata (a constant of the weight format, say).
 inline ggml_tensor * packed_gemm_nodes(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b,
                                        int64_t pack_ne0, int64_t pack_ne1, ggml_custom_op_t pack,
-                                       ggml_custom_op_t gemm, const char * pack_name, const char * gemm_name) {
+                                       ggml_custom_op_t gemm, const char * pack_name, const char * gemm_name,
+                                       void * pack_userdata = nullptr) {
     ggml_tensor * args[1] = {x};
     ggml_tensor * packed  = ggml_custom_4d(ctx, GGML_TYPE_I32, pack_ne0, pack_ne1, 1, 1, args, 1, pack,
-                                           GGML_N_TASKS_MAX, nullptr);
+                                           GGML_N_TASKS_MAX, pack_userdata);
     ggml_set_name(packed, pack_name);
     ggml_tensor * args2[3] = {w, packed, b};
     ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], x->ne[2], x->ne[3], args2,

@@ -148,12 +148,19 @@ OMNI_TARGET void decode_rows(const ggml_tensor * w, int64_t r0, decoded_chunk & 
             default: decode_row_q4_k(row, k, codes, scales, out.mins.data() + r, k_gemm_rows); break;
         }
     }
+    chunk_codes_from_rows(rows_buf.data(), k, out);
+}
+
+}  // namespace
+
+OMNI_TARGET void chunk_codes_from_rows(const uint8_t * rows, int64_t k, decoded_chunk & out) {
+    out.codes.resize(static_cast<size_t>(k / 4 * k_gemm_rows));
     // lane i of a 16-lane vector <- 4 codes of row 16 h + i: a gather with row-strided byte offsets
     alignas(64) int32_t offs[16];
     for (int i = 0; i < 16; ++i) offs[i] = static_cast<int32_t>(i * k);
     const __m512i vidx = _mm512_load_si512(offs);
     for (int h = 0; h < 2; ++h) {
-        const uint8_t * base = rows_buf.data() + 16 * h * k;
+        const uint8_t * base = rows + 16 * h * k;
         uint32_t *      dst  = out.codes.data() + 16 * h;
         for (int64_t k4 = 0; k4 < k / 4; ++k4) {
             _mm512_storeu_si512(dst + k4 * k_gemm_rows, _mm512_i32gather_epi32(vidx, base + 4 * k4, 1));
@@ -161,13 +168,12 @@ OMNI_TARGET void decode_rows(const ggml_tensor * w, int64_t r0, decoded_chunk & 
     }
 }
 
-}  // namespace
-
 void decode_kquant_rows(const ggml_tensor * w, int64_t r0, decoded_chunk & out) { decode_rows(w, r0, out); }
 
 #else  // no x86-64 kernel: gemm_lowbit_supported() is false and nothing calls the decoder
 
 void decode_kquant_rows(const ggml_tensor *, int64_t, decoded_chunk &) {}
+void chunk_codes_from_rows(const uint8_t *, int64_t, decoded_chunk &) {}
 
 #endif
 

@@ -1,6 +1,7 @@
 #include "gemm_lowbit.hpp"
 
 #include "custom_gemm.hpp"
+#include "gemm_iquant.hpp"
 #include "gemm_kquant.hpp"
 
 #include "ggml-cpu.h"
@@ -24,7 +25,7 @@ namespace omni {
 
 namespace {
 
-constexpr int64_t k_sub    = k_gemm_sub;   // the unit of an exact integer sum (gemm_chunk.hpp)
+constexpr int64_t k_sub    = k_gemm_sub;   // the unit of an exact integer sum (gemm_chunk.hpp; 16 or 256 for some)
 constexpr int     k_rows   = k_gemm_rows;  // weight rows per decoded chunk and per micro-tile
 constexpr int     k_tokens = 6;            // tokens per micro-tile: 2 x 6 int32 + 2 x 6 F32 accumulators
 
@@ -44,13 +45,18 @@ struct q8k_block {
 };
 static_assert(sizeof(q8k_block) == 292, "Q8_K block layout");
 
-// One packed token row: K int8 codes, then per block d_x (F32), -sum(q_x) (int32) and -sum(q_x) d_x (F32,
-// the factor of Q4_K's mins); padded to 64 bytes.
+// One packed token row: K int8 codes, then per sub-block of `sub` (the weight format's: 32, 16 for those
+// with scales per 16, 256 for Q2_K) d_x (F32), -offset sum(q_x) (int32, offset the weight format's code offset, so the
+// GEMM starts its integer sums there), and per `msub` values (the granularity of the format's mins, sub or
+// less: Q2_K's are per 16 with a scale per 256) -sum(q_x) d_x (F32, the factor of Q4_K's and Q2_K's mins);
+// padded to 64 bytes.
 struct packed_layout {
-    int64_t k, n_sub, dx_off, ns_off, mx_off, row_bytes;
-    explicit packed_layout(int64_t k_)
-        : k(k_), n_sub(k_ / k_sub), dx_off(k_), ns_off(k_ + 4 * n_sub), mx_off(k_ + 8 * n_sub) {
-        row_bytes = (mx_off + 4 * n_sub + 63) / 64 * 64;
+    int64_t k, sub, n_sub, msub, dx_off, ns_off, mx_off, row_bytes;
+    int32_t offset;
+    packed_layout(int64_t k_, int64_t sub_, int32_t offset_ = 0, int64_t msub_ = 0)
+        : k(k_), sub(sub_), n_sub(k_ / sub_), msub(msub_ > 0 ? msub_ : sub_), dx_off(k_), ns_off(k_ + 4 * n_sub),
+          mx_off(k_ + 8 * n_sub), offset(offset_) {
+        row_bytes = (mx_off + 4 * (k_ / msub) + 63) / 64 * 64;
     }
 };
 
@@ -69,16 +75,38 @@ struct rows_view {  // F32 rows of x with contiguous elements, in ggml order (i1
     }
 };
 
-// One sub-block of 32 rounded activations into a packed row: codes, scale, negated code sum.
+// One sub-block of rounded activations into a packed row: codes, scale, negated code sum.
 void put_sub(char * out, const packed_layout & L, int64_t s, const int8_t * qs, float d) {
-    if (out + s * k_sub != reinterpret_cast<const char *>(qs)) std::memcpy(out + s * k_sub, qs, k_sub);
+    if (out + s * L.sub != reinterpret_cast<const char *>(qs)) std::memcpy(out + s * L.sub, qs, static_cast<size_t>(L.sub));
     int32_t sum = 0;
-    for (int i = 0; i < k_sub; ++i) sum += qs[i];
+    for (int64_t p = 0; p < L.sub / L.msub; ++p) {
+        int32_t part = 0;
+        for (int64_t i = 0; i < L.msub; ++i) part += qs[p * L.msub + i];
+        const float mx = static_cast<float>(-part) * d;  // |part| <= 4064: exact, so one rounding
+        std::memcpy(out + L.mx_off + 4 * (s * (L.sub / L.msub) + p), &mx, 4);
+        sum += part;
+    }
     std::memcpy(out + L.dx_off + 4 * s, &d, 4);
-    sum               = -sum;
-    const float mx    = static_cast<float>(sum) * d;  // |sum| <= 4064: exact, so one rounding
-    std::memcpy(out + L.ns_off + 4 * s, &sum, 4);
-    std::memcpy(out + L.mx_off + 4 * s, &mx, 4);
+    const int32_t ns = -sum * L.offset;
+    std::memcpy(out + L.ns_off + 4 * s, &ns, 4);
+}
+
+// A 256-block's scale d and per-16 code sums (sums16[i]: codes 16 i .. 16 i + 15) into the packed row's
+// per-sub-block entries, from activation b0 on (the codes are already in place).
+void put_block_sums(char * out, const packed_layout & L, int64_t b0, const int32_t * sums16, float d) {
+    for (int64_t s = b0 / L.sub; s < (b0 + 256) / L.sub; ++s) {
+        int32_t sum = 0;
+        for (int64_t i = (s * L.sub - b0) / 16; i < ((s + 1) * L.sub - b0) / 16; ++i) sum += sums16[i];
+        const int32_t ns = -sum * L.offset;
+        std::memcpy(out + L.dx_off + 4 * s, &d, 4);
+        std::memcpy(out + L.ns_off + 4 * s, &ns, 4);
+    }
+    for (int64_t j = b0 / L.msub; j < (b0 + 256) / L.msub; ++j) {
+        int32_t part = 0;
+        for (int64_t i = (j * L.msub - b0) / 16; i < ((j + 1) * L.msub - b0) / 16; ++i) part += sums16[i];
+        const float mx = static_cast<float>(-part) * d;  // |part| <= 4064: exact, so one rounding
+        std::memcpy(out + L.mx_off + 4 * j, &mx, 4);
+    }
 }
 
 // ggml's Q8_K rounding of one row (ggml-quants.c quantize_row_q8_K_ref, which ggml-cpu's from_float for
@@ -100,11 +128,12 @@ OMNI_TARGET bool pack_row_q8_k(const float * x, const packed_layout & L, char * 
         }
         const float am = _mm512_reduce_max_ps(amax);
         if (bad != 0 || am > FLT_MAX) return false;
-        int8_t *    q  = reinterpret_cast<int8_t *>(out) + b0;
-        const int64_t s0 = b0 / k_sub;
+        int8_t * q = reinterpret_cast<int8_t *>(out) + b0;
+        int32_t  sums16[nv];
         if (am == 0.0f) {
             std::memset(q, 0, kb);
-            for (int64_t s = s0; s < s0 + kb / k_sub; ++s) put_sub(out, L, s, q + (s - s0) * k_sub, 0.0f);
+            std::memset(sums16, 0, sizeof(sums16));
+            put_block_sums(out, L, b0, sums16, 0.0f);
             continue;
         }
         float mx = 0.0f;
@@ -120,21 +149,23 @@ OMNI_TARGET bool pack_row_q8_k(const float * x, const packed_layout & L, char * 
         for (int i = 0; i < nv; ++i) {
             const __m512i c = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(vs, v[i])), _mm512_set1_epi32(127));
             _mm_storeu_si128(reinterpret_cast<__m128i *>(q + 16 * i), _mm512_cvtepi32_epi8(c));
+            sums16[i] = _mm512_reduce_add_epi32(c);
         }
-        for (int64_t s = s0; s < s0 + kb / k_sub; ++s) put_sub(out, L, s, q + (s - s0) * k_sub, 1.0f / iscale);
+        put_block_sums(out, L, b0, sums16, 1.0f / iscale);
     }
     return true;
 }
 
 // dst I32 {row_bytes / 4, N + 1}: token rows rounded to Q (Q8_0 or Q8_K, the weight's vec_dot type) by
-// ggml-cpu's from_float, split per 32 into codes, F32 scales and negated code sums; thread 0 zeroes the
-// work counter in the extra last row (the graph's barrier after this node publishes it).
-template <ggml_type Q>
-void pack_op(ggml_tensor * dst, int ith, int nth, void *) {
+// ggml-cpu's from_float, split per SUB into codes, F32 scales and negated code sums; thread 0 zeroes the
+// work counter in the extra last row (the graph's barrier after this node publishes it). userdata: the
+// weight format's code offset.
+template <ggml_type Q, int SUB, int MSUB = SUB>
+void pack_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     using block = std::conditional_t<Q == GGML_TYPE_Q8_0, q8_block, q8k_block>;
-    constexpr int64_t       per_block  = sizeof(block{}.qs) / k_sub;
+    constexpr int64_t       per_block  = sizeof(block{}.qs) / SUB;
     const ggml_tensor *     x          = dst->src[0];
-    const packed_layout     L(x->ne[0]);
+    const packed_layout     L(x->ne[0], SUB, static_cast<int32_t>(reinterpret_cast<intptr_t>(userdata)), MSUB);
     const int64_t           n          = ggml_nrows(x);
     const ggml_from_float_t from_float = ggml_get_type_traits_cpu(Q)->from_float;
     if (ith == 0) *work_counter(dst) = 0;
@@ -154,7 +185,7 @@ void pack_op(ggml_tensor * dst, int ith, int nth, void *) {
             } else {
                 d = b.d;
             }
-            put_sub(out, L, s, b.qs + (s % per_block) * k_sub, d);
+            put_sub(out, L, s, b.qs + (s % per_block) * SUB, d);
         }
     }
 }
@@ -236,13 +267,19 @@ OMNI_TARGET void decode_lowbit_rows(const ggml_tensor * w, int64_t r0, decoded_c
 }
 
 // 32 decoded rows x T packed tokens -> C (token stride ldc floats), the first `rows` rows stored; codes
-// offset by `offset` (gemm_chunk.hpp), and with MINS the chunk's mins subtracted.
-template <int T, bool MINS>
+// offset by `offset` (gemm_chunk.hpp; the packing stored -offset sum(q_x) per sub-block), sub-blocks of SUB
+// weights, and with MINS the chunk's mins subtracted. BLK > 0: the activations' scale d_x is the same for
+// BLK sub-blocks in a row (Q8_K: one per 256), so the sub-blocks' sums are scaled by the weights' scales
+// only, into a block accumulator that is scaled by d_x once per block -- one F32 multiply per sub-block
+// less, as ggml's own Q8_K dot products sum; it needs 2 x T more registers, hence T <= 4. MSUB: the
+// granularity of the mins (SUB, or a divisor of it).
+template <int T, int SUB, bool MINS, int BLK, int MSUB = SUB>
 OMNI_TARGET void micro_tile(const decoded_chunk & wc, const char * const * xrow, const packed_layout & L, float * c,
-                            int64_t ldc, int rows, const float * bias, int32_t offset) {
-    __m512 acc[2][T];
+                            int64_t ldc, int rows, const float * bias) {
+    static_assert(BLK == 0 || T <= 4, "registers: 2 T int32 sums, 2 T block and 2 T row accumulators");
+    __m512 acc[2][T], blk[2][T];
 #pragma GCC unroll 6
-    for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
+    for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = blk[0][t] = blk[1][t] = _mm512_setzero_ps();
     const uint32_t * codes  = wc.codes.data();
     const float *    scales = wc.scales.data();
     const float *    mins   = wc.mins.data();
@@ -252,17 +289,17 @@ OMNI_TARGET void micro_tile(const decoded_chunk & wc, const char * const * xrow,
         for (int t = 0; t < T; ++t) {  // start from -offset sum(q_x): the codes carry +offset
             int32_t ns;
             std::memcpy(&ns, xrow[t] + L.ns_off + 4 * s, 4);
-            isum[0][t] = isum[1][t] = _mm512_set1_epi32(ns * offset);
+            isum[0][t] = isum[1][t] = _mm512_set1_epi32(ns);
         }
-        const uint32_t * cs = codes + s * (k_sub / 4) * k_rows;
+        const uint32_t * cs = codes + s * (SUB / 4) * k_rows;
 #pragma GCC unroll 8
-        for (int j = 0; j < k_sub / 4; ++j) {
+        for (int j = 0; j < SUB / 4; ++j) {
             const __m512i w0 = _mm512_loadu_si512(cs + j * k_rows);
             const __m512i w1 = _mm512_loadu_si512(cs + j * k_rows + 16);
 #pragma GCC unroll 6
             for (int t = 0; t < T; ++t) {
                 int32_t four;
-                std::memcpy(&four, xrow[t] + s * k_sub + 4 * j, 4);
+                std::memcpy(&four, xrow[t] + s * SUB + 4 * j, 4);
                 const __m512i xb = _mm512_set1_epi32(four);
                 isum[0][t]       = _mm512_dpbusd_epi32(isum[0][t], w0, xb);
                 isum[1][t]       = _mm512_dpbusd_epi32(isum[1][t], w1, xb);
@@ -270,24 +307,45 @@ OMNI_TARGET void micro_tile(const decoded_chunk & wc, const char * const * xrow,
         }
         const __m512 d0 = _mm512_loadu_ps(scales + s * k_rows);
         const __m512 d1 = _mm512_loadu_ps(scales + s * k_rows + 16);
-#pragma GCC unroll 6
-        for (int t = 0; t < T; ++t) {
-            float dx;
-            std::memcpy(&dx, xrow[t] + L.dx_off + 4 * s, 4);
-            const __m512 dxb = _mm512_set1_ps(dx);
-            acc[0][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[0][t]), _mm512_mul_ps(d0, dxb), acc[0][t]);
-            acc[1][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[1][t]), _mm512_mul_ps(d1, dxb), acc[1][t]);
-        }
-        if constexpr (MINS) {  // - min_j sum(q_x) d_x: the mins times the token's -sum(q_x) d_x
-            const __m512 m0 = _mm512_loadu_ps(mins + s * k_rows);
-            const __m512 m1 = _mm512_loadu_ps(mins + s * k_rows + 16);
+        if constexpr (BLK > 0) {
 #pragma GCC unroll 6
             for (int t = 0; t < T; ++t) {
-                float mx;
-                std::memcpy(&mx, xrow[t] + L.mx_off + 4 * s, 4);
-                const __m512 sb = _mm512_set1_ps(mx);
-                acc[0][t]       = _mm512_fmadd_ps(m0, sb, acc[0][t]);
-                acc[1][t]       = _mm512_fmadd_ps(m1, sb, acc[1][t]);
+                blk[0][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[0][t]), d0, blk[0][t]);
+                blk[1][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[1][t]), d1, blk[1][t]);
+            }
+            if ((s + 1) % BLK == 0) {
+#pragma GCC unroll 6
+                for (int t = 0; t < T; ++t) {
+                    float dx;
+                    std::memcpy(&dx, xrow[t] + L.dx_off + 4 * s, 4);
+                    const __m512 dxb = _mm512_set1_ps(dx);
+                    acc[0][t]        = _mm512_fmadd_ps(blk[0][t], dxb, acc[0][t]);
+                    acc[1][t]        = _mm512_fmadd_ps(blk[1][t], dxb, acc[1][t]);
+                    blk[0][t] = blk[1][t] = _mm512_setzero_ps();
+                }
+            }
+        } else {
+#pragma GCC unroll 6
+            for (int t = 0; t < T; ++t) {
+                float dx;
+                std::memcpy(&dx, xrow[t] + L.dx_off + 4 * s, 4);
+                const __m512 dxb = _mm512_set1_ps(dx);
+                acc[0][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[0][t]), _mm512_mul_ps(d0, dxb), acc[0][t]);
+                acc[1][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[1][t]), _mm512_mul_ps(d1, dxb), acc[1][t]);
+            }
+        }
+        if constexpr (MINS) {  // - min_j sum(q_x) d_x: the mins times the token's -sum(q_x) d_x
+            for (int64_t j = s * (SUB / MSUB); j < (s + 1) * (SUB / MSUB); ++j) {
+                const __m512 m0 = _mm512_loadu_ps(mins + j * k_rows);
+                const __m512 m1 = _mm512_loadu_ps(mins + j * k_rows + 16);
+#pragma GCC unroll 6
+                for (int t = 0; t < T; ++t) {
+                    float mx;
+                    std::memcpy(&mx, xrow[t] + L.mx_off + 4 * j, 4);
+                    const __m512 sb = _mm512_set1_ps(mx);
+                    acc[0][t]       = _mm512_fmadd_ps(m0, sb, acc[0][t]);
+                    acc[1][t]       = _mm512_fmadd_ps(m1, sb, acc[1][t]);
+                }
             }
         }
     }
@@ -304,32 +362,46 @@ OMNI_TARGET void micro_tile(const decoded_chunk & wc, const char * const * xrow,
 }
 
 using tile_fn = void (*)(const decoded_chunk &, const char * const *, const packed_layout &, float *, int64_t, int,
-                         const float *, int32_t);
-constexpr tile_fn k_tiles[2][k_tokens + 1] = {
-    {nullptr, micro_tile<1, false>, micro_tile<2, false>, micro_tile<3, false>, micro_tile<4, false>,
-     micro_tile<5, false>, micro_tile<6, false>},
-    {nullptr, micro_tile<1, true>, micro_tile<2, true>, micro_tile<3, true>, micro_tile<4, true>, micro_tile<5, true>,
-     micro_tile<6, true>}};
+                         const float *);
+// the micro-tiles for 1 .. k_tokens tokens (BLK > 0: 1 .. 4)
+template <int SUB, bool MINS, int BLK, int MSUB>
+constexpr tile_fn k_tiles[k_tokens + 1] = {nullptr,
+                                           micro_tile<1, SUB, MINS, BLK, MSUB>,
+                                           micro_tile<2, SUB, MINS, BLK, MSUB>,
+                                           micro_tile<3, SUB, MINS, BLK, MSUB>,
+                                           micro_tile<4, SUB, MINS, BLK, MSUB>,
+                                           BLK > 0 ? nullptr : micro_tile<5, SUB, MINS, 0, MSUB>,
+                                           BLK > 0 ? nullptr : micro_tile<6, SUB, MINS, 0, MSUB>};
 
 bool is_lowbit(ggml_type t) { return t == GGML_TYPE_Q1_0 || t == GGML_TYPE_Q2_0; }
 
-// dst F32 {M, N...} = x W^T; src[0] W {K, M} (gemm_lowbit_takes), src[1] the packed tokens, src[2] the bias or
-// none. A unit of work is 32 weight rows (decoded once) against a group of tokens; the tokens are split
-// into groups only when there are too few row chunks to keep every thread busy.
+// The engine's sub-block for a weight type (its scales' granularity): 16 for the formats with scales per
+// 16 weights, 256 for Q2_K (its 4-bit scales are folded into the codes; gemm_iquant.hpp), else 32.
+int sub_of(ggml_type t) { return iquant_takes(t) ? iquant_sub(t) : static_cast<int>(k_sub); }
+
+// The constant the format's codes carry (gemm_chunk.hpp); Q1_0/Q2_0: c = 2 bit or q, offset 1.
+int32_t code_offset(ggml_type t) {
+    return is_lowbit(t) ? 1 : iquant_takes(t) ? iquant_code_offset(t) : kquant_code_offset(t);
+}
+
+// dst F32 {M, N...} = x W^T; src[0] W {K, M} (gemm_lowbit_takes, sub-blocks of SUB), src[1] the packed
+// tokens, src[2] the bias or none. A unit of work is 32 weight rows (decoded once) against a group of
+// tokens; the tokens are split into groups only when there are too few row chunks to keep every thread busy.
+template <int SUB, int BLK, int MSUB = SUB>
 void gemm_op(ggml_tensor * dst, int, int nth, void *) {
+    constexpr int       tt   = BLK > 0 ? 4 : k_tokens;  // tokens per micro-tile
     const ggml_tensor * w    = dst->src[0];
     const ggml_tensor * xp   = dst->src[1];
     const float *       bias = dst->src[2] != nullptr ? static_cast<const float *>(dst->src[2]->data) : nullptr;
-    const packed_layout L(w->ne[0]);
+    const packed_layout L(w->ne[0], SUB, 0, MSUB);
     const int64_t       m = w->ne[1], n = ggml_nrows(dst);
     const int64_t       chunks = (m + k_rows - 1) / k_rows;
-    const int64_t       tiles  = (n + k_tokens - 1) / k_tokens;
+    const int64_t       tiles  = (n + tt - 1) / tt;
     const int64_t       groups = chunks >= 4 * nth ? 1 : std::max<int64_t>(1, std::min(tiles / 8, (4 * nth + chunks - 1) / chunks));
     const int64_t       units  = chunks * groups;
     const int64_t       ldc    = dst->nb[1] / sizeof(float);
     int64_t *           next   = work_counter(xp);
-    const bool          lowbit = is_lowbit(w->type);
-    const int32_t       offset = lowbit ? 1 : kquant_code_offset(w->type);  // Q1_0/Q2_0: c = q or 2 bit
+    const bool          lowbit = is_lowbit(w->type), iquant = iquant_takes(w->type);
     thread_local decoded_chunk wc;
     int64_t                    decoded = -1;  // the chunk in wc, for this call
     for (int64_t u = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED); u < units;
@@ -338,6 +410,8 @@ void gemm_op(ggml_tensor * dst, int, int nth, void *) {
         if (ch != decoded) {
             if (lowbit) {
                 decode_lowbit_rows(w, ch * k_rows, wc);
+            } else if (iquant) {
+                decode_iquant_rows(w, ch * k_rows, wc);
             } else {
                 decode_kquant_rows(w, ch * k_rows, wc);
             }
@@ -346,12 +420,12 @@ void gemm_op(ggml_tensor * dst, int, int nth, void *) {
         const int64_t r0   = ch * k_rows;
         const int     rows = static_cast<int>(std::min<int64_t>(k_rows, m - r0));
         for (int64_t tile = tiles * g / groups; tile < tiles * (g + 1) / groups; ++tile) {
-            const int64_t t0 = tile * k_tokens;
-            const int     nt = static_cast<int>(std::min<int64_t>(k_tokens, n - t0));
+            const int64_t t0 = tile * tt;
+            const int     nt = static_cast<int>(std::min<int64_t>(tt, n - t0));
             const char *  xrow[k_tokens];
             for (int t = 0; t < nt; ++t) xrow[t] = static_cast<const char *>(xp->data) + (t0 + t) * xp->nb[1];
-            k_tiles[wc.mins.empty() ? 0 : 1][nt](wc, xrow, L, static_cast<float *>(dst->data) + t0 * ldc + r0, ldc,
-                                                 rows, bias != nullptr ? bias + r0 : nullptr, offset);
+            (wc.mins.empty() ? k_tiles<SUB, false, BLK, MSUB> : k_tiles<SUB, true, BLK, MSUB>)[nt](
+                wc, xrow, L, static_cast<float *>(dst->data) + t0 * ldc + r0, ldc, rows, bias != nullptr ? bias + r0 : nullptr);
         }
     }
 }
@@ -368,7 +442,7 @@ bool gemm_lowbit_supported() {
     return ok;
 }
 
-bool gemm_lowbit_takes(ggml_type t) { return is_lowbit(t) || kquant_takes(t); }
+bool gemm_lowbit_takes(ggml_type t) { return is_lowbit(t) || kquant_takes(t) || iquant_takes(t); }
 
 ggml_tensor * gemm_lowbit(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b) {
     if (!gemm_lowbit_supported() || x->type != GGML_TYPE_F32 || !gemm_lowbit_takes(w->type)) return nullptr;
@@ -379,16 +453,28 @@ ggml_tensor * gemm_lowbit(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, 
     if (b != nullptr && (b->type != GGML_TYPE_F32 || !ggml_is_contiguous(b) || ggml_nelements(b) != w->ne[1])) {
         return nullptr;
     }
-    const packed_layout L(w->ne[0]);
+    const int           sub  = sub_of(w->type);
+    const bool          q2_k = w->type == GGML_TYPE_Q2_K;  // a scale per 256, mins per 16
+    const packed_layout L(w->ne[0], sub, 0, q2_k ? 16 : sub);
     // the activations rounded as ggml_mul_mat rounds them for this weight type: its vec_dot type
     const bool q8_k = ggml_get_type_traits_cpu(w->type)->vec_dot_type == GGML_TYPE_Q8_K;
-    return packed_gemm_nodes(ctx, w, x, b, L.row_bytes / 4, ggml_nrows(x) + 1,
-                             q8_k ? pack_op<GGML_TYPE_Q8_K> : pack_op<GGML_TYPE_Q8_0>, gemm_op,
-                             q8_k ? "gemm_lowbit (Q8_K x)" : "gemm_lowbit (Q8_0 x)", "gemm_lowbit (x W^T)");
+    if (!q8_k && sub != k_sub) return nullptr;  // no format pairs Q8_0 with other sub-blocks
+    const ggml_custom_op_t pack = !q8_k ? pack_op<GGML_TYPE_Q8_0, 32>
+                                  : q2_k ? pack_op<GGML_TYPE_Q8_K, 256, 16>
+                                  : sub == 16 ? pack_op<GGML_TYPE_Q8_K, 16> : pack_op<GGML_TYPE_Q8_K, 32>;
+    // Q8_K's d_x is one per 256: the sub-blocks' sums are scaled by it once per block (micro_tile's BLK)
+    const ggml_custom_op_t gemm = !q8_k ? gemm_op<32, 0>
+                                  : q2_k ? gemm_op<256, 1, 16>
+                                  : sub == 16 ? gemm_op<16, 16> : gemm_op<32, 8>;
+    return packed_gemm_nodes(ctx, w, x, b, L.row_bytes / 4, ggml_nrows(x) + 1, pack, gemm,
+                             q8_k ? "gemm_lowbit (Q8_K x)" : "gemm_lowbit (Q8_0 x)", "gemm_lowbit (x W^T)",
+                             reinterpret_cast<void *>(static_cast<intptr_t>(code_offset(w->type))));
 }
 
 bool is_gemm_lowbit_node(const ggml_tensor * t) {
-    return is_custom_node_of(t, {pack_op<GGML_TYPE_Q8_0>, pack_op<GGML_TYPE_Q8_K>, gemm_op});
+    return is_custom_node_of(t, {pack_op<GGML_TYPE_Q8_0, 32>, pack_op<GGML_TYPE_Q8_K, 32>, pack_op<GGML_TYPE_Q8_K, 16>,
+                                 pack_op<GGML_TYPE_Q8_K, 256, 16>, gemm_op<32, 0>, gemm_op<16, 16>, gemm_op<32, 8>,
+                                 gemm_op<256, 1, 16>});
 }
 
 #else  // no x86-64 AVX512 kernel in this build

@@ -22,6 +22,13 @@
 // (gemm_chunk.hpp), so each 32-element sum is again exact in int32, and Q4_K's mins add one F32 FMA per
 // 32-element block: acc += min_j * (-sum(q_x) d_x).
 //
+// Q2_K and the grid quants IQ1_M, IQ2_XXS/XS/S, IQ3_XXS/S (gemm_iquant.hpp; activations to Q8_K) run
+// on it too: their grid entries become codes 128 +- g (IQ1_M: 128 + 8 g +- 1), and the four whose scales
+// are per 16 weights (IQ2_XS, IQ2_S, IQ1_M) run with 16-weight sub-blocks (one F32 FMA per 16); Q2_K folds
+// its 4-bit scales into the codes (sc q <= 45), so it sums whole 256-blocks in int32, its mins per 16 apart.
+// For all Q8_K-rounded types the sub-block sums are scaled by the weights' scales and then by d_x once per
+// 256 (one scale per 256 activations), as ggml's Q8_K dot products do.
+//
 // So the rounding points are ggml's (x to Q8_0, F32 sums); only the F32 summation differs: sequential
 // over the 32-element blocks here, per weight block then across blocks in ggml's vec_dot. x86-64 CPUs
 // with AVX512F/BW/VL, AVX512-VNNI and AVX512-VBMI only (Ice Lake, Zen 4 and later; checked at run
@@ -35,7 +42,8 @@ namespace omni {
 // This CPU runs gemm_lowbit (x86-64 with AVX512F/BW/VL, -VNNI and -VBMI, and the build compiled it).
 bool gemm_lowbit_supported();
 
-// Whether gemm_lowbit multiplies this weight type: Q1_0, Q2_0, Q4_0, IQ4_NL, Q4_K, IQ4_XS.
+// Whether gemm_lowbit multiplies this weight type: Q1_0, Q2_0, Q4_0, IQ4_NL, Q4_K, IQ4_XS, Q2_K, IQ1_M,
+// IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S.
 bool gemm_lowbit_takes(ggml_type t);
 
 // y {M, x->ne[1..3]} = x W^T (+ b) for W of a gemm_lowbit_takes() type, {K, M} (a 2-D matrix), x F32 {K, ...} with

@@ -27,7 +27,7 @@ class MLPConfig:
     norm: str = "layer"  # "layer" | "rms"
     norm_eps: float = 1e-5
     activation: str = "gelu"  # none | relu | silu | gelu | gelu_tanh | gelu_erf_fast (the runtime's vectorised erf)
-    gemm: str = "ggml"  # matmul kernel for BF16/Q1_0/Q2_0/Q4_0/IQ4_NL/Q4_K/IQ4_XS weights: ggml | omni (the runtime's own GEMMs)
+    gemm: str = "ggml"  # matmul kernel for BF16 and the 1- to 4-bit types (docs/parity.md): ggml | omni (the runtime's own GEMMs)
 
     @property
     def n_layers(self) -> int:

@@ -163,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
         print("convert: parity FAILED (output kept because of --keep-failed)", file=sys.stderr)
         return 1
     print(f"convert: parity passed ({res.report.outtype}), output in {res.out_dir}")
-    hint = _speed_hint(res.report.outtype)
+    hint = _speed_hint(outtype, quantized)
     if hint:
         print(hint)
     print(f"robot: cmake -S {res.out_dir}/project -B build && cmake --build build -j "
@@ -171,16 +171,22 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _speed_hint(outtype: str) -> str | None:
+def _speed_hint(outtype: str, quantized: bool = False) -> str | None:
     """On a CPU with AVX512-BF16, BF16 weights run at about twice the F16/F32 matmul rate (the runtime's
-    BF16 GEMM: docs/benchmarks.md); say so when the user picked a float type that is slower here."""
+    BF16 GEMM: docs/benchmarks.md); say so when the user picked, or a quantized conversion defaulted to, a
+    float type that is slower here. (The default stays F16 rather than following the converting machine's
+    CPU: the file is made for the robot's.)"""
     from omnimodel.cpu import cpu_features
 
     f = cpu_features() or {}
-    if outtype in ("f32", "f16") and f.get("avx512_bf16"):
-        return (f"speed: this CPU has AVX512-BF16, where --outtype bf16 runs about 2x faster than {outtype} "
-                "(and matches PyTorch bf16); see docs/benchmarks.md")
-    return None
+    if outtype not in ("f32", "f16") or not f.get("avx512_bf16"):
+        return None
+    if quantized:
+        return (f"speed: the matrices left unquantized (projector, patch embeddings, action head) are {outtype}; "
+                "this CPU has AVX512-BF16, where --outtype bf16 multiplies them about 2x faster; "
+                "see docs/benchmarks.md")
+    return (f"speed: this CPU has AVX512-BF16, where --outtype bf16 runs about 2x faster than {outtype} "
+            "(and matches PyTorch bf16); see docs/benchmarks.md")
 
 
 def format_quant_summary(outcome, out_dir: Path) -> str:

@@ -94,8 +94,9 @@ _GELU_IMPL = Knob("gelu_impl", ("ggml", "fast"), "fast",
                   "exact-erf GELU through ggml's GELU_ERF (libm erff per element) or omnimodel's vectorised erf",
                   legacy="ggml")
 _GEMM = Knob("gemm", ("ggml", "omni"), "omni",
-             "matmul kernel for BF16, Q1_0, Q2_0, Q4_0, IQ4_NL, Q4_K and IQ4_XS weights: ggml's (llamafile "
-             "tinyBLAS; per-row dot products for Q1_0/Q2_0; the tiled or repacked kernels for the 4-bit types) or "
+             "matmul kernel for BF16, Q1_0, Q2_0, Q4_0, IQ4_NL, Q4_K, IQ4_XS, Q2_K, IQ1_M, IQ2_XXS/XS/S and "
+             "IQ3_XXS/S weights: ggml's (llamafile tinyBLAS; per-row dot products for Q1_0/Q2_0; the tiled or "
+             "repacked kernels for the others) or "
              "omnimodel's GEMMs (AVX512-BF16 for BF16, AVX512-VNNI/VBMI for the others, on CPUs that have them; "
              "other weight types and CPUs always use ggml's)", legacy="ggml")
 _SPEED_FIXES_VIT = ({"attn": "naive"}, {"gelu_impl": "ggml"}, {"gemm": "ggml"})
