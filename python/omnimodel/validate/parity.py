@@ -13,6 +13,7 @@ the runtime captured, float64 results rounded to float32); E and R' are compared
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -222,16 +223,19 @@ class ParityCheck:
         self._references.append(refs)
         return refs
 
-    def local_references(self, plan: Any, runtime: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, float]]:
-        """The teacher-forced local check's distances, per runtime tensor: d(runtime, R_tf) and
+    def local_references(self, plan: Any, runtime: dict[str, np.ndarray],
+                         judged: set[str]) -> tuple[dict[str, float], dict[str, float]]:
+        """The teacher-forced local check's distances for the tensors in ``judged``: d(runtime, R_tf) and
         max over the noise samples of d(R'_tf, R_tf), where R_tf and R'_tf are R and R' fed the runtime's
         own values at every captured tensor (``TeacherForcing``): each tensor is computed from exactly the
-        inputs the runtime had, so only the module's own arithmetic (or fault) separates them."""
+        inputs the runtime had, so only the module's own arithmetic (or fault) separates them. Three more
+        forward passes (R_tf in the reference dtype, R'_tf per noise sample in float32); only the judged
+        tensors of R_tf are kept."""
         t0 = time.perf_counter()
         numerics = RuntimeNumerics.from_plan(plan)
         names = set(runtime)
         common = dict(weights=self.weights, keep=names.__contains__, numerics=numerics)
-        store = StoreSink(np.float32)
+        store = StoreSink(np.float32, only=judged)
         span = run_reference(self.policy, self.inputs, **common, dtype=self.dtype, sink=store,
                              force=TeacherForcing(runtime)).action_span
         forced = store.tensors()
@@ -254,8 +258,9 @@ class ParityCheck:
             runtime, refs.emulating.tensors, self.tolerance, noise=refs.noise, inherent=refs.inherent,
             action_span=refs.emulating.action_span,
         )
-        if not all(r.passed for r in results):  # the global rule failed somewhere: judge locally there
-            local_error, local_noise = self.local_references(plan, runtime)
+        judged = {r.name for r in results if not r.passed and math.isfinite(r.error)}
+        if judged:  # the global rule failed somewhere: judge locally there
+            local_error, local_noise = self.local_references(plan, runtime, judged)
             results = judge_locally(results, self.tolerance, local_error=local_error, local_noise=local_noise)
         results = [replace(r, reason=f"{r.reason}; {_PREPROCESSING_HINT[r.name]}")
                    if not r.passed and r.name in _PREPROCESSING_HINT else r for r in results]

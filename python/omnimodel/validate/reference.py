@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -99,13 +99,17 @@ class Sink(Protocol):
 
 
 class StoreSink:
-    """Keeps every value as numpy ``dtype``, calls of one name concatenated on dim 0."""
+    """Keeps every value (or those named in ``only``) as numpy ``dtype``, calls of one name concatenated
+    on dim 0."""
 
-    def __init__(self, dtype: type = np.float64) -> None:
+    def __init__(self, dtype: type = np.float64, only: Collection[str] | None = None) -> None:
         self.dtype = dtype
+        self.only = only
         self.parts: dict[str, list[np.ndarray]] = {}
 
     def add(self, name: str, value: torch.Tensor) -> None:
+        if self.only is not None and name not in self.only:
+            return
         self.parts.setdefault(name, []).append(value.detach().cpu().numpy().astype(self.dtype, copy=True))
 
     def tensors(self) -> dict[str, np.ndarray]:
