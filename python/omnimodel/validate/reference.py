@@ -381,9 +381,11 @@ class _Unset:
         self.module.qkv_rounding = None
 
 
-def _collect(policy: Policy, sink: Sink, keep: Callable[[str], bool], force: TeacherForcing | None = None) -> list:
-    """Hooks recording every wanted module output (and ``M:input``) into ``sink``; with ``force`` each
-    recorded module output or input is then replaced by the runtime's value (teacher forcing)."""
+def _collect(policy: Policy, sink: Sink, keep: Callable[[str], bool], force: TeacherForcing | None = None, *,
+             inputs: bool = True) -> list:
+    """Hooks recording every wanted module output (and, with ``inputs``, every wanted ``M:input``) into
+    ``sink``; with ``force`` each recorded module output or input is then replaced by the runtime's value
+    (teacher forcing)."""
     model = policy.model
     rename = for_policy(policy).gguf_name  # the runtime names intermediates as the GGUF names weights
     handles = []
@@ -411,7 +413,7 @@ def _collect(policy: Policy, sink: Sink, keep: Callable[[str], bool], force: Tea
     for name, module in model.named_modules():
         if name and wanted(rename(name)):
             handles.append(module.register_forward_hook(lambda _m, _i, out, name=rename(name): put(name, out)))
-        if name and wanted(rename(name) + INPUT_SUFFIX):
+        if name and inputs and wanted(rename(name) + INPUT_SUFFIX):
             # prepended: the rounding pre-hook (``rounding_points``) must see the recorded/forced value
             handles.append(module.register_forward_pre_hook(
                 lambda _m, args, name=rename(name) + INPUT_SUFFIX: put_input(name, args), prepend=True))
@@ -458,13 +460,15 @@ def run_reference(
     arch = for_policy(policy)
     raw = isinstance(images, (list, tuple, np.ndarray))
     x = arch.prepare_inputs(policy, images, instruction, proprio) if raw else images
+    # module inputs only where asked for by name: "keep everything" means every module's output
+    named_inputs = keep is not None
     keep = keep or (lambda _name: True)
     store = StoreSink() if sink is None else None
     target = sink if sink is not None else store
     model = policy.model
     handles = just_in_time_weights(model, _DTYPES[dtype], weights)
     handles += rounding_points(model, numerics, perturb, weights)
-    handles += _collect(policy, target, keep, force)
+    handles += _collect(policy, target, keep, force, inputs=named_inputs)
     for name in _RECORDED_INPUTS:
         value = getattr(x, name, None)
         if value is not None and keep(name):  # what the runtime's own preprocessing must reproduce
