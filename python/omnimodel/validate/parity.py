@@ -9,6 +9,10 @@ point: a correct float32 implementation of R, as the runtime is one. Each is one
 forward pass of the PyTorch model; they do not depend on the generated graph, so the reflector's
 repair attempts reuse them (``validate``) and only re-run the runtime. R is stored (only the tensors
 the runtime captured, float64 results rounded to float32); E and R' are compared with it on the fly.
+
+Where the global rule fails, the teacher-forced local check (``local_references``, docs/parity.md
+"Teacher forcing") runs R and R' again with the runtime's captured tensors put in place of their own:
+it depends on the runtime's values, so it is computed per runtime run, never cached.
 """
 
 from __future__ import annotations
