@@ -167,7 +167,9 @@ ggml_tensor * build_llama_block(graph_builder & gb, ggml_tensor * x, ggml_tensor
         v = ggml_repeat_4d(ctx, v, hd, hp.n_head, n_tok, 1);
     }
     ggml_tensor * attn = build_attention(gb, q, k, v, 1.0f / std::sqrt((float) hd), hp.causal, hp.attn);
-    attn = ggml_reshape_2d(ctx, attn, hp.n_head * hd, n_tok);
+    // the attention core, named as o_proj's input: the validator's teacher-forced check feeds it to o_proj
+    // (its rounding to the weight's vec_dot type is where a float32 drift of the core flips a step)
+    attn = gb.name(ggml_reshape_2d(ctx, attn, hp.n_head * hd, n_tok), a + "o_proj:input");
     attn = build_block_linear(gb, attn, a + "o_proj.weight", hp.n_head * hd, d);
     gb.name(attn, a.substr(0, a.size() - 1));
     x = ggml_add(ctx, x, attn);

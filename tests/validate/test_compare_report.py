@@ -15,6 +15,7 @@ from omnimodel.validate.compare import (
     compare_all,
     compare_tensor,
     cosine,
+    judge_locally,
     range_error,
     rel_rms,
 )
@@ -156,6 +157,39 @@ def test_report_json_roundtrip_and_table(tmp_path) -> None:
     assert "inherent" in lines[0] and "noise" in lines[0] and "runtime" in lines[0]
     assert "3 matrices to F16" in table
     assert "not compared (no PyTorch counterpart): extra" in table
+
+
+def test_local_rule_passes_a_flip_only_while_everything_before_passed(tmp_path) -> None:
+    """b and d fail the global rule; b is exact given its inputs (a rounding flip upstream), d is not
+    checked locally once something before it failed."""
+    rep = _report({"a": 0.0, "b": 0.5, "c": 0.5, "d": 0.5, "e": 0.5})
+    local_error = {"b": 1e-7, "c": 1e-7, "d": 5e-3, "e": 1e-7}
+    local_noise = {"b": 0.0, "c": 1e-3, "d": 1e-3, "e": 1e-3}
+    judged = ValidationReport("f16", TOL, judge_locally(rep.results, TOL, local_error=local_error,
+                                                        local_noise=local_noise), rep.unmatched)
+    b, c, d, e = (judged.result(n) for n in "bcde")
+    assert b.passed and b.passed_locally and b.local_bound == TOL.floor  # floor where the local noise is 0
+    assert c.passed_locally and math.isclose(c.local_bound, 3e-3)
+    assert not d.passed and "given the runtime's inputs: error 5.00e-03 > bound 3.00e-03" in d.reason
+    assert not e.passed and "an earlier tensor failed" in e.reason  # its inputs may be d's wrong values
+    assert judged.first_failure.name == "d"
+    assert math.isclose(b.ratio, 1e-7 / 1e-6)  # judged by the rule that passed it
+    assert judged.result("a").passed and not judged.result("a").passed_locally and math.isnan(judged.result("a").local_error)
+    assert "pass, given the runtime's inputs" in next(ln for ln in judged.format_table().splitlines() if " b " in ln)
+    back = ValidationReport.read_json(judged.write_json(tmp_path / "r.json"))
+    assert back.result("b").passed_locally and back.result("d").local_error == 5e-3
+    # a report written before the local check reads with NaN local fields
+    d0 = rep.to_dict()
+    for r in d0["results"]:
+        for k in ("local_error", "local_noise", "local_bound"):
+            r.pop(k)
+    assert math.isnan(ValidationReport.from_dict(d0).result("b").local_error)
+
+
+def test_local_rule_never_passes_a_shape_or_non_finite_failure() -> None:
+    bad = compare_tensor("x", np.ones(3), np.ones(4), TOL, noise=1e-3)
+    judged = judge_locally([bad], TOL, local_error={"x": 0.0}, local_noise={"x": 1e-3})
+    assert not judged[0].passed and judged[0].reason == bad.reason
 
 
 def test_old_reports_are_refused_with_a_reason() -> None:

@@ -12,6 +12,13 @@ rounds:
                              arithmetic on the same weights); shown, never judged
 
     pass  <=>  error <= bound = max(K * noise, floor)
+          or  (local error <= max(K * local noise, floor)  and  every earlier tensor passes)
+
+The second line is the teacher-forced local check (docs/parity.md "Teacher forcing"): R recomputes each
+tensor from the runtime's own values of the captured tensors upstream of it, so a module that computes
+exactly what it should from what the runtime fed it passes even where the runtime's float32 drift flipped
+an activation rounding upstream that R' did not flip (one flip is a whole rounding step, far above
+float32 noise). It is evaluated only where the global rule fails (``judge_locally``).
 
 d is the relative RMS error |a - b| / |b| for every tensor but the action chunk, where it is the
 largest error relative to each action dimension's range (what a robot feels). K and the floors are
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -69,13 +76,24 @@ class TensorComparison:
     cosine: float  # runtime vs R, for people used to reading cosines
     passed: bool
     reason: str  # why it failed; "" when it passed
+    # the teacher-forced local check (NaN where it was not needed: the global rule passed)
+    local_error: float = math.nan  # d(runtime, R given the runtime's upstream tensors)
+    local_noise: float = math.nan  # d(R' given them, R given them)
+    local_bound: float = math.nan  # max(K * local_noise, floor)
+
+    @property
+    def passed_locally(self) -> bool:
+        """Passed by the teacher-forced local rule (the global one failed)."""
+        return self.passed and math.isfinite(self.local_error) and not self.error <= self.bound
 
     @property
     def ratio(self) -> float:
-        """error / bound: below 1 passes; how close a tensor came."""
-        if self.bound > 0:
-            return self.error / self.bound
-        return 0.0 if self.error == 0 else math.inf
+        """error / bound: below 1 passes; how close a tensor came (by the rule that passed it: the
+        local error / local bound for a tensor the local check passed)."""
+        err, bound = (self.local_error, self.local_bound) if self.passed_locally else (self.error, self.bound)
+        if bound > 0:
+            return err / bound
+        return 0.0 if err == 0 else math.inf
 
 
 def _drop_leading_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -188,6 +206,38 @@ def compare_all(
     return results, unmatched
 
 
+def judge_locally(
+    results: list[TensorComparison],
+    tolerance: Tolerance,
+    *,
+    local_error: Mapping[str, float],
+    local_noise: Mapping[str, float],
+) -> list[TensorComparison]:
+    """Apply the local rule to ``results`` (execution order): a tensor the global rule failed passes when
+    its teacher-forced error is within max(K * local noise, floor) and every tensor before it passed --
+    so the first failing tensor is always one that is wrong given correct inputs. A tensor failed for its
+    shape or non-finite values stays failed."""
+    out: list[TensorComparison] = []
+    clean = True  # every earlier tensor passed
+    for r in results:
+        if r.passed or not math.isfinite(r.error):
+            clean = clean and r.passed
+            out.append(r)
+            continue
+        err, noise = local_error.get(r.name, math.nan), local_noise.get(r.name, math.nan)
+        bound = tolerance.bound(noise, r.metric)
+        local_pass = clean and err <= bound
+        if local_pass:
+            reason = ""
+        elif not clean:
+            reason = f"{r.reason}; local check not applied: an earlier tensor failed"
+        else:
+            reason = f"{r.reason}; given the runtime's inputs: error {err:.2e} > bound {bound:.2e} (noise {noise:.2e})"
+        out.append(replace(r, passed=local_pass, reason=reason, local_error=err, local_noise=noise, local_bound=bound))
+        clean = clean and local_pass
+    return out
+
+
 __all__ = [
     "ACTION_RANGE",
     "ACTION_TENSORS",
@@ -199,6 +249,7 @@ __all__ = [
     "compare_all",
     "compare_tensor",
     "cosine",
+    "judge_locally",
     "range_error",
     "rel_rms",
     "rel_rms_from_sums",

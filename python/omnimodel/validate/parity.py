@@ -9,10 +9,15 @@ point: a correct float32 implementation of R, as the runtime is one. Each is one
 forward pass of the PyTorch model; they do not depend on the generated graph, so the reflector's
 repair attempts reuse them (``validate``) and only re-run the runtime. R is stored (only the tensors
 the runtime captured, float64 results rounded to float32); E and R' are compared with it on the fly.
+
+Where the global rule fails, the teacher-forced local check (``local_references``, docs/parity.md
+"Teacher forcing") runs R and R' again with the runtime's captured tensors put in place of their own:
+it depends on the runtime's values, so it is computed per runtime run, never cached.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -22,7 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from .compare import DEFAULT_TOLERANCE, Tolerance, action_span_of, compare_all, rel_rms_from_sums
+from .compare import (
+    DEFAULT_TOLERANCE,
+    Tolerance,
+    action_span_of,
+    compare_all,
+    judge_locally,
+    range_error,
+    rel_rms,
+    rel_rms_from_sums,
+)
 from .numerics import RuntimeNumerics
 from .reference import (
     DEFAULT_INSTRUCTION,
@@ -32,6 +46,7 @@ from .reference import (
     Perturbation,
     ReferenceRun,
     StoreSink,
+    TeacherForcing,
     parity_observation,
     reference_inputs,
     run_reference,
@@ -115,6 +130,15 @@ def _distances(sink: DistanceSink, action_span: np.ndarray | None) -> dict[str, 
             out[name] = float((sink.max_err[name] / np.broadcast_to(np.asarray(span, np.float64),
                                                                     sink.max_err[name].shape)).max())
     return out
+
+
+def _distance(runtime: np.ndarray, reference: np.ndarray, span: np.ndarray | float | None) -> float:
+    """d(runtime, reference) in the tensor's metric; NaN when the sizes or values make it meaningless."""
+    a, b = np.asarray(runtime, np.float64), np.asarray(reference, np.float64)
+    if a.size != b.size or not np.isfinite(a).all() or not np.isfinite(b).all():
+        return float("nan")
+    a = a.reshape(b.shape)
+    return range_error(a, b, span) if span is not None else rel_rms(a, b)
 
 
 class ParityCheck:
@@ -203,12 +227,45 @@ class ParityCheck:
         self._references.append(refs)
         return refs
 
+    def local_references(self, plan: Any, runtime: dict[str, np.ndarray],
+                         judged: set[str]) -> tuple[dict[str, float], dict[str, float]]:
+        """The teacher-forced local check's distances for the tensors in ``judged``: d(runtime, R_tf) and
+        max over the noise samples of d(R'_tf, R_tf), where R_tf and R'_tf are R and R' fed the runtime's
+        own values at every captured tensor (``TeacherForcing``): each tensor is computed from exactly the
+        inputs the runtime had, so only the module's own arithmetic (or fault) separates them. Three more
+        forward passes (R_tf in the reference dtype, R'_tf per noise sample in float32); only the judged
+        tensors of R_tf are kept."""
+        t0 = time.perf_counter()
+        numerics = RuntimeNumerics.from_plan(plan)
+        names = set(runtime)
+        common = dict(weights=self.weights, keep=names.__contains__, numerics=numerics)
+        store = StoreSink(np.float32, only=judged)
+        span = run_reference(self.policy, self.inputs, **common, dtype=self.dtype, sink=store,
+                             force=TeacherForcing(runtime)).action_span
+        forced = store.tensors()
+        error = {name: _distance(runtime[name], ref, action_span_of(name, span)) for name, ref in forced.items()
+                 if name in runtime}
+        noise: dict[str, float] = {}
+        for p in self.perturbations:
+            noisy = DistanceSink(forced)
+            run_reference(self.policy, self.inputs, **common, dtype="float32", perturb=p, sink=noisy,
+                          force=TeacherForcing(runtime))
+            for name, d in _distances(noisy, span).items():
+                noise[name] = max(d, noise.get(name, 0.0))
+        self.log(f"      local check: R and R' x{len(self.perturbations)} fed the runtime's captured tensors "
+                 f"({time.perf_counter() - t0:.1f} s)")
+        return error, noise
+
     def validate(self, runtime: RuntimeRun | dict[str, np.ndarray], plan: Any, **report_fields: Any) -> ValidationReport:
         refs = self.references(plan, set(runtime))
         results, unmatched = compare_all(
             runtime, refs.emulating.tensors, self.tolerance, noise=refs.noise, inherent=refs.inherent,
             action_span=refs.emulating.action_span,
         )
+        judged = {r.name for r in results if not r.passed and math.isfinite(r.error)}
+        if judged:  # the global rule failed somewhere: judge locally there
+            local_error, local_noise = self.local_references(plan, runtime, judged)
+            results = judge_locally(results, self.tolerance, local_error=local_error, local_noise=local_noise)
         results = [replace(r, reason=f"{r.reason}; {_PREPROCESSING_HINT[r.name]}")
                    if not r.passed and r.name in _PREPROCESSING_HINT else r for r in results]
         return ValidationReport(

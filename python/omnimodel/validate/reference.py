@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -61,6 +61,10 @@ PolicyInputs = Any  # what its ``Architecture.prepare_inputs`` returns
 #: A runtime name ``X@i`` is the i-th call of module X in one graph (a flow-matching expert runs once per denoising
 #: step): the reference then records X's calls one by one under the same names, instead of concatenating them.
 CALL_SEPARATOR = "@"
+#: A runtime name ``M:input`` is the first argument of module M as M receives it -- for a matmul, its activation
+#: before the runtime rounds it (an attention's output projection reads the attention core, which no module
+#: returns): the reference records it with a forward pre-hook that runs before the rounding hook.
+INPUT_SUFFIX = ":input"
 # Network inputs recorded with the intermediates, when the prepared inputs carry them.
 _RECORDED_INPUTS = ("input_ids", "pixel_values")
 
@@ -96,13 +100,17 @@ class Sink(Protocol):
 
 
 class StoreSink:
-    """Keeps every value as numpy ``dtype``, calls of one name concatenated on dim 0."""
+    """Keeps every value (or those named in ``only``) as numpy ``dtype``, calls of one name concatenated
+    on dim 0."""
 
-    def __init__(self, dtype: type = np.float64) -> None:
+    def __init__(self, dtype: type = np.float64, only: Collection[str] | None = None) -> None:
         self.dtype = dtype
+        self.only = only
         self.parts: dict[str, list[np.ndarray]] = {}
 
     def add(self, name: str, value: torch.Tensor) -> None:
+        if self.only is not None and name not in self.only:
+            return
         self.parts.setdefault(name, []).append(value.detach().cpu().numpy().astype(self.dtype, copy=True))
 
     def tensors(self) -> dict[str, np.ndarray]:
@@ -138,6 +146,33 @@ class DistanceSink:
         self.sq_ref[name] = self.sq_ref.get(name, 0.0) + float(np.sum(part * part))
         m = np.abs(d).reshape(-1, d.shape[-1]).max(0) if d.ndim and d.size else np.abs(d).reshape(-1)
         self.max_err[name] = m if name not in self.max_err else np.maximum(self.max_err[name], m)
+
+
+class TeacherForcing:
+    """The runtime's captured values, handed to the reference in place of its own at the same names.
+
+    A reference run with forcing computes each captured tensor from the runtime's values of the captured
+    tensors upstream of it (the module's inputs are what the runtime had), so d(runtime, that value) is
+    what the module itself adds -- its own float32 arithmetic, or a fault -- without the drift inherited
+    from upstream. Calls of one name are consumed in order (the rows of a concatenated tensor, ``X@i``
+    by name)."""
+
+    def __init__(self, runtime: dict[str, np.ndarray]) -> None:
+        self.runtime = runtime
+        self.offset: dict[str, int] = {}
+
+    def value(self, name: str, like: torch.Tensor) -> torch.Tensor | None:
+        """The runtime's next ``like.numel()`` values of ``name`` shaped as ``like``, or None when the runtime
+        has none (or not that many: a shape fault is judged by the comparison, not forced)."""
+        rt = self.runtime.get(name)
+        if rt is None or not isinstance(like, torch.Tensor):
+            return None
+        flat = np.asarray(rt).reshape(-1)
+        off, n = self.offset.get(name, 0), like.numel()
+        if off + n > flat.size:
+            return None
+        self.offset[name] = off + n
+        return torch.from_numpy(flat[off : off + n].astype(np.float64)).to(like.dtype).reshape(like.shape)
 
 
 class WeightSource(Protocol):
@@ -348,27 +383,47 @@ class _Unset:
         self.module.qkv_rounding = None
 
 
-def _collect(policy: Policy, sink: Sink, keep: Callable[[str], bool]) -> list:
+def _collect(policy: Policy, sink: Sink, keep: Callable[[str], bool], force: TeacherForcing | None = None, *,
+             inputs: bool = True) -> list:
+    """Hooks recording every wanted module output (and, with ``inputs``, every wanted ``M:input``) into
+    ``sink``; with ``force`` each recorded module output or input is then replaced by the runtime's value
+    (teacher forcing)."""
     model = policy.model
     rename = for_policy(policy).gguf_name  # the runtime names intermediates as the GGUF names weights
     handles = []
     calls: dict[str, int] = {}
 
-    def put(name: str, value: torch.Tensor) -> None:
+    def put(name: str, value: torch.Tensor) -> torch.Tensor | None:
         if keep(name):
-            sink.add(name, value)
+            key = name
         elif keep(f"{name}{CALL_SEPARATOR}0"):  # the runtime names this module's calls one by one
             i = calls.get(name, 0)
             calls[name] = i + 1
-            sink.add(f"{name}{CALL_SEPARATOR}{i}", value)
+            key = f"{name}{CALL_SEPARATOR}{i}"
+        else:
+            return None
+        sink.add(key, value)
+        return force.value(key, value) if force is not None else None
 
     def wanted(name: str) -> bool:
         return keep(name) or keep(f"{name}{CALL_SEPARATOR}0")
 
+    def put_input(name: str, args: tuple) -> tuple | None:
+        forced = put(name, args[0]) if args and isinstance(args[0], torch.Tensor) else None
+        return None if forced is None else (forced, *args[1:])
+
     for name, module in model.named_modules():
         if name and wanted(rename(name)):
             handles.append(module.register_forward_hook(lambda _m, _i, out, name=rename(name): put(name, out)))
-    return handles + for_policy(policy).reference_hooks(model, put, keep)
+        if name and inputs and wanted(rename(name) + INPUT_SUFFIX):
+            # prepended: the rounding pre-hook (``rounding_points``) must see the recorded/forced value
+            handles.append(module.register_forward_pre_hook(
+                lambda _m, args, name=rename(name) + INPUT_SUFFIX: put_input(name, args), prepend=True))
+
+    def put_only(name: str, value: torch.Tensor) -> None:  # the architecture's own hooks record, never force
+        put(name, value)
+
+    return handles + for_policy(policy).reference_hooks(model, put_only, keep)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -394,23 +449,28 @@ def run_reference(
     perturb: Perturbation | None = None,
     keep: Callable[[str], bool] | None = None,
     sink: Sink | None = None,
+    force: TeacherForcing | None = None,
 ) -> ReferenceRun:
     """The network on one observation with every intermediate recorded (see the module doc for E, R, R').
 
     ``images`` may be the ``PolicyInputs`` an earlier run prepared (then instruction/proprio are unused).
-    With a ``sink`` the values go there and the returned run's ``tensors`` is empty."""
+    With a ``sink`` the values go there and the returned run's ``tensors`` is empty. With ``force`` (the
+    runtime's captured tensors) every recorded module output is replaced by the runtime's value once
+    recorded, so each recorded value is computed from the runtime's upstream values (``TeacherForcing``)."""
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     arch = for_policy(policy)
     raw = isinstance(images, (list, tuple, np.ndarray))
     x = arch.prepare_inputs(policy, images, instruction, proprio) if raw else images
+    # module inputs only where asked for by name: "keep everything" means every module's output
+    named_inputs = keep is not None
     keep = keep or (lambda _name: True)
     store = StoreSink() if sink is None else None
     target = sink if sink is not None else store
     model = policy.model
     handles = just_in_time_weights(model, _DTYPES[dtype], weights)
     handles += rounding_points(model, numerics, perturb, weights)
-    handles += _collect(policy, target, keep)
+    handles += _collect(policy, target, keep, force, inputs=named_inputs)
     for name in _RECORDED_INPUTS:
         value = getattr(x, name, None)
         if value is not None and keep(name):  # what the runtime's own preprocessing must reproduce
@@ -431,9 +491,11 @@ __all__ = [
     "DEFAULT_SEED",
     "DistanceSink",
     "GGUFWeights",
+    "INPUT_SUFFIX",
     "Perturbation",
     "ReferenceRun",
     "StoreSink",
+    "TeacherForcing",
     "action_span",
     "just_in_time_weights",
     "parity_observation",

@@ -111,6 +111,10 @@ class ValidationReport:
                 cosine=_from_json_float(r["cosine"]),
                 passed=bool(r["passed"]),
                 reason=r.get("reason", ""),
+                # absent from reports written before the local check
+                local_error=_from_json_float(r.get("local_error", "nan")),
+                local_noise=_from_json_float(r.get("local_noise", "nan")),
+                local_bound=_from_json_float(r.get("local_bound", "nan")),
             )
             for r in d["results"]
         ]
@@ -156,6 +160,9 @@ class ValidationReport:
             mark = ">> " if r is first else "   "
             shape = "x".join(str(s) for s in r.runtime_shape) or "scalar"
             verdict = "pass" if r.passed else f"FAIL  {r.reason}"
+            if r.passed_locally:
+                verdict = (f"pass, given the runtime's inputs: {r.local_error:.2e} <= {r.local_bound:.2e} "
+                           f"(noise {r.local_noise:.2e})")
             unit = " *" if r.metric == ACTION_RANGE else ""
             lines.append(f"{mark}{r.name:<{width}} {shape:<14} {r.inherent:>9.2e} {r.noise:>9.2e} {r.error:>9.2e} "
                          f"{r.bound:>9.2e} {_pct(r.ratio):>8}  {verdict}{unit}")
@@ -167,11 +174,16 @@ class ValidationReport:
             f"(activations: {_rounding(self.rounding)}): relative RMS error, * = largest error / action range. "
             f"inherent = d(exact, R), noise = the largest d(R', R) of {self.noise_samples} R' = R in float32 + "
             f"{self.perturbation:.1e} relative noise at each rounding point; pass: runtime <= bound = max({t.k:g} x noise, floor {t.floor:g}; "
-            f"actions {t.action_floor:g})")
+            f"actions {t.action_floor:g}), or the same rule given the runtime's own upstream tensors (R and R' "
+            f"teacher-forced) while every earlier tensor passes")
         summary = f"{len(self.results)} tensors compared ({self.outtype}), graph {self.graph_source or self.graph}: "
         if self.passed:
             w = self.worst
             summary += f"all pass; closest to its bound: {w.name} at {_pct(w.ratio)}" if w else "all pass"
+            n_local = sum(r.passed_locally for r in self.results)
+            if n_local:
+                summary += (f" ({n_local} passed given the runtime's own inputs: a rounding flip upstream, "
+                            "computed correctly from there on)")
         elif not self.results:
             summary += "NOTHING COMPARED (no runtime tensor has a reference) -- FAIL"
         else:
