@@ -19,10 +19,9 @@ void require_dim(const ggml_tensor * t, int dim, int64_t want, const std::string
     }
 }
 
-// A linear layer of a block as the file stores it: a GGML weight {n_in, n_out}, or an HBVLA matrix
-// ("<base>.hb.*", hbvla.hpp) whose input width build_hbvla_linear checks and whose output width is checked here.
-static ggml_tensor * build_block_linear(graph_builder & gb, ggml_tensor * x, const std::string & weight_name,
-                                        int64_t n_in, int64_t n_out, ggml_tensor * b = nullptr) {
+// build_hbvla_linear checks an HBVLA matrix's input width, its output width is checked here.
+ggml_tensor * build_linear_stored(graph_builder & gb, ggml_tensor * x, const std::string & weight_name,
+                                  int64_t n_in, int64_t n_out, ggml_tensor * b) {
     if (!has_hbvla(gb, weight_name)) return gb.build_linear(x, gb.weight(weight_name, {n_in, n_out}), b);
     ggml_tensor * y = build_linear_any(gb, x, weight_name, b);
     require_dim(y, 0, n_out, "'" + weight_name + "' outputs");
@@ -111,7 +110,7 @@ ggml_tensor * build_vit_block(graph_builder & gb, ggml_tensor * x, const std::st
 
     ggml_tensor * h = gb.build_norm(x, gb.weight(prefix + "norm1.weight", {d}), gb.weight_opt(prefix + "norm1.bias"),
                                     norm_kind::layer, hp.eps);
-    ggml_tensor * qkv = build_block_linear(gb, h, prefix + "attn.qkv.weight", d, 3 * d,
+    ggml_tensor * qkv = build_linear_stored(gb, h, prefix + "attn.qkv.weight", d, 3 * d,
                                            gb.weight_opt(prefix + "attn.qkv.bias"));  // {3D, T, B}
     // PyTorch reshape (B, T, 3, H, hd): per token [q heads | k heads | v heads]
     const size_t es = ggml_element_size(qkv);
@@ -122,16 +121,16 @@ ggml_tensor * build_vit_block(graph_builder & gb, ggml_tensor * x, const std::st
     };
     ggml_tensor * attn =
         build_attention(gb, part(0), part(1), part(2), 1.0f / std::sqrt((float) hd), hp.causal, hp.attn);
-    attn = build_block_linear(gb, attn, prefix + "attn.proj.weight", d, d, gb.weight_opt(prefix + "attn.proj.bias"));
+    attn = build_linear_stored(gb, attn, prefix + "attn.proj.weight", d, d, gb.weight_opt(prefix + "attn.proj.bias"));
     gb.name(attn, prefix + "attn");
     if (hp.layer_scale) attn = ggml_mul(ctx, attn, gb.weight(prefix + "ls1.scale_factor", {d}));
     x = gb.name(ggml_add(ctx, x, attn), prefix + "attn_residual");
 
     h = gb.build_norm(x, gb.weight(prefix + "norm2.weight", {d}), gb.weight_opt(prefix + "norm2.bias"),
                       norm_kind::layer, hp.eps);
-    h = build_block_linear(gb, h, prefix + "mlp.fc1.weight", d, hp.n_ff, gb.weight_opt(prefix + "mlp.fc1.bias"));
+    h = build_linear_stored(gb, h, prefix + "mlp.fc1.weight", d, hp.n_ff, gb.weight_opt(prefix + "mlp.fc1.bias"));
     h = gb.build_act(h, hp.act);
-    h = build_block_linear(gb, h, prefix + "mlp.fc2.weight", hp.n_ff, d, gb.weight_opt(prefix + "mlp.fc2.bias"));
+    h = build_linear_stored(gb, h, prefix + "mlp.fc2.weight", hp.n_ff, d, gb.weight_opt(prefix + "mlp.fc2.bias"));
     gb.name(h, prefix + "mlp");
     if (hp.layer_scale) h = ggml_mul(ctx, h, gb.weight(prefix + "ls2.scale_factor", {d}));
     return gb.name(ggml_add(ctx, x, h), module_name(prefix));
@@ -151,9 +150,9 @@ ggml_tensor * build_llama_block(graph_builder & gb, ggml_tensor * x, ggml_tensor
 
     ggml_tensor * h = gb.build_norm(x, gb.weight(prefix + "input_layernorm.weight", {d}), nullptr, norm_kind::rms, hp.eps);
     const std::string a = prefix + "self_attn.";
-    ggml_tensor * q = build_block_linear(gb, h, a + "q_proj.weight", d, hp.n_head * hd);
-    ggml_tensor * k = build_block_linear(gb, h, a + "k_proj.weight", d, hp.n_head_kv * hd);
-    ggml_tensor * v = build_block_linear(gb, h, a + "v_proj.weight", d, hp.n_head_kv * hd);
+    ggml_tensor * q = build_linear_stored(gb, h, a + "q_proj.weight", d, hp.n_head * hd);
+    ggml_tensor * k = build_linear_stored(gb, h, a + "k_proj.weight", d, hp.n_head_kv * hd);
+    ggml_tensor * v = build_linear_stored(gb, h, a + "v_proj.weight", d, hp.n_head_kv * hd);
     q = ggml_reshape_4d(ctx, q, hd, hp.n_head, n_tok, 1);
     k = ggml_reshape_4d(ctx, k, hd, hp.n_head_kv, n_tok, 1);
     v = ggml_reshape_4d(ctx, v, hd, hp.n_head_kv, n_tok, 1);
@@ -170,16 +169,16 @@ ggml_tensor * build_llama_block(graph_builder & gb, ggml_tensor * x, ggml_tensor
     // the attention core, named as o_proj's input: the validator's teacher-forced check feeds it to o_proj
     // (its rounding to the weight's vec_dot type is where a float32 drift of the core flips a step)
     attn = gb.name(ggml_reshape_2d(ctx, attn, hp.n_head * hd, n_tok), a + "o_proj:input");
-    attn = build_block_linear(gb, attn, a + "o_proj.weight", hp.n_head * hd, d);
+    attn = build_linear_stored(gb, attn, a + "o_proj.weight", hp.n_head * hd, d);
     gb.name(attn, a.substr(0, a.size() - 1));
     x = ggml_add(ctx, x, attn);
 
     h = gb.build_norm(x, gb.weight(prefix + "post_attention_layernorm.weight", {d}), nullptr, norm_kind::rms, hp.eps);
     const std::string mp = prefix + "mlp.";
-    ggml_tensor * g = build_block_linear(gb, h, mp + "gate_proj.weight", d, hp.n_ff);
-    ggml_tensor * u = build_block_linear(gb, h, mp + "up_proj.weight", d, hp.n_ff);
+    ggml_tensor * g = build_linear_stored(gb, h, mp + "gate_proj.weight", d, hp.n_ff);
+    ggml_tensor * u = build_linear_stored(gb, h, mp + "up_proj.weight", d, hp.n_ff);
     h = ggml_mul(ctx, ggml_silu(ctx, g), u);
-    h = build_block_linear(gb, h, mp + "down_proj.weight", hp.n_ff, d);
+    h = build_linear_stored(gb, h, mp + "down_proj.weight", hp.n_ff, d);
     gb.name(h, mp.substr(0, mp.size() - 1));
     return gb.name(ggml_add(ctx, x, h), module_name(prefix));
 }

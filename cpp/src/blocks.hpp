@@ -21,6 +21,12 @@ std::string module_name(const std::string & prefix);
 // Fail with OMNIMODEL_ERR_SHAPE unless t->ne[dim] == want.
 void require_dim(const ggml_tensor * t, int dim, int64_t want, const std::string & what);
 
+// A linear layer as the file stores it: the GGML weight `weight_name` {n_in, n_out} (+ bias b), or the
+// HBVLA matrix stored for it ("<base>.hb.*", hbvla.hpp), checked against the same widths. Every block
+// template's quantizable matrices go through here, so any of them can be binarized.
+ggml_tensor * build_linear_stored(graph_builder & gb, ggml_tensor * x, const std::string & weight_name,
+                                  int64_t n_in, int64_t n_out, ggml_tensor * b = nullptr);
+
 // Conv2d with kernel = stride = patch and no padding (timm PatchEmbed) as im2col + matmul, + bias.
 // pixels {W, H, C, B}; `prefix` holds proj.weight [D, C, p, p] and proj.bias [D]. -> {D, n_patches, B},
 // patches in row-major order (PyTorch `flatten(2).transpose(1, 2)`).

@@ -339,7 +339,7 @@ def rounding_points(
     rename = _gguf_names(model)
     handles = []
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and numerics is not None and f"{name}.weight" in numerics.hbvla:
+        if isinstance(module, nn.Linear) and numerics is not None and rename(f"{name}.weight") in numerics.hbvla:
             q = getattr(weights, "hbvla", lambda _n: None)(f"{name}.weight")
             if q is None:
                 raise ValueError(f"{name}.weight: the plan stores it as HBVLA but the weights have no HBVLA planes")
