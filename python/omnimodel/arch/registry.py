@@ -59,6 +59,8 @@ class Architecture:
     demo_checkpoint: ClassVar[Path | None] = None
     demo_calib: ClassVar[Path | None] = None
     demo_note: ClassVar[str] = ""
+    # The family `train-demo` trains when no --arch is given (exactly one family sets it).
+    demo_default: ClassVar[bool] = False
     # The exception the checkpoint loader raises for a bad checkpoint or config (a one-line message).
     checkpoint_error: ClassVar[type[Exception]] = ValueError
     # Whether the runtime preprocesses raw observations for this family (C++ tokenizer, image resize):
@@ -260,11 +262,12 @@ def get(name: str) -> Architecture:
 
 
 def demo_family() -> Architecture:
-    """The family of the built-in demo policy (the one architecture that ships one)."""
-    shipped = [a for a in architectures() if a.demo_checkpoint is not None]
-    if len(shipped) != 1:
-        raise ArchitectureError(f"expected one family with a built-in demo, found {[a.name for a in shipped]}")
-    return shipped[0]
+    """The default demo family (``demo_default``): what ``train-demo`` trains without ``--arch``. Several
+    families may ship a demo policy (``demo_checkpoint``); exactly one is the default."""
+    defaults = [a for a in architectures() if a.demo_default]
+    if len(defaults) != 1:
+        raise ArchitectureError(f"expected one default demo family, found {[a.name for a in defaults]}")
+    return defaults[0]
 
 
 def for_policy(policy: Any) -> Architecture:

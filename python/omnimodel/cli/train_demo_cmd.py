@@ -29,8 +29,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", type=Path, help="episode dataset from `omnimodel collect-demos` (its train split)")
     p.add_argument("--out", type=Path, required=True, help="run directory to create")
     # checked in _run: listing the registry here would import every architecture to build the parser
-    p.add_argument("--arch", help="policy family to train, a registered architecture name (default: the family "
-                   "of the built-in demo policy)")
+    p.add_argument("--arch", help="policy family to train, a registered architecture name (default: the "
+                   "registry's default demo family, that of the first built-in demo policy)")
     p.add_argument("--size", default="tiny", help="model size preset of the family (default: %(default)s; an "
                    "unknown one lists the family's presets)")
     p.add_argument(

@@ -31,6 +31,7 @@ class OpenVLAOFTArchitecture(Architecture):
     outtypes = tuple(export.OUTTYPES)
     demo_checkpoint = DEMO_POLICY_DIR
     demo_calib = DEMO_CALIB_DIR
+    demo_default = True  # the first family with a demo: train-demo's default
     demo_note = ("the built-in tiny OpenVLA-OFT policy trained on Meta-World (real file layout; see "
                  "docs/simbench.md)")
     checkpoint_error = ConfigError  # CheckpointError derives from it
