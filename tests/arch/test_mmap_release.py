@@ -97,6 +97,8 @@ def test_a_module_pass_keeps_only_what_it_is_running(tmp_path: Path) -> None:
     root = write_miniature(tmp_path / "mini", spec)
     files = lazy_policy_files(root)
     policy = load_policy(root, dtype=None, lazy=True)
+    size = sum(f.stat().st_size for f in files)
+    assert sum(resident_bytes(f) for f in files) < size // 4  # loading checked every value, kept no page
     images, proprio = random_observation(spec, seed=1)
     release_pages()
     plain = run_policy(policy, images, INSTRUCTION, proprio)
@@ -105,7 +107,6 @@ def test_a_module_pass_keeps_only_what_it_is_running(tmp_path: Path) -> None:
     with released_after_use(policy.model):
         paged = run_policy(policy, images, INSTRUCTION, proprio)
     kept = sum(resident_bytes(f) for f in files)
-    size = sum(f.stat().st_size for f in files)
     assert touched > size // 2  # the forward read most of the file ...
     # ... and handed it back module by module (what stays: the last pages each weight faulted in, which
     # the kernel has not yet moved onto its reclaim lists, ~15 pages per tensor)

@@ -222,7 +222,7 @@ def read_tensors(
 
     ``lazy``: a tensor the file already stores in ``dtype`` is a view of the memory-mapped file
     (``omnimodel.arch.mmap_safetensors``), not a copy; anything else is read and cast one tensor at a time."""
-    from omnimodel.arch.mmap_safetensors import MappedFileError, mapped_tensors
+    from omnimodel.arch.mmap_safetensors import MappedFileError, mapped_tensors, release_pages
 
     def want(key: str) -> torch.dtype:
         return dtype[key] if isinstance(dtype, Mapping) else dtype
@@ -245,6 +245,7 @@ def read_tensors(
                     if t is None or t.dtype != want(key):
                         t = f.get_tensor(key)
                     _check_finite(refs[key], key, t)
+                    release_pages([t])  # the check read every page of a mapped tensor; the passes read it again
                     yield key, t.to(want(key))
         except CheckpointError:
             raise
