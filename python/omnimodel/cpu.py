@@ -22,6 +22,13 @@ def cpu_features() -> dict[str, Any] | None:
         return None
 
 
+def runs_omni_gemm(features: dict[str, Any] | None = None) -> bool:
+    """Whether ``gemm=omni`` runs omnimodel's own int8 GEMMs here (cpp/src/gemm_*.cpp need AVX512 with
+    VNNI and VBMI; elsewhere the knob falls back to ggml's kernels)."""
+    f = cpu_features() if features is None else features
+    return bool(f and f.get("avx512") and f.get("avx512_vnni") and f.get("avx512_vbmi"))
+
+
 def describe(features: dict[str, Any] | None = None) -> str:
     """One line: 'avx2 avx512 ... llamafile openmp repack(CPU_REPACK) native' ('unknown' without a runtime)."""
     f = cpu_features() if features is None else features
@@ -35,4 +42,4 @@ def describe(features: dict[str, Any] | None = None) -> str:
     return " ".join(simd + flags)
 
 
-__all__ = ["cpu_features", "describe"]
+__all__ = ["cpu_features", "describe", "runs_omni_gemm"]

@@ -18,6 +18,7 @@ import pytest
 
 from omnimodel import _runtime
 from omnimodel.arch import omni_mlp
+from omnimodel.cpu import runs_omni_gemm
 from omnimodel.gguf.encoders import encode
 from omnimodel.gguf.types import GGMLType
 from omnimodel.gguf.writer import GGUFModelWriter
@@ -44,9 +45,6 @@ CASES = [
 ]
 
 
-def _has_kernel() -> bool:
-    f = _runtime.cpu_features()
-    return bool(f.get("avx512") and f.get("avx512_vnni") and f.get("avx512_vbmi"))
 
 
 def _padded(k: int) -> int:
@@ -107,7 +105,7 @@ def _run(path, x, threads, profile=False):
 
 @pytest.mark.parametrize("t,k,m,tokens", CASES)
 def test_iquant_gemm_rounds_like_ggml_and_sums_in_f32(tmp_path, t, k, m, tokens) -> None:
-    if not _has_kernel():
+    if not runs_omni_gemm():
         pytest.skip("no AVX512-VNNI/VBMI: gemm=omni falls back to ggml's matmul")
     rng = np.random.default_rng(k + m + tokens)
     kp = _padded(k)
@@ -151,5 +149,5 @@ def test_iquant_gemm_is_the_knob(tmp_path) -> None:
         for gemm in ("omni", "ggml"):
             _write(tmp_path / f"{t}-{gemm}.gguf", blocks, w.shape, 256, t, gemm)
             _, prof = _run(tmp_path / f"{t}-{gemm}.gguf", np.ones((3, 256), np.float32), 1, profile=True)
-            kernel = "CUSTOM" if gemm == "omni" and _has_kernel() else "MUL_MAT"
+            kernel = "CUSTOM" if gemm == "omni" and runs_omni_gemm() else "MUL_MAT"
             assert [n["op"] for n in prof if n["src0_is_weight"]] == [kernel], (t, gemm)

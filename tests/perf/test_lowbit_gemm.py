@@ -13,6 +13,7 @@ import pytest
 
 from omnimodel import _runtime
 from omnimodel.arch import omni_mlp
+from omnimodel.cpu import runs_omni_gemm
 from omnimodel.gguf.types import GGMLType
 
 U32 = 2.0**-24  # unit roundoff of float32
@@ -27,9 +28,6 @@ CASES = [
 ]
 
 
-def _has_kernel() -> bool:
-    f = _runtime.cpu_features()
-    return bool(f.get("avx512") and f.get("avx512_vnni") and f.get("avx512_vbmi"))
 
 
 def _model(tmp_path, weight_type, widths, gemm):
@@ -49,7 +47,7 @@ def _run(path, x, threads=2, profile=False):
 
 @pytest.mark.parametrize("weight_type,widths,rows", CASES)
 def test_lowbit_gemm_rounds_like_ggml_and_sums_in_f32(tmp_path, weight_type, widths, rows) -> None:
-    if not _has_kernel():
+    if not runs_omni_gemm():
         pytest.skip("no AVX512-VNNI/VBMI: gemm=omni falls back to ggml's matmul")
     model, omni_path = _model(tmp_path, weight_type, widths, "omni")
     _, ggml_path = _model(tmp_path, weight_type, widths, "ggml")
@@ -85,5 +83,5 @@ def test_lowbit_gemm_is_the_knob_and_falls_back_without_vnni_vbmi(tmp_path) -> N
         _, path = _model(tmp_path, "Q2_0", (128, 64, 8), gemm)
         _, prof = _run(path, np.ones((5, 128), np.float32), threads=1, profile=True)
         ops = [n["op"] for n in prof if n["src0_is_weight"]]
-        kernel = "CUSTOM" if gemm == "omni" and _has_kernel() else "MUL_MAT"
+        kernel = "CUSTOM" if gemm == "omni" and runs_omni_gemm() else "MUL_MAT"
         assert ops == [kernel, kernel], (gemm, ops)
