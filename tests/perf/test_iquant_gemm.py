@@ -23,7 +23,8 @@ from omnimodel.gguf.encoders import encode
 from omnimodel.gguf.types import GGMLType
 from omnimodel.gguf.writer import GGUFModelWriter
 
-U32 = 2.0**-24  # unit roundoff of float32
+from gemm_check import check_sums, expected_kernel, run_linear, weight_kernels
+
 SUB = {"Q2_K": 16,  # the bound counts Q2_K's mins per 16 (its scale terms, one per 256, are fewer)
        "IQ2_XXS": 32, "IQ2_XS": 16, "IQ2_S": 16, "IQ3_XXS": 32, "IQ3_S": 32, "IQ1_M": 16}
 BYTES = {"Q2_K": 84, "IQ2_XXS": 66, "IQ2_XS": 74, "IQ2_S": 82, "IQ3_XXS": 98, "IQ3_S": 110, "IQ1_M": 56}
@@ -96,13 +97,6 @@ def _magnitudes(blocks: np.ndarray, wd: np.ndarray, t: str) -> np.ndarray:
     return np.abs(wd + mins) + mins  # d sc q = w + dmin m
 
 
-def _run(path, x, threads, profile=False):
-    with _runtime.Model(str(path), n_threads=threads) as mdl:
-        mdl.set_profile(profile)
-        out = mdl.run({"x": x}, capture=["layers.0.linear"])
-        return out["layers.0.linear"].reshape(x.shape[0], -1), (mdl.profile() if profile else None)
-
-
 @pytest.mark.parametrize("t,k,m,tokens", CASES)
 def test_iquant_gemm_rounds_like_ggml_and_sums_in_f32(tmp_path, t, k, m, tokens) -> None:
     if not runs_omni_gemm():
@@ -129,15 +123,8 @@ def test_iquant_gemm_rounds_like_ggml_and_sums_in_f32(tmp_path, t, k, m, tokens)
         wd = wd.reshape(m, kp)
         want = xr @ wd.T
         scale = np.abs(xr) @ _magnitudes(blocks, wd, t).T
-        ref, _ = _run(tmp_path / f"{name}-ggml.gguf", x, 2)
-        for threads in (1, 2):
-            got, prof = _run(tmp_path / f"{name}-omni.gguf", x, threads, profile=True)
-            err = np.abs(got - want)
-            assert (err <= n_terms * U32 * scale + 1e-30).all(), (t, name, threads, (err / (scale + 1e-30)).max())
-            # ggml's own kernel rounds the activations identically: the two differ by summation order only
-            assert (np.abs(got - ref) <= 2 * n_terms * U32 * scale + 1e-30).all(), (t, name, threads)
-            # and it is this kernel that ran: a CUSTOM op reads the weight, no MUL_MAT does
-            assert [n["op"] for n in prof if n["src0_is_weight"]] == ["CUSTOM"], (t, name)
+        ref, _ = run_linear(tmp_path / f"{name}-ggml.gguf", x, 2)
+        check_sums(tmp_path / f"{name}-omni.gguf", ref, x, want, scale, n_terms, (t, name))
 
 
 def test_iquant_gemm_is_the_knob(tmp_path) -> None:
@@ -148,6 +135,5 @@ def test_iquant_gemm_is_the_knob(tmp_path) -> None:
         blocks = encode(w, t, importance=np.ones_like(w))
         for gemm in ("omni", "ggml"):
             _write(tmp_path / f"{t}-{gemm}.gguf", blocks, w.shape, 256, t, gemm)
-            _, prof = _run(tmp_path / f"{t}-{gemm}.gguf", np.ones((3, 256), np.float32), 1, profile=True)
-            kernel = "CUSTOM" if gemm == "omni" and runs_omni_gemm() else "MUL_MAT"
-            assert [n["op"] for n in prof if n["src0_is_weight"]] == [kernel], (t, gemm)
+            _, prof = run_linear(tmp_path / f"{t}-{gemm}.gguf", np.ones((3, 256), np.float32), 1, profile=True)
+            assert weight_kernels(prof) == [expected_kernel(gemm)], (t, gemm)

@@ -22,7 +22,8 @@ from omnimodel.gguf.encoders import encode
 from omnimodel.gguf.types import GGMLType
 from omnimodel.gguf.writer import GGUFModelWriter
 
-U32 = 2.0**-24  # unit roundoff of float32
+from gemm_check import check_sums, expected_kernel, run_linear, weight_kernels
+
 BLOCK = {"Q4_0": 32, "IQ4_NL": 32, "Q4_K": 256, "IQ4_XS": 256}
 
 # (type, real row width K, output rows M, tokens): the real-width rows (576 Llama, 1152 SigLIP, 1536 Llama
@@ -92,13 +93,6 @@ def _q4_k_terms(blocks: np.ndarray, m: int, k: int) -> tuple[np.ndarray, np.ndar
     return pos.reshape(m, k), neg.reshape(m, k)
 
 
-def _run(path, x, threads, profile=False):
-    with _runtime.Model(str(path), n_threads=threads) as mdl:
-        mdl.set_profile(profile)
-        out = mdl.run({"x": x}, capture=["layers.0.linear"])
-        return out["layers.0.linear"].reshape(x.shape[0], -1), (mdl.profile() if profile else None)
-
-
 @pytest.mark.parametrize("t,k,m,tokens", CASES)
 def test_kquant_gemm_rounds_like_ggml_and_sums_in_f32(tmp_path, t, k, m, tokens) -> None:
     if not runs_omni_gemm():
@@ -127,15 +121,8 @@ def test_kquant_gemm_rounds_like_ggml_and_sums_in_f32(tmp_path, t, k, m, tokens)
     xr = _runtime.round_activations(int(GGMLType[t]), xp).astype(np.float64)
     want = xr @ wd.T + bias
     scale = np.abs(xr) @ mag.T + np.abs(bias)
-    ref, _ = _run(tmp_path / "ggml.gguf", x, 2)
-    for threads in (1, 2):
-        got, prof = _run(tmp_path / "omni.gguf", x, threads, profile=True)
-        err = np.abs(got - want)
-        assert (err <= n_terms * U32 * scale + 1e-30).all(), (t, threads, (err / scale).max())
-        # ggml's own kernel rounds the activations identically: the two differ by summation order only
-        assert (np.abs(got - ref) <= 2 * n_terms * U32 * scale + 1e-30).all(), (t, threads)
-        # and it is this kernel that ran: a CUSTOM op reads the weight, no MUL_MAT does
-        assert [n["op"] for n in prof if n["src0_is_weight"]] == ["CUSTOM"]
+    ref, _ = run_linear(tmp_path / "ggml.gguf", x, 2)
+    check_sums(tmp_path / "omni.gguf", ref, x, want, scale, n_terms, t)
 
 
 def test_kquant_gemm_is_the_knob(tmp_path) -> None:
@@ -145,9 +132,8 @@ def test_kquant_gemm_is_the_knob(tmp_path) -> None:
     for t in BLOCK:
         for gemm in ("omni", "ggml"):
             _write(tmp_path / f"{t}-{gemm}.gguf", w, bias, t, gemm)
-            _, prof = _run(tmp_path / f"{t}-{gemm}.gguf", np.ones((3, 256), np.float32), 1, profile=True)
-            kernel = "CUSTOM" if gemm == "omni" and runs_omni_gemm() else "MUL_MAT"
-            assert [n["op"] for n in prof if n["src0_is_weight"]] == [kernel], (t, gemm)
+            _, prof = run_linear(tmp_path / f"{t}-{gemm}.gguf", np.ones((3, 256), np.float32), 1, profile=True)
+            assert weight_kernels(prof) == [expected_kernel(gemm)], (t, gemm)
 
 
 @pytest.mark.parametrize("t", ["Q4_K", "IQ4_NL"])
