@@ -28,24 +28,21 @@ PREFIXES: tuple[tuple[str, str], ...] = (
 SIGLIP, PROJECTOR, GEMMA, EXPERT = "siglip", "multi_modal_projector", "language_model", "gemma_expert"
 
 
+def _replace_prefix(name: str, pairs) -> str:
+    for old, new in pairs:
+        if name == old or name.startswith(old + "."):
+            return new + name[len(old):]
+    return name
+
+
 def gguf_name(name: str) -> str:
     """A PyTorch parameter or module path -> its GGUF / runtime name (unchanged outside the table)."""
-    for long, short in PREFIXES:
-        if name == long:
-            return short
-        if name.startswith(long + "."):
-            return short + name[len(long):]
-    return name
+    return _replace_prefix(name, PREFIXES)
 
 
 def torch_name(name: str) -> str:
     """The inverse of ``gguf_name``."""
-    for long, short in PREFIXES:
-        if name == short:
-            return long
-        if name.startswith(short + "."):
-            return long + name[len(short):]
-    return name
+    return _replace_prefix(name, ((short, long) for long, short in PREFIXES))
 
 
 __all__ = ["EXPERT", "GEMMA", "PREFIXES", "PROJECTOR", "SIGLIP", "gguf_name", "torch_name"]
