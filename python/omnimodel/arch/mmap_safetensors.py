@@ -181,8 +181,10 @@ def _direct_mapped(module: nn.Module) -> list[torch.Tensor]:
 @contextlib.contextmanager
 def released_after_use(model: nn.Module) -> Iterator[None]:
     """Within the block every module hands back its mapped parameters' pages after its forward, and
-    again once a backward pass has used them: when the gradient of the module's input is complete, which
-    is after the module's backward has multiplied by its weights. No effect on a model without mapped
+    again once a backward pass has used them: when the gradient of the module's input is complete (after
+    the module's backward has multiplied by its weights), and for a weight that gets a gradient when that
+    gradient is complete (a module whose input needs none, e.g. the first one, has no input gradient).
+    Parameters' ``requires_grad`` must be set before entering. No effect on a model without mapped
     weights."""
     def after(mapped: list[torch.Tensor]):
         def used_by_backward(_grad: torch.Tensor) -> None:  # None: the gradient is left unchanged
@@ -196,11 +198,15 @@ def released_after_use(model: nn.Module) -> Iterator[None]:
 
         return hook
 
+    def gradient_done(p: torch.Tensor) -> None:
+        release_pages([p])
+
     handles = []
     for module in model.modules():
         mapped = _direct_mapped(module)
         if mapped:
             handles.append(module.register_forward_hook(after(mapped)))
+            handles += [p.register_post_accumulate_grad_hook(gradient_done) for p in mapped if p.requires_grad]
     try:
         yield
     finally:

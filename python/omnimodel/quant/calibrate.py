@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from omnimodel.arch.mmap_safetensors import release_pages, released_after_use
+from omnimodel.arch.mmap_safetensors import released_after_use
 from omnimodel.arch.registry import for_policy
 
 from .calib_check import PolicyInputs
@@ -302,7 +302,6 @@ def calibrate(
             g = p.grad.float()
             acc[name] += g * g
             p.grad = None
-            release_pages([p])  # backward is done with this weight: its mapped pages can go
 
         return hook
 
