@@ -32,9 +32,8 @@ from .compare import (
     Tolerance,
     action_span_of,
     compare_all,
+    compare_tensor,
     judge_locally,
-    range_error,
-    rel_rms,
     rel_rms_from_sums,
 )
 from .numerics import RuntimeNumerics
@@ -130,15 +129,6 @@ def _distances(sink: DistanceSink, action_span: np.ndarray | None) -> dict[str, 
             out[name] = float((sink.max_err[name] / np.broadcast_to(np.asarray(span, np.float64),
                                                                     sink.max_err[name].shape)).max())
     return out
-
-
-def _distance(runtime: np.ndarray, reference: np.ndarray, span: np.ndarray | float | None) -> float:
-    """d(runtime, reference) in the tensor's metric; NaN when the sizes or values make it meaningless."""
-    a, b = np.asarray(runtime, np.float64), np.asarray(reference, np.float64)
-    if a.size != b.size or not np.isfinite(a).all() or not np.isfinite(b).all():
-        return float("nan")
-    a = a.reshape(b.shape)
-    return range_error(a, b, span) if span is not None else rel_rms(a, b)
 
 
 class ParityCheck:
@@ -243,8 +233,10 @@ class ParityCheck:
         span = run_reference(self.policy, self.inputs, **common, dtype=self.dtype, sink=store,
                              force=TeacherForcing(runtime)).action_span
         forced = store.tensors()
-        error = {name: _distance(runtime[name], ref, action_span_of(name, span)) for name, ref in forced.items()
-                 if name in runtime}
+        # compare_tensor's distance (NaN for a shape mismatch or non-finite values); the bound is judged later
+        error = {name: compare_tensor(name, runtime[name], ref, self.tolerance, noise=math.nan,
+                                      action_range=action_span_of(name, span)).error
+                 for name, ref in forced.items() if name in runtime}
         noise: dict[str, float] = {}
         for p in self.perturbations:
             noisy = DistanceSink(forced)
