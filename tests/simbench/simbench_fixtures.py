@@ -294,3 +294,17 @@ def write_libero_hdf5(root: Path) -> list[Path]:
                 g.create_dataset("dones", data=np.eye(1, n, n - 1, dtype=np.uint8)[0])
         paths.append(path)
     return paths
+
+
+def use_small_pi0_preset(monkeypatch, kind: str) -> None:
+    """A preset smaller than "tiny" keeps these tests to seconds; the code path is the same."""
+    from omnimodel.arch.pi0 import training
+
+    sizes = training.PI05_SIZES if kind == "pi05" else training.PI0_SIZES
+    small = training.Pi0Size(
+        "tiny", kind, 56,
+        dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, patch_size=14),
+        dict(width=32, depth=1, mlp_dim=64, num_heads=8, num_kv_heads=1, head_dim=8),
+        dict(width=16, depth=1, mlp_dim=32, num_heads=8, num_kv_heads=1, head_dim=8),
+        chunk_size=8, num_inference_steps=3)
+    monkeypatch.setitem(sizes, "tiny", small)

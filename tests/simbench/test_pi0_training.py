@@ -8,23 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from simbench_fixtures import use_small_pi0_preset
+
 from omnimodel.simbench.episodes import EpisodeDataset
 
 pytestmark = pytest.mark.usefixtures("rendering")
-
-
-def _small(monkeypatch, kind: str):
-    """A preset smaller than "tiny" keeps these tests to seconds; the code path is the same."""
-    from omnimodel.arch.pi0 import training
-
-    sizes = training.PI05_SIZES if kind == "pi05" else training.PI0_SIZES
-    small = training.Pi0Size(
-        "tiny", kind, 56,
-        dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, patch_size=14),
-        dict(width=32, depth=1, mlp_dim=64, num_heads=8, num_kv_heads=1, head_dim=8),
-        dict(width=16, depth=1, mlp_dim=32, num_heads=8, num_kv_heads=1, head_dim=8),
-        chunk_size=8, num_inference_steps=3)
-    monkeypatch.setitem(sizes, "tiny", small)
 
 
 @pytest.mark.parametrize("kind", ["pi05", "pi0"])
@@ -33,7 +21,7 @@ def test_train_demo_pi0_family(kind: str, demo_dataset: Path, tmp_path: Path, mo
     from omnimodel.cli.main import main
     from omnimodel.simbench.policies import TorchPolicy, load_eval_policy
 
-    _small(monkeypatch, kind)
+    use_small_pi0_preset(monkeypatch, kind)
     out = tmp_path / "run"
     args = ["train-demo", str(demo_dataset), "--out", str(out), "--arch", kind, "--steps", "3", "--batch-size", "4",
             "--warmup", "1", "--checkpoint-every", "0", "--log-every", "0"]
@@ -75,7 +63,7 @@ def test_flow_matching_batches(demo_dataset: Path, tmp_path: Path, monkeypatch) 
     from omnimodel.arch.pi0 import training
     from omnimodel.simbench.train import init_checkpoint
 
-    _small(monkeypatch, "pi05")
+    use_small_pi0_preset(monkeypatch, "pi05")
     ckpt = init_checkpoint(tmp_path / "init", training.PI05_SIZES["tiny"], demo_dataset)
     trainer = training.Pi0Training("pi05")
     policy = trainer.load(ckpt)

@@ -50,6 +50,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip; 0: off (default: 1.0)")
     p.add_argument("--seed", type=int, default=0, help="weight init and batch sampling seed (default: 0)")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of the weights with this decay (e.g. 0.998) and save "
+                   "it as the checkpoints and the final policy; 0: off (default)")
+    p.add_argument("--task-weight", action="append", default=[], metavar="TASK=W",
+                   help="draw TASK's batches W times as often as a task not named (repeatable; default: every "
+                   "task equally often)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
     p.add_argument(
         "--time-limit", type=float, help="stop after this many minutes of training (then not reproducible)"
@@ -59,6 +65,22 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--log-every", type=int, default=50, help="print the loss every N steps (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
+
+
+def _task_weights(specs: list[str]) -> dict[str, float]:
+    from omnimodel.errors import UsageError
+
+    weights: dict[str, float] = {}
+    for spec in specs:
+        task, sep, value = spec.partition("=")
+        try:
+            w = float(value)
+        except ValueError:
+            w = float("nan")
+        if not sep or not task or not (w >= 0.0 and w < float("inf")):
+            raise UsageError(f"--task-weight {spec!r}: expected TASK=W with W a number >= 0")
+        weights[task] = w
+    return weights
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -71,12 +93,19 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--steps, --batch-size and --threads must be >= 1")
     if args.shift < 0 or args.warmup < 0 or args.checkpoint_every < 0:
         raise UsageError("--shift, --warmup and --checkpoint-every must be >= 0")
+    if not 0.0 <= args.ema < 1.0:
+        raise UsageError(f"--ema {args.ema}: the decay must lie in [0, 1)")
+    task_weights = _task_weights(args.task_weight)
     try:
         manifest = read_manifest(args.data)
     except Exception as e:  # noqa: BLE001  missing/garbled manifest: one clear line, not a traceback
         raise UsageError(f"{args.data}: not an episode dataset ({e})") from e
     if "train" not in manifest.splits or not manifest.splits["train"]:
         raise UsageError(f"{args.data}: the dataset has no train split")
+    unknown = sorted(set(task_weights) - set(manifest.tasks))
+    if unknown:
+        raise UsageError(f"--task-weight: {', '.join(unknown)} not in the dataset (it has "
+                         f"{', '.join(sorted(manifest.tasks))})")
     try:
         family = registry.get(args.arch) if args.arch else registry.demo_family()
         sizes = family.training().sizes
@@ -126,6 +155,8 @@ def _run(args: argparse.Namespace) -> int:
         time_limit_s=None if args.time_limit is None else 60.0 * args.time_limit,
         checkpoint_every=args.checkpoint_every,
         on_checkpoint=on_checkpoint,
+        ema_decay=args.ema,
+        task_weights=task_weights or None,
     )
     wall = time.time() - t0
     summary = {
@@ -136,8 +167,10 @@ def _run(args: argparse.Namespace) -> int:
         "init": None if args.init is None else str(args.init),
         "options": {
             k: getattr(args, k)
-            for k in ("steps", "batch_size", "lr", "schedule", "warmup", "shift", "grad_clip", "seed", "threads")
+            for k in ("steps", "batch_size", "lr", "schedule", "warmup", "shift", "grad_clip", "seed", "threads",
+                      "ema")
         },
+        "task_weights": task_weights,
         "time_limit_min": args.time_limit,
         "steps_done": report.steps,
         "stopped_early": report.stopped_early,

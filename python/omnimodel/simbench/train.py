@@ -19,6 +19,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from omnimodel.arch.registry import Architecture, for_config, for_policy, get
 
 from .augment import random_shift
 from .episodes import EpisodeDataset
+from .weight_average import WeightAverage
 
 
 def checkpoint_architecture(checkpoint_dir: str | os.PathLike[str]) -> Architecture:
@@ -105,6 +107,8 @@ def train(
     time_limit_s: float | None = None,
     checkpoint_every: int = 0,
     on_checkpoint: Callable[[Any, int], None] | None = None,
+    ema_decay: float = 0.0,
+    task_weights: dict[str, float] | None = None,
 ) -> TrainReport:
     """Train the checkpoint's model for ``steps`` steps (float32, CPU); save to ``out_dir`` if given.
 
@@ -112,7 +116,11 @@ def train(
 
     Same arguments (and ``threads``) -> same weights, unless ``time_limit_s`` cuts training short (then
     the LR schedule is cut too: it is laid out over ``steps``). Every ``checkpoint_every`` steps
-    ``on_checkpoint(policy, step)`` is called (e.g. to save it)."""
+    ``on_checkpoint(policy, step)`` is called (e.g. to save it).
+
+    ``ema_decay`` > 0 keeps an exponential moving average of the weights (``weight_average``); checkpoints
+    and the final policy are then the average. ``task_weights`` draws a batch's task with these relative
+    weights (tasks not named weigh 1) instead of uniformly, to give a hard task more of the steps."""
     import torch
 
     trainer = checkpoint_architecture(checkpoint_dir).training()
@@ -121,9 +129,12 @@ def train(
     policy = trainer.load(checkpoint_dir)
     model = policy.model.train()
     data = trainer.samples(EpisodeDataset(dataset_root), "train", policy)
+    if task_weights:
+        data.set_task_weights(task_weights)
     gen = torch.Generator().manual_seed(seed)  # the loss's own draws (flow matching's noise and t)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    average = WeightAverage(params, ema_decay) if ema_decay > 0 else None
     rng = np.random.default_rng(seed)
     losses: list[float] = []
     step_seconds: list[float] = []
@@ -141,6 +152,8 @@ def train(
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
+        if average is not None:
+            average.update()
         losses.append(float(loss.detach()))
         step_seconds.append(time.perf_counter() - ts)
         done = step + 1
@@ -154,7 +167,8 @@ def train(
             )
         if checkpoint_every and on_checkpoint is not None and done % checkpoint_every == 0 and done < steps:
             model.eval()
-            on_checkpoint(policy, done)
+            with average.applied() if average is not None else nullcontext():
+                on_checkpoint(policy, done)
             model.train()
         if time_limit_s is not None and elapsed >= time_limit_s and done < steps:
             stopped_early = True
@@ -162,6 +176,8 @@ def train(
             break
     seconds = time.perf_counter() - t0
     model.eval()
+    if average is not None:
+        average.copy_to_model()
     if out_dir is not None:
         trainer.save_trained(policy, checkpoint_dir, out_dir, step=done)
     return TrainReport(
