@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
-"""ActQuant against its baselines on the demo policy, closed loop and open loop, through the CLI only.
+"""ActQuant against its baselines on a demo policy, closed loop and open loop, through the CLI only.
 
 Every configuration is two commands a user could type:
 
-    omnimodel convert openvla-oft --bpw B --method M [flags] --out RUNS/<config>/model
+    omnimodel convert ARCH --demo --bpw B --method M [flags] --out RUNS/<config>/model
     omnimodel eval --policy RUNS/<config>/model --data HELDOUT --reference DEMO --episodes E --json ...
 
 so the numbers are what `convert` ships and what the compiled runtime does with it (the converted
-model runs in the runtime, not in PyTorch). HELDOUT is a fresh expert dataset collected with a seed the
-demo never trained or calibrated on (`collect-demos --train 0 --calib 5 --seed 7000 --image-size 56`).
+model runs in the runtime, not in PyTorch). ARCH is a registered family that ships a demo policy (default:
+the default demo family, OpenVLA-OFT); ``--policy CKPT --calib DATA`` runs another trained checkpoint
+instead (``convert ARCH --checkpoint CKPT --calib DATA``, ARCH from its config.json). HELDOUT is a fresh
+expert dataset collected with a seed the policy never trained or calibrated on (`collect-demos --train 0
+--calib 5 --seed 7000` at the policy's image size).
 
     python benchmarks/actquant_eval.py grid --runs runs/actquant          # methods x budgets + FP
     python benchmarks/actquant_eval.py ablation --runs runs/actquant      # paper Table 4 on the demo
     python benchmarks/actquant_eval.py report --runs runs/actquant --doc docs/quantization_results.md
+    python benchmarks/actquant_eval.py grid --arch pi05 --runs runs/actquant-pi05 --bpw 4,3,2.5
 
 Configurations whose eval.json exists are skipped, so an interrupted run resumes. ``--workers 2`` runs
 two configurations at once (each single-threaded).
@@ -32,7 +36,7 @@ from pathlib import Path
 
 METHODS = ("actquant", "rtn", "imatrix", "gptq", "awq")
 BUDGETS = (4.0, 3.5, 3.0, 2.5, 2.0)
-HELDOUT_ARGS = ["--train", "0", "--calib", "5", "--seed", "7000", "--image-size", "56"]
+HELDOUT_ARGS = ["--train", "0", "--calib", "5", "--seed", "7000"]  # + the policy's --image-size
 
 # Paper Table 4's ladder on the demo: each row adds one ingredient to the one above it.
 ABLATION = (
@@ -59,21 +63,49 @@ def omnimodel(*args: str) -> list[str]:
     return [sys.executable, "-m", "omnimodel.cli.main", *args]
 
 
-def demo_policy() -> Path:
-    from omnimodel.demo_assets import DEMO_POLICY_DIR
+@dataclass(frozen=True)
+class Subject:
+    """The policy under test and how `convert` is pointed at it."""
 
-    return Path(DEMO_POLICY_DIR)
+    arch: str  # registered family name
+    policy: Path  # the full-precision checkpoint (also the open-loop reference)
+    source_args: tuple[str, ...]  # convert's: --demo, or --checkpoint CKPT --calib DATA
+    image_size: int
+    tasks: tuple[str, ...]  # closed-loop tasks (the policy's training set); () = eval's default set
 
 
-def ensure_heldout(path: Path) -> Path:
+def subject(arch: str | None, policy: str | None, calib: str | None, tasks: str | None) -> Subject:
+    from omnimodel.arch import registry
+    from omnimodel.simbench.policies import load_eval_policy
+    from omnimodel.simbench.train import checkpoint_architecture
+
+    if policy is None:
+        family = registry.get(arch) if arch else registry.demo_family()
+        if family.demo_checkpoint is None:
+            raise SystemExit(f"{family.name} ships no demo policy: pass --policy CKPT --calib DATA")
+        ckpt, source = Path(family.demo_checkpoint), ("--demo",)
+    else:
+        if calib is None:
+            raise SystemExit("--policy needs --calib DATA (the calibration data convert uses)")
+        ckpt = Path(policy)
+        family = checkpoint_architecture(ckpt)
+        source = ("--checkpoint", str(ckpt), "--calib", calib)
+    info = load_eval_policy(str(ckpt)).describe()
+    return Subject(family.name, ckpt, source, int(info["image_size"]), tuple(tasks.split(",")) if tasks else ())
+
+
+def ensure_heldout(path: Path, sub: Subject) -> Path:
     if (path / "dataset.json").is_file():
         return path
     print(f"collecting the held-out dataset into {path} ...", flush=True)
-    subprocess.run(omnimodel("collect-demos", str(path), *HELDOUT_ARGS, "--quiet"), check=True)
+    tasks = ("--tasks", ",".join(sub.tasks)) if sub.tasks else ()
+    subprocess.run(omnimodel("collect-demos", str(path), *HELDOUT_ARGS, "--image-size", str(sub.image_size),
+                             *tasks, "--quiet"), check=True)
     return path
 
 
-def run_config(c: Config, runs: Path, heldout: Path, episodes: int, eval_args: tuple[str, ...] = ()) -> dict:
+def run_config(c: Config, sub: Subject, runs: Path, heldout: Path, episodes: int,
+               eval_args: tuple[str, ...] = ()) -> dict:
     d = runs / c.key
     result_path = d / "eval.json"
     if result_path.is_file():
@@ -81,7 +113,7 @@ def run_config(c: Config, runs: Path, heldout: Path, episodes: int, eval_args: t
     d.mkdir(parents=True, exist_ok=True)
     log = open(d / "log.txt", "w")
     t0 = time.perf_counter()
-    policy = str(demo_policy())
+    policy = str(sub.policy)
     quant = None
     if c.method is not None:
         model = d / "model"
@@ -89,8 +121,8 @@ def run_config(c: Config, runs: Path, heldout: Path, episodes: int, eval_args: t
         # shows its min cosine); only a crash or a refused conversion stops it
         # baselines need no Fisher; --fisher-score still computes it so every method is scored on it
         score = ("--fisher-score",) if c.method != "actquant" else ()
-        cmd = omnimodel("convert", "openvla-oft", "--bpw", f"{c.bpw:g}", "--method", c.method, *c.flags, *score,
-                        "--out", str(model), "--force", "--keep-failed")
+        cmd = omnimodel("convert", sub.arch, *sub.source_args, "--bpw", f"{c.bpw:g}", "--method", c.method,
+                        *c.flags, *score, "--out", str(model), "--force", "--keep-failed")
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
         r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -101,8 +133,9 @@ def run_config(c: Config, runs: Path, heldout: Path, episodes: int, eval_args: t
         parity = json.loads((model / "validation_report.json").read_text())
         policy = str(model)
     t_convert = time.perf_counter() - t0
-    cmd = omnimodel("eval", "--policy", policy, "--data", str(heldout), "--reference", str(demo_policy()),
-                    "--episodes", str(episodes), "--json", str(d / "eval.tmp.json"), "--quiet", *eval_args)
+    tasks = ("--tasks", ",".join(sub.tasks)) if sub.tasks else ()
+    cmd = omnimodel("eval", "--policy", policy, "--data", str(heldout), "--reference", str(sub.policy),
+                    "--episodes", str(episodes), *tasks, "--json", str(d / "eval.tmp.json"), "--quiet", *eval_args)
     log.write("$ " + " ".join(cmd) + "\n")
     log.flush()
     r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -111,7 +144,8 @@ def run_config(c: Config, runs: Path, heldout: Path, episodes: int, eval_args: t
         raise RuntimeError(f"{c.key}: eval failed, see {d / 'log.txt'}")
     ev = json.loads((d / "eval.tmp.json").read_text())
     out = {
-        "config": {"key": c.key, "method": c.method, "bpw": c.bpw, "flags": list(c.flags), "label": c.label},
+        "config": {"key": c.key, "method": c.method, "bpw": c.bpw, "flags": list(c.flags), "label": c.label,
+                   "arch": sub.arch, "policy": str(sub.policy)},
         "eval": ev,
         "seconds": {"convert": t_convert, "total": time.perf_counter() - t0},
     }
@@ -129,12 +163,14 @@ def run_config(c: Config, runs: Path, heldout: Path, episodes: int, eval_args: t
 
 def run_all(configs: list[Config], args: argparse.Namespace) -> None:
     runs = Path(args.runs)
-    heldout = ensure_heldout(Path(args.heldout) if args.heldout else runs / "heldout")
+    sub = subject(args.arch, args.policy, args.calib, args.tasks)
+    print(f"{sub.arch}: {sub.policy} ({' '.join(sub.source_args)})", flush=True)
+    heldout = ensure_heldout(Path(args.heldout) if args.heldout else runs / "heldout", sub)
 
     def one(c: Config):
         t0 = time.perf_counter()
         try:
-            r = run_config(c, runs, heldout, args.episodes, tuple(getattr(args, "eval_args", ())))
+            r = run_config(c, sub, runs, heldout, args.episodes, tuple(getattr(args, "eval_args", ())))
         except RuntimeError as e:
             print(f"  {c.key}: FAILED ({e})", flush=True)
             return
@@ -183,6 +219,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["grid", "ablation", "report"])
     p.add_argument("--runs", default="runs/actquant", help="one directory per configuration")
+    p.add_argument("--arch", help="a registered family whose shipped demo policy to use (default: the default "
+                   "demo family's)")
+    p.add_argument("--policy", help="another trained checkpoint instead of a shipped demo (needs --calib)")
+    p.add_argument("--calib", help="calibration data for --policy")
+    p.add_argument("--tasks", help="the policy's task set, for the held-out data and the closed loop (default: "
+                   "eval's default set)")
     p.add_argument("--heldout", help="held-out episode dataset (default: RUNS/heldout, collected if missing)")
     p.add_argument("--episodes", type=int, default=10, help="closed-loop episodes per task")
     p.add_argument("--workers", type=int, default=2)

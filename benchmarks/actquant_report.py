@@ -12,6 +12,8 @@ from pathlib import Path
 
 from actquant_eval import ABLATION, ABLATION_BUDGETS, BUDGETS, METHODS, summary
 
+from omnimodel.simbench.confidence import PairingError, format_rate, paired_retention
+
 
 def load_runs(runs: Path) -> dict[str, dict]:
     out = {}
@@ -24,16 +26,46 @@ def _f(v: float, fmt: str) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
 
+def _success(r: dict) -> str:
+    """The closed-loop rate with its Wilson 95 % interval."""
+    cl = r["eval"].get("closed_loop") or {}
+    tasks = cl.get("tasks", {}).values()
+    n = sum(t["episodes"] for t in tasks)
+    return format_rate(sum(t["successes"] for t in tasks), n) if n else "-"
+
+
+def _retention(r: dict, fp: dict | None) -> str:
+    """Success relative to full precision on the same episodes, with the paired bootstrap 95 % interval."""
+    if fp is None or not r["eval"].get("closed_loop") or not fp["eval"].get("closed_loop"):
+        return "-"
+    try:
+        ret = paired_retention(r["eval"]["closed_loop"], fp["eval"]["closed_loop"])
+    except PairingError:
+        return "- (not paired)"
+    if ret.ratio is None:
+        return "-"
+    ci = f" [{100 * ret.ci95[0]:.1f}, {100 * ret.ci95[1]:.1f}]" if ret.ci95 else ""
+    return f"{100 * ret.ratio:.1f} %{ci}"
+
+
+def _task_header(runs: dict[str, dict]) -> str:
+    for r in runs.values():
+        tasks = (r["eval"].get("closed_loop") or {}).get("tasks")
+        if tasks:
+            return ", ".join(tasks)
+    return "tasks"
+
+
 def main_table(runs: dict[str, dict]) -> list[str]:
     fp = runs.get("fp32")
     lines = [
-        "| method | bpw (budget) | achieved bpw | closed-loop success | per task (push, pick-place, drawer, button) "
-        "| L1 to demos | L1 to FP policy | min parity cosine |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| method | bpw (budget) | achieved bpw | closed-loop success [95 %] | retention vs FP [95 %] | per task "
+        f"({_task_header(runs)}) | L1 to demos | L1 to FP policy | min parity cosine |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     if fp:
         s = summary(fp)
-        lines.append(f"| full precision (PyTorch fp32) | 32 | 32 | {s['success']:.1f} % | "
+        lines.append(f"| full precision (PyTorch fp32) | 32 | 32 | {_success(fp)} | | "
                      f"{', '.join(str(v) for v in s['tasks'].values())} | {s['l1_gt']:.4f} | 0 | - |")
     for b in BUDGETS:
         for m in METHODS:
@@ -44,7 +76,7 @@ def main_table(runs: dict[str, dict]) -> list[str]:
             q = r.get("quant", {})
             par = r.get("parity", {})
             lines.append(
-                f"| {m} | {b:g} | {_f(q.get('vision_llm_bpw'), '.3f')} | {s['success']:.1f} % | "
+                f"| {m} | {b:g} | {_f(q.get('vision_llm_bpw'), '.3f')} | {_success(r)} | {_retention(r, fp)} | "
                 f"{', '.join(str(v) for v in s['tasks'].values())} | {s['l1_gt']:.4f} | {s['l1_fp']:.4f} | "
                 f"{_f(par.get('min_cosine'), '.5f')} |"
             )
@@ -122,14 +154,25 @@ def plot(runs: dict[str, dict], path: str) -> None:
     b.set_ylabel("held-out L1 to the full-precision actions")
     b.set_yscale("log")
     b.invert_xaxis()
-    fig.suptitle("Demo policy (Meta-World, 4 tasks), quantized GGUF run by the compiled runtime")
+    title = _arch(runs)
+    fig.suptitle(f"{title} demo policy (Meta-World, {len(summary(fp)['tasks']) if fp else '?'} tasks), "
+                 "quantized GGUF run by the compiled runtime")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
 
+def _arch(runs: dict[str, dict]) -> str:
+    """The family the runs converted (older runs, before the field: OpenVLA-OFT's demo)."""
+    for r in runs.values():
+        if r["config"].get("arch"):
+            return r["config"]["arch"]
+    return "openvla-oft"
+
+
 def write_report(runs_dir: Path, doc: str | None, plot_path: str | None) -> None:
     runs = load_runs(runs_dir)
+    arch = _arch(runs)
     fp = runs.get("fp32")
     eps = summary(fp)["episodes"] if fp else "?"
     heldout = (fp or {}).get("eval", {}).get("open_loop", {})
@@ -138,8 +181,10 @@ def write_report(runs_dir: Path, doc: str | None, plot_path: str | None) -> None
         "",
         f"Closed loop: {eps} episodes per configuration (seed 0, the same layouts for every row). Open loop: "
         f"{heldout.get('samples', '?')} queries on {heldout.get('episodes', '?')} held-out expert episodes "
-        "(`collect-demos --train 0 --calib 5 --seed 7000 --image-size 56`): mean |a - a_demo| and mean "
-        "|a - a_FP| over the normalised action chunk.",
+        "(`collect-demos --train 0 --calib 5 --seed 7000`): mean |a - a_demo| and mean "
+        "|a - a_FP| over the normalised action chunk. Success with its Wilson 95 % interval; retention = "
+        "success / full precision's on the same episodes, with the paired (task-stratified) bootstrap 95 % "
+        "interval.",
         "",
         *main_table(runs),
         "",
@@ -158,7 +203,9 @@ def write_report(runs_dir: Path, doc: str | None, plot_path: str | None) -> None
     if doc:
         p = Path(doc)
         old = p.read_text() if p.is_file() else ""
-        start, end = "<!-- actquant_eval:begin -->", "<!-- actquant_eval:end -->"
+        # one block per family, so one doc can hold several (OpenVLA-OFT's keeps its original marker)
+        tag = "actquant_eval" if arch == "openvla-oft" else f"actquant_eval:{arch}"
+        start, end = f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
         block = f"{start}\n{text}\n{end}"
         if start in old and end in old:
             new = old[: old.index(start)] + block + old[old.index(end) + len(end):]
