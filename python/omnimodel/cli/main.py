@@ -25,6 +25,7 @@ from omnimodel.cli import (
     eval_cmd,
     export_llm_cmd,
     inspect_cmd,
+    merge_demos_cmd,
     train_demo_cmd,
     validate_cmd,
 )
@@ -39,6 +40,7 @@ COMMANDS: list[Command] = [
     bench_cmd.COMMAND,
     export_llm_cmd.COMMAND,
     collect_demos_cmd.COMMAND,
+    merge_demos_cmd.COMMAND,
     eval_cmd.COMMAND,
     train_demo_cmd.COMMAND,
 ]
