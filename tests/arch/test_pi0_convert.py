@@ -148,3 +148,19 @@ def test_fault_catalogue_is_caught_and_repaired(tmp_path: Path) -> None:
                      ("language_model", "gelu", "tanh"), ("gemma_expert", "suffix_mask", "blockwise")}
     plan = {m["name"]: m["knobs"] for m in json.loads((out / "plan.json").read_text())["modules"]}
     assert plan["language_model"]["gelu"] == "tanh" and plan["gemma_expert"]["suffix_mask"] == "blockwise"
+
+
+def test_pi05_demo_converts_with_its_ten_steps(tmp_path: Path, capsys) -> None:
+    """`omnimodel convert pi05 --demo`: the shipped trained policy (real 10 Euler steps) passes parity at F32,
+    and its copy travels with the output so `validate` / `eval` can re-read it."""
+    from omnimodel.cli.main import main
+
+    out = tmp_path / "demo"
+    assert main(["convert", "pi05", "--demo", "--out", str(out), "--threads", "2"]) == 0
+    assert "DEMO" in capsys.readouterr().out
+    rep = json.loads((out / "validation_report.json").read_text())
+    assert rep["passed"] is True and rep["checkpoint"] == "demo_checkpoint"
+    names = {r["name"] for r in rep["results"]}
+    assert {"velocity.9", "denoised_actions"} <= names and "velocity.10" not in names
+    shipped = registry.get("pi05").demo_checkpoint
+    assert (out / "demo_checkpoint" / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()

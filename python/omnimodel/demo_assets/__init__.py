@@ -4,6 +4,12 @@
 in the real OFT checkpoint layout, trained by ``omnimodel train-demo`` (commands and closed-loop success
 in docs/simbench.md and in its ``omnimodel_training.json``). ``DEMO_CALIB_DIR``: a small episode dataset
 (2 held-out calib episodes per task, same statistics) for calibration and open-loop checks.
+
+``PI05_DEMO_POLICY_DIR``: a trained tiny pi0.5 (0.8 M parameters, the real module layout, 56 px) in
+LeRobot's checkpoint layout, trained by ``omnimodel train-demo --arch pi05`` on the same Meta-World
+collection plus more episodes of the same tasks (docs/pi0.md, its ``omnimodel_training.json``). Its
+normalisation statistics are those of ``DEMO_CALIB_DIR``'s collection, so that split is its calibration
+split too.
 """
 
 from __future__ import annotations
@@ -12,5 +18,6 @@ from pathlib import Path
 
 DEMO_POLICY_DIR = Path(__file__).resolve().parent / "oft_metaworld_tiny"
 DEMO_CALIB_DIR = Path(__file__).resolve().parent / "metaworld_calib"
+PI05_DEMO_POLICY_DIR = Path(__file__).resolve().parent / "pi05_metaworld_tiny"
 
-__all__ = ["DEMO_POLICY_DIR", "DEMO_CALIB_DIR"]
+__all__ = ["DEMO_POLICY_DIR", "DEMO_CALIB_DIR", "PI05_DEMO_POLICY_DIR"]

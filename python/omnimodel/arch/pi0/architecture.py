@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from omnimodel.arch.registry import Architecture, register
+from omnimodel.demo_assets import DEMO_CALIB_DIR, PI05_DEMO_POLICY_DIR
 
 from .config import ConfigError
 
@@ -225,3 +226,7 @@ class Pi0Architecture(_Pi0Family):
 class Pi05Architecture(_Pi0Family):
     name = "pi05"
     title = "pi0.5"
+    demo_checkpoint = PI05_DEMO_POLICY_DIR
+    demo_calib = DEMO_CALIB_DIR  # the held-out split of the collection whose statistics the demo carries
+    demo_note = ("the built-in tiny pi0.5 policy trained on Meta-World (LeRobot's layout, the real module "
+                 "names; see docs/pi0.md)")
