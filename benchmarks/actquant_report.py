@@ -45,7 +45,7 @@ def _retention(r: dict, fp: dict | None) -> str:
     if ret.ratio is None:
         return "-"
     ci = f" [{100 * ret.ci95[0]:.1f}, {100 * ret.ci95[1]:.1f}]" if ret.ci95 else ""
-    return f"{100 * ret.ratio:.1f} %{ci}"
+    return f"{100 * ret.ratio:.1f}%{ci}"
 
 
 def _task_header(runs: dict[str, dict]) -> str:
@@ -67,19 +67,23 @@ def main_table(runs: dict[str, dict]) -> list[str]:
         s = summary(fp)
         lines.append(f"| full precision (PyTorch fp32) | 32 | 32 | {_success(fp)} | | "
                      f"{', '.join(str(v) for v in s['tasks'].values())} | {s['l1_gt']:.4f} | 0 | - |")
-    for b in BUDGETS:
-        for m in METHODS:
-            r = runs.get(f"{m}-{b:g}")
-            if r is None:
-                continue
-            s = summary(r)
-            q = r.get("quant", {})
-            par = r.get("parity", {})
-            lines.append(
-                f"| {m} | {b:g} | {_f(q.get('vision_llm_bpw'), '.3f')} | {_success(r)} | {_retention(r, fp)} | "
-                f"{', '.join(str(v) for v in s['tasks'].values())} | {s['l1_gt']:.4f} | {s['l1_fp']:.4f} | "
-                f"{_f(par.get('min_cosine'), '.5f')} |"
-            )
+    grid = [f"{m}-{b:g}" for b in BUDGETS for m in METHODS]
+    # other methods run into the same directory (e.g. `grid --methods hbvla,sign --bpw 2`) follow the grid
+    extra = sorted((k for k in runs if k not in grid and k != "fp32" and not k.startswith("ablation")
+                    and runs[k]["config"].get("method")), key=lambda k: -(runs[k]["config"]["bpw"] or 0))
+    for key in grid + extra:
+        r = runs.get(key)
+        if r is None:
+            continue
+        m, b = r["config"]["method"], r["config"]["bpw"]
+        s = summary(r)
+        q = r.get("quant", {})
+        par = r.get("parity", {})
+        lines.append(
+            f"| {m} | {b:g} | {_f(q.get('vision_llm_bpw'), '.3f')} | {_success(r)} | {_retention(r, fp)} | "
+            f"{', '.join(str(v) for v in s['tasks'].values())} | {s['l1_gt']:.4f} | {s['l1_fp']:.4f} | "
+            f"{_f(par.get('min_cosine'), '.5f')} |"
+        )
     return lines
 
 
