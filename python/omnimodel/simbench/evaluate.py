@@ -117,6 +117,7 @@ def evaluate_closed_loop(
     if cfg.episodes_per_task < 1:
         raise ValueError("episodes_per_task must be >= 1")
     tasks = parse_tasks(cfg.tasks)
+    restart_noise(policy)
     per_task: dict[str, Any] = {}
     policy_seconds = 0.0
     calls = 0
@@ -210,6 +211,17 @@ class _Accumulator:
         return out
 
 
+def restart_noise(*policies: Any) -> None:
+    """A flow-matching policy draws its noise from a per-call seed (call k: seed k). Each evaluation pass
+    restarts the count, so the open loop after a closed loop, and the reference beside the policy, query
+    with the same seeds: the L1 to the reference then measures the policies' difference, not two noise
+    draws (for a deterministic policy this changes nothing)."""
+    for who in policies:
+        restart = getattr(who, "restart_noise", None)
+        if callable(restart):
+            restart()
+
+
 def evaluate_open_loop(
     policy: Any,
     episodes: Iterable[Episode],
@@ -229,6 +241,7 @@ def evaluate_open_loop(
                 f"{describe_policy(who).get('kind')} is privileged (it reads the simulator's state), so it "
                 "cannot be scored on stored episodes; use it in closed loop only"
             )
+    restart_noise(policy, reference)
     overall = _Accumulator()
     groups: dict[str, _Accumulator] = {}
     n_episodes = 0

@@ -74,6 +74,11 @@ class TorchPolicy:
         seed, self.calls = self.calls, self.calls + 1
         return self.arch.eval_step(self.policy, list(images[: self.num_images]), instruction, proprio, seed)
 
+    def restart_noise(self) -> None:
+        """The next call draws seed 0 again (each evaluation pass starts here, so two policies scored on
+        the same queries draw the same noise for each)."""
+        self.calls = 0
+
     def describe(self) -> dict[str, Any]:
         return {
             "kind": f"{self.arch.name}-pytorch",
@@ -172,6 +177,10 @@ class GGUFRuntimePolicy:
         # call k draws its noise from seed k, as TorchPolicy does (families that do not sample ignore it)
         seed, self.calls = self.calls, self.calls + 1
         return self.model.predict_action(frames, instruction, p, seed=seed)
+
+    def restart_noise(self) -> None:
+        """The next call draws seed 0 again, as ``TorchPolicy.restart_noise``."""
+        self.calls = 0
 
     def describe(self) -> dict[str, Any]:
         m = self.model
