@@ -4,7 +4,8 @@
 Every configuration is the commands a user would type, one configuration at a time (single-threaded):
 
     omnimodel eval --policy CKPT --tasks SET --episodes E --seed S --json RUNS/fp.json
-    omnimodel convert openvla-oft --checkpoint CKPT --bpw B --method M --calib CALIB --out RUNS/M-B/model
+    omnimodel convert openvla-oft --checkpoint CKPT --bpw B --method M --calib CALIB \\
+        --calib-episodes 18 --out RUNS/M-B/model
     omnimodel eval --policy RUNS/M-B/model --tasks SET --episodes E --seed S --baseline RUNS/fp.json \\
         --json RUNS/M-B.json
 
@@ -71,7 +72,8 @@ def run_config(c: Config, args: argparse.Namespace) -> dict:
         model = runs / c.key / "model"
         # --keep-failed: a model whose parity misses the bound is still evaluated (the table shows it)
         rc = run_logged(omnimodel("convert", "openvla-oft", "--checkpoint", str(args.checkpoint), "--bpw", f"{c.bpw:g}",
-                                  "--method", c.method, "--calib", str(args.calib), "--out", str(model),
+                                  "--method", c.method, "--calib", str(args.calib),
+                                  "--calib-episodes", str(args.calib_episodes), "--out", str(model),
                                   "--threads", "1", "--force", "--keep-failed"), log)
         if rc != 0 and not (model / "validation_report.json").is_file():
             raise RuntimeError(f"convert failed (exit {rc}), see {log}")
@@ -137,6 +139,8 @@ def main() -> int:
     p.add_argument("--runs", required=True, type=Path, help="one JSON (+ log, + converted model) per configuration")
     p.add_argument("--checkpoint", type=Path, help="the full-precision OFT checkpoint")
     p.add_argument("--calib", type=Path, help="episode dataset with a calib split (convert --calib)")
+    p.add_argument("--calib-episodes", type=int, default=18,
+                   help="convert --calib-episodes, drawn round-robin over the tasks (default: %(default)s)")
     p.add_argument("--tasks", default="mt9", help="task set or comma list (default: %(default)s)")
     p.add_argument("--episodes", type=int, default=25, help="closed-loop episodes per task (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="eval --seed, shared by every configuration (default: 0)")
