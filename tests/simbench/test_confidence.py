@@ -75,6 +75,23 @@ def test_retention_counts_and_interval() -> None:
     assert paired_retention(_closed_loop(cand), _closed_loop(base), resamples=2000).ci95 == r.ci95
 
 
+def test_retention_per_task() -> None:
+    base = {"push": [k % 4 != 0 for k in range(40)], "reach": [True] * 40, "door": [False] * 40}
+    # push loses half its successes, reach none; door never succeeded in the baseline
+    cand = {"push": [w and k % 2 == 0 for k, w in enumerate(base["push"])], "reach": [True] * 40,
+            "door": [k < 3 for k in range(40)]}
+    r = paired_retention(_closed_loop(cand), _closed_loop(base), resamples=1000)
+    push, reach, door = r.per_task["push"], r.per_task["reach"], r.per_task["door"]
+    assert (push["candidate"], push["baseline"], push["episodes"]) == (sum(cand["push"]), 30, 40)
+    assert push["ratio"] == pytest.approx(sum(cand["push"]) / 30)
+    assert push["ci95"][0] < push["ratio"] < push["ci95"][1] <= 1.0
+    assert reach["ratio"] == 1.0 and reach["ci95"] == [1.0, 1.0]
+    assert door["ratio"] is None and door["ci95"] is None and door["candidate"] == 3
+    # the pooled ratio is over all tasks' successes, the per-task ones over each task's
+    assert r.ratio == pytest.approx((sum(cand["push"]) + 40 + 3) / 70)
+    assert json.loads(json.dumps(r.to_json()))["per_task"]["push"]["ratio"] == push["ratio"]
+
+
 def test_pairing_beats_unpaired_noise() -> None:
     # when both policies fail on the same hard layouts, the paired interval is tighter than the ratio of
     # two independent Wilson intervals would suggest
@@ -121,6 +138,8 @@ def test_eval_cli_intervals_and_baseline(tmp_path: Path, capsys) -> None:
     if k:  # the same deterministic expert retains all of itself
         assert retention["ratio"] == 1.0 and "retention vs" in printed
     assert retention["only_candidate"] == 0 and retention["only_baseline"] == 0
+    assert retention["per_task"]["reach"]["candidate"] == retention["per_task"]["reach"]["baseline"] == k
+    assert any(line.split()[:1] == ["reach"] and " vs " in line for line in printed.splitlines())
 
     # a baseline over other seeds is refused before the run, in one line
     assert main([*argv, "--seed", "3", "--baseline", str(first)]) == 2

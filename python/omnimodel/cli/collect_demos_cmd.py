@@ -13,13 +13,14 @@ from omnimodel.cli.command import Command
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    from omnimodel.simbench.tasks import DEFAULT_DATASET_KEY, DEFAULT_TASKS, TASKS  # pure data, cheap
+    from omnimodel.simbench.tasks import DEFAULT_DATASET_KEY, DEFAULT_TASKS, TASK_SETS, TASKS  # pure data, cheap
 
     p.add_argument("out", help="dataset directory to create")
     p.add_argument(
         "--tasks",
         default=",".join(DEFAULT_TASKS),
-        help=f"comma-separated tasks (default: %(default)s; known: {', '.join(TASKS)})",
+        help=f"comma-separated tasks or task sets (default: %(default)s; sets: {', '.join(TASK_SETS)}; "
+        f"tasks: {', '.join(TASKS)})",
     )
     p.add_argument("--train", type=int, default=50, help="training episodes per task (default: %(default)s)")
     p.add_argument(

@@ -28,7 +28,7 @@ from omnimodel.cli.command import Command
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    from omnimodel.simbench.tasks import TASKS  # pure data, cheap
+    from omnimodel.simbench.tasks import TASK_SETS, TASKS  # pure data, cheap
 
     p.add_argument(
         "--policy", required=True, help="'expert', a checkpoint dir, a convert output dir or a .gguf (see above)"
@@ -39,7 +39,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--tasks",
-        help=f"comma-separated tasks (default: the dataset's, else the default set; known: {', '.join(TASKS)})",
+        help=f"comma-separated tasks or task sets (default: the dataset's, else the default set; sets: "
+        f"{', '.join(TASK_SETS)}; tasks: {', '.join(TASKS)})",
     )
     p.add_argument("--episodes", type=int, default=10, help="closed-loop episodes per task (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="base seed of the evaluation layouts (default: %(default)s)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,9 @@ class Retention:
     only_baseline: int
     resamples: int
     seed: int
+    # per task: ratio and its bootstrap interval from that task's own resamples (None where the baseline
+    # never succeeded), candidate/baseline successes, episodes; says where a loss comes from
+    per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -80,6 +83,18 @@ def paired_outcomes(candidate: Mapping[str, Any], baseline: Mapping[str, Any]) -
     return out
 
 
+def _ratio_interval(cand: int, base: int, cand_boot: np.ndarray,
+                    base_boot: np.ndarray) -> tuple[float | None, tuple[float, float] | None]:
+    """The ratio of successes and the percentile interval of its resamples (None without a baseline success)."""
+    if base == 0:
+        return None, None
+    valid = base_boot > 0  # a resample without a baseline success has no ratio
+    if not valid.any():
+        return cand / base, None
+    lo, hi = np.percentile(cand_boot[valid] / base_boot[valid], [2.5, 97.5])
+    return cand / base, (float(lo), float(hi))
+
+
 def paired_retention(candidate: Mapping[str, Any], baseline: Mapping[str, Any], *, resamples: int = 4000,
                      seed: int = 0) -> Retention:
     """Retention of ``candidate``'s closed-loop success relative to ``baseline``'s (both ``closed_loop``
@@ -91,21 +106,22 @@ def paired_retention(candidate: Mapping[str, Any], baseline: Mapping[str, Any], 
     rng = np.random.default_rng(seed)
     cand_boot = np.zeros(resamples)
     base_boot = np.zeros(resamples)
-    for outcomes in pairs.values():  # stratified: each task keeps its episode count
+    per_task = {}
+    for task, outcomes in pairs.items():  # stratified: each task keeps its episode count
         idx = rng.integers(0, len(outcomes), size=(resamples, len(outcomes)))
-        cand_boot += outcomes[idx, 0].sum(axis=1)
-        base_boot += outcomes[idx, 1].sum(axis=1)
-    ratio, ci = None, None
-    if base > 0:
-        ratio = cand / base
-        valid = base_boot > 0  # a resample without a baseline success has no ratio
-        if valid.any():
-            lo, hi = np.percentile(cand_boot[valid] / base_boot[valid], [2.5, 97.5])
-            ci = (float(lo), float(hi))
+        task_cand, task_base = outcomes[idx, 0].sum(axis=1), outcomes[idx, 1].sum(axis=1)
+        cand_boot += task_cand
+        base_boot += task_base
+        t_ratio, t_ci = _ratio_interval(int(outcomes[:, 0].sum()), int(outcomes[:, 1].sum()), task_cand, task_base)
+        per_task[task] = {"ratio": t_ratio, "ci95": list(t_ci) if t_ci else None,
+                          "candidate": int(outcomes[:, 0].sum()), "baseline": int(outcomes[:, 1].sum()),
+                          "episodes": len(outcomes)}
+    ratio, ci = _ratio_interval(cand, base, cand_boot, base_boot)
     return Retention(
         ratio=ratio, ci95=ci, candidate_rate=cand / n, baseline_rate=base / n, episodes=n,
         both=int((stacked[:, 0] & stacked[:, 1]).sum()), only_candidate=int((stacked[:, 0] & ~stacked[:, 1]).sum()),
         only_baseline=int((~stacked[:, 0] & stacked[:, 1]).sum()), resamples=resamples, seed=seed,
+        per_task=per_task,
     )
 
 

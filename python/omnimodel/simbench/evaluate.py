@@ -357,6 +357,11 @@ def format_result(result: dict[str, Any]) -> str:
         lines.append(f"retention vs {ret['baseline']}: {ratio} over {ret['episodes']} paired episodes "
                      f"(both {ret['both']}, only this policy {ret['only_candidate']}, only the baseline "
                      f"{ret['only_baseline']})")
+        for name, t in ret.get("per_task", {}).items():
+            t_ci = t.get("ci95")
+            t_ratio = "undefined" if t["ratio"] is None else f"{t['ratio']:.1%}" + (
+                f" [{100 * t_ci[0]:.1f}, {100 * t_ci[1]:.1f}]" if t_ci else "")
+            lines.append(f"  {name:<22} {t['candidate']:>3} vs {t['baseline']:<3} of {t['episodes']:<4} {t_ratio}")
     ol = result.get("open_loop")
     if ol:
         lines.append(f"open loop ({ol['episodes']} held-out episodes, {ol['samples']} chunks):")

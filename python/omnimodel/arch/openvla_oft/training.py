@@ -74,6 +74,9 @@ SIZES: dict[str, ModelSize] = {
     for s in (
         ModelSize("tiny", 56, 64, 3, 2, 128, 2, 4),
         ModelSize("small", 84, 128, 5, 4, 256, 4, 4),
+        # small's widths and depths at tiny's 56 px: 5.5x tiny's parameters at ~60 % of small's step
+        # time, the size that trains within an hour of one core (the mt9 demo policy, docs/simbench.md)
+        ModelSize("small56", 56, 128, 5, 4, 256, 4, 4),
         ModelSize("base", 84, 192, 7, 6, 384, 6, 6),
     )
 }
