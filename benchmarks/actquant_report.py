@@ -177,11 +177,14 @@ def _arch(runs: dict[str, dict]) -> str:
 def write_report(runs_dir: Path, doc: str | None, plot_path: str | None) -> None:
     runs = load_runs(runs_dir)
     arch = _arch(runs)
+    # OpenVLA-OFT's block is a section of docs/quantization.md; another family's sits inside its own doc's
+    # closed-loop section, a level deeper
+    h = "##" if arch == "openvla-oft" else "####"
     fp = runs.get("fp32")
     eps = summary(fp)["episodes"] if fp else "?"
     heldout = (fp or {}).get("eval", {}).get("open_loop", {})
     parts = [
-        "## Methods x budgets",
+        f"{h} Methods x budgets",
         "",
         f"Closed loop: {eps} episodes per configuration (seed 0, the same layouts for every row). Open loop: "
         f"{heldout.get('samples', '?')} queries on {heldout.get('episodes', '?')} held-out expert episodes "
@@ -195,9 +198,9 @@ def write_report(runs_dir: Path, doc: str | None, plot_path: str | None) -> None
     ]
     ratios = ratio_table(runs)
     if len(ratios) > 2:  # a header alone: no ActQuant row to compare with at those budgets
-        parts += ["## ActQuant against each baseline at 3 and 2.5 bpw", "", *ratios, ""]
+        parts += [f"{h} ActQuant against each baseline at 3 and 2.5 bpw", "", *ratios, ""]
     if any(k.startswith("ablation") for k in runs):
-        parts += ["## Ablation (paper Table 4 on the demo)", "", *ablation_table(runs), ""]
+        parts += [f"{h} Ablation (paper Table 4 on the demo)", "", *ablation_table(runs), ""]
     text = "\n".join(parts)
     if plot_path:
         plot(runs, plot_path)

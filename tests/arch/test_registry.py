@@ -83,10 +83,10 @@ def test_pi0_family_loads_and_runs_its_reference_through_the_registry(tmp_path: 
         other.load_policy(ckpt)
 
 
-@pytest.mark.parametrize("name", ["pi0", "pi05"])
+@pytest.mark.parametrize("name", ["pi0"])
 def test_convert_pi0_refuses_what_it_lacks_in_one_line(tmp_path: Path, name: str, capsys) -> None:
-    """pi0 converts (tests/arch/test_pi0_convert.py); what it lacks yet -- a demo policy -- is one line, exit 2,
-    before anything is written."""
+    """pi0 converts (tests/arch/test_pi0_convert.py); what it lacks -- a demo policy (pi0.5 ships one) -- is
+    one line, exit 2, before anything is written."""
     from omnimodel.convert import convert
 
     out = tmp_path / "out"
@@ -177,4 +177,15 @@ def test_convert_refuses_a_checkpoint_of_another_family(tmp_path: Path, capsys) 
     assert main(["convert", "openvla-oft", "--checkpoint", str(ckpt), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith("a pi05 checkpoint (config.json), not openvla-oft")
+    assert not out.exists()
+
+
+def test_convert_without_calib_says_to_pass_it(tmp_path: Path, capsys) -> None:
+    """pi0.5 ships a demo, so without --calib its demo split is tried; for a checkpoint it does not fit, the
+    one-line error says to pass --calib, and nothing is written."""
+    ckpt = registry.get("pi05").write_miniature(tmp_path / "mini")
+    out = tmp_path / "out"
+    assert main(["convert", "pi05", "--checkpoint", str(ckpt), "--bpw", "4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pass --calib PATH" in err[0], err
     assert not out.exists()

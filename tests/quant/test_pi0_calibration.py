@@ -161,7 +161,8 @@ def test_samples_from_a_dataset_through_the_pipeline(policy, tmp_path: Path) -> 
     one_cam = _write_episodes(policy, tmp_path / "cams", cameras=1)
     with pytest.raises(QuantPipelineError, match="camera"):
         load_samples(policy, QuantOptions(bpw=4.0, calib=one_cam))
-    # no built-in calibration split for this family: --calib is required
+    # without --calib the family's demo split is tried (pi0: none; pi0.5: the shipped demo's, which does not
+    # fit a checkpoint of other dimensions): either way the error says to pass --calib
     with pytest.raises(QuantPipelineError, match="--calib"):
         load_samples(policy, QuantOptions(bpw=4.0))
 

@@ -54,8 +54,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep an exponential moving average of the weights with this decay (e.g. 0.998) and save "
                    "it as the checkpoints and the final policy; 0: off (default)")
     p.add_argument("--task-weight", action="append", default=[], metavar="TASK=W",
-                   help="draw TASK's batches W times as often as a task not named (repeatable; default: every "
-                   "task equally often)")
+                   help="give TASK's batches W times the probability of a task not named (repeatable; default: "
+                   "every task equally likely)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
     p.add_argument(
         "--time-limit", type=float, help="stop after this many minutes of training (then not reproducible)"

@@ -222,9 +222,14 @@ def load_samples(policy, opts: QuantOptions) -> list[CalibSample]:
             max_samples=opts.max_samples,
         )
     except CalibMismatchError as e:
-        raise QuantPipelineError(" ".join(str(e).split())) from e
+        raise QuantPipelineError(" ".join(str(e).split()) + defaulted_calib_hint(opts.calib)) from e
     except EpisodeFormatError as e:  # CalibDataError too: unreadable or malformed data
         raise QuantPipelineError("calibration data: " + " ".join(str(e).split())) from e
+
+
+def defaulted_calib_hint(calib: str | Path | None) -> str:
+    """Without --calib the family's demo split is tried; when it does not fit, say what to do."""
+    return "" if calib is not None else " (the built-in demo's calibration split; pass --calib PATH for this checkpoint)"
 
 
 def calibrate_policy(
