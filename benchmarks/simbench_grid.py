@@ -4,7 +4,7 @@
 Every configuration is the commands a user would type, one configuration at a time (single-threaded):
 
     omnimodel eval --policy CKPT --tasks SET --episodes E --seed S --json RUNS/fp.json
-    omnimodel convert openvla-oft --checkpoint CKPT --bpw B --method M --calib CALIB \\
+    omnimodel convert ARCH --checkpoint CKPT --bpw B --method M --calib CALIB \\
         --calib-episodes 18 --out RUNS/M-B/model
     omnimodel eval --policy RUNS/M-B/model --tasks SET --episodes E --seed S --baseline RUNS/fp.json \\
         --json RUNS/M-B.json
@@ -58,6 +58,13 @@ def run_logged(cmd: list[str], log: Path) -> int:
         return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
 
 
+def family(checkpoint: Path) -> str:
+    """The registered family of the checkpoint (ARCH above), from its config.json."""
+    from omnimodel.simbench.train import checkpoint_architecture
+
+    return checkpoint_architecture(checkpoint).name
+
+
 def run_config(c: Config, args: argparse.Namespace) -> dict:
     runs = Path(args.runs)
     result = runs / f"{c.key}.json"
@@ -71,7 +78,7 @@ def run_config(c: Config, args: argparse.Namespace) -> dict:
     else:
         model = runs / c.key / "model"
         # --keep-failed: a model whose parity misses the bound is still evaluated (the table shows it)
-        rc = run_logged(omnimodel("convert", "openvla-oft", "--checkpoint", str(args.checkpoint), "--bpw", f"{c.bpw:g}",
+        rc = run_logged(omnimodel("convert", family(args.checkpoint), "--checkpoint", str(args.checkpoint), "--bpw", f"{c.bpw:g}",
                                   "--method", c.method, "--calib", str(args.calib),
                                   "--calib-episodes", str(args.calib_episodes), "--out", str(model),
                                   "--threads", "1", "--force", "--keep-failed"), log)
@@ -137,7 +144,7 @@ def table(runs: Path, configs: list[Config]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", required=True, type=Path, help="one JSON (+ log, + converted model) per configuration")
-    p.add_argument("--checkpoint", type=Path, help="the full-precision OFT checkpoint")
+    p.add_argument("--checkpoint", type=Path, help="the full-precision checkpoint (any registered family; ARCH is its config.json's)")
     p.add_argument("--calib", type=Path, help="episode dataset with a calib split (convert --calib)")
     p.add_argument("--calib-episodes", type=int, default=18,
                    help="convert --calib-episodes, drawn round-robin over the tasks (default: %(default)s)")
