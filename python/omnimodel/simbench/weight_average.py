@@ -22,13 +22,14 @@ class WeightAverage:
         self.params = list(params)
         self.decay = float(decay)
         self.shadow = [p.detach().clone() for p in self.params]
+        self._values = [p.detach() for p in self.params]  # views of the parameters' storage, made once
 
     def update(self) -> None:
         import torch
 
         with torch.no_grad():
             # shadow <- decay * shadow + (1 - decay) * param
-            torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - self.decay)
+            torch._foreach_lerp_(self.shadow, self._values, 1.0 - self.decay)
 
     @contextmanager
     def applied(self) -> Iterator[None]:
