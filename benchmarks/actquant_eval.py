@@ -11,15 +11,19 @@ model runs in the runtime, not in PyTorch). ARCH is a registered family that shi
 the default demo family, OpenVLA-OFT); ``--policy CKPT --calib DATA`` runs another trained checkpoint
 instead (``convert ARCH --checkpoint CKPT --calib DATA``, ARCH from its config.json). HELDOUT is a fresh
 expert dataset collected with a seed the policy never trained or calibrated on (`collect-demos --train 0
---calib 5 --seed 7000` at the policy's image size).
+--calib 5 --seed 7000` at the policy's image size); ``--closed-loop-only`` leaves the open loop out.
 
     python benchmarks/actquant_eval.py grid --runs runs/actquant          # methods x budgets + FP
     python benchmarks/actquant_eval.py ablation --runs runs/actquant      # paper Table 4 on the demo
     python benchmarks/actquant_eval.py report --runs runs/actquant --doc docs/quantization_results.md
     python benchmarks/actquant_eval.py grid --arch pi05 --runs runs/actquant-pi05 --bpw 4,3,2.5
+    python benchmarks/actquant_eval.py grid --policy runs/oft_mt9/final --calib data/mw9 --tasks mt9 \
+        --episodes 25 --bpw 4,3,2.5,2 --closed-loop-only --runs runs/grid-mt9 --only fp32,rtn-3
 
-Configurations whose eval.json exists are skipped, so an interrupted run resumes. ``--workers 2`` runs
-two configurations at once (each single-threaded).
+Every configuration runs the same ``--seed`` and ``--episodes`` (paired: the same layouts), so the report's
+retention intervals are paired bootstraps. Configurations whose eval.json exists are skipped, so an
+interrupted run resumes; ``--only`` runs just the named keys. ``--workers 2`` runs two configurations at
+once (each single-threaded).
 """
 
 from __future__ import annotations
@@ -64,6 +68,17 @@ def omnimodel(*args: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class EvalOptions:
+    """What every configuration's convert and eval share."""
+
+    episodes: int = 10  # closed-loop episodes per task
+    seed: int = 0  # eval --seed: the episode layouts, the same for every configuration
+    open_loop: bool = True  # the held-out action L1 (eval --data HELDOUT --reference FP)
+    calib_episodes: int | None = None  # convert --calib-episodes (None: convert's default)
+    extra_eval_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Subject:
     """The policy under test and how `convert` is pointed at it."""
 
@@ -104,8 +119,7 @@ def ensure_heldout(path: Path, sub: Subject) -> Path:
     return path
 
 
-def run_config(c: Config, sub: Subject, runs: Path, heldout: Path, episodes: int,
-               eval_args: tuple[str, ...] = ()) -> dict:
+def run_config(c: Config, sub: Subject, runs: Path, heldout: Path | None, opts: EvalOptions) -> dict:
     d = runs / c.key
     result_path = d / "eval.json"
     if result_path.is_file():
@@ -121,8 +135,9 @@ def run_config(c: Config, sub: Subject, runs: Path, heldout: Path, episodes: int
         # shows its min cosine); only a crash or a refused conversion stops it
         # baselines need no Fisher; --fisher-score still computes it so every method is scored on it
         score = ("--fisher-score",) if c.method != "actquant" else ()
+        calib = ("--calib-episodes", str(opts.calib_episodes)) if opts.calib_episodes else ()
         cmd = omnimodel("convert", sub.arch, *sub.source_args, "--bpw", f"{c.bpw:g}", "--method", c.method,
-                        *c.flags, *score, "--out", str(model), "--force", "--keep-failed")
+                        *c.flags, *score, *calib, "--out", str(model), "--force", "--keep-failed")
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
         r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -134,8 +149,9 @@ def run_config(c: Config, sub: Subject, runs: Path, heldout: Path, episodes: int
         policy = str(model)
     t_convert = time.perf_counter() - t0
     tasks = ("--tasks", ",".join(sub.tasks)) if sub.tasks else ()
-    cmd = omnimodel("eval", "--policy", policy, "--data", str(heldout), "--reference", str(sub.policy),
-                    "--episodes", str(episodes), *tasks, "--json", str(d / "eval.tmp.json"), "--quiet", *eval_args)
+    open_loop = ("--data", str(heldout), "--reference", str(sub.policy)) if heldout is not None else ()
+    cmd = omnimodel("eval", "--policy", policy, *open_loop, "--episodes", str(opts.episodes), "--seed",
+                    str(opts.seed), *tasks, "--json", str(d / "eval.tmp.json"), "--quiet", *opts.extra_eval_args)
     log.write("$ " + " ".join(cmd) + "\n")
     log.flush()
     r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -161,16 +177,41 @@ def run_config(c: Config, sub: Subject, runs: Path, heldout: Path, episodes: int
     return out
 
 
+def select(configs: list[Config], only: str | None) -> list[Config]:
+    """The configurations ``--only`` names (all without it); an unknown key is an error naming the known."""
+    if not only:
+        return configs
+    wanted = set(only.split(","))
+    known = {c.key for c in configs}
+    if not wanted <= known:
+        raise SystemExit(f"--only: unknown configuration(s) {', '.join(sorted(wanted - known))}; "
+                         f"known: {', '.join(c.key for c in configs)}")
+    return [c for c in configs if c.key in wanted]
+
+
+def eval_options(args: argparse.Namespace) -> EvalOptions:
+    # hbvla_eval.py shares run_all with a narrower command line: what it lacks takes the default
+    return EvalOptions(episodes=args.episodes, seed=getattr(args, "seed", 0),
+                       open_loop=not getattr(args, "closed_loop_only", False),
+                       calib_episodes=getattr(args, "calib_episodes", None),
+                       extra_eval_args=tuple(getattr(args, "eval_args", ())))
+
+
 def run_all(configs: list[Config], args: argparse.Namespace) -> None:
     runs = Path(args.runs)
-    sub = subject(args.arch, args.policy, args.calib, args.tasks)
-    print(f"{sub.arch}: {sub.policy} ({' '.join(sub.source_args)})", flush=True)
-    heldout = ensure_heldout(Path(args.heldout) if args.heldout else runs / "heldout", sub)
+    opts = eval_options(args)
+    sub = subject(getattr(args, "arch", None), getattr(args, "policy", None), getattr(args, "calib", None),
+                  getattr(args, "tasks", None))
+    print(f"{sub.arch}: {sub.policy} ({' '.join(sub.source_args)}); {opts.episodes} episodes per task, seed "
+          f"{opts.seed}", flush=True)
+    heldout = None
+    if opts.open_loop:
+        heldout = ensure_heldout(Path(args.heldout) if args.heldout else runs / "heldout", sub)
 
     def one(c: Config):
         t0 = time.perf_counter()
         try:
-            r = run_config(c, sub, runs, heldout, args.episodes, tuple(getattr(args, "eval_args", ())))
+            r = run_config(c, sub, runs, heldout, opts)
         except RuntimeError as e:
             print(f"  {c.key}: FAILED ({e})", flush=True)
             return
@@ -227,22 +268,28 @@ def main() -> int:
                    "eval's default set)")
     p.add_argument("--heldout", help="held-out episode dataset (default: RUNS/heldout, collected if missing)")
     p.add_argument("--episodes", type=int, default=10, help="closed-loop episodes per task")
+    p.add_argument("--seed", type=int, default=0, help="eval --seed, shared by every configuration (default: 0)")
+    p.add_argument("--closed-loop-only", action="store_true", help="no held-out open loop (no held-out data)")
+    p.add_argument("--calib-episodes", type=int, help="convert --calib-episodes (default: convert's)")
+    p.add_argument("--only", help="comma-separated configuration keys to run (fp32, rtn-3, ...); default: all")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--bpw", default=",".join(f"{b:g}" for b in BUDGETS))
     p.add_argument("--doc", help="report: markdown file to write the tables into")
     p.add_argument("--plot", help="report: PNG plot path")
+    p.add_argument("--tag", help="report: the doc block's marker (default: the family's, e.g. actquant_eval:pi05)")
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     budgets = [float(b) for b in args.bpw.split(",")]
     if args.what == "grid":
-        run_all(grid_configs(args.methods.split(","), budgets), args)
+        run_all(select(grid_configs(args.methods.split(","), budgets), args.only), args)
     elif args.what == "ablation":
-        run_all(ablation_configs([b for b in budgets if b in ABLATION_BUDGETS] or ABLATION_BUDGETS), args)
+        configs = ablation_configs([b for b in budgets if b in ABLATION_BUDGETS] or ABLATION_BUDGETS)
+        run_all(select(configs, args.only), args)
     else:
         from actquant_report import write_report  # noqa: PLC0415  (benchmarks/ sibling)
 
-        write_report(Path(args.runs), args.doc, args.plot)
+        write_report(Path(args.runs), args.doc, args.plot, args.tag)
     return 0
 
 

@@ -66,7 +66,8 @@ def main_table(runs: dict[str, dict]) -> list[str]:
     if fp:
         s = summary(fp)
         lines.append(f"| full precision (PyTorch fp32) | 32 | 32 | {_success(fp)} | | "
-                     f"{', '.join(str(v) for v in s['tasks'].values())} | {s['l1_gt']:.4f} | 0 | - |")
+                     f"{', '.join(str(v) for v in s['tasks'].values())} | {_f(s['l1_gt'], '.4f')} | "
+                     f"{'-' if math.isnan(s['l1_gt']) else 0} | - |")
     grid = [f"{m}-{b:g}" for b in BUDGETS for m in METHODS]
     # other methods run into the same directory (e.g. `grid --methods hbvla,sign --bpw 2`) follow the grid
     extra = sorted((k for k in runs if k not in grid and k != "fp32" and not k.startswith("ablation")
@@ -81,7 +82,7 @@ def main_table(runs: dict[str, dict]) -> list[str]:
         par = r.get("parity", {})
         lines.append(
             f"| {m} | {b:g} | {_f(q.get('vision_llm_bpw'), '.3f')} | {_success(r)} | {_retention(r, fp)} | "
-            f"{', '.join(str(v) for v in s['tasks'].values())} | {s['l1_gt']:.4f} | {s['l1_fp']:.4f} | "
+            f"{', '.join(str(v) for v in s['tasks'].values())} | {_f(s['l1_gt'], '.4f')} | {_f(s['l1_fp'], '.4f')} | "
             f"{_f(par.get('min_cosine'), '.5f')} |"
         )
     return lines
@@ -174,7 +175,13 @@ def _arch(runs: dict[str, dict]) -> str:
     return "openvla-oft"
 
 
-def write_report(runs_dir: Path, doc: str | None, plot_path: str | None) -> None:
+def _seed(fp: dict | None) -> str:
+    return str(((fp or {}).get("eval", {}).get("closed_loop") or {}).get("config", {}).get("seed", "?"))
+
+
+def write_report(runs_dir: Path, doc: str | None, plot_path: str | None, tag: str | None = None) -> None:
+    """The tables (and plot) into ``doc`` between ``<!-- TAG:begin/end -->``; TAG defaults to the family's
+    (OpenVLA-OFT's demo keeps the original ``actquant_eval``), so one doc can hold several grids."""
     runs = load_runs(runs_dir)
     arch = _arch(runs)
     # OpenVLA-OFT's block is a section of docs/quantization.md; another family's sits inside its own doc's
@@ -182,14 +189,15 @@ def write_report(runs_dir: Path, doc: str | None, plot_path: str | None) -> None
     h = "##" if arch == "openvla-oft" else "####"
     fp = runs.get("fp32")
     eps = summary(fp)["episodes"] if fp else "?"
-    heldout = (fp or {}).get("eval", {}).get("open_loop", {})
+    heldout = (fp or {}).get("eval", {}).get("open_loop")
+    open_loop = (f" Open loop: {heldout.get('samples', '?')} queries on {heldout.get('episodes', '?')} held-out "
+                 "expert episodes (`collect-demos --train 0 --calib 5 --seed 7000`): mean |a - a_demo| and mean "
+                 "|a - a_FP| over the normalised action chunk." if heldout else " No open loop was run.")
     parts = [
         f"{h} Methods x budgets",
         "",
-        f"Closed loop: {eps} episodes per configuration (seed 0, the same layouts for every row). Open loop: "
-        f"{heldout.get('samples', '?')} queries on {heldout.get('episodes', '?')} held-out expert episodes "
-        "(`collect-demos --train 0 --calib 5 --seed 7000`): mean |a - a_demo| and mean "
-        "|a - a_FP| over the normalised action chunk. Success with its Wilson 95 % interval; retention = "
+        f"Closed loop: {eps} episodes per configuration (seed {_seed(fp)}, the same layouts for every row)."
+        f"{open_loop} Success with its Wilson 95 % interval; retention = "
         "success / full precision's on the same episodes, with the paired (task-stratified) bootstrap 95 % "
         "interval.",
         "",
@@ -208,7 +216,7 @@ def write_report(runs_dir: Path, doc: str | None, plot_path: str | None) -> None
         p = Path(doc)
         old = p.read_text() if p.is_file() else ""
         # one block per family, so one doc can hold several (OpenVLA-OFT's keeps its original marker)
-        tag = "actquant_eval" if arch == "openvla-oft" else f"actquant_eval:{arch}"
+        tag = tag or ("actquant_eval" if arch == "openvla-oft" else f"actquant_eval:{arch}")
         start, end = f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
         block = f"{start}\n{text}\n{end}"
         if start in old and end in old:

@@ -1,0 +1,134 @@
+"""benchmarks/actquant_eval.py and its report: the configurations, the commands each one runs (paired seeds,
+the closed-loop-only mode) and the Markdown tables from eval JSONs. The runs themselves are the benchmark's
+(minutes each); here ``subprocess.run`` is replaced by a recorder that writes what ``omnimodel`` would."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from omnimodel.simbench.confidence import paired_retention, wilson_interval
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str):
+    if str(BENCH) not in sys.path:  # actquant_report imports its sibling by name
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module's annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+def _closed_loop(outcomes: dict[str, list[bool]], seed: int = 0) -> dict:
+    tasks = {}
+    for task, wins in outcomes.items():
+        tasks[task] = {"episodes": len(wins), "successes": sum(wins),
+                       "per_episode": [{"seed": 2_000_000 + k, "success": w} for k, w in enumerate(wins)]}
+    k, n = sum(map(sum, outcomes.values())), sum(map(len, outcomes.values()))
+    return {"tasks": tasks, "successes": k, "episodes": n, "average_success_rate": k / n,
+            "success_ci95": list(wilson_interval(k, n)), "config": {"episodes_per_task": 4, "seed": seed}}
+
+
+def test_grid_order_and_only() -> None:
+    g = _load("actquant_eval")
+    configs = g.grid_configs(["actquant", "rtn"], [3.0, 2.5])
+    assert [c.key for c in configs] == ["fp32", "actquant-3", "rtn-3", "actquant-2.5", "rtn-2.5"]
+    assert configs[0].method is None
+    assert [c.key for c in g.select(configs, "fp32,rtn-2.5")] == ["fp32", "rtn-2.5"]
+    assert g.select(configs, None) == configs
+    with pytest.raises(SystemExit, match="unknown configuration.*rtn-4"):
+        g.select(configs, "fp32,rtn-4")
+
+
+def test_commands_share_seed_and_episodes(tmp_path: Path, monkeypatch) -> None:
+    """Every configuration's eval gets the same --seed/--episodes; --closed-loop-only drops the held-out data
+    and the reference; a quantized row converts the subject's checkpoint with its calibration options."""
+    g = _load("actquant_eval")
+    ran: list[list[str]] = []
+
+    def fake_run(cmd, stdout=None, stderr=None, **kw):
+        ran.append(cmd)
+        args = cmd[cmd.index("omnimodel.cli.main") + 1:]
+        if args[0] == "convert":
+            model = Path(args[args.index("--out") + 1])
+            model.mkdir(parents=True)
+            (model / "quant_report.json").write_text(json.dumps({"vision_llm_bpw": 3.0}))
+            (model / "validation_report.json").write_text(json.dumps({"passed": True, "min_cosine": 0.9999}))
+        else:
+            Path(args[args.index("--json") + 1]).write_text(json.dumps(
+                {"closed_loop": _closed_loop({"push": [True, False]}, seed=int(args[args.index("--seed") + 1]))}))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(g.subprocess, "run", fake_run)
+    sub = g.Subject("openvla-oft", tmp_path / "ckpt", ("--checkpoint", str(tmp_path / "ckpt"), "--calib", "D"), 56,
+                    ("push",))
+    opts = g.EvalOptions(episodes=7, seed=5, open_loop=False, calib_episodes=18)
+    for c in g.grid_configs(["rtn"], [3.0]):
+        out = g.run_config(c, sub, tmp_path / "runs", None, opts)
+        assert out["eval"]["closed_loop"]["config"]["seed"] == 5
+        assert (tmp_path / "runs" / c.key / "eval.json").is_file()
+    evals = [c for c in ran if "eval" in c]
+    assert len(evals) == 2 and len(ran) == 3
+    for cmd in evals:
+        assert cmd[cmd.index("--seed") + 1] == "5" and cmd[cmd.index("--episodes") + 1] == "7"
+        assert "--data" not in cmd and "--reference" not in cmd
+        assert cmd[cmd.index("--tasks") + 1] == "push"
+    convert = next(c for c in ran if "convert" in c)
+    assert convert[convert.index("--calib-episodes") + 1] == "18"
+    assert convert[convert.index("--checkpoint") + 1] == str(tmp_path / "ckpt")
+    assert evals[1][evals[1].index("--policy") + 1] == str(tmp_path / "runs" / "rtn-3" / "model")
+
+    # a configuration whose eval.json exists is not run again (an interrupted grid resumes)
+    ran.clear()
+    g.run_config(g.grid_configs(["rtn"], [3.0])[1], sub, tmp_path / "runs", None, opts)
+    assert ran == []
+
+    # with held-out data the open loop is measured against the full-precision checkpoint
+    g.run_config(g.Config("fp32b", None, None), sub, tmp_path / "runs", tmp_path / "heldout",
+                 g.EvalOptions(episodes=7, seed=5))
+    assert ran[0][ran[0].index("--data") + 1] == str(tmp_path / "heldout")
+    assert ran[0][ran[0].index("--reference") + 1] == str(tmp_path / "ckpt")
+
+
+def test_report_table_and_block(tmp_path: Path) -> None:
+    _load("actquant_eval")
+    r = _load("actquant_report")
+    fp = _closed_loop({"push": [True, True, True, False], "reach": [True] * 4}, seed=3)
+    rtn = _closed_loop({"push": [True, False, False, False], "reach": [True] * 4}, seed=3)
+    for key, cl, method, bpw in (("fp32", fp, None, None), ("rtn-3", rtn, "rtn", 3.0)):
+        (tmp_path / key).mkdir()
+        doc = {"config": {"key": key, "method": method, "bpw": bpw, "arch": "openvla-oft"},
+               "eval": {"closed_loop": cl}, "quant": {"vision_llm_bpw": 3.01}, "parity": {"min_cosine": 0.99991}}
+        (tmp_path / key / "eval.json").write_text(json.dumps(doc))
+    rows = [line for line in r.main_table(r.load_runs(tmp_path)) if line.startswith("| ")]
+    assert len(rows) == 3  # header, fp, rtn-3: configurations without a result are left out
+    lo, hi = wilson_interval(7, 8)
+    assert f"[{100 * lo:.1f}, {100 * hi:.1f}]" in rows[1] and "| 3, 4 |" in rows[1]
+    ret = paired_retention(rtn, fp)
+    assert f"{100 * ret.ratio:.1f}% [{100 * ret.ci95[0]:.1f}, {100 * ret.ci95[1]:.1f}]" in rows[2]
+    assert rows[2].startswith("| rtn | 3 | 3.010 |") and "| 1, 4 |" in rows[2]
+    assert "nan" not in "\n".join(rows)  # closed loop only: the open-loop columns say "-"
+
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- mt9:begin -->\nold\n<!-- mt9:end -->\n<!-- actquant_eval:begin -->\nkeep\n"
+                   "<!-- actquant_eval:end -->\n")
+    r.write_report(tmp_path, str(doc), None, tag="mt9")
+    text = doc.read_text()
+    assert "old" not in text and "keep" in text and "seed 3" in text and "No open loop" in text
+    assert text.index("<!-- mt9:begin -->") < text.index("| rtn | 3 |") < text.index("<!-- mt9:end -->")
+
+
+def test_hbvla_eval_shares_run_all(tmp_path: Path, monkeypatch) -> None:
+    """hbvla_eval.py's narrower command line (no --arch/--seed/...) reaches run_all's defaults."""
+    g = _load("actquant_eval")
+    opts = g.eval_options(argparse.Namespace(episodes=10, eval_args=("--no-closed-loop",)))
+    assert opts == g.EvalOptions(episodes=10, seed=0, open_loop=True, extra_eval_args=("--no-closed-loop",))
