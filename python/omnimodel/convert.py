@@ -515,9 +515,9 @@ def _check_calibration_data(checkpoint: Path, quant: Any, unnorm_key: str | None
         choose_stats_key,
     )
     from omnimodel.quant.calib_data import open_calib_data
-    from omnimodel.quant.pipeline import defaulted_calib_hint
     from omnimodel.simbench.episodes import EpisodeFormatError
 
+    # without --calib only --demo gets here (NO_CALIB_MESSAGE otherwise): the demo's own split, which fits it
     root = Path(quant.calib) if quant.calib is not None else arch.demo_calib
     if root is None:
         raise UsageError(f"{arch.name}: no built-in calibration data; pass --calib PATH")
@@ -537,7 +537,7 @@ def _check_calibration_data(checkpoint: Path, quant: Any, unnorm_key: str | None
     except arch.checkpoint_error as e:  # the checkpoint's header is unreadable or inconsistent
         raise _checkpoint_error(e) from e
     except CalibMismatchError as e:
-        raise ConvertError(" ".join(str(e).split()) + defaulted_calib_hint(quant.calib)) from e
+        raise ConvertError(" ".join(str(e).split())) from e
     except EpisodeFormatError as e:  # CalibDataError too: unreadable or malformed data
         raise ConvertError("calibration data: " + " ".join(str(e).split())) from e
     proprio = f"{inputs.proprio_dim}-D proprio, " if inputs.proprio_dim is not None else ""
