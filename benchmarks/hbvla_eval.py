@@ -11,7 +11,12 @@ with the same held-out episodes, closed-loop seed and episode counts as ActQuant
 
     python benchmarks/hbvla_eval.py methods --runs runs/hbvla     # FP, HBVLA, sign, BiLLM-style, ActQuant
     python benchmarks/hbvla_eval.py ablation --runs runs/hbvla    # HBVLA without each of its parts
-    python benchmarks/hbvla_eval.py report --runs runs/hbvla      # markdown tables (Wilson intervals)
+    python benchmarks/hbvla_eval.py report --runs runs/hbvla --plot docs/img/hbvla_demo.png
+    python benchmarks/hbvla_eval.py methods --policy runs/oft_wide56/final --calib data/mw56_all \
+        --hbvla-bpw 1.4 --actquant-bpw 1.31 --runs runs/hbvla-wide        # another trained checkpoint
+
+``--hbvla-bpw`` is the budget HBVLA and sign x alpha are converted at; ``--actquant-bpw`` the honest bpw
+HBVLA achieved there (its quant report's ``vision_llm_bpw``), so ActQuant stores as many bits.
 
 Budgets: the demo's vision towers are 64 wide, fewer inputs than one Q1_0 block, so those matrices take
 HBVLA's fallback type (Q2_0) and the demo cannot reach the ~1.2 bpw of real widths; HBVLA runs at the
@@ -29,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from actquant_eval import Config, run_all
 
-from omnimodel.simbench.confidence import wilson_interval
+from omnimodel.simbench.confidence import PairingError, paired_retention, wilson_interval
 
 HBVLA_BPW = 2.0  # the demo: block grouping, salient cap 8 (at most 1.87 bpw; about 1.85 achieved)
 ACTQUANT_BPW = 1.85  # the honest bpw HBVLA achieves on the demo at HBVLA_BPW
@@ -37,18 +42,90 @@ ABLATIONS = ("no-policy-aware", "no-permutation", "l1-permutation", "no-haar", "
              "no-feedback")
 
 
-def method_configs() -> list[Config]:
+def method_configs(hbvla_bpw: float = HBVLA_BPW, actquant_bpw: float = ACTQUANT_BPW) -> list[Config]:
     return [
         Config("fp32", None, None, label="full precision (PyTorch)"),
-        Config("hbvla-2", "hbvla", HBVLA_BPW, label="HBVLA"),
-        Config("sign-2", "sign", HBVLA_BPW, label="sign x alpha (Q1_0 RTN)"),
-        Config(f"actquant-{ACTQUANT_BPW:g}", "actquant", ACTQUANT_BPW, label="ActQuant"),
+        Config(f"hbvla-{hbvla_bpw:g}", "hbvla", hbvla_bpw, label="HBVLA"),
+        Config(f"sign-{hbvla_bpw:g}", "sign", hbvla_bpw, label="sign x alpha (Q1_0 RTN)"),
+        Config(f"actquant-{actquant_bpw:g}", "actquant", actquant_bpw, label="ActQuant"),
         Config("billm-6", "billm", 6.0, label="BiLLM-style"),
     ]
 
 
-def ablation_configs() -> list[Config]:
-    return [Config(f"hbvla-2-{a}", "hbvla", HBVLA_BPW, ("--hbvla-ablation", a), f"HBVLA, {a}") for a in ABLATIONS]
+def ablation_configs(hbvla_bpw: float = HBVLA_BPW) -> list[Config]:
+    return [Config(f"hbvla-{hbvla_bpw:g}-{a}", "hbvla", hbvla_bpw, ("--hbvla-ablation", a), f"HBVLA, {a}")
+            for a in ABLATIONS]
+
+
+def _load(runs: Path) -> dict[str, dict]:
+    return {d.name: json.loads((d / "eval.json").read_text())
+            for d in sorted(runs.iterdir()) if (d / "eval.json").is_file()}
+
+
+def _rate(r: dict) -> tuple[int, int]:
+    tasks = (r["eval"].get("closed_loop") or {}).get("tasks", {})
+    return sum(v["successes"] for v in tasks.values()), sum(v["episodes"] for v in tasks.values())
+
+
+def plot(runs: Path, path: str) -> None:
+    """Left: closed-loop success against honest bpw per method (Wilson 95 % bars, full precision as a
+    line). Right: each ablation's successes relative to the full method's on the same episodes (paired
+    bootstrap 95 % bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rs = _load(runs)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1, 1.3]})
+    full = None
+    for key, r in rs.items():
+        k, n = _rate(r)
+        if not n:
+            continue
+        label = r["config"]["label"] or key
+        if r["config"]["method"] is None:
+            a.axhline(100 * k / n, color="k", linestyle=":", label=f"{label}: {100 * k / n:.1f} %")
+            continue
+        if "," in label:  # an ablation
+            continue
+        if r["config"]["method"] == "hbvla":
+            full = r
+        lo, hi = wilson_interval(k, n)
+        x = r["quant"]["vision_llm_bpw"]
+        y = 100 * k / n
+        a.errorbar([x], [y], yerr=[[y - 100 * lo], [100 * hi - y]], fmt="o", capsize=4, label=label)
+    a.set_xlabel("bits per weight, every stored bit (vision + language matrices)")
+    a.set_ylabel("closed-loop success (%)")
+    a.set_ylim(0, 100)
+    a.legend(fontsize=8)
+    names, ratios, errs = [], [], [[], []]
+    for key, r in rs.items():
+        label = r["config"]["label"] or key
+        if full is None or "," not in label:
+            continue
+        try:
+            ret = paired_retention(r["eval"]["closed_loop"], full["eval"]["closed_loop"])
+        except PairingError:
+            continue
+        if ret.ratio is None:
+            continue
+        names.append(label.split(", ", 1)[1])
+        ratios.append(100 * ret.ratio)
+        lo, hi = ret.ci95 or (ret.ratio, ret.ratio)
+        errs[0].append(100 * (ret.ratio - lo))
+        errs[1].append(100 * (hi - ret.ratio))
+    if names:
+        b.barh(names, ratios, xerr=errs, capsize=3, color="tab:gray")
+        b.axvline(100, color="k", linestyle=":")
+        b.set_xlabel("successes relative to full HBVLA, same episodes (%)")
+        b.invert_yaxis()
+    else:
+        b.set_axis_off()
+    fig.suptitle("HBVLA on the demo policy: closed loop in the compiled runtime")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 def report(runs: Path) -> str:
@@ -80,8 +157,15 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["methods", "ablation", "report"])
     p.add_argument("--runs", default="runs/hbvla")
+    p.add_argument("--policy", help="another trained checkpoint instead of the shipped demo (needs --calib)")
+    p.add_argument("--calib", help="calibration data for --policy")
+    p.add_argument("--tasks", help="the policy's task set (default: eval's default set)")
+    p.add_argument("--hbvla-bpw", type=float, default=HBVLA_BPW, help="HBVLA's and sign's budget (default: %(default)s)")
+    p.add_argument("--actquant-bpw", type=float, default=ACTQUANT_BPW,
+                   help="ActQuant's budget: the bpw HBVLA achieved (default: %(default)s)")
+    p.add_argument("--plot", help="report: PNG plot path")
     p.add_argument("--heldout", help="held-out episode dataset (default: RUNS/heldout, collected if missing)")
-    p.add_argument("--episodes", type=int, default=10, help="closed-loop episodes per task")
+    p.add_argument("--episodes", type=int, default=20, help="closed-loop episodes per task (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--only", help="comma-separated configuration keys to run")
     p.add_argument("--open-loop-only", action="store_true",
@@ -90,9 +174,14 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if args.what == "report":
         sys.stdout.write(report(Path(args.runs)))
+        if args.plot:
+            plot(Path(args.runs), args.plot)
         return 0
     args.eval_args = ("--no-closed-loop",) if args.open_loop_only else ()
-    configs = method_configs() if args.what == "methods" else ablation_configs()
+    if args.what == "methods":
+        configs = method_configs(args.hbvla_bpw, args.actquant_bpw)
+    else:
+        configs = ablation_configs(args.hbvla_bpw)
     if args.only:
         keep = set(args.only.split(","))
         configs = [c for c in configs if c.key in keep]

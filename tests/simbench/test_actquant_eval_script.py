@@ -132,3 +132,22 @@ def test_hbvla_eval_shares_run_all(tmp_path: Path, monkeypatch) -> None:
     g = _load("actquant_eval")
     opts = g.eval_options(argparse.Namespace(episodes=10, eval_args=("--no-closed-loop",)))
     assert opts == g.EvalOptions(episodes=10, seed=0, open_loop=True, extra_eval_args=("--no-closed-loop",))
+
+
+def test_hbvla_eval_budgets_and_plot(tmp_path: Path) -> None:
+    """hbvla_eval.py's budgets name its configurations; its plot reads the runs (methods and ablations)."""
+    h = _load("hbvla_eval")
+    keys = [c.key for c in h.method_configs(1.4, 1.31)]
+    assert keys == ["fp32", "hbvla-1.4", "sign-1.4", "actquant-1.31", "billm-6"]
+    assert all(c.bpw == 1.4 and c.flags[0] == "--hbvla-ablation" for c in h.ablation_configs(1.4))
+    pytest.importorskip("matplotlib")
+    runs = {"fp32": (None, "full precision (PyTorch)", [True] * 4), "hbvla-2": ("hbvla", "HBVLA", [True, True, False, False]),
+            "hbvla-2-no-haar": ("hbvla", "HBVLA, no-haar", [True, False, False, False])}
+    for key, (method, label, wins) in runs.items():
+        (tmp_path / key).mkdir()
+        doc = {"config": {"key": key, "method": method, "bpw": 2.0, "label": label},
+               "eval": {"closed_loop": _closed_loop({"push": wins})}, "quant": {"vision_llm_bpw": 1.85}}
+        (tmp_path / key / "eval.json").write_text(json.dumps(doc))
+    h.plot(tmp_path, str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    assert "| HBVLA, no-haar | 1.850 | 25.0 % (1/4;" in h.report(tmp_path)
