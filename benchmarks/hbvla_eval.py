@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from actquant_eval import Config, run_all
+from actquant_eval import Config, run_all, select
 
 from omnimodel.simbench.confidence import PairingError, paired_retention, wilson_interval
 
@@ -182,10 +182,7 @@ def main() -> int:
         configs = method_configs(args.hbvla_bpw, args.actquant_bpw)
     else:
         configs = ablation_configs(args.hbvla_bpw)
-    if args.only:
-        keep = set(args.only.split(","))
-        configs = [c for c in configs if c.key in keep]
-    run_all(configs, args)
+    run_all(select(configs, args.only), args)
     return 0
 
 
