@@ -254,3 +254,17 @@ def test_random_shift_and_lr_schedule() -> None:
     assert lrs[0] == 0.1 and lrs[9] == 1.0 and abs(lrs[-1] - 0.1) < 1e-9
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
     assert lr_at(50, lr=0.5, steps=100, schedule="constant", warmup=10) == 0.5
+
+
+def test_oft_size_presets_are_valid_configs() -> None:
+    """Every OpenVLA-OFT preset builds a miniature spec whose attention heads divide its widths (wide56's
+    576-wide Llama with 9 heads of 64 included), at an image size its 14 px patches tile."""
+    from omnimodel.arch.openvla_oft.training import SIZES
+
+    assert {"tiny", "small56", "wide56", "small", "base"} <= set(SIZES)
+    for size in SIZES.values():
+        spec = size.miniature_spec(seed=0, instructions=("push the puck",))
+        assert size.llm_hidden % size.llm_heads == 0 and size.vit_dim % size.vit_heads == 0, size
+        assert size.image_size % 14 == 0 and spec.image_size == size.image_size
+        assert spec.llm_hidden == size.llm_hidden and spec.llm_layers == size.llm_layers
+    assert SIZES["wide56"].llm_hidden // SIZES["wide56"].llm_heads == 64

@@ -78,6 +78,10 @@ SIZES: dict[str, ModelSize] = {
         # time, the size that trains within an hour of one core (the mt9 demo policy, docs/simbench.md)
         ModelSize("small56", 56, 128, 5, 4, 256, 4, 4),
         ModelSize("base", 84, 192, 7, 6, 384, 6, 6),
+        # tiny's towers with a Llama as wide as the realwidth benchmark's backbone (576, head_dim 64): the
+        # demo whose language matrices are wide enough for HBVLA's ~1.3 bpw (its per-row and per-column
+        # costs spread over 576-1536 weights; tiny's 128 cannot go below ~1.85)
+        ModelSize("wide56", 56, 64, 3, 2, 576, 1, 9),
     )
 }
 
