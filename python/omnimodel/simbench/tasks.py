@@ -106,16 +106,18 @@ def get_task(name: str) -> TaskSpec:
     raise KeyError(f"unknown task '{name}'; known: {', '.join(TASKS)}")
 
 
-def _expand(names: Iterable[str]) -> list[str]:
+def _expand(names: Iterable[str]) -> list[TaskSpec]:
     """Each item a task (short or Meta-World name) or a ``TASK_SETS`` name, sets replaced by their tasks."""
-    out: list[str] = []
+    out: list[TaskSpec] = []
     for name in names:
         if name in TASK_SETS:
-            out.extend(TASK_SETS[name])
-        elif name in TASKS or any(spec.env_name == name for spec in TASKS.values()):
-            out.append(name)
-        else:
-            raise KeyError(f"unknown task or task set '{name}'; sets: {', '.join(TASK_SETS)}; tasks: {', '.join(TASKS)}")
+            out.extend(get_task(t) for t in TASK_SETS[name])
+            continue
+        try:
+            out.append(get_task(name))
+        except KeyError:
+            raise KeyError(f"unknown task or task set '{name}'; sets: {', '.join(TASK_SETS)}; "
+                           f"tasks: {', '.join(TASKS)}") from None
     return out
 
 
@@ -126,7 +128,7 @@ def parse_tasks(names: str | Iterable[str] | None) -> tuple[TaskSpec, ...]:
         names = DEFAULT_TASKS
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
-    specs = tuple(get_task(n) for n in _expand(names))
+    specs = tuple(_expand(names))
     if not specs:
         raise KeyError("no task given")
     seen = [s.name for s in specs]
