@@ -130,20 +130,13 @@ def plot(runs: Path, path: str) -> None:
 
 def report(runs: Path) -> str:
     rows = []
-    for d in sorted(runs.iterdir()):
-        f = d / "eval.json"
-        if not f.is_file():
-            continue
-        r = json.loads(f.read_text())
-        ev = r["eval"]
-        cl, ol = ev.get("closed_loop") or {}, ev.get("open_loop") or {}
-        tasks = cl.get("tasks", {})
-        k = sum(v["successes"] for v in tasks.values())
-        n = sum(v["episodes"] for v in tasks.values())
+    for key, r in _load(runs).items():
+        ol = r["eval"].get("open_loop") or {}
+        tasks = (r["eval"].get("closed_loop") or {}).get("tasks", {})
+        k, n = _rate(r)
         lo, hi = wilson_interval(k, n) if n else (float("nan"), float("nan"))
-        q = r.get("quant", {})
-        bpw = q.get("vision_llm_bpw")
-        rows.append((r["config"]["label"] or r["config"]["key"], "32" if bpw is None else f"{bpw:.3f}",
+        bpw = r.get("quant", {}).get("vision_llm_bpw")
+        rows.append((r["config"]["label"] or key, "32" if bpw is None else f"{bpw:.3f}",
                      f"{100 * k / n:.1f} % ({k}/{n}; {100 * lo:.0f}-{100 * hi:.0f} %)" if n else "-",
                      ", ".join(str(v["successes"]) for v in tasks.values()),
                      f"{ol.get('l1_to_ground_truth', float('nan')):.4f}", f"{ol.get('l1_to_reference', float('nan')):.4f}",
