@@ -40,6 +40,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         "--dataset-key", default=DEFAULT_DATASET_KEY, help="key in dataset_statistics.json (default: %(default)s)"
     )
     p.add_argument("--max-steps", type=int, help="step budget per episode (default: each task's own)")
+    p.add_argument(
+        "--goal-state",
+        action="store_true",
+        help="append the task's goal position (x, y, z; Meta-World's goal-observable state) to the 4-D proprio; "
+        "a policy trained on it gets it in `eval` too",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -64,6 +70,7 @@ def _run(args: argparse.Namespace) -> int:
         action_noise=args.action_noise,
         dataset_key=args.dataset_key,
         max_steps=args.max_steps,
+        goal_state=args.goal_state,
     )
     report = collect_demos(args.out, cfg, progress=not args.quiet, overwrite=args.overwrite)
     print("\n".join(report.summary_lines()))

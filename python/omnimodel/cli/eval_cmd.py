@@ -109,6 +109,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     from omnimodel.simbench.confidence import paired_retention
     from omnimodel.simbench.policies import describe_policy, load_eval_policy
+    from omnimodel.simbench.sim import proprio_names_for
     from omnimodel.simbench.tasks import parse_tasks
 
     if args.no_closed_loop and args.data is None:
@@ -133,7 +134,8 @@ def _run(args: argparse.Namespace) -> int:
     reference = None
     if args.reference:
         reference = load_eval_policy(args.reference, threads=args.threads, unnorm_key=args.unnorm_key)
-    image_size = args.image_size or describe_policy(policy).get("image_size") or 84
+    described = describe_policy(policy)
+    image_size = args.image_size or described.get("image_size") or 84
 
     closed = None
     if not args.no_closed_loop:
@@ -144,6 +146,7 @@ def _run(args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             execute_steps=args.execute_steps,
             image_size=int(image_size),
+            proprio=proprio_names_for(described.get("proprio_dim")),
         )
         if baseline is not None:  # before the long run: a baseline over other seeds cannot be compared
             _check_pairable(cfg, baseline, args.baseline)

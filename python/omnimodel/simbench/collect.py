@@ -51,6 +51,7 @@ class CollectConfig:
     action_noise: float = 0.0  # std of the DART noise on the executed action (0 = none)
     dataset_key: str = DEFAULT_DATASET_KEY
     max_steps: int | None = None  # per episode; None = each task's own budget
+    goal_state: bool = False  # proprio gets the goal position (sim.GOAL_PROPRIO_NAMES)
 
 
 @dataclass
@@ -89,7 +90,7 @@ class CollectReport:
 
 def record_expert_episode(sim: Any, expert: Any, seed: int, *, max_steps: int, action_noise: float = 0.0) -> Episode:
     """Run the expert from ``sim.reset(seed)`` until success or ``max_steps``; ``Episode.success`` says which."""
-    from .sim import ACTION_NAMES, PROPRIO_NAMES
+    from .sim import ACTION_NAMES
 
     rng = np.random.default_rng([int(seed), 1]) if action_noise > 0 else None
     obs = sim.reset(seed)
@@ -117,7 +118,7 @@ def record_expert_episode(sim: Any, expert: Any, seed: int, *, max_steps: int, a
         seed=int(seed),
         success=success,
         source=SOURCE,
-        proprio_names=PROPRIO_NAMES,
+        proprio_names=sim.config.proprio,
         action_names=ACTION_NAMES,
         states=np.stack(states),
         info={"env_name": sim.task.env_name, "action_noise": float(action_noise)},
@@ -158,7 +159,7 @@ def collect_demos(
 ) -> CollectReport:
     """Collect ``config``'s splits into ``out_dir``; write statistics (train split) and the manifest last."""
     from .experts import ScriptedExpert
-    from .sim import ACTION_NAMES, PROPRIO_NAMES, MetaWorldSim, SimConfig
+    from .sim import ACTION_NAMES, GOAL_PROPRIO_NAMES, PROPRIO_NAMES, MetaWorldSim, SimConfig
 
     cfg = config or CollectConfig()
     if "metaworld" not in cfg.dataset_key.lower():
@@ -170,7 +171,7 @@ def collect_demos(
     tasks: tuple[TaskSpec, ...] = parse_tasks(cfg.tasks)
     root = Path(out_dir)
     _prepare_output(root, overwrite)
-    sim_cfg = SimConfig(image_size=cfg.image_size)
+    sim_cfg = SimConfig(image_size=cfg.image_size, proprio=GOAL_PROPRIO_NAMES if cfg.goal_state else PROPRIO_NAMES)
     wanted = {"train": cfg.train_per_task, "calib": cfg.calib_per_task}
     splits: dict[str, list[str]] = {s: [] for s in SPLITS if wanted[s] > 0}
     all_stats: list[SplitStats] = []
@@ -224,7 +225,7 @@ def collect_demos(
         dataset_key=cfg.dataset_key,
         camera_names=sim_cfg.camera_names,
         image_size=(cfg.image_size, cfg.image_size),
-        proprio_names=PROPRIO_NAMES,
+        proprio_names=sim_cfg.proprio,
         action_names=ACTION_NAMES,
         tasks={t.name: t.instruction for t in tasks},
         splits=splits,

@@ -67,6 +67,7 @@ class ClosedLoopConfig:
     max_steps: int | None = None  # None: each task's own budget
     execute_steps: int | None = None  # actions run per policy call; None: the whole chunk
     image_size: int = 84
+    proprio: tuple[str, ...] | None = None  # the state the policy gets (sim.SimConfig.proprio); None: default
 
 
 @dataclass
@@ -127,7 +128,10 @@ def evaluate_closed_loop(
         for task in tasks:
             max_steps = cfg.max_steps or task.max_steps
             outcomes: list[EpisodeOutcome] = []
-            with MetaWorldSim(task, SimConfig(image_size=cfg.image_size)) as sim:
+            sim_cfg = SimConfig(image_size=cfg.image_size) if cfg.proprio is None else SimConfig(
+                image_size=cfg.image_size, proprio=tuple(cfg.proprio)
+            )
+            with MetaWorldSim(task, sim_cfg) as sim:
                 render_backend = sim.render_backend
                 for k in range(cfg.episodes_per_task):
                     out = run_episode(

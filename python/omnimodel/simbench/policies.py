@@ -203,6 +203,7 @@ class GGUFRuntimePolicy:
             "action_dim": self.action_dim,
             "num_images": self.num_images,
             "image_size": self.image_size,
+            "proprio_dim": self.proprio_dim,
             # values stored in the GGUF (what the graph uses: no LM head), not PyTorch's parameter count
             "tensor_elements": n_elements,
             "threads": self.threads,

@@ -13,11 +13,15 @@ view that moves with the gripper; and a proprio vector:
     proprio[0:3]  world position (metres) of the Sawyer's "hand" body = Meta-World obs[0:3]
     proprio[3]    finger opening: distance between the two claw bodies / 0.1 m, clipped to [0, 1]
                   (1 = fully open) = Meta-World obs[3]
+    proprio[4:7]  only with ``SimConfig(proprio=GOAL_PROPRIO_NAMES)``: the task's goal position (metres) =
+                  Meta-World's goal-observable obs[36:39]. Reach, push and pick-place draw their goal in 3-D
+                  at every reset and show it only as a 1-2 px marker at 56 px, so a policy that is to reach
+                  it must be told where it is, as Meta-World's own state observation tells its agents.
 
 Action (4-D, each in [-1, 1]; the env clips): ``[dx, dy, dz, grip]``. ``dx..dz`` move the mocap target
 by 1 cm per unit per step; ``grip`` is the finger actuator effort (> 0 closes, < 0 opens).
 ``Observation.state`` additionally carries Meta-World's 39-D state vector (object and goal positions):
-privileged, for the scripted experts only -- policies under test never get it.
+privileged, for the scripted experts only -- policies under test get at most its goal (above).
 
 Cameras are MuJoCo free cameras (look-at point, distance, azimuth, elevation), not cameras of the
 Meta-World model: the model's own cameras either miss the small objects or sit inside the arm at some
@@ -42,6 +46,9 @@ configure_mujoco_gl()
 import mujoco  # noqa: E402  (after the GL backend is chosen)
 
 PROPRIO_NAMES: tuple[str, ...] = ("hand_x", "hand_y", "hand_z", "gripper_open")
+GOAL_PROPRIO_NAMES: tuple[str, ...] = PROPRIO_NAMES + ("goal_x", "goal_y", "goal_z")
+# where each proprio value sits in Meta-World's 39-D goal-observable observation
+_STATE_INDEX = {"hand_x": 0, "hand_y": 1, "hand_z": 2, "gripper_open": 3, "goal_x": 36, "goal_y": 37, "goal_z": 38}
 ACTION_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "grip")
 STATE_DIM = 39  # Meta-World v3 observation vector (goal observable)
 # Meta-World raises once an episode reaches this many steps (``SawyerXYZEnv.max_path_length``).
@@ -69,6 +76,12 @@ class SimConfig:
     # Square images. A multiple of the ViT patch (14) lets the policy use them unresized: 56, 84, 112.
     image_size: int = 84
     cameras: tuple[CameraSpec, ...] = (THIRD_PERSON, GRIPPER)
+    proprio: tuple[str, ...] = PROPRIO_NAMES  # or GOAL_PROPRIO_NAMES
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.proprio if n not in _STATE_INDEX]
+        if unknown:
+            raise ValueError(f"unknown proprio value(s) {unknown}; known: {', '.join(_STATE_INDEX)}")
 
     @property
     def camera_names(self) -> tuple[str, ...]:
@@ -78,7 +91,7 @@ class SimConfig:
 @dataclass(frozen=True)
 class Observation:
     images: tuple[np.ndarray, ...]  # one uint8 (H, W, 3) per camera, SimConfig.cameras order
-    proprio: np.ndarray  # float32 (4,), PROPRIO_NAMES
+    proprio: np.ndarray  # float32 (P,), SimConfig.proprio (PROPRIO_NAMES by default)
     state: np.ndarray = field(repr=False)  # float64 (39,), privileged (experts only)
 
 
@@ -114,6 +127,7 @@ class MetaWorldSim:
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
         self._cameras = [self._free_camera(c) for c in self.config.cameras]
+        self._proprio_index = [_STATE_INDEX[n] for n in self.config.proprio]
         self._steps = 0
         self._started = False
         self._last_state: np.ndarray | None = None
@@ -156,7 +170,7 @@ class MetaWorldSim:
     def _observe(self, state: np.ndarray) -> Observation:
         state = np.asarray(state, dtype=np.float64).copy()
         self._last_state = state
-        return Observation(images=self.render(), proprio=state[:4].astype(np.float32), state=state)
+        return Observation(images=self.render(), proprio=state[self._proprio_index].astype(np.float32), state=state)
 
     def reset(self, seed: int) -> Observation:
         """New episode; the object/goal layout and everything after it are a function of ``seed``."""
@@ -201,8 +215,17 @@ class MetaWorldSim:
         self.close()
 
 
+def proprio_names_for(dim: int | None) -> tuple[str, ...]:
+    """The state a policy with a ``dim``-D proprio input was trained on: 7 is hand + gripper + goal
+    (``collect-demos --goal-state``); anything else gets the default 4-D state, as before that option
+    (a family that pads its state, or takes none, ignores what it does not use)."""
+    return GOAL_PROPRIO_NAMES if dim == len(GOAL_PROPRIO_NAMES) else PROPRIO_NAMES
+
+
 __all__ = [
     "PROPRIO_NAMES",
+    "GOAL_PROPRIO_NAMES",
+    "proprio_names_for",
     "ACTION_NAMES",
     "STATE_DIM",
     "METAWORLD_MAX_STEPS",

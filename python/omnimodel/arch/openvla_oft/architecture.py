@@ -142,7 +142,8 @@ class OpenVLAOFTArchitecture(Architecture):
     def eval_info(self, policy: Any) -> dict[str, Any]:
         cfg = policy.config
         return {"dataset_key": policy.norm_stats.key, "platform": cfg.platform.name, "chunk": cfg.num_actions_chunk,
-                "action_dim": cfg.action_dim, "num_images": cfg.num_images, "image_size": cfg.vision.image_size}
+                "action_dim": cfg.action_dim, "num_images": cfg.num_images, "image_size": cfg.vision.image_size,
+                "proprio_dim": cfg.proprio_projector.proprio_dim if cfg.use_proprio else 0}
 
     def eval_step(self, policy: Any, images: Any, instruction: str, state: Any, seed: int) -> Any:
         return self.predict_action(policy, images, instruction, state if policy.config.use_proprio else None)

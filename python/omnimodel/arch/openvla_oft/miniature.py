@@ -64,6 +64,7 @@ class MiniatureSpec:
     outlier_scale: float = 30.0
     spm_vocab_size: int = 400
     use_proprio: bool = True
+    proprio_dim: int | None = None  # None: the platform's (a dataset with more state, e.g. a goal, sets it)
     num_shards: int = 3
     step: int = 150000
     # Instructions the tokenizer should know as whole words (e.g. a trained policy's tasks): added to the
@@ -73,6 +74,10 @@ class MiniatureSpec:
     @property
     def dataset_key(self) -> str:
         return f"{self.platform}_miniature_no_noops"
+
+    @property
+    def state_dim(self) -> int:
+        return self.proprio_dim or PLATFORMS[self.platform].proprio_dim
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -396,7 +401,7 @@ def write_miniature(out_dir: str | Path, spec: MiniatureSpec | None = None) -> P
     dataset_stats = {
         spec.dataset_key: {
             "action": _stats_entry(gen, plat.action_dim, True),
-            "proprio": _stats_entry(gen, plat.proprio_dim, False),
+            "proprio": _stats_entry(gen, spec.state_dim, False),
             "num_transitions": 1000,
             "num_trajectories": 10,
         }
@@ -426,7 +431,7 @@ def write_miniature(out_dir: str | Path, spec: MiniatureSpec | None = None) -> P
         head_action_dim=plat.action_dim,
         head_hidden_dim=spec.llm_hidden,
         head_num_blocks=2,
-        proprio_dim=plat.proprio_dim if spec.use_proprio else None,
+        proprio_dim=spec.state_dim if spec.use_proprio else None,
     )
     model = OpenVLAOFT(config)
     state = {name: _init_tensor(name, t.shape, gen) for name, t in model.state_dict().items()}
@@ -535,7 +540,7 @@ def random_observation(
     rng = np.random.default_rng(seed)
     h, w = image_hw or (spec.image_size, spec.image_size)
     images = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for _ in range(plat.num_images)]
-    return images, rng.uniform(-0.5, 0.5, size=plat.proprio_dim)
+    return images, rng.uniform(-0.5, 0.5, size=spec.state_dim)
 
 
 __all__ = ["MiniatureSpec", "REAL_LLMS", "REAL_TOWERS", "real_width_spec", "write_miniature", "random_observation", "train_sentencepiece", "build_tokenizer_json"]

@@ -45,7 +45,7 @@ class ModelSize:
     llm_layers: int
     llm_heads: int
 
-    def miniature_spec(self, seed: int = 0, instructions: tuple[str, ...] = ()) -> Any:
+    def miniature_spec(self, seed: int = 0, instructions: tuple[str, ...] = (), proprio_dim: int | None = None) -> Any:
         from omnimodel.arch.openvla_oft import MiniatureSpec
 
         vit = dict(
@@ -62,6 +62,7 @@ class ModelSize:
             llm_layers=self.llm_layers,
             llm_heads=self.llm_heads,
             num_shards=1,
+            proprio_dim=proprio_dim,
             instructions=tuple(instructions),
             # With the instructions in the corpus a larger vocabulary turns their words into whole pieces
             # (pick-place's prompt: 38 -> 27 tokens); 400 stays the default so plain miniatures don't change.
@@ -93,8 +94,9 @@ def init_checkpoint(
     tokenizer knows the dataset's instructions (sorted, so the vocabulary does not depend on file order)."""
     from omnimodel.arch.openvla_oft import write_miniature
 
-    instructions = tuple(sorted(set(read_manifest(dataset_root).tasks.values())))
-    out = write_miniature(out_dir, size.miniature_spec(seed, instructions))
+    manifest = read_manifest(dataset_root)
+    instructions = tuple(sorted(set(manifest.tasks.values())))
+    out = write_miniature(out_dir, size.miniature_spec(seed, instructions, len(manifest.proprio_names) or None))
     shutil.copyfile(Path(dataset_root) / STATISTICS_FILE, out / STATISTICS_FILE)
     return out
 
