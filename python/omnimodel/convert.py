@@ -26,6 +26,9 @@ calibration on episodes (only the statistics the method and allocation need; non
 complete ``--allocation``), then the allocation; the GGUF stage then quantizes each matrix when the
 writer reaches it and stores the blocks byte for byte, and parity is checked against PyTorch running the
 weights decoded from that GGUF (so it proves the runtime computes with what the quantizer chose).
+With ``quant.bias_correction`` a stage between the two encodes every matrix first, subtracts the mean
+action shift those blocks cause on the calibration samples from the policy's output bias (in place, so
+the GGUF and the parity reference both hold the corrected bias) and the GGUF stage writes those blocks.
 
 Memory: the policy is loaded in the checkpoint's own dtype (bf16 for released checkpoints; fp32 for
 AWQ, which edits weights in place) with its weights left in the memory-mapped safetensors until used;
@@ -245,10 +248,11 @@ def convert(
                 raise ConvertError(f"{checkpoint}: a {found.name} checkpoint (config.json), not {arch.name}")
 
     if quant is not None:  # every argument check before the staging directory exists
-        from omnimodel.quant.pipeline import QuantPipelineError
+        from omnimodel.quant.pipeline import QuantPipelineError, check_bias_correction
 
         try:
             quant.check()
+            check_bias_correction(arch, quant)
         except QuantPipelineError as e:
             raise UsageError(str(e)) from e
         if quant.needs_calibration:
@@ -268,8 +272,9 @@ def convert(
     if threads > 0:
         torch.set_num_threads(threads)
     step = 0
-    n_steps = 8 if quant is None else 10
+    n_steps = 8 if quant is None else 11 if quant.bias_correction else 10
     outcome = None
+    correction = None
 
     @contextlib.contextmanager
     def stage_step(name: str, what: str):
@@ -317,16 +322,24 @@ def convert(
                 [arch.gguf_name(n) for n in allocation.hbvla_names])
             (stage / PLAN_FILE).write_text(_plan_json(plan) + "\n")
         elif quant is not None:
-            allocation, quantizer = _calibrate_and_allocate(policy, quant, stage_step, log, stage / ".calib")
+            allocation, quantizer, samples = _calibrate_and_allocate(policy, quant, stage_step, log, stage / ".calib")
             plan = plan.with_tensor_types(_gguf_named(arch, allocation.types()), outtype="mixed")
             (stage / PLAN_FILE).write_text(_plan_json(plan) + "\n")
             allocation.save(stage / ALLOCATION_FILE)
+            if quant.bias_correction:
+                # before the GGUF stage: the bias it writes, and the reference validates with, is the corrected one
+                with stage_step("bias-correction", "encode every matrix, subtract the mean action shift it causes "
+                                                   "on the calibration samples from the output bias"):
+                    quantizer, correction = _correct_bias(policy, allocation, quantizer, samples, log)
 
         if quant is not None and quant.binarizes:
             what = (f"{quant.method} ({allocation.config.grouping} grouping, salient cap {allocation.config.salient_cap}; "
                     f"at most {allocation.estimate_bpw:.3f} bpw), matrix by matrix, the rest {outtype}")
+        elif quant is not None:
+            how = "the blocks the bias correction measured" if correction is not None else "matrix by matrix"
+            what = f"{quant.method} at {allocation.bpw:.3f} bpw, {how}, the rest {outtype}"
         else:
-            what = f"{quant.method} at {allocation.bpw:.3f} bpw, matrix by matrix, the rest {outtype}" if quant else outtype
+            what = outtype
         with stage_step("gguf", f"writing {MODEL_FILE} ({what})"):
             gguf_path = arch.write_gguf(
                 policy, stage / MODEL_FILE, outtype,
@@ -336,7 +349,7 @@ def convert(
             )
             log(f"      {gguf_path.stat().st_size / 2**20:.2f} MiB")
             if quantizer is not None:
-                outcome = _finish_quantization(policy, allocation, quantizer, quant, log)
+                outcome = _finish_quantization(policy, allocation, quantizer, quant, log, correction)
                 (stage / QUANT_REPORT_FILE).write_text(json.dumps(outcome.report, indent=2) + "\n")
                 shutil.rmtree(stage / ".calib", ignore_errors=True)
 
@@ -424,19 +437,26 @@ def _name_user_paths(e: BaseException, stage: Path, out: Path) -> None:
 
 def _calibrate_and_allocate(
     policy: Any, quant: Any, stage_step: Callable[..., Any], log: Log, spill: Path
-) -> tuple[Any, Any]:
+) -> tuple[Any, Any, Any]:
     """Calibration (what the options need), then the allocation; -> (allocation, the per-matrix
-    quantizer the GGUF stage runs). Pipeline errors become ConvertErrors."""
+    quantizer the GGUF stage runs, the calibration samples when the bias correction measures on them,
+    else None). Pipeline errors become ConvertErrors."""
     from omnimodel.quant.pipeline import QuantPipelineError, calibrate_policy, calibration_needs, check_budget
-    from omnimodel.quant.pipeline import make_quantizer, plan
+    from omnimodel.quant.pipeline import load_samples, make_quantizer, plan
 
     try:
         check_budget(policy, quant)  # before the expensive calibration
         needs = calibration_needs(quant)
         src = quant.calib or "the demo's bundled calibration split"
         what = f"{needs.describe()} on {src}" if needs.any else "not needed"
+        if quant.bias_correction:
+            what += f"; {'the' if needs.any else 'only the'} samples for the bias correction"
+        samples = None
         with stage_step("calibrate", what):
-            stats = calibrate_policy(policy, quant, log=log, spill=spill)
+            if quant.bias_correction:  # loaded once, for calibration and the correction both
+                samples = load_samples(policy, quant)
+                log(f"      {len(samples)} calibration samples")
+            stats = calibrate_policy(policy, quant, samples=samples, log=log, spill=spill)
         budget = f"{quant.bpw:g} bpw" if quant.bpw is not None else f"allocation {quant.allocation}"
         with stage_step("allocate", f"one type per matrix ({budget})"):
             allocation = plan(policy, stats, quant)
@@ -446,7 +466,17 @@ def _calibrate_and_allocate(
                 + ", ".join(f"{k} {100 * v:.0f}%" for k, v in allocation.type_histogram().items()))
     except QuantPipelineError as e:
         raise ConvertError(str(e)) from e
-    return allocation, quantizer
+    return allocation, quantizer, samples
+
+
+def _correct_bias(policy: Any, allocation: Any, quantizer: Any, samples: Any, log: Log) -> tuple[Any, Any]:
+    """``--bias-correction``: -> (the encoder writing the blocks the correction measured, the correction)."""
+    from omnimodel.quant.pipeline import QuantPipelineError, correct_bias
+
+    try:
+        return correct_bias(policy, allocation, quantizer, samples, log)
+    except QuantPipelineError as e:
+        raise ConvertError(str(e)) from e
 
 
 def _calibrate_and_binarize(
@@ -479,7 +509,8 @@ def _calibrate_and_binarize(
     return bplan, encoder
 
 
-def _finish_quantization(policy: Any, allocation: Any, quantizer: Any, quant: Any, log: Log) -> Any:
+def _finish_quantization(policy: Any, allocation: Any, quantizer: Any, quant: Any, log: Log,
+                         correction: Any = None) -> Any:
     from omnimodel.quant.pipeline import binarize_outcome, finish_outcome
 
     if quant.binarizes:
@@ -491,8 +522,9 @@ def _finish_quantization(policy: Any, allocation: Any, quantizer: Any, quant: An
             f"{r['matrices']['override']} overridden")
         return outcome
 
-    outcome = finish_outcome(policy, allocation, quantizer, quant)
-    log(f"      {quant.method}: {len(allocation.tensors)} matrices quantized in {quantizer.seconds:.2f} s of it")
+    outcome = finish_outcome(policy, allocation, quantizer, quant, correction=correction)
+    log(f"      {quant.method}: {len(allocation.tensors)} matrices quantized in {quantizer.seconds:.2f} s"
+        + (" (before this stage, for the bias correction)" if correction is not None else " of it"))
     if outcome.report.get("rows_won"):
         log("      rows won: " + ", ".join(f"{k} {v}" for k, v in outcome.report["rows_won"].items()))
     return outcome

@@ -193,6 +193,18 @@ class Architecture:
         """AWQ's ``quant.awq.ScaleGroup``s: matrices sharing an input and where 1/s folds."""
         raise self.unsupported("AWQ scale groups")
 
+    # The bias added last to the normalised action output, as a parameter name in ``policy.model``: one
+    # entry per action dimension, the same for every step of the chunk, so subtracting a per-dimension
+    # shift from it moves every predicted action by exactly that (``quant.bias_correction``,
+    # ``convert --bias-correction``). None where the family has no such bias; ``no_output_bias`` then
+    # says why, as the clause convert's refusal ends with ("does not apply to NAME, <no_output_bias>").
+    output_bias: ClassVar[str | None] = None
+    no_output_bias: ClassVar[str] = "whose architecture declares no action output bias (Architecture.output_bias)"
+
+    def action_output_bias(self, policy: Any) -> Any | None:
+        """The ``output_bias`` parameter of a loaded policy, or None where the family has none."""
+        return None if self.output_bias is None else policy.model.get_parameter(self.output_bias)
+
     # -- calibration (quant.calibrate) ------------------------------------------------------------
     def calibration(self) -> Any:
         """The calibration adapter (``quant.calibrate.CalibrationAdapter``): samples -> model inputs,

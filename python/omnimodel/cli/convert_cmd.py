@@ -68,6 +68,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--calib-memory", type=float, metavar="GIB",
                    help="most GiB of fp32 Fisher accumulators per calibration pass; larger models calibrate "
                    "in passes over groups of layers (default: the model's own size in bf16)")
+    q.add_argument("--bias-correction", action="store_true",
+                   help="after quantizing, subtract the quantized policy's mean action shift on the calibration "
+                   "samples (per action dimension) from the action head's output bias; off by default; not for "
+                   "the binarization methods or flow-matching families (docs/quantization.md)")
     q.add_argument("--fisher-score", action="store_true",
                    help="also compute the Action-Mixed Fisher for a method that does not need it (rtn, imatrix, "
                    "gptq, awq), to report its Fisher-weighted error as actquant's is")
@@ -109,14 +113,21 @@ def _run(args: argparse.Namespace) -> int:
             calib_action=args.calib_action, calib_episodes=args.calib_episodes,
             steps_per_episode=args.calib_steps, device=args.device,
             max_accumulator_bytes=None if args.calib_memory is None else int(args.calib_memory * (1 << 30)),
-            fisher_score=args.fisher_score, ablation=args.hbvla_ablation,
+            fisher_score=args.fisher_score, ablation=args.hbvla_ablation, bias_correction=args.bias_correction,
         )
+        if quant.bias_correction:  # before asking for data it could not use
+            from omnimodel.quant.pipeline import check_bias_correction
+
+            quant.check()
+            check_bias_correction(arch, quant)
         if quant.needs_calibration and quant.calib is None and not args.demo:
             from omnimodel.convert import NO_CALIB_MESSAGE
 
             raise UsageError(NO_CALIB_MESSAGE)
     elif args.hbvla_ablation is not None:
         raise UsageError("--hbvla-ablation applies to a binarized conversion (--method hbvla --bpw B)")
+    elif args.bias_correction:
+        raise UsageError("--bias-correction applies to quantized conversions (--bpw or --allocation)")
     elif any(v is not None for v in (args.calib, args.calib_cameras, args.calib_state, args.calib_action)):
         raise UsageError("--calib and its options apply to quantized conversions (--bpw or --allocation)")
     knobs = [_parse_knob(k) for k in args.knob]
@@ -125,6 +136,7 @@ def _run(args: argparse.Namespace) -> int:
     elif quantized:
         budget = f"{args.bpw:g}bpw" if args.bpw is not None else "alloc"
         method = args.method + (f"-{args.hbvla_ablation}" if args.hbvla_ablation else "")
+        method += "-biascorr" if args.bias_correction else ""
         out = Path(f"{arch.name}-{method}-{budget}{'-demo' if args.demo else ''}")
     else:
         out = Path(f"{arch.name}-{outtype}{'-demo' if args.demo else ''}")
@@ -223,6 +235,8 @@ def format_quant_summary(outcome, out_dir: Path) -> str:
         f"model.gguf {_size(size)}; the same model with F16 matrices would be {_size(f16_bytes)} "
         f"({size / f16_bytes:.2f}x)",
     ]
+    if outcome.bias_correction is not None:
+        lines.append(outcome.bias_correction.describe())
     if "fisher_error" in r:
         lines.append(f"Fisher-weighted weight error (sum F (w - w_q)^2): {r['fisher_error']:.4g}")
     if r.get("rows_won"):

@@ -17,6 +17,7 @@ Modules, one stage each:
     awq          baseline: activation-aware channel scales folded into the norms / rows, then RTN
     quantize     run one method over an allocation and report which candidate won per tensor
     fakequant    run the PyTorch reference with decoded weights (action deviation)
+    bias_correction  --bias-correction: the quantized policy's mean action shift removed from the output bias
     report       Vision+LLM BPW, VLA BPW, bytes, type mix, per-tensor winners
 """
 

@@ -6,7 +6,7 @@ decoded weights and compare its actions with the fp32 policy's (or with the demo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -21,14 +21,27 @@ from .samples import CalibSample
 from .targets import quantized_linears
 
 
+class _DecodedWeights(Mapping[str, torch.Tensor]):
+    """Each quantized matrix's decoded values, made when asked for: ``swapped_weights`` copies one into
+    the model and drops it before decoding the next, so a 7B swap never holds every matrix in fp32."""
+
+    def __init__(self, policy: Any, result: QuantResult) -> None:
+        self._widths = {name: lin.weight.shape[1] for name, lin in quantized_linears(policy.model).items()}
+        self._tensors = result.tensors
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return torch.from_numpy(self._tensors[name].values(self._widths[name]).astype(np.float32))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+
 def fake_quantized(policy: Any, result: QuantResult) -> AbstractContextManager[None]:
     """Within the block the policy's quantized matrices hold their decoded values; restored after."""
-    lin = quantized_linears(policy.model)
-    values = {
-        name: torch.from_numpy(q.values(lin[name].weight.shape[1]).astype(np.float32))
-        for name, q in result.tensors.items()
-    }
-    return swapped_weights(policy.model, values)
+    return swapped_weights(policy.model, _DecodedWeights(policy, result))
 
 
 @torch.no_grad()

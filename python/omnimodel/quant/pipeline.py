@@ -7,6 +7,10 @@
     write_gguf(policy, path, "f16", encoder=quantizer, method=opts.method, target_bpw=opts.bpw)
     outcome = finish_outcome(policy, allocation, quantizer, opts)   # the report
 
+With ``bias_correction`` (``--bias-correction``) every matrix is encoded before the GGUF is written, the
+mean action shift the blocks cause on the calibration samples is subtracted from the policy's output bias,
+and the writer stores those same blocks (``correct_bias``; ``quant.bias_correction``).
+
 ``write_gguf`` asks the quantizer for each matrix when it reaches it, so one matrix's weight, statistics
 and blocks are in memory at a time; ``quantize_policy`` is the same pass keeping every matrix's blocks
 (for callers that want them in memory).
@@ -39,6 +43,13 @@ from omnimodel.simbench.episodes import EpisodeFormatError
 
 from .allocate import Allocation, AllocationError, load_allocation
 from .allocate import check_budget as check_allocation_budget
+from .bias_correction import (
+    BiasCorrection,
+    BiasCorrectionError,
+    EncodedMatrices,
+    correct_output_bias,
+    encode_matrices,
+)
 from .binarize import (
     ABLATION_NAMES,
     BINARIZE_METHODS,
@@ -60,7 +71,8 @@ from .samples import CalibSample, samples_from_episodes
 from .spill import merge_arrays
 from .targets import ModelWeights, matrix_targets
 
-PIPELINE_METHODS = ("actquant", "rtn", "imatrix", "gptq", "awq", *BINARIZE_METHODS)
+GGML_METHODS = ("actquant", "rtn", "imatrix", "gptq", "awq")  # one GGML type per matrix, from the allocation
+PIPELINE_METHODS = (*GGML_METHODS, *BINARIZE_METHODS)
 Log = Callable[[str], None]
 
 
@@ -100,6 +112,9 @@ class QuantOptions:
     fisher_score: bool = False
     # --method hbvla only: one of binarize.ABLATION_NAMES (the paper's ablations), None: the full method
     ablation: str | None = None
+    # subtract the quantized policy's mean action shift on the calibration samples from the output bias
+    # (quant.bias_correction); off by default, so a method's own result is what ships
+    bias_correction: bool = False
 
     @property
     def binarizes(self) -> bool:
@@ -110,8 +125,8 @@ class QuantOptions:
     def needs_calibration(self) -> bool:
         """Whether this run needs calibration data: whether ``calibration_needs`` asks for any statistic
         (a --bpw budget's HSIC features or Fisher, each method's own; nothing for RTN or magnitude-importance
-        ActQuant on a complete --allocation)."""
-        return calibration_needs(self).any
+        ActQuant on a complete --allocation), or the bias correction its samples to measure on."""
+        return calibration_needs(self).any or self.bias_correction
 
     def calib_data_options(self) -> CalibDataOptions:
         return CalibDataOptions(cameras=self.calib_cameras, state_key=self.calib_state, action_key=self.calib_action,
@@ -127,6 +142,11 @@ class QuantOptions:
         if self.ablation is not None and (self.method != "hbvla" or self.ablation not in ABLATION_NAMES):
             raise QuantPipelineError(f"--hbvla-ablation takes --method hbvla and one of {ABLATION_NAMES}, got "
                                      f"{self.ablation!r} with --method {self.method}")
+        if self.bias_correction and self.binarizes:
+            raise QuantPipelineError(
+                f"--bias-correction applies to {', '.join(GGML_METHODS[:-1])} and {GGML_METHODS[-1]}, "
+                f"not to --method {self.method}: a binarized matrix is stored as the GGUF is written, with no "
+                "decoded weights kept to measure the shift with")
         if self.binarizes and self.bpw is None and self.allocation is not None:
             raise QuantPipelineError(f"--method {self.method} needs --bpw (its knobs are chosen for it); "
                                      "--allocation adds overrides on top")
@@ -190,6 +210,7 @@ class QuantOutcome:
     result: QuantResult
     report: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
+    bias_correction: BiasCorrection | None = None  # with opts.bias_correction: what it measured and removed
 
 
 def load_samples(policy, opts: QuantOptions) -> list[CalibSample]:
@@ -365,28 +386,66 @@ def make_quantizer(
 
 
 def finish_outcome(
-    policy, allocation: Allocation, quantizer: MatrixQuantizer, opts: QuantOptions, seconds: dict | None = None
+    policy, allocation: Allocation, quantizer: MatrixQuantizer | EncodedMatrices, opts: QuantOptions,
+    seconds: dict | None = None, correction: BiasCorrection | None = None,
 ) -> QuantOutcome:
-    """The report of a pass whose matrices ``quantizer`` has encoded (after ``write_gguf``)."""
+    """The report of a pass whose matrices ``quantizer`` has encoded (after ``write_gguf``); ``correction``:
+    the output bias correction applied before the GGUF was written (recorded as ``bias_correction``)."""
     result = quantizer.result()
     report = quant_report(policy, allocation, result)
     report["options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.__dict__.items()}
-    return QuantOutcome(allocation, result, report, {**(seconds or {}), "quantize": quantizer.seconds})
+    times = {**(seconds or {}), "quantize": quantizer.seconds}
+    if correction is not None:
+        report["bias_correction"] = correction.as_dict()
+        times["bias_correction"] = correction.seconds
+    return QuantOutcome(allocation, result, report, times, correction)
 
 
-def quantize_policy(policy, stats: CalibStats | None, opts: QuantOptions, log: Log = print) -> QuantOutcome:
+def quantize_policy(policy, stats: CalibStats | None, opts: QuantOptions, log: Log = print,
+                    samples: list[CalibSample] | None = None) -> QuantOutcome:
     """Allocation, then the method's blocks for every quantized matrix (kept in ``result.tensors``), then
+    (``opts.bias_correction``) the output bias corrected on ``samples`` (default: ``load_samples``), then
     the report. Matrices are read from the policy one at a time."""
     opts.check()
     t0 = time.perf_counter()
     allocation = plan(policy, stats, opts)
     allocate_s = time.perf_counter() - t0
     quantizer = make_quantizer(policy, allocation, stats, opts, log)
-    weights = ModelWeights(policy.model)
-    blocks = {t.name: quantizer.encode(t.name, weights[t.name]) for t in allocation.tensors}
-    outcome = finish_outcome(policy, allocation, quantizer, opts, {"allocate": allocate_s})
+    blocks = encode_matrices(policy, allocation, quantizer)
+    correction = None
+    if opts.bias_correction:
+        samples = samples or load_samples(policy, opts)
+        correction = _corrected(policy, QuantResult(quantizer.label, blocks), samples, log)
+    outcome = finish_outcome(policy, allocation, quantizer, opts, {"allocate": allocate_s}, correction)
     outcome.result = QuantResult(outcome.result.method, blocks)
     return outcome
+
+
+def check_bias_correction(arch, opts: QuantOptions) -> None:
+    """Fail before any work when ``opts.bias_correction`` cannot apply to the family ``arch`` (a registry
+    ``Architecture``): it must name the bias added last to its actions (``output_bias``)."""
+    if opts.bias_correction and arch.output_bias is None:
+        raise QuantPipelineError(f"--bias-correction does not apply to {arch.name}, {arch.no_output_bias}")
+
+
+def correct_bias(
+    policy, allocation: Allocation, quantizer: MatrixQuantizer, samples: list[CalibSample], log: Log = print
+) -> tuple[EncodedMatrices, BiasCorrection]:
+    """``--bias-correction`` before the GGUF is written: every matrix encoded, the policy's output bias
+    corrected in place for the shift those blocks cause on ``samples``; -> (the exporter's encoder, which
+    returns the same blocks, and the correction for the report)."""
+    blocks = encode_matrices(policy, allocation, quantizer)
+    correction = _corrected(policy, QuantResult(quantizer.label, blocks), samples, log)
+    return EncodedMatrices(quantizer, blocks), correction
+
+
+def _corrected(policy, result: QuantResult, samples: list[CalibSample], log: Log) -> BiasCorrection:
+    try:
+        correction = correct_output_bias(policy, result, samples)
+    except BiasCorrectionError as e:
+        raise QuantPipelineError(str(e)) from e
+    log(f"      {correction.describe()}")
+    return correction
 
 
 def binarize_plan(policy, opts: QuantOptions) -> BinarizePlan:
@@ -442,7 +501,9 @@ __all__ = [
     "QuantPipelineError",
     "calibrate_policy",
     "calibration_needs",
+    "check_bias_correction",
     "check_budget",
+    "correct_bias",
     "default_accumulator_bytes",
     "finish_outcome",
     "balanced_groups",

@@ -41,6 +41,9 @@ class OpenVLAOFTArchitecture(Architecture):
         "head": ("action_head",),
     }
     runtime_stage_ends = {"vision": "projector", "llm": "language_model.model.norm"}
+    # The L1 head's last linear layer: MLPResNet maps each chunk step's hidden states to action_dim
+    # outputs, so its bias (action_dim,) is added to every step of the (chunk, action_dim) output.
+    output_bias = "action_head.model.fc2.bias"
 
     def matches_config(self, config: dict[str, Any]) -> bool:
         return config.get("model_type") == "openvla"

@@ -45,6 +45,10 @@ class _Pi0Family(Architecture):
         "gemma": ("paligemma_with_expert",),
     }
     runtime_stage_ends = {"vision": "multi_modal_projector"}
+    # action_out_proj's bias is added to the predicted velocity, which the Euler loop integrates from
+    # noise: not a constant shift of the normalised actions that a measured mean could be folded into.
+    no_output_bias = ("a flow-matching policy: its action head predicts a velocity that the denoising steps "
+                      "integrate, so an output bias is not an action shift")
 
     def matches_config(self, config: dict[str, Any]) -> bool:
         # LeRobot's layout names the family; an openpi-PyTorch config does not (its tensors do).
