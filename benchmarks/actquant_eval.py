@@ -236,12 +236,23 @@ def summary(r: dict) -> dict:
     }
 
 
+# A method name with one of these suffixes runs the method with the flags (``--methods actquant+bc``).
+VARIANTS = {"+bc": (("--bias-correction",), "bias correction")}
+
+
+def method_config(m: str, b: float) -> Config:
+    for suffix, (flags, what) in VARIANTS.items():
+        if m.endswith(suffix):
+            return Config(f"{m}-{b:g}", m[: -len(suffix)], b, flags, f"{m[: -len(suffix)]} + {what}")
+    return Config(f"{m}-{b:g}", m, b, label=m)
+
+
 def grid_configs(methods, budgets) -> list[Config]:
     out = [Config("fp32", None, None, label="full precision (PyTorch)")]
     # budgets outermost, ActQuant first: with two workers the headline comparisons finish first
     for b in budgets:
         for m in methods:
-            out.append(Config(f"{m}-{b:g}", m, b, label=m))
+            out.append(method_config(m, b))
     return out
 
 

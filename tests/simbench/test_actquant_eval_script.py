@@ -47,6 +47,9 @@ def test_grid_order_and_only() -> None:
     assert g.select(configs, None) == configs
     with pytest.raises(SystemExit, match="unknown configuration.*rtn-4"):
         g.select(configs, "fp32,rtn-4")
+    # a "+bc" method is the method with --bias-correction, in its own directory
+    bc = g.grid_configs(["actquant+bc"], [2.5])[1]
+    assert (bc.key, bc.method, bc.flags) == ("actquant+bc-2.5", "actquant", ("--bias-correction",))
 
 
 def test_commands_share_seed_and_episodes(tmp_path: Path, monkeypatch) -> None:
