@@ -133,10 +133,11 @@ def test_real_oft_shapes_feasible_range():
 
 
 def test_json_round_trip(calibrated, tmp_path):
-    a = allocate(calibrated.targets, _errors(calibrated), 2.5)
+    a = allocate(calibrated.targets, _errors(calibrated), 2.5, error_model="paper")
     p = a.save(tmp_path / "alloc.json")
     b = load_allocation(p, calibrated.targets)
     assert b.types() == a.types() and b.padded() == a.padded() and abs(b.bpw - a.bpw) < 1e-12
+    assert b.error_model == "paper"
     assert [t.error for t in b.tensors] == [t.error for t in a.tensors]
     # a hand edit is honoured, and an edit that breaks the model's shapes is refused
     d = json.loads(p.read_text())

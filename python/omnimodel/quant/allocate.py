@@ -12,16 +12,18 @@ is offered zero-padded to the next multiple when ``padding`` allows, and is char
 the padded row divided by the real row length. F16 is always offered, so every matrix has an option. The
 budget is over the quantized matrices only (METHODS: "Vision+LLM BPW").
 
-Error models: ``paper_errors`` (E = S ||W||^2 2^(-2 b), the paper's) or ``measured_errors`` (the real
-importance-weighted error of W at each type through ggml's quantizer, times the sensitivity weight).
+Error models: ``paper_errors`` (E = S ||W||^2 2^(-2 b), the paper's), ``measured_errors`` (the real
+importance-weighted error of W at each type through ggml's quantizer, times the sensitivity weight), or
+any other encoder through ``option_errors`` (``quantize.encoder_errors``: the method's own quantizer).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +126,79 @@ def paper_errors(
     return out
 
 
+#: One matrix's encoder for an error model: option -> the matrix encoded in it and decoded again, fp32
+#: (rows, n_in), padding dropped.
+OptionDecoder = Callable[[TypeOption], np.ndarray]
+#: Builds a matrix's ``OptionDecoder`` from its target, fp32 weight and scoring importance (None: plain
+#: squared error); called once per matrix, so what it reads per matrix (a spilled Fisher) is read once,
+#: not once per candidate type.
+DecoderFactory = Callable[[MatrixTarget, np.ndarray, np.ndarray | None], OptionDecoder]
+Log = Callable[[str], None]
+
+
+class _ScoringProgress:
+    """The convert log's view of a long scoring pass: a line at most every ``every_s`` seconds and a total
+    (a 7B model is hundreds of matrices x 17 encodes each, minutes to hours)."""
+
+    def __init__(self, log: Log | None, label: str, n_matrices: int, every_s: float = 30.0) -> None:
+        self.log, self.label, self.n, self.every_s = log, label, n_matrices, every_s
+        self.t0 = self.last = time.perf_counter()
+        self.done = self.encodes = 0
+
+    def step(self, encodes: int) -> None:
+        self.done += 1
+        self.encodes += encodes
+        now = time.perf_counter()
+        if self.log is not None and self.done < self.n and now - self.last >= self.every_s:
+            self.last = now
+            self.log(f"      {self.label}: {self.done}/{self.n} matrices scored ({now - self.t0:.1f} s)")
+
+    def finish(self) -> None:
+        if self.log is not None:
+            seconds = time.perf_counter() - self.t0
+            self.log(f"      {self.label}: {self.done} matrices, {self.encodes} encodes scored in {seconds:.1f} s")
+
+
+def option_errors(
+    targets: Iterable[MatrixTarget],
+    weights: Mapping[str, np.ndarray],
+    decoder: DecoderFactory,
+    importance: Callable[[str], np.ndarray | None] | None = None,
+    sensitivity: Mapping[str, float] | None = None,
+    candidates: Iterable[GGMLType | str] = DEFAULT_CANDIDATES,
+    padding: str = "auto",
+    *,
+    log: Log | None = None,
+    label: str = "error model",
+) -> dict[str, dict[GGMLType, float]]:
+    """sensitivity x importance-weighted error of each matrix at each of its options (``tensor_options``):
+    the block types through ``decoder``, F16 rounded as the writer stores it. One matrix (its weight, its
+    importance, its encodes) is in memory at a time, so ``weights`` may be lazy."""
+    targets = list(targets)
+    cands = tuple(candidates)
+    progress = _ScoringProgress(log, label, len(targets))
+    out: dict[str, dict[GGMLType, float]] = {}
+    for tg in targets:
+        w = np.asarray(weights[tg.name], dtype=np.float32)
+        imp = importance(tg.name) if importance is not None else None
+        s = 1.0 if sensitivity is None else float(sensitivity[tg.name])
+        encode = decoder(tg, w, imp)
+        errs: dict[GGMLType, float] = {}
+        for o in tensor_options(tg.n_in, cands, padding):
+            w_hat = w.astype(np.float16).astype(np.float32) if o.type == GGMLType.F16 else encode(o)
+            errs[o.type] = s * weighted_error(w, w_hat, imp)
+        out[tg.name] = errs
+        progress.step(len(errs) - 1)
+    progress.finish()
+    return out
+
+
+def _ggml_decoder(tg: MatrixTarget, w: np.ndarray, imp: np.ndarray | None) -> OptionDecoder:
+    # types ggml refuses without an importance (IQ2_XXS, IQ2_XS, IQ1_*) get a uniform one
+    q_imp = imp if imp is not None else np.ones(tg.n_in, np.float32)
+    return lambda o: decode_cols(ggml_encode(w, o.type, q_imp), o.type, tg.n_in)
+
+
 def measured_errors(
     targets: Iterable[MatrixTarget],
     weights: Mapping[str, np.ndarray],
@@ -131,28 +206,15 @@ def measured_errors(
     sensitivity: Mapping[str, float] | None = None,
     candidates: Iterable[GGMLType | str] = DEFAULT_CANDIDATES,
     padding: str = "auto",
+    *,
+    log: Log | None = None,
 ) -> dict[str, dict[GGMLType, float]]:
     """The importance-weighted error of each matrix at each option, through ggml's quantizer.
 
-    ``importance(name)`` gives the per-column vector (in,) the quantizer and the error both use (the
-    imatrix or a Fisher column mean); types ggml refuses without one get a uniform vector.
-    """
-    cands = tuple(candidates)
-    out: dict[str, dict[GGMLType, float]] = {}
-    for tg in targets:
-        w = np.asarray(weights[tg.name], dtype=np.float32)
-        imp = importance(tg.name) if importance is not None else None
-        q_imp = imp if imp is not None else np.ones(tg.n_in, np.float32)
-        s = 1.0 if sensitivity is None else float(sensitivity[tg.name])
-        errs: dict[GGMLType, float] = {}
-        for o in tensor_options(tg.n_in, cands, padding):
-            if o.type == GGMLType.F16:
-                w_hat = w.astype(np.float16).astype(np.float32)
-            else:
-                w_hat = decode_cols(ggml_encode(w, o.type, q_imp), o.type, tg.n_in)
-            errs[o.type] = s * weighted_error(w, w_hat, imp)
-        out[tg.name] = errs
-    return out
+    ``importance(name)`` gives the vector the quantizer and the error both use: per column (in,) (the
+    imatrix) or per element (rows, in) (the Fisher; ggml then quantizes row by row)."""
+    return option_errors(targets, weights, _ggml_decoder, importance, sensitivity, candidates, padding,
+                         log=log, label="measured error model (ggml)")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -176,6 +238,7 @@ class Allocation:
     tensors: tuple[TensorAllocation, ...]
     budget_bpw: float | None
     method: str = "actquant"
+    error_model: str | None = None  # what the solver scored the types with (None: a file or overrides)
 
     @property
     def numel(self) -> int:
@@ -208,6 +271,7 @@ class Allocation:
             "format": ALLOCATION_FORMAT,
             "version": ALLOCATION_VERSION,
             "method": self.method,
+            "error_model": self.error_model,
             "budget_bpw": self.budget_bpw,
             "bpw": self.bpw,
             "budget_gap": None if self.budget_bpw is None else self.budget_bpw - self.bpw,
@@ -249,7 +313,10 @@ class Allocation:
         except (KeyError, TypeError, ValueError) as e:
             raise AllocationError(f"{where}: bad tensor entry ({e})") from None
         return cls(
-            tensors, None if d.get("budget_bpw") is None else float(d["budget_bpw"]), str(d.get("method", "file"))
+            tensors,
+            None if d.get("budget_bpw") is None else float(d["budget_bpw"]),
+            str(d.get("method", "file")),
+            None if d.get("error_model") is None else str(d["error_model"]),
         )
 
 
@@ -304,9 +371,10 @@ def allocate(
     padding: str = "auto",
     tol: float = 0.02,
     method: str = "actquant",
+    error_model: str | None = None,
 ) -> Allocation:
     """The layer-balanced greedy solver; raises AllocationError naming the feasible range if ``budget_bpw``
-    cannot be met within ``tol``."""
+    cannot be met within ``tol``. ``error_model`` only names where ``errors`` came from, for the file."""
     targets = list(targets)
     cands = tuple(candidates)
     check_budget(targets, budget_bpw, candidates=cands, padding=padding, tol=tol)
@@ -355,7 +423,7 @@ def allocate(
         )
         for i, (tg, oo) in enumerate(zip(targets, opts))
     )
-    return Allocation(out, float(budget_bpw), method)
+    return Allocation(out, float(budget_bpw), method, error_model)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -414,7 +482,7 @@ def apply_overrides(
                     f"block of {type_info(tname).block_size} (allow padding or pick another type)"
                 )
             chosen[n] = TensorAllocation(n, t.shape, t.layer, o.type.name, o.pad_to, o.bpw, None, "override")
-    return Allocation(tuple(chosen[t.name] for t in alloc.tensors), alloc.budget_bpw, alloc.method)
+    return replace(alloc, tensors=tuple(chosen[t.name] for t in alloc.tensors))
 
 
 def load_allocation(
@@ -470,6 +538,7 @@ __all__ = [
     "feasible_range",
     "load_allocation",
     "measured_errors",
+    "option_errors",
     "option_for",
     "paper_errors",
     "parse_overrides",
