@@ -148,6 +148,10 @@ def test_lazy_weights_are_the_model_weights(demo) -> None:
         (QuantOptions(allocation="a.json", method="awq"), False, True, False, False),
         (QuantOptions(allocation="a.json", importance="magnitude"), False, False, False, False),
         (QuantOptions(bpw=3, method="rtn", error_model="measured"), True, False, True, False),
+        # the encoder error model scores by the Fisher and encodes with the method's own statistics
+        (QuantOptions(bpw=3, method="rtn", error_model="encoder"), True, False, True, False),
+        (QuantOptions(bpw=3, method="gptq", error_model="encoder", hsic=False), False, False, True, True),
+        (QuantOptions(bpw=3, method="imatrix", error_model="encoder"), True, True, True, False),
     ],
 )
 def test_calibration_needs(opts, features, imatrix, fisher, hessian) -> None:

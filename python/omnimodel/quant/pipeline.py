@@ -16,8 +16,8 @@ and blocks are in memory at a time; ``quantize_policy`` is the same pass keeping
 (for callers that want them in memory).
 
 What is calibrated follows from the options (``calibration_needs``): the Action-Mixed Fisher (a backward
-pass per sample) only for actquant's importance, the measured error model or ``fisher_score``; the HSIC
-features only when the solver allocates with HSIC; E[x xᵀ] only for gptq; ``rtn`` with a complete
+pass per sample) only for actquant's importance, the measured / encoder error models or ``fisher_score``;
+the HSIC features only when the solver allocates with HSIC; E[x xᵀ] only for gptq; ``rtn`` with a complete
 ``--allocation`` needs no calibration at all. The Fisher accumulators of one pass are capped at
 ``max_accumulator_bytes`` (default: the model's own size in bf16), larger models calibrate in passes over
 groups of whole layers, and with ``spill`` each finished Fisher goes to disk (``quant.spill``).
@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ from .binarize import (
 from .calib_check import CalibMismatchError, check_episode, check_metadata, check_sample
 from .calib_data import DEFAULT_EPISODES, CalibDataOptions, open_calib_data
 from .calibrate import CalibStats, calibrate
-from .quantize import IMPORTANCE_MODES, MatrixQuantizer, QuantResult, plan_allocation
+from .quantize import ENCODER_METHODS, ERROR_MODELS, IMPORTANCE_MODES, MatrixQuantizer, QuantResult, plan_allocation
 from .report import quant_report
 from .samples import CalibSample, samples_from_episodes
 from .spill import merge_arrays
@@ -88,6 +88,8 @@ class QuantOptions:
     lam: float = 0.5  # Action-Mixed Fisher: lam * L1 + (1 - lam) * CE
     importance: str = "fisher"  # actquant's per-element importance (see quantize_matrices)
     hsic: bool = True  # HSIC sensitivity in the allocation
+    # what the allocation weighs each candidate type by (quantize.ERROR_MODELS); the paper's by default,
+    # so ActQuant runs as published unless asked otherwise
     error_model: str = "paper"
     # Calibration data: an omnimodel episode dataset, a LeRobot v2.x/v3.0 dataset or LIBERO *_demo.hdf5
     # file(s), detected (calib_data.py); None: the demo's bundled calibration split (the demo policy only).
@@ -128,6 +130,21 @@ class QuantOptions:
         ActQuant on a complete --allocation), or the bias correction its samples to measure on."""
         return calibration_needs(self).any or self.bias_correction
 
+    def _check_error_model(self) -> None:
+        if self.error_model not in ERROR_MODELS:
+            raise QuantPipelineError(f"error model must be one of {ERROR_MODELS}, got {self.error_model!r}")
+        if self.error_model == "paper":
+            return
+        if self.binarizes:
+            raise QuantPipelineError(f"--error-model applies to the allocation of {', '.join(GGML_METHODS)}; "
+                                     f"--method {self.method} has none (--bpw chooses its knobs)")
+        if self.bpw is None:
+            raise QuantPipelineError("--error-model applies to the solver's allocation (--bpw); a complete "
+                                     "--allocation file has no types left to choose")
+        if self.error_model == "encoder" and self.method not in ENCODER_METHODS:
+            raise QuantPipelineError(f"--error-model encoder cannot score --method {self.method}: its transform "
+                                     "edits the weights after the allocation; use --error-model measured or paper")
+
     def calib_data_options(self) -> CalibDataOptions:
         return CalibDataOptions(cameras=self.calib_cameras, state_key=self.calib_state, action_key=self.calib_action,
                                 split=self.split, episodes=self.calib_episodes, seed=self.seed)
@@ -137,6 +154,7 @@ class QuantOptions:
             raise QuantPipelineError(f"method must be one of {PIPELINE_METHODS}, got {self.method!r}")
         if self.importance not in IMPORTANCE_MODES:
             raise QuantPipelineError(f"importance must be one of {IMPORTANCE_MODES}, got {self.importance!r}")
+        self._check_error_model()
         if not 0.0 <= self.lam <= 1.0:
             raise QuantPipelineError(f"lambda must be in [0, 1], got {self.lam}")
         if self.ablation is not None and (self.method != "hbvla" or self.ablation not in ABLATION_NAMES):
@@ -181,7 +199,8 @@ class CalibNeeds:
 
 def calibration_needs(opts: QuantOptions) -> CalibNeeds:
     """What ``opts`` needs: a complete allocation file needs no statistics, the solver its HSIC features
-    (``hsic``) and the Fisher (``error_model="measured"``); each method its own (rtn: none)."""
+    (``hsic``) and the Fisher (the measured and encoder error models score by it); each method its own
+    (rtn: none), which the encoder error model's encodes read too."""
     if opts.binarizes:  # hbvla.solve picks the knobs from shapes alone; H = X X^T unless sign x alpha
         return CalibNeeds(features=False, imatrix=False, fisher=opts.fisher_score,
                           hessian=needs_hessian(opts.method, opts.ablation))
@@ -190,7 +209,7 @@ def calibration_needs(opts: QuantOptions) -> CalibNeeds:
         features=solver and opts.hsic,
         imatrix=opts.method in ("imatrix", "awq"),
         fisher=(opts.method == "actquant" and opts.importance != "magnitude")
-        or (solver and opts.error_model == "measured")
+        or (solver and opts.error_model != "paper")
         or opts.fisher_score,
         hessian=opts.method == "gptq",
     )
@@ -345,18 +364,20 @@ def merge_stats(parts: list[CalibStats]) -> CalibStats:
     )
 
 
-def plan(policy, stats: CalibStats | None, opts: QuantOptions, weights=None) -> Allocation:
+def plan(policy, stats: CalibStats | None, opts: QuantOptions, weights=None, log: Log | None = None) -> Allocation:
     """The allocation: the solver's under ``opts.bpw``, a saved one, or overrides on top of the solver's.
-    ``weights``: the quantized matrices as numpy (read lazily from the policy, one at a time, if not given)."""
+    ``weights``: the quantized matrices as numpy (read lazily from the policy, one at a time, if not given).
+    ``log``: the measured / encoder error models' progress."""
     targets = matrix_targets(policy.model)
     base = None
     if opts.bpw is not None:
         weights = weights if weights is not None else ModelWeights(policy.model)
         try:
-            base = plan_allocation(targets, weights, stats, opts.bpw, error_model=opts.error_model, hsic=opts.hsic)
+            base = plan_allocation(targets, weights, stats, opts.bpw, error_model=opts.error_model, hsic=opts.hsic,
+                                   method=opts.method, importance=opts.importance, log=log)
         except AllocationError as e:
             raise QuantPipelineError(str(e)) from e
-        base = Allocation(base.tensors, base.budget_bpw, opts.method)
+        base = replace(base, method=opts.method)
     if opts.allocation is None:
         assert base is not None
         return base
@@ -408,7 +429,7 @@ def quantize_policy(policy, stats: CalibStats | None, opts: QuantOptions, log: L
     the report. Matrices are read from the policy one at a time."""
     opts.check()
     t0 = time.perf_counter()
-    allocation = plan(policy, stats, opts)
+    allocation = plan(policy, stats, opts, log=log)
     allocate_s = time.perf_counter() - t0
     quantizer = make_quantizer(policy, allocation, stats, opts, log)
     blocks = encode_matrices(policy, allocation, quantizer)

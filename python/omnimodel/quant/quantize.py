@@ -19,14 +19,25 @@ error sum F_ii (w_i - w_hat_i)^2, a second-order estimate of the action-loss inc
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from omnimodel.gguf.types import GGMLType, parse_type, type_info
 
-from .allocate import DEFAULT_CANDIDATES, Allocation, TensorAllocation, allocate, measured_errors, paper_errors
+from .allocate import (
+    DEFAULT_CANDIDATES,
+    Allocation,
+    Log,
+    OptionDecoder,
+    TensorAllocation,
+    TypeOption,
+    allocate,
+    measured_errors,
+    option_errors,
+    paper_errors,
+)
 from .calibrate import CalibStats
 from .gptq import quantize_gptq
 from .imatrix import quantize_imatrix
@@ -36,7 +47,13 @@ from .sensitivity import sensitivities, sensitivity_weights
 from .targets import MatrixTarget
 
 METHODS = ("actquant", "rtn", "imatrix", "gptq")
-ERROR_MODELS = ("paper", "measured")
+#: paper: E = S ||W||^2 2^(-2 b) by nominal bits; measured: W through ggml's quantizer; encoder: W through
+#: the method's own quantizer (what ships). The last two score sum importance (w - w_hat)^2 x S.
+ERROR_MODELS = ("paper", "measured", "encoder")
+#: Methods whose encoder ``encoder_errors`` can run: AWQ's quantizer runs on weights its transform edits
+#: after the allocation (the scales are searched for the allocated types), so no per-type error of the
+#: unedited matrix is what it ships.
+ENCODER_METHODS = ("actquant", "rtn", "imatrix", "gptq")
 
 
 def plan_allocation(
@@ -52,14 +69,20 @@ def plan_allocation(
     padding: str = "auto",
     tol: float = 0.02,
     hsic: bool = True,
+    method: str = "actquant",
+    importance: str = "amf",
+    log: Log | None = None,
 ) -> Allocation:
     """HSIC sensitivities -> per-type errors -> the layer-balanced greedy allocation. ``hsic=False``
     weighs every matrix the same (the ablation's allocation without the HSIC sensitivity); with the paper
     error model it then needs no statistics (``stats=None``). ``weights`` may be lazy (one matrix read
-    at a time)."""
+    at a time). ``method`` and ``importance`` are those the matrices will be written with; only the
+    encoder error model reads them. ``log``: progress of the measured / encoder scoring."""
     targets = list(targets)
-    if stats is None and (hsic or error_model == "measured"):
-        raise ValueError("the HSIC sensitivities and the measured error model need calibration statistics")
+    if error_model not in ERROR_MODELS:
+        raise ValueError(f"error_model must be one of {ERROR_MODELS}, got {error_model!r}")
+    if stats is None and (hsic or error_model != "paper"):
+        raise ValueError("the HSIC sensitivities and the measured / encoder error models need calibration statistics")
     sens = (
         sensitivity_weights(sensitivities(stats, alpha=alpha, beta=beta))
         if hsic
@@ -69,12 +92,69 @@ def plan_allocation(
         norms = {t.name: float(np.square(np.asarray(weights[t.name], np.float64)).sum()) for t in targets}
         errs = paper_errors(targets, norms, sens, candidates, padding)
     elif error_model == "measured":
-        fisher = stats.fisher or None
-        imp = (lambda n: fisher[n]) if fisher else (lambda n: stats.imatrix[n])
-        errs = measured_errors(targets, weights, imp, sens, candidates, padding)
+        errs = measured_errors(targets, weights, scoring_importance(stats), sens, candidates, padding, log=log)
     else:
-        raise ValueError(f"error_model must be one of {ERROR_MODELS}, got {error_model!r}")
-    return allocate(targets, errs, budget_bpw, candidates=candidates, padding=padding, tol=tol)
+        errs = encoder_errors(targets, weights, stats, method, importance=importance, sensitivity=sens,
+                              candidates=candidates, padding=padding, log=log)
+    return allocate(targets, errs, budget_bpw, candidates=candidates, padding=padding, tol=tol,
+                    error_model=error_model)
+
+
+def scoring_importance(stats: CalibStats) -> Callable[[str], np.ndarray]:
+    """The importance the measured and encoder error models weigh errors by: the Fisher (the measure every
+    method's result is reported on), or the imatrix when no Fisher was calibrated."""
+    fisher = stats.fisher or None
+    return (lambda n: fisher[n]) if fisher else (lambda n: stats.imatrix[n])
+
+
+def encoder_errors(
+    targets: Iterable[MatrixTarget],
+    weights: Mapping[str, np.ndarray],
+    stats: CalibStats,
+    method: str = "actquant",
+    *,
+    importance: str = "amf",
+    sensitivity: Mapping[str, float] | None = None,
+    candidates: Iterable[GGMLType | str] = DEFAULT_CANDIDATES,
+    padding: str = "auto",
+    log: Log | None = None,
+) -> dict[str, dict[GGMLType, float]]:
+    """Each matrix at each option encoded by ``quantize_matrix`` with ``method`` and ``importance``, the
+    function ``MatrixQuantizer`` writes the GGUF with, so the error the allocation weighs a type by is the
+    error that type would ship with; scored like ``measured_errors`` (``scoring_importance`` x sensitivity).
+    About as costly as quantizing the model once per candidate type."""
+    if method not in ENCODER_METHODS:
+        raise ValueError(
+            f"the encoder error model supports {', '.join(ENCODER_METHODS)}, not {method!r} (its transform "
+            "edits the weights after the allocation); use the paper or measured error model")
+    _check_method(method, stats, importance)
+    has_fisher = bool(stats.fisher)
+
+    def method_decoder(tg: MatrixTarget, w: np.ndarray, imp: np.ndarray | None) -> OptionDecoder:
+        # this matrix's statistics read once for all its candidates (a spilled Fisher is a file read);
+        # when the Fisher is the scoring importance, ``imp`` is that same array
+        one = _matrix_stats(stats, tg.name, imp if has_fisher else None)
+
+        def decode(o: TypeOption) -> np.ndarray:
+            ta = TensorAllocation(tg.name, tg.shape, tg.layer, o.type.name, o.pad_to, o.bpw)
+            return quantize_matrix(w, ta, method, one, importance=importance).values(tg.n_in)
+
+        return decode
+
+    return option_errors(targets, weights, method_decoder, scoring_importance(stats), sensitivity, candidates,
+                         padding, log=log, label=f"encoder error model ({method})")
+
+
+def _matrix_stats(stats: CalibStats, name: str, fisher: np.ndarray | None) -> CalibStats:
+    """``stats`` narrowed to the per-matrix statistics ``quantize_matrix`` reads of ``name``, each loaded once."""
+    def one(m: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:  # not ``in`` then ``[]``: a spilled mapping would read the file twice
+            return {name: m[name]}
+        except KeyError:
+            return {}
+
+    return replace(stats, fisher={name: fisher} if fisher is not None else {}, imatrix=one(stats.imatrix),
+                   hessian=one(stats.hessian))
 
 
 @dataclass(frozen=True)
@@ -260,13 +340,16 @@ def _fisher_error(w: np.ndarray, q: TensorQuant, fisher: np.ndarray) -> float:
 
 
 __all__ = [
+    "ENCODER_METHODS",
     "ERROR_MODELS",
     "IMPORTANCE_MODES",
     "METHODS",
     "MatrixQuantizer",
     "QuantResult",
     "QuantSummary",
+    "encoder_errors",
     "plan_allocation",
     "quantize_matrices",
     "quantize_matrix",
+    "scoring_importance",
 ]
