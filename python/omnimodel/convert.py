@@ -459,7 +459,7 @@ def _calibrate_and_allocate(
             stats = calibrate_policy(policy, quant, samples=samples, log=log, spill=spill)
         budget = f"{quant.bpw:g} bpw" if quant.bpw is not None else f"allocation {quant.allocation}"
         with stage_step("allocate", f"one type per matrix ({budget})"):
-            allocation = plan(policy, stats, quant)
+            allocation = plan(policy, stats, quant, log=log)
             quantizer = make_quantizer(policy, allocation, stats, quant, log)
             log(f"      {len(allocation.tensors)} matrices at {allocation.bpw:.3f} bpw "
                 f"(budget {quant.bpw if quant.bpw is not None else 'from file'}); types: "

@@ -32,6 +32,7 @@ def test_budget_met_and_reported(quant_out) -> None:
     out, text = quant_out
     alloc = json.loads((out / "allocation.json").read_text())
     assert alloc["format"] == "omnimodel-allocation" and alloc["budget_bpw"] == 2.5
+    assert alloc["error_model"] == "paper"  # the default: ActQuant's own error model
     assert abs(alloc["bpw"] - 2.5) <= 0.02  # the issue's tolerance, over the quantized matrices
     assert len(alloc["tensors"]) == 30
     # the summary names every quantized matrix's type, the three bpw figures (provenance.BpwFigures'
@@ -126,3 +127,46 @@ def test_override_list_on_top_of_the_solver(tmp_path, capsys) -> None:
     bad.write_text("no.such.tensor=Q4_0\n")
     assert main(["convert", "openvla-oft", "--bpw", "4", "--allocation", str(bad), "--out", str(tmp_path / "b")]) != 0
     assert "matches no quantized matrix" in capsys.readouterr().err
+
+
+def test_encoder_error_model_end_to_end(tmp_path, capsys) -> None:
+    """`--error-model encoder`: every candidate type scored by actquant's own encoder, the allocation under
+    the budget, parity passed, and the error model recorded in allocation.json and quant_report.json."""
+    out = tmp_path / "enc"
+    assert main(["convert", "openvla-oft", "--bpw", "2.5", "--error-model", "encoder", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "encoder error model (actquant): 30 matrices, " in text and "convert: parity passed (mixed)" in text
+    alloc = json.loads((out / "allocation.json").read_text())
+    assert alloc["error_model"] == "encoder" and abs(alloc["bpw"] - 2.5) <= 0.02
+    report = json.loads((out / "quant_report.json").read_text())
+    assert report["error_model"] == report["options"]["error_model"] == "encoder"
+    # what the allocation charged each matrix at its type is what its shipped blocks cost (their Fisher-
+    # weighted error in the report), times the matrix's HSIC weight; recalibrated here, that weight agrees
+    # to ~1e-3 (ggml's Q2_0, the measured model's, would be off ~4x on most of these matrices)
+    import torch
+    from omnimodel.arch.openvla_oft import load_policy
+    from omnimodel.demo_assets import DEMO_POLICY_DIR
+    from omnimodel.quant.pipeline import QuantOptions, calibrate_policy
+    from omnimodel.quant.sensitivity import sensitivities, sensitivity_weights
+
+    torch.set_num_threads(1)
+    stats = calibrate_policy(load_policy(DEMO_POLICY_DIR), QuantOptions(bpw=2.5), log=lambda s: None)
+    sens = sensitivity_weights(sensitivities(stats))
+    shipped = {t["name"]: t["errors"]["fisher"] for t in report["tensors"]}
+    for t in alloc["tensors"]:
+        assert t["error"] == pytest.approx(sens[t["name"]] * shipped[t["name"]], rel=1e-2), t["name"]
+
+
+def test_error_model_flag_errors(tmp_path, capsys) -> None:
+    out = str(tmp_path / "out")
+    with pytest.raises(SystemExit) as e:
+        main(["convert", "openvla-oft", "--bpw", "2.5", "--error-model", "nope", "--out", out])
+    assert e.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+    for args, needle in (
+        (["--demo", "--error-model", "encoder"], "applies to quantized conversions"),
+        (["--bpw", "3", "--method", "awq", "--error-model", "encoder"], "cannot score --method awq"),
+    ):
+        assert main(["convert", "openvla-oft", *args, "--out", out]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+    assert list(tmp_path.iterdir()) == []

@@ -49,6 +49,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="actquant's per-element importance for the scale optimisation (default fisher)")
     q.add_argument("--no-hsic", dest="hsic", action="store_false",
                    help="allocate without the HSIC sensitivity (every matrix weighs the same)")
+    q.add_argument("--error-model", default="paper", choices=["paper", "measured", "encoder"],
+                   help="what the allocation charges each candidate type: paper (default, ActQuant's "
+                   "S*||W||^2*2^-2b by nominal bits), measured (the Fisher-weighted error after ggml's "
+                   "quantizer) or encoder (after --method's own quantizer, what ships; one encode per matrix "
+                   "and type; not for awq) (docs/quantization.md)")
     q.add_argument("--calib", type=Path, metavar="PATH",
                    help="calibration data, format detected: a LeRobot v2.x/v3.0 dataset folder, a LIBERO "
                    "*_demo.hdf5 file or folder of them, or an omnimodel episode dataset (required with "
@@ -108,7 +113,8 @@ def _run(args: argparse.Namespace) -> int:
 
         quant = QuantOptions(
             bpw=args.bpw, method=args.method, allocation=args.allocation, lam=args.lam,
-            importance=args.importance, hsic=args.hsic, calib=args.calib, split=args.calib_split,
+            importance=args.importance, hsic=args.hsic, error_model=args.error_model, calib=args.calib,
+            split=args.calib_split,
             calib_cameras=_camera_list(args.calib_cameras), calib_state=args.calib_state,
             calib_action=args.calib_action, calib_episodes=args.calib_episodes,
             steps_per_episode=args.calib_steps, device=args.device,
@@ -128,6 +134,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--hbvla-ablation applies to a binarized conversion (--method hbvla --bpw B)")
     elif args.bias_correction:
         raise UsageError("--bias-correction applies to quantized conversions (--bpw or --allocation)")
+    elif args.error_model != "paper":
+        raise UsageError("--error-model applies to quantized conversions (--bpw)")
     elif any(v is not None for v in (args.calib, args.calib_cameras, args.calib_state, args.calib_action)):
         raise UsageError("--calib and its options apply to quantized conversions (--bpw or --allocation)")
     knobs = [_parse_knob(k) for k in args.knob]
@@ -137,6 +145,7 @@ def _run(args: argparse.Namespace) -> int:
         budget = f"{args.bpw:g}bpw" if args.bpw is not None else "alloc"
         method = args.method + (f"-{args.hbvla_ablation}" if args.hbvla_ablation else "")
         method += "-biascorr" if args.bias_correction else ""
+        method += f"-{args.error_model}" if args.error_model != "paper" else ""
         out = Path(f"{arch.name}-{method}-{budget}{'-demo' if args.demo else ''}")
     else:
         out = Path(f"{arch.name}-{outtype}{'-demo' if args.demo else ''}")

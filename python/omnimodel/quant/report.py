@@ -53,6 +53,7 @@ def quant_report(
     out = {
         "method": result.method,
         "budget_bpw": allocation.budget_bpw,
+        "error_model": allocation.error_model,  # what the solver weighed the types by (None: from a file)
         **size_report(policy, allocation, base_outtype),
         "types": allocation.type_histogram(),
         "padded": allocation.padded(),
