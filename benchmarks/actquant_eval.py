@@ -236,15 +236,25 @@ def summary(r: dict) -> dict:
     }
 
 
-# A method name with one of these suffixes runs the method with the flags (``--methods actquant+bc``).
-VARIANTS = {"+bc": (("--bias-correction",), "bias correction")}
+# A method name with any of these suffixes runs the method with their flags (``--methods actquant+bc``);
+# they combine, in any order (``actquant+enc+bc``).
+VARIANTS = {
+    "+bc": (("--bias-correction",), "bias correction"),
+    "+enc": (("--error-model", "encoder"), "encoder-measured error model"),
+}
 
 
 def method_config(m: str, b: float) -> Config:
-    for suffix, (flags, what) in VARIANTS.items():
-        if m.endswith(suffix):
-            return Config(f"{m}-{b:g}", m[: -len(suffix)], b, flags, f"{m[: -len(suffix)]} + {what}")
-    return Config(f"{m}-{b:g}", m, b, label=m)
+    base, variants = m, []
+    while True:
+        suffix = next((s for s in VARIANTS if base.endswith(s)), None)
+        if suffix is None:
+            break
+        base = base[: -len(suffix)]
+        variants.insert(0, VARIANTS[suffix])
+    flags = tuple(f for fl, _ in variants for f in fl)
+    label = " + ".join([base, *(what for _, what in variants)])
+    return Config(f"{m}-{b:g}", base, b, flags, label)
 
 
 def grid_configs(methods, budgets) -> list[Config]:

@@ -50,6 +50,13 @@ def test_grid_order_and_only() -> None:
     # a "+bc" method is the method with --bias-correction, in its own directory
     bc = g.grid_configs(["actquant+bc"], [2.5])[1]
     assert (bc.key, bc.method, bc.flags) == ("actquant+bc-2.5", "actquant", ("--bias-correction",))
+    # "+enc" allocates with the encoder error model; variants combine, flags in the order written
+    enc, both = g.grid_configs(["actquant+enc", "rtn+enc+bc"], [3.0])[1:]
+    assert (enc.key, enc.method, enc.flags) == ("actquant+enc-3", "actquant", ("--error-model", "encoder"))
+    assert (both.key, both.method) == ("rtn+enc+bc-3", "rtn")
+    assert both.flags == ("--error-model", "encoder", "--bias-correction")
+    assert both.label == "rtn + encoder-measured error model + bias correction"
+    assert g.method_config("rtn", 2.0).flags == ()
 
 
 def test_commands_share_seed_and_episodes(tmp_path: Path, monkeypatch) -> None:
