@@ -54,6 +54,8 @@ def test_grid_order_and_only() -> None:
     enc, both = g.grid_configs(["actquant+enc", "rtn+enc+bc"], [3.0])[1:]
     assert (enc.key, enc.method, enc.flags) == ("actquant+enc-3", "actquant", ("--error-model", "encoder"))
     assert (both.key, both.method) == ("rtn+enc+bc-3", "rtn")
+    draw = g.grid_configs(["actquant+s1"], [2.5])[1]
+    assert (draw.key, draw.method, draw.flags) == ("actquant+s1-2.5", "actquant", ("--calib-seed", "1"))
     assert both.flags == ("--error-model", "encoder", "--bias-correction")
     assert both.label == "rtn + encoder-measured error model + bias correction"
     assert g.method_config("rtn", 2.0).flags == ()

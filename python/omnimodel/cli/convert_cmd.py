@@ -69,6 +69,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--calib-episodes", type=int, default=16, metavar="N",
                    help="episodes calibrated on, spread over the tasks, when the data has more (default 16)")
     q.add_argument("--calib-steps", type=int, default=4, help="samples taken per calibration episode (default 4)")
+    q.add_argument("--calib-seed", type=int, default=0, metavar="N",
+                   help="seed of the calibration draw: which episodes (when the data has more than "
+                   "--calib-episodes) and which of their steps (default 0); another seed is another draw "
+                   "of the same data, to measure how much a result depends on it")
     q.add_argument("--device", default="cpu", help="device for calibration: cpu or cuda (default cpu)")
     q.add_argument("--calib-memory", type=float, metavar="GIB",
                    help="most GiB of fp32 Fisher accumulators per calibration pass; larger models calibrate "
@@ -117,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
             split=args.calib_split,
             calib_cameras=_camera_list(args.calib_cameras), calib_state=args.calib_state,
             calib_action=args.calib_action, calib_episodes=args.calib_episodes,
-            steps_per_episode=args.calib_steps, device=args.device,
+            steps_per_episode=args.calib_steps, seed=args.calib_seed, device=args.device,
             max_accumulator_bytes=None if args.calib_memory is None else int(args.calib_memory * (1 << 30)),
             fisher_score=args.fisher_score, ablation=args.hbvla_ablation, bias_correction=args.bias_correction,
         )
