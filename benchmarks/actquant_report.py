@@ -76,7 +76,10 @@ def main_table(runs: dict[str, dict]) -> list[str]:
         r = runs.get(key)
         if r is None:
             continue
-        m, b = r["config"]["method"], r["config"]["bpw"]
+        b = r["config"]["bpw"]
+        # a variant row (extra convert flags: bias correction, another calibration draw) names its variant
+        m = r["config"].get("label") if r["config"].get("flags") else r["config"]["method"]
+        m = m or r["config"]["method"]
         s = summary(r)
         q = r.get("quant", {})
         par = r.get("parity", {})

@@ -116,13 +116,16 @@ def test_report_table_and_block(tmp_path: Path) -> None:
     r = _load("actquant_report")
     fp = _closed_loop({"push": [True, True, True, False], "reach": [True] * 4}, seed=3)
     rtn = _closed_loop({"push": [True, False, False, False], "reach": [True] * 4}, seed=3)
-    for key, cl, method, bpw in (("fp32", fp, None, None), ("rtn-3", rtn, "rtn", 3.0)):
+    for key, cl, method, bpw, flags in (("fp32", fp, None, None, []), ("rtn-3", rtn, "rtn", 3.0, []),
+                                        ("rtn+bc-3", rtn, "rtn", 3.0, ["--bias-correction"])):
         (tmp_path / key).mkdir()
-        doc = {"config": {"key": key, "method": method, "bpw": bpw, "arch": "openvla-oft"},
+        doc = {"config": {"key": key, "method": method, "bpw": bpw, "arch": "openvla-oft", "flags": flags,
+                          "label": "rtn + bias correction" if flags else method},
                "eval": {"closed_loop": cl}, "quant": {"vision_llm_bpw": 3.01}, "parity": {"min_cosine": 0.99991}}
         (tmp_path / key / "eval.json").write_text(json.dumps(doc))
     rows = [line for line in r.main_table(r.load_runs(tmp_path)) if line.startswith("| ")]
-    assert len(rows) == 3  # header, fp, rtn-3: configurations without a result are left out
+    assert len(rows) == 4  # header, fp, rtn-3, rtn+bc-3: configurations without a result are left out
+    assert rows[3].startswith("| rtn + bias correction | 3 |")  # a variant row says which variant
     lo, hi = wilson_interval(7, 8)
     assert f"[{100 * lo:.1f}, {100 * hi:.1f}]" in rows[1] and "| 3, 4 |" in rows[1]
     ret = paired_retention(rtn, fp)
