@@ -91,6 +91,11 @@ def main_table(runs: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _ratio(a: float, b: float) -> str:
+    """a / b as "1.23x"; "-" without an open loop (closed-loop-only grids have no L1)."""
+    return "-" if math.isnan(a) or math.isnan(b) else f"{a / b:.2f}x"
+
+
 def ratio_table(runs: dict[str, dict]) -> list[str]:
     lines = [
         "| bpw | baseline | its L1 to FP / ActQuant's | its L1 to demos / ActQuant's | success: baseline vs ActQuant |",
@@ -107,7 +112,7 @@ def ratio_table(runs: dict[str, dict]) -> list[str]:
                 continue
             s = summary(r)
             lines.append(
-                f"| {b:g} | {m} | {s['l1_fp'] / sa['l1_fp']:.2f}x | {s['l1_gt'] / sa['l1_gt']:.2f}x | "
+                f"| {b:g} | {m} | {_ratio(s['l1_fp'], sa['l1_fp'])} | {_ratio(s['l1_gt'], sa['l1_gt'])} | "
                 f"{s['success']:.1f} % vs {sa['success']:.1f} % |"
             )
     return lines
@@ -187,9 +192,13 @@ def write_report(runs_dir: Path, doc: str | None, plot_path: str | None, tag: st
     (OpenVLA-OFT's demo keeps the original ``actquant_eval``), so one doc can hold several grids."""
     runs = load_runs(runs_dir)
     arch = _arch(runs)
-    # OpenVLA-OFT's block is a section of docs/quantization.md; another family's sits inside its own doc's
-    # closed-loop section, a level deeper
-    h = "##" if arch == "openvla-oft" else "####"
+    # OpenVLA-OFT's demo block is a section of docs/quantization.md; a further OpenVLA-OFT grid under its own
+    # --tag (mt9) sits in a section of its own, a level deeper; another family's block inside its own doc's
+    # closed-loop section, two levels deeper
+    if arch != "openvla-oft":
+        h = "####"
+    else:
+        h = "##" if tag in (None, "actquant_eval") else "###"
     fp = runs.get("fp32")
     eps = summary(fp)["episodes"] if fp else "?"
     heldout = (fp or {}).get("eval", {}).get("open_loop")

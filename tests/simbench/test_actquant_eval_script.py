@@ -132,6 +132,13 @@ def test_report_table_and_block(tmp_path: Path) -> None:
     assert f"{100 * ret.ratio:.1f}% [{100 * ret.ci95[0]:.1f}, {100 * ret.ci95[1]:.1f}]" in rows[2]
     assert rows[2].startswith("| rtn | 3 | 3.010 |") and "| 1, 4 |" in rows[2]
     assert "nan" not in "\n".join(rows)  # closed loop only: the open-loop columns say "-"
+    (tmp_path / "actquant-3").mkdir()
+    (tmp_path / "actquant-3" / "eval.json").write_text(json.dumps(
+        {"config": {"key": "actquant-3", "method": "actquant", "bpw": 3.0}, "eval": {"closed_loop": fp}}))
+    ratios = r.ratio_table(r.load_runs(tmp_path))
+    assert "nan" not in "\n".join(ratios) and "| 3 | rtn | - | - |" in ratios[2]
+    (tmp_path / "actquant-3" / "eval.json").unlink()
+    (tmp_path / "actquant-3").rmdir()
 
     doc = tmp_path / "doc.md"
     doc.write_text("intro\n<!-- mt9:begin -->\nold\n<!-- mt9:end -->\n<!-- actquant_eval:begin -->\nkeep\n"
