@@ -109,7 +109,6 @@ def _run(args: argparse.Namespace) -> int:
     )
     from omnimodel.simbench.confidence import paired_retention
     from omnimodel.simbench.policies import describe_policy, load_eval_policy
-    from omnimodel.simbench.sim import proprio_names_for
     from omnimodel.simbench.tasks import parse_tasks
 
     if args.no_closed_loop and args.data is None:
@@ -139,6 +138,8 @@ def _run(args: argparse.Namespace) -> int:
 
     closed = None
     if not args.no_closed_loop:
+        from omnimodel.simbench.sim import proprio_names_for  # the simulator (MuJoCo) only for the closed loop
+
         cfg = ClosedLoopConfig(
             tasks=tuple(t.name for t in tasks),
             episodes_per_task=args.episodes,
