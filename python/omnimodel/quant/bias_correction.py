@@ -89,12 +89,17 @@ def encode_matrices(policy: Any, allocation: Allocation, quantizer: MatrixQuanti
     return {t.name: quantizer.encode(t.name, weights[t.name]) for t in allocation.tensors}
 
 
+def not_applicable(arch: Any) -> str:
+    """The one-line refusal for a family without an output bias (a registry ``Architecture``)."""
+    return f"--bias-correction does not apply to {arch.name}, {arch.no_output_bias}"
+
+
 def output_bias(policy: Any) -> tuple[str, torch.nn.Parameter]:
     """(name, parameter) of the bias the policy's family adds last to the normalised actions."""
     arch = for_policy(policy)
     bias = arch.action_output_bias(policy)
     if bias is None:
-        raise BiasCorrectionError(f"--bias-correction does not apply to {arch.name}, {arch.no_output_bias}")
+        raise BiasCorrectionError(not_applicable(arch))
     return str(arch.output_bias), bias
 
 
@@ -159,5 +164,6 @@ __all__ = [
     "EncodedMatrices",
     "correct_output_bias",
     "encode_matrices",
+    "not_applicable",
     "output_bias",
 ]

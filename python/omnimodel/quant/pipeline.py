@@ -49,6 +49,7 @@ from .bias_correction import (
     EncodedMatrices,
     correct_output_bias,
     encode_matrices,
+    not_applicable,
 )
 from .binarize import (
     ABLATION_NAMES,
@@ -446,7 +447,7 @@ def check_bias_correction(arch, opts: QuantOptions) -> None:
     """Fail before any work when ``opts.bias_correction`` cannot apply to the family ``arch`` (a registry
     ``Architecture``): it must name the bias added last to its actions (``output_bias``)."""
     if opts.bias_correction and arch.output_bias is None:
-        raise QuantPipelineError(f"--bias-correction does not apply to {arch.name}, {arch.no_output_bias}")
+        raise QuantPipelineError(not_applicable(arch))
 
 
 def correct_bias(
