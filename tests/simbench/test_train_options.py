@@ -33,6 +33,30 @@ def test_weight_average_is_the_exponential_average_and_swaps_back() -> None:
         WeightAverage([p], decay=1.0)
 
 
+def test_weight_average_warmup_ramps_the_decay() -> None:
+    """With warm-up the first updates follow the weights closely (decay 0.1, 2/11, ...) and the decay
+    reaches the configured one only after ~10 / (1 - decay) updates; without, it is constant."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    avg = WeightAverage([p], decay=0.99, warmup=True)
+    decays = []
+    for _ in range(2000):
+        decays.append(avg.current_decay())
+        with torch.no_grad():
+            p.fill_(1.0)
+        avg.update()
+    assert decays[0] == pytest.approx(0.1) and decays[1] == pytest.approx(2 / 11)
+    assert all(a <= b for a, b in zip(decays, decays[1:])) and decays[-1] == 0.99
+    # after 20 updates toward 1.0 the warmed average is nearly there; the plain one holds 0.99^20 of the start
+    warm, plain = WeightAverage([p], 0.99, warmup=True), WeightAverage([p], 0.99)
+    with torch.no_grad():
+        warm.shadow[0].zero_()
+        plain.shadow[0].zero_()
+    for _ in range(20):
+        warm.update()
+        plain.update()
+    assert float(warm.shadow[0]) > 0.95 and float(plain.shadow[0]) == pytest.approx(1 - 0.99**20)
+
+
 def _samples(counts: dict[str, int]) -> TaskSamples:
     s = TaskSamples()
     s.images.append(np.zeros((max(counts.values()), 1, 2, 2, 3), np.uint8))
@@ -86,7 +110,10 @@ def test_train_demo_ema_saves_the_average(demo_dataset: Path, tmp_path: Path, mo
 
     capsys.readouterr()
     for bad in (["--ema", "1.5"], ["--task-weight", "push"], ["--task-weight", "nosuch=2"],
-                ["--task-weight", "push=-1"]):
+                ["--task-weight", "push=-1"], ["--ema-warmup"]):
         assert main(["train-demo", *common, "--out", str(tmp_path / "bad"), *bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and ("--ema" in err[0] or "--task-weight" in err[0]), err
+    assert main(["train-demo", *common, "--out", str(tmp_path / "warm"), "--ema", "0.9", "--ema-warmup"]) == 0
+    report = json.loads((tmp_path / "warm" / "train_report.json").read_text())
+    assert report["options"]["ema_warmup"] is True

@@ -53,6 +53,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="keep an exponential moving average of the weights with this decay (e.g. 0.998) and save "
                    "it as the checkpoints and the final policy; 0: off (default)")
+    p.add_argument("--ema-warmup", action="store_true",
+                   help="ramp the EMA decay up from 0.1 over the first ~10/(1-DECAY) steps, so that mid-run "
+                   "checkpoints of a run from scratch are not blended with its random start (needs --ema)")
     p.add_argument("--task-weight", action="append", default=[], metavar="TASK=W",
                    help="give TASK's batches W times the probability of a task not named (repeatable; default: "
                    "every task equally likely)")
@@ -95,6 +98,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--shift, --warmup and --checkpoint-every must be >= 0")
     if not 0.0 <= args.ema < 1.0:
         raise UsageError(f"--ema {args.ema}: the decay must lie in [0, 1)")
+    if args.ema_warmup and args.ema == 0.0:
+        raise UsageError("--ema-warmup ramps the weight average's decay: give --ema DECAY as well")
     task_weights = _task_weights(args.task_weight)
     try:
         manifest = read_manifest(args.data)
@@ -156,6 +161,7 @@ def _run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         on_checkpoint=on_checkpoint,
         ema_decay=args.ema,
+        ema_warmup=args.ema_warmup,
         task_weights=task_weights or None,
     )
     wall = time.time() - t0
@@ -168,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
         "options": {
             k: getattr(args, k)
             for k in ("steps", "batch_size", "lr", "schedule", "warmup", "shift", "grad_clip", "seed", "threads",
-                      "ema")
+                      "ema", "ema_warmup")
         },
         "task_weights": task_weights,
         "time_limit_min": args.time_limit,

@@ -108,6 +108,7 @@ def train(
     checkpoint_every: int = 0,
     on_checkpoint: Callable[[Any, int], None] | None = None,
     ema_decay: float = 0.0,
+    ema_warmup: bool = False,
     task_weights: dict[str, float] | None = None,
 ) -> TrainReport:
     """Train the checkpoint's model for ``steps`` steps (float32, CPU); save to ``out_dir`` if given.
@@ -119,7 +120,8 @@ def train(
     ``on_checkpoint(policy, step)`` is called (e.g. to save it).
 
     ``ema_decay`` > 0 keeps an exponential moving average of the weights (``weight_average``); checkpoints
-    and the final policy are then the average. ``task_weights`` draws a batch's task with these relative
+    and the final policy are then the average; ``ema_warmup`` ramps its decay up from 0.1 (see
+    ``WeightAverage``) so that mid-run checkpoints of a run from scratch are not blends with the random start. ``task_weights`` draws a batch's task with these relative
     weights (tasks not named weigh 1) instead of uniformly, to give a hard task more of the steps."""
     import torch
 
@@ -134,7 +136,7 @@ def train(
     gen = torch.Generator().manual_seed(seed)  # the loss's own draws (flow matching's noise and t)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    average = WeightAverage(params, ema_decay) if ema_decay > 0 else None
+    average = WeightAverage(params, ema_decay, warmup=ema_warmup) if ema_decay > 0 else None
     rng = np.random.default_rng(seed)
     losses: list[float] = []
     step_seconds: list[float] = []
