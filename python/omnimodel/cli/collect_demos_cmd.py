@@ -46,6 +46,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         help="append the task's goal position (x, y, z; Meta-World's goal-observable state) to the 4-D proprio; "
         "a policy trained on it gets it in `eval` too",
     )
+    p.add_argument(
+        "--object-state",
+        action="store_true",
+        help="also append the task object's position (x, y, z; Meta-World's obs[4:7]: the puck, the handle, the "
+        "button), after the goal's; implies --goal-state",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -70,7 +76,8 @@ def _run(args: argparse.Namespace) -> int:
         action_noise=args.action_noise,
         dataset_key=args.dataset_key,
         max_steps=args.max_steps,
-        goal_state=args.goal_state,
+        goal_state=args.goal_state or args.object_state,
+        object_state=args.object_state,
     )
     report = collect_demos(args.out, cfg, progress=not args.quiet, overwrite=args.overwrite)
     print("\n".join(report.summary_lines()))

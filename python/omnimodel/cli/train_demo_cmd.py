@@ -5,7 +5,10 @@
     omnimodel train-demo data/mw --out runs/other --arch NAME     # another registered family
     omnimodel eval --policy runs/demo/final --episodes 10
 
-``--init CKPT`` continues from an earlier run's checkpoint (a second, low-LR stage) instead.
+``--init CKPT`` continues from an earlier run's checkpoint (a second, low-LR stage) instead. A dataset
+whose proprio state appends values to the checkpoint's (``collect-demos --object-state`` data for a
+``--goal-state`` policy) extends the checkpoint in ``OUT/init`` first: the new inputs get zero weights, so
+training starts from exactly the earlier policy (OpenVLA-OFT).
 
 Writes ``OUT/init`` (the random initial checkpoint of ``--arch``: the family's miniature layout, a tokenizer trained on the dataset's
 instructions, the dataset's statistics), ``OUT/checkpoints/step-NNNNNN`` every ``--checkpoint-every``
@@ -90,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
     from omnimodel.errors import UsageError
     from omnimodel.simbench.episodes import read_manifest
     from omnimodel.arch import registry
-    from omnimodel.simbench.train import init_checkpoint, save_trained, train
+    from omnimodel.simbench.train import checkpoint_architecture, init_checkpoint, save_trained, train
 
     if args.steps < 1 or args.batch_size < 1 or args.threads < 1:
         raise UsageError("--steps, --batch-size and --threads must be >= 1")
@@ -133,6 +136,16 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"--init {args.init}: not a checkpoint directory (no config.json)")
         init = args.init
         print(f"continuing from: {init}", flush=True)
+        try:
+            extend = getattr(checkpoint_architecture(init).training(), "extend_state", None)
+        except ValueError as e:
+            raise UsageError(f"--init: {e}") from e
+        if extend is not None:  # a dataset with more state values than the checkpoint takes (e.g. --object-state)
+            try:
+                init = extend(init, args.data, out / "init")
+            except UsageError:
+                shutil.rmtree(out, ignore_errors=True)  # created above, still empty: leave nothing behind
+                raise
     else:
         size = sizes[args.size]
         init = init_checkpoint(out / "init", size, args.data, seed=args.seed)

@@ -52,6 +52,14 @@ class CollectConfig:
     dataset_key: str = DEFAULT_DATASET_KEY
     max_steps: int | None = None  # per episode; None = each task's own budget
     goal_state: bool = False  # proprio gets the goal position (sim.GOAL_PROPRIO_NAMES)
+    object_state: bool = False  # ... and the object's position too (sim.OBJECT_PROPRIO_NAMES)
+
+    def proprio_names(self) -> tuple[str, ...]:
+        from .sim import GOAL_PROPRIO_NAMES, OBJECT_PROPRIO_NAMES, PROPRIO_NAMES
+
+        if self.object_state:
+            return OBJECT_PROPRIO_NAMES
+        return GOAL_PROPRIO_NAMES if self.goal_state else PROPRIO_NAMES
 
 
 @dataclass
@@ -159,7 +167,7 @@ def collect_demos(
 ) -> CollectReport:
     """Collect ``config``'s splits into ``out_dir``; write statistics (train split) and the manifest last."""
     from .experts import ScriptedExpert
-    from .sim import ACTION_NAMES, GOAL_PROPRIO_NAMES, PROPRIO_NAMES, MetaWorldSim, SimConfig
+    from .sim import ACTION_NAMES, MetaWorldSim, SimConfig
 
     cfg = config or CollectConfig()
     if "metaworld" not in cfg.dataset_key.lower():
@@ -171,7 +179,7 @@ def collect_demos(
     tasks: tuple[TaskSpec, ...] = parse_tasks(cfg.tasks)
     root = Path(out_dir)
     _prepare_output(root, overwrite)
-    sim_cfg = SimConfig(image_size=cfg.image_size, proprio=GOAL_PROPRIO_NAMES if cfg.goal_state else PROPRIO_NAMES)
+    sim_cfg = SimConfig(image_size=cfg.image_size, proprio=cfg.proprio_names())
     wanted = {"train": cfg.train_per_task, "calib": cfg.calib_per_task}
     splits: dict[str, list[str]] = {s: [] for s in SPLITS if wanted[s] > 0}
     all_stats: list[SplitStats] = []

@@ -17,11 +17,14 @@ view that moves with the gripper; and a proprio vector:
                   Meta-World's goal-observable obs[36:39]. Reach, push and pick-place draw their goal in 3-D
                   at every reset and show it only as a 1-2 px marker at 56 px, so a policy that is to reach
                   it must be told where it is, as Meta-World's own state observation tells its agents.
+    proprio[7:10] only with ``SimConfig(proprio=OBJECT_PROPRIO_NAMES)``: the task object's position (metres) =
+                  Meta-World's obs[4:7] (the puck; the door, drawer or window handle; the button). The puck
+                  is a ~3 px blob at 56 px that a small policy does not learn to locate from the pixels.
 
 Action (4-D, each in [-1, 1]; the env clips): ``[dx, dy, dz, grip]``. ``dx..dz`` move the mocap target
 by 1 cm per unit per step; ``grip`` is the finger actuator effort (> 0 closes, < 0 opens).
 ``Observation.state`` additionally carries Meta-World's 39-D state vector (object and goal positions):
-privileged, for the scripted experts only -- policies under test get at most its goal (above).
+privileged, for the scripted experts only -- policies under test get at most its goal and first object (above).
 
 Cameras are MuJoCo free cameras (look-at point, distance, azimuth, elevation), not cameras of the
 Meta-World model: the model's own cameras either miss the small objects or sit inside the arm at some
@@ -47,8 +50,10 @@ import mujoco  # noqa: E402  (after the GL backend is chosen)
 
 PROPRIO_NAMES: tuple[str, ...] = ("hand_x", "hand_y", "hand_z", "gripper_open")
 GOAL_PROPRIO_NAMES: tuple[str, ...] = PROPRIO_NAMES + ("goal_x", "goal_y", "goal_z")
+OBJECT_PROPRIO_NAMES: tuple[str, ...] = GOAL_PROPRIO_NAMES + ("obj_x", "obj_y", "obj_z")
 # where each proprio value sits in Meta-World's 39-D goal-observable observation
-_STATE_INDEX = {"hand_x": 0, "hand_y": 1, "hand_z": 2, "gripper_open": 3, "goal_x": 36, "goal_y": 37, "goal_z": 38}
+_STATE_INDEX = {"hand_x": 0, "hand_y": 1, "hand_z": 2, "gripper_open": 3, "goal_x": 36, "goal_y": 37, "goal_z": 38,
+                "obj_x": 4, "obj_y": 5, "obj_z": 6}
 ACTION_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "grip")
 STATE_DIM = 39  # Meta-World v3 observation vector (goal observable)
 # Meta-World raises once an episode reaches this many steps (``SawyerXYZEnv.max_path_length``).
@@ -217,14 +222,19 @@ class MetaWorldSim:
 
 def proprio_names_for(dim: int | None) -> tuple[str, ...]:
     """The state a policy with a ``dim``-D proprio input was trained on: 7 is hand + gripper + goal
-    (``collect-demos --goal-state``); anything else gets the default 4-D state, as before that option
-    (a family that pads its state, or takes none, ignores what it does not use)."""
-    return GOAL_PROPRIO_NAMES if dim == len(GOAL_PROPRIO_NAMES) else PROPRIO_NAMES
+    (``collect-demos --goal-state``), 10 adds the object (``--object-state``); anything else gets the
+    default 4-D state, as before those options (a family that pads its state, or takes none, ignores what
+    it does not use)."""
+    for names in (GOAL_PROPRIO_NAMES, OBJECT_PROPRIO_NAMES):
+        if dim == len(names):
+            return names
+    return PROPRIO_NAMES
 
 
 __all__ = [
     "PROPRIO_NAMES",
     "GOAL_PROPRIO_NAMES",
+    "OBJECT_PROPRIO_NAMES",
     "proprio_names_for",
     "ACTION_NAMES",
     "STATE_DIM",

@@ -198,6 +198,56 @@ def save_trained(policy: Any, init_dir: str | os.PathLike[str], out_dir: str | o
     return out
 
 
+def _shared_proprio_bounds_equal(old: Path, new: Path, count: int) -> bool:
+    """Whether both statistics files bound the first ``count`` proprio values alike (same normalisation)."""
+    try:
+        a, b = json.loads(old.read_text()), json.loads(new.read_text())
+        return all(
+            np.allclose(a[key]["proprio"][q][:count], b[key]["proprio"][q][:count])
+            for key in a.keys() & b.keys() for q in ("q01", "q99")
+        ) and bool(a.keys() & b.keys())
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def extend_state(init_dir: str | os.PathLike[str], dataset_root: str | os.PathLike[str],
+                 out_dir: str | os.PathLike[str]) -> Path:
+    """``init_dir`` as the starting point for a dataset whose proprio state has more values than the
+    checkpoint projects: a copy in ``out_dir`` whose proprio projector takes the new values with zero
+    weights and whose statistics are the dataset's, so the copy computes exactly what the checkpoint did
+    (the new values are appended after the old ones, e.g. ``collect-demos --object-state`` after
+    ``--goal-state``) until training teaches it to use them. ``init_dir`` itself when nothing is missing."""
+    import torch
+
+    from omnimodel.errors import UsageError
+
+    init, out = Path(init_dir), Path(out_dir)
+    wanted = len(read_manifest(dataset_root).proprio_names)
+    heads = sorted(init.glob("proprio_projector--*_checkpoint.pt"))
+    if len(heads) != 1 or not wanted:
+        return init  # no proprio input (or no state): nothing to extend; the loader checks the rest
+    projector = torch.load(heads[0], map_location="cpu", weights_only=True)
+    fc1 = projector["module.fc1.weight"]
+    have = int(fc1.shape[1])
+    if have == wanted:
+        return init
+    if have > wanted:
+        raise UsageError(f"--init {init}: the checkpoint projects a {have}-D proprio state, the dataset has only "
+                         f"{wanted} values")
+    if not _shared_proprio_bounds_equal(init / STATISTICS_FILE, Path(dataset_root) / STATISTICS_FILE, have):
+        print(f"note: the dataset's statistics of the first {have} proprio values differ from the checkpoint's; "
+              "the extended policy starts close to, not equal to, the checkpoint", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in init.iterdir():
+        if f.is_file() and f != heads[0]:
+            shutil.copyfile(f, out / f.name)
+    shutil.copyfile(Path(dataset_root) / STATISTICS_FILE, out / STATISTICS_FILE)
+    projector["module.fc1.weight"] = torch.cat([fc1, fc1.new_zeros(fc1.shape[0], wanted - have)], dim=1)
+    torch.save(projector, out / heads[0].name)
+    print(f"extended the proprio input from {have} to {wanted} values (new weights zero): {out}", flush=True)
+    return out
+
+
 class OFTTraining:
     """The trainer adapter (``Architecture.training()``): what ``simbench.train.train`` asks of a family."""
 
@@ -217,6 +267,10 @@ class OFTTraining:
     def samples(self, dataset: EpisodeDataset, split: str, policy: Any) -> ChunkSamples:
         return ChunkSamples(dataset, split, policy)
 
+    def extend_state(self, init_dir: str | os.PathLike[str], dataset_root: str | os.PathLike[str],
+                     out_dir: str | os.PathLike[str]) -> Path:
+        return extend_state(init_dir, dataset_root, out_dir)
+
     def loss(self, policy: Any, batch: tuple[Any, ...], generator: Any) -> Any:
         """Mean |normalised chunk - target| (OFT's L1-regression objective)."""
         pixels, prompt, proprio, target = batch
@@ -228,4 +282,4 @@ class OFTTraining:
         return save_trained(policy, init_dir, out_dir, step=step)
 
 
-__all__ = ["SIZES", "ChunkSamples", "ModelSize", "OFTTraining", "init_checkpoint", "save_trained"]
+__all__ = ["SIZES", "ChunkSamples", "ModelSize", "OFTTraining", "extend_state", "init_checkpoint", "save_trained"]
