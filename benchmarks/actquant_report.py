@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 from actquant_eval import ABLATION, ABLATION_BUDGETS, BUDGETS, METHODS, summary
 
-from omnimodel.simbench.confidence import PairingError, format_rate, paired_retention
+from omnimodel.simbench.confidence import PairingError, format_rate, paired_retention, pooled_retention
 
 
 def load_runs(runs: Path) -> dict[str, dict]:
@@ -87,6 +88,46 @@ def main_table(runs: dict[str, dict]) -> list[str]:
             f"| {m} | {b:g} | {_f(q.get('vision_llm_bpw'), '.3f')} | {_success(r)} | {_retention(r, fp)} | "
             f"{', '.join(str(v) for v in s['tasks'].values())} | {_f(s['l1_gt'], '.4f')} | {_f(s['l1_fp'], '.4f')} | "
             f"{_f(par.get('min_cosine'), '.5f')} |"
+        )
+    return lines + draw_rows(runs)
+
+
+def _draws(runs: dict[str, dict]) -> dict[tuple[str, str], list[str]]:
+    """(method, budget) -> its run keys over calibration draws: the default draw plus every ``+sN``
+    variant of it (``actquant-2.5``, ``actquant+s1-2.5``, ...), where there is more than one."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for key in runs:
+        m = re.fullmatch(r"([a-z0-9]+)(?:\+s\d+)?-([0-9.]+)", key)
+        if m and not key.startswith("ablation"):
+            out.setdefault((m.group(1), m.group(2)), []).append(key)
+    return {k: sorted(v) for k, v in out.items() if len(v) > 1 and f"{k[0]}-{k[1]}" in v}
+
+
+def draw_rows(runs: dict[str, dict]) -> list[str]:
+    """One row per method and budget run with several calibration draws: the mean over the draws, with
+    the task-stratified bootstrap interval of each episode's mean outcome (``pooled_retention``)."""
+    fp = runs.get("fp32")
+    if fp is None or not fp["eval"].get("closed_loop"):
+        return []
+    lines = []
+    for (method, budget), keys in _draws(runs).items():
+        loops = [runs[k]["eval"].get("closed_loop") for k in keys]
+        if not all(loops):
+            continue
+        try:
+            pooled = pooled_retention(loops, fp["eval"]["closed_loop"])
+        except PairingError:
+            continue
+        bpw = [runs[k].get("quant", {}).get("vision_llm_bpw") for k in keys]
+        achieved = _f(sum(bpw) / len(bpw), ".3f") if all(b is not None for b in bpw) else "-"
+        per_task = [sum(t) / len(t) for t in zip(*(summary(runs[k])["tasks"].values() for k in keys))]
+        lo, hi = pooled.rate_ci95
+        ret = "-" if pooled.ratio is None else f"{100 * pooled.ratio:.1f}%" + (
+            f" [{100 * pooled.ci95[0]:.1f}, {100 * pooled.ci95[1]:.1f}]" if pooled.ci95 else "")
+        lines.append(
+            f"| **{method}, mean of {len(keys)} calibration draws** | {budget} | {achieved} | "
+            f"{100 * pooled.rate:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] (bootstrap) | {ret} | "
+            f"{', '.join(f'{v:.1f}' for v in per_task)} | - | - | - |"
         )
     return lines
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from omnimodel.simbench.confidence import paired_retention, wilson_interval
+from omnimodel.simbench.confidence import paired_retention, pooled_retention, wilson_interval
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -137,8 +137,20 @@ def test_report_table_and_block(tmp_path: Path) -> None:
         {"config": {"key": "actquant-3", "method": "actquant", "bpw": 3.0}, "eval": {"closed_loop": fp}}))
     ratios = r.ratio_table(r.load_runs(tmp_path))
     assert "nan" not in "\n".join(ratios) and "| 3 | rtn | - | - |" in ratios[2]
-    (tmp_path / "actquant-3" / "eval.json").unlink()
-    (tmp_path / "actquant-3").rmdir()
+    # a second calibration draw of actquant-3: one more row, the mean over both draws
+    draw = _closed_loop({"push": [False, True, False, False], "reach": [True, True, True, False]}, seed=3)
+    (tmp_path / "actquant+s1-3").mkdir()
+    (tmp_path / "actquant+s1-3" / "eval.json").write_text(json.dumps(
+        {"config": {"key": "actquant+s1-3", "method": "actquant", "bpw": 3.0, "flags": ["--calib-seed", "1"],
+                    "label": "actquant + calibration draw 1"}, "eval": {"closed_loop": draw}}))
+    rows = [line for line in r.main_table(r.load_runs(tmp_path)) if line.startswith("| ")]
+    pooled = pooled_retention([fp, draw], fp)
+    assert rows[-1].startswith("| **actquant, mean of 2 calibration draws** | 3 |")
+    assert f"{100 * pooled.ratio:.1f}% [{100 * pooled.ci95[0]:.1f}, {100 * pooled.ci95[1]:.1f}]" in rows[-1]
+    assert "| 2.0, 3.5 |" in rows[-1]  # per task: the mean successes over the draws
+    for key in ("actquant-3", "actquant+s1-3"):
+        (tmp_path / key / "eval.json").unlink()
+        (tmp_path / key).rmdir()
 
     doc = tmp_path / "doc.md"
     doc.write_text("intro\n<!-- mt9:begin -->\nold\n<!-- mt9:end -->\n<!-- actquant_eval:begin -->\nkeep\n"

@@ -13,6 +13,7 @@ from omnimodel.simbench.confidence import (
     format_rate,
     paired_outcomes,
     paired_retention,
+    pooled_retention,
     wilson_interval,
 )
 
@@ -111,6 +112,25 @@ def test_unpaired_results_are_refused() -> None:
         paired_outcomes(a, _closed_loop({"push": [True, False]}, seed0=7))
     with pytest.raises(PairingError, match="per-episode"):
         paired_outcomes(a, {"tasks": {"push": {}}})
+
+
+def test_pooled_retention_over_draws() -> None:
+    """Three quantized models of one method: the pooled ratio is their mean success over the baseline's;
+    a single model pools to its own paired retention; the interval narrows as draws agree."""
+    base = _closed_loop({"a": [True] * 20, "b": [True] * 10 + [False] * 10})
+    draws = [_closed_loop({"a": [k % m != 0 for k in range(20)], "b": [True] * 8 + [False] * 12})
+             for m in (2, 4, 5)]
+    pooled = pooled_retention(draws, base)
+    each = [paired_retention(d, base) for d in draws]
+    assert pooled.models == 3 and pooled.episodes == 40
+    assert pooled.ratio == pytest.approx(np.mean([r.ratio for r in each]))
+    assert pooled.rate == pytest.approx(np.mean([r.candidate_rate for r in each]))
+    assert pooled.ci95[0] < pooled.ratio < pooled.ci95[1] and pooled.rate_ci95[0] < pooled.rate < pooled.rate_ci95[1]
+    single = pooled_retention(draws[:1], base)
+    assert single.ratio == pytest.approx(each[0].ratio)
+    np.testing.assert_allclose(single.ci95, each[0].ci95)  # the same resamples as the paired interval
+    with pytest.raises(PairingError, match="episode seeds"):
+        pooled_retention([draws[0], _closed_loop({"a": [True] * 20, "b": [True] * 20}, seed0=7)], base)
 
 
 def test_no_baseline_success_gives_no_ratio() -> None:

@@ -125,6 +125,49 @@ def paired_retention(candidate: Mapping[str, Any], baseline: Mapping[str, Any], 
     )
 
 
+@dataclass(frozen=True)
+class PooledRetention:
+    """A method's retention averaged over several quantized models of it (e.g. calibration draws), each
+    evaluated on the baseline's episodes: an episode counts the fraction of the models that succeeded."""
+
+    ratio: float | None  # mean success over the models / baseline success; None without a baseline success
+    ci95: tuple[float, float] | None
+    rate: float  # mean success rate over the models
+    rate_ci95: tuple[float, float]
+    models: int
+    successes: int  # summed over the models
+    episodes: int  # per model
+
+
+def pooled_retention(candidates: list[Mapping[str, Any]], baseline: Mapping[str, Any], *,
+                     resamples: int = 4000, seed: int = 0) -> PooledRetention:
+    """Retention of the mean of ``candidates`` (closed-loop sections over the baseline's seeds): the
+    task-stratified bootstrap resamples episodes, each carrying every model's outcome on it and the
+    baseline's, so the interval covers the episode layouts with the models' spread on each layout kept."""
+    if not candidates:
+        raise ValueError("pooled_retention needs at least one candidate")
+    pairs = [paired_outcomes(c, baseline) for c in candidates]
+    k = len(candidates)
+    rng = np.random.default_rng(seed)
+    cand_boot = np.zeros(resamples)
+    base_boot = np.zeros(resamples)
+    cand = base = n = 0
+    for task in pairs[0]:
+        # (episodes, k) candidate outcomes and the baseline's, on the same sorted seeds
+        c = np.stack([p[task][:, 0] for p in pairs], axis=1).astype(float)
+        b = pairs[0][task][:, 1].astype(float)
+        idx = rng.integers(0, len(b), size=(resamples, len(b)))
+        cand_boot += c.mean(axis=1)[idx].sum(axis=1)
+        base_boot += b[idx].sum(axis=1)
+        cand += int(c.sum())
+        base += int(b.sum())
+        n += len(b)
+    ratio, ci = _ratio_interval(cand, k * base, k * cand_boot, k * base_boot)
+    lo, hi = np.percentile(cand_boot / n, [2.5, 97.5])
+    return PooledRetention(ratio=ratio, ci95=ci, rate=cand / (k * n), rate_ci95=(float(lo), float(hi)),
+                           models=k, successes=cand, episodes=n)
+
+
 def format_rate(successes: int, episodes: int) -> str:
     """``"57.5% [42.2, 71.5]"``: the rate and its Wilson 95% interval, in percent."""
     lo, hi = wilson_interval(successes, episodes)
@@ -133,10 +176,12 @@ def format_rate(successes: int, episodes: int) -> str:
 
 __all__ = [
     "PairingError",
+    "PooledRetention",
     "Retention",
     "Z_95",
     "format_rate",
     "paired_outcomes",
     "paired_retention",
+    "pooled_retention",
     "wilson_interval",
 ]
