@@ -60,3 +60,15 @@ def test_init_from_a_goal_state_policy_on_object_state_data(tmp_path: Path, monk
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "10-D proprio state" in err[0] and "only 7" in err[0], err
     assert not (tmp_path / "bad").exists()
+
+    # A damaged proprio projector in the checkpoint: one line, nothing left behind.
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tmp_path / "g" / "final", broken)
+    next(broken.glob("proprio_projector--*_checkpoint.pt")).write_bytes(b"not a torch file")
+    assert main(["train-demo", str(tmp_path / "obj"), "--out", str(tmp_path / "bad"), "--init", str(broken),
+                 *train]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot read proprio_projector--" in err[0], err
+    assert not (tmp_path / "bad").exists()

@@ -226,8 +226,11 @@ def extend_state(init_dir: str | os.PathLike[str], dataset_root: str | os.PathLi
     heads = sorted(init.glob("proprio_projector--*_checkpoint.pt"))
     if len(heads) != 1 or not wanted:
         return init  # no proprio input (or no state): nothing to extend; the loader checks the rest
-    projector = torch.load(heads[0], map_location="cpu", weights_only=True)
-    fc1 = projector["module.fc1.weight"]
+    try:
+        projector = torch.load(heads[0], map_location="cpu", weights_only=True)
+        fc1 = projector["module.fc1.weight"]
+    except Exception as e:  # noqa: BLE001  a truncated or foreign file: one line naming it, not a traceback
+        raise UsageError(f"--init {init}: cannot read {heads[0].name} ({' '.join(str(e).split())[:200]})") from e
     have = int(fc1.shape[1])
     if have == wanted:
         return init
