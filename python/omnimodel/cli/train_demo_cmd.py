@@ -8,7 +8,7 @@
 ``--init CKPT`` continues from an earlier run's checkpoint (a second, low-LR stage) instead. A dataset
 whose proprio state appends values to the checkpoint's (``collect-demos --object-state`` data for a
 ``--goal-state`` policy) extends the checkpoint in ``OUT/init`` first: the new inputs get zero weights, so
-training starts from exactly the earlier policy (OpenVLA-OFT).
+training starts from exactly the earlier policy (for a family whose trainer adapter has ``extend_state``).
 
 Writes ``OUT/init`` (the random initial checkpoint of ``--arch``: the family's miniature layout, a tokenizer trained on the dataset's
 instructions, the dataset's statistics), ``OUT/checkpoints/step-NNNNNN`` every ``--checkpoint-every``
