@@ -172,7 +172,7 @@ def ablation_table(runs: dict[str, dict]) -> list[str]:
                 continue
             s = summary(r)
             fe = r.get("quant", {}).get("fisher_error")
-            cells.append(f"{s['success']:.1f} %, {s['l1_fp']:.4f}, {_f(fe, '.3g')}")
+            cells.append(f"{s['success']:.1f} %, {_f(s['l1_fp'], '.4f')}, {_f(fe, '.3g')}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
@@ -261,7 +261,7 @@ def write_report(runs_dir: Path, doc: str | None, plot_path: str | None, tag: st
     if len(ratios) > 2:  # a header alone: no ActQuant row to compare with at those budgets
         parts += [f"{h} ActQuant against each baseline at 3 and 2.5 bpw", "", *ratios, ""]
     if any(k.startswith("ablation") for k in runs):
-        parts += [f"{h} Ablation (paper Table 4 on the demo)", "", *ablation_table(runs), ""]
+        parts += [f"{h} Ablation (paper Table 4)", "", *ablation_table(runs), ""]
     text = "\n".join(parts)
     if plot_path:
         plot(runs, plot_path)
