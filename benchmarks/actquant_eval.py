@@ -241,6 +241,7 @@ def summary(r: dict) -> dict:
 VARIANTS = {
     "+bc": (("--bias-correction",), "bias correction"),
     "+enc": (("--error-model", "encoder"), "encoder-measured error model"),
+    "+nohsic": (("--no-hsic",), "no HSIC in the allocation"),
     # other calibration draws of the same data: how much a row depends on which samples it calibrated on
     "+s1": (("--calib-seed", "1"), "calibration draw 1"),
     "+s2": (("--calib-seed", "2"), "calibration draw 2"),

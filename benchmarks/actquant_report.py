@@ -79,8 +79,7 @@ def main_table(runs: dict[str, dict]) -> list[str]:
             continue
         b = r["config"]["bpw"]
         # a variant row (extra convert flags: bias correction, another calibration draw) names its variant
-        m = r["config"].get("label") if r["config"].get("flags") else r["config"]["method"]
-        m = m or r["config"]["method"]
+        m = _label(r)
         s = summary(r)
         q = r.get("quant", {})
         par = r.get("parity", {})
@@ -94,13 +93,19 @@ def main_table(runs: dict[str, dict]) -> list[str]:
 
 def _draws(runs: dict[str, dict]) -> dict[tuple[str, str], list[str]]:
     """(method, budget) -> its run keys over calibration draws: the default draw plus every ``+sN``
-    variant of it (``actquant-2.5``, ``actquant+s1-2.5``, ...), where there is more than one."""
+    variant of it (``actquant-2.5``, ``actquant+s1-2.5``, ...; a variant's draws likewise:
+    ``actquant+nohsic-2.5``, ``actquant+nohsic+s1-2.5``), where there is more than one."""
     out: dict[tuple[str, str], list[str]] = {}
     for key in runs:
-        m = re.fullmatch(r"([a-z0-9]+)(?:\+s\d+)?-([0-9.]+)", key)
+        m = re.fullmatch(r"([a-z0-9+]+?)(?:\+s\d+)?-([0-9.]+)", key)
         if m and not key.startswith("ablation"):
             out.setdefault((m.group(1), m.group(2)), []).append(key)
     return {k: sorted(v) for k, v in out.items() if len(v) > 1 and f"{k[0]}-{k[1]}" in v}
+
+
+def _label(r: dict) -> str:
+    """A row's method as the tables name it: the method, or its variant's label."""
+    return (r["config"].get("label") if r["config"].get("flags") else None) or r["config"]["method"]
 
 
 def draw_rows(runs: dict[str, dict]) -> list[str]:
@@ -125,7 +130,7 @@ def draw_rows(runs: dict[str, dict]) -> list[str]:
         ret = "-" if pooled.ratio is None else f"{100 * pooled.ratio:.1f}%" + (
             f" [{100 * pooled.ci95[0]:.1f}, {100 * pooled.ci95[1]:.1f}]" if pooled.ci95 else "")
         lines.append(
-            f"| **{method}, mean of {len(keys)} calibration draws** | {budget} | {achieved} | "
+            f"| **{_label(runs[f'{method}-{budget}'])}, mean of {len(keys)} calibration draws** | {budget} | {achieved} | "
             f"{100 * pooled.rate:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] (bootstrap) | {ret} | "
             f"{', '.join(f'{v:.1f}' for v in per_task)} | - | - | - |"
         )

@@ -59,6 +59,9 @@ def test_grid_order_and_only() -> None:
     assert both.flags == ("--error-model", "encoder", "--bias-correction")
     assert both.label == "rtn + encoder-measured error model + bias correction"
     assert g.method_config("rtn", 2.0).flags == ()
+    nohsic = g.method_config("actquant+nohsic+s1", 2.5)
+    assert (nohsic.key, nohsic.method, nohsic.flags) == ("actquant+nohsic+s1-2.5", "actquant",
+                                                         ("--no-hsic", "--calib-seed", "1"))
 
 
 def test_commands_share_seed_and_episodes(tmp_path: Path, monkeypatch) -> None:
