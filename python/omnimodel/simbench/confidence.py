@@ -95,6 +95,21 @@ def _ratio_interval(cand: int, base: int, cand_boot: np.ndarray,
     return cand / base, (float(lo), float(hi))
 
 
+def _stratified_bootstrap(pairs: list[dict[str, np.ndarray]], resamples: int,
+                          seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per task, ``resamples`` bootstrap sums of the candidates' mean outcome and of the baseline's.
+    Stratified (each task keeps its episode count) and paired: one draw of episodes serves every
+    candidate and the baseline, since all ran the same seeds. ``pairs``: ``paired_outcomes`` per candidate."""
+    rng = np.random.default_rng(seed)
+    sums = {}
+    for task in pairs[0]:
+        c = np.stack([p[task][:, 0] for p in pairs], axis=1).astype(float)  # (episodes, candidates)
+        b = pairs[0][task][:, 1].astype(float)
+        idx = rng.integers(0, len(b), size=(resamples, len(b)))
+        sums[task] = (c.mean(axis=1)[idx].sum(axis=1), b[idx].sum(axis=1))
+    return sums
+
+
 def paired_retention(candidate: Mapping[str, Any], baseline: Mapping[str, Any], *, resamples: int = 4000,
                      seed: int = 0) -> Retention:
     """Retention of ``candidate``'s closed-loop success relative to ``baseline``'s (both ``closed_loop``
@@ -103,19 +118,15 @@ def paired_retention(candidate: Mapping[str, Any], baseline: Mapping[str, Any], 
     stacked = np.concatenate(list(pairs.values()))
     cand, base = int(stacked[:, 0].sum()), int(stacked[:, 1].sum())
     n = len(stacked)
-    rng = np.random.default_rng(seed)
-    cand_boot = np.zeros(resamples)
-    base_boot = np.zeros(resamples)
+    boot = _stratified_bootstrap([pairs], resamples, seed)
     per_task = {}
-    for task, outcomes in pairs.items():  # stratified: each task keeps its episode count
-        idx = rng.integers(0, len(outcomes), size=(resamples, len(outcomes)))
-        task_cand, task_base = outcomes[idx, 0].sum(axis=1), outcomes[idx, 1].sum(axis=1)
-        cand_boot += task_cand
-        base_boot += task_base
-        t_ratio, t_ci = _ratio_interval(int(outcomes[:, 0].sum()), int(outcomes[:, 1].sum()), task_cand, task_base)
+    for task, outcomes in pairs.items():
+        t_ratio, t_ci = _ratio_interval(int(outcomes[:, 0].sum()), int(outcomes[:, 1].sum()), *boot[task])
         per_task[task] = {"ratio": t_ratio, "ci95": list(t_ci) if t_ci else None,
                           "candidate": int(outcomes[:, 0].sum()), "baseline": int(outcomes[:, 1].sum()),
                           "episodes": len(outcomes)}
+    cand_boot = sum(c for c, _ in boot.values())
+    base_boot = sum(b for _, b in boot.values())
     ratio, ci = _ratio_interval(cand, base, cand_boot, base_boot)
     return Retention(
         ratio=ratio, ci95=ci, candidate_rate=cand / n, baseline_rate=base / n, episodes=n,
@@ -148,20 +159,12 @@ def pooled_retention(candidates: list[Mapping[str, Any]], baseline: Mapping[str,
         raise ValueError("pooled_retention needs at least one candidate")
     pairs = [paired_outcomes(c, baseline) for c in candidates]
     k = len(candidates)
-    rng = np.random.default_rng(seed)
-    cand_boot = np.zeros(resamples)
-    base_boot = np.zeros(resamples)
-    cand = base = n = 0
-    for task in pairs[0]:
-        # (episodes, k) candidate outcomes and the baseline's, on the same sorted seeds
-        c = np.stack([p[task][:, 0] for p in pairs], axis=1).astype(float)
-        b = pairs[0][task][:, 1].astype(float)
-        idx = rng.integers(0, len(b), size=(resamples, len(b)))
-        cand_boot += c.mean(axis=1)[idx].sum(axis=1)
-        base_boot += b[idx].sum(axis=1)
-        cand += int(c.sum())
-        base += int(b.sum())
-        n += len(b)
+    boot = _stratified_bootstrap(pairs, resamples, seed)
+    cand_boot = sum(c for c, _ in boot.values())
+    base_boot = sum(b for _, b in boot.values())
+    cand = sum(int(p[task][:, 0].sum()) for p in pairs for task in p)
+    base = sum(int(o[:, 1].sum()) for o in pairs[0].values())
+    n = sum(len(o) for o in pairs[0].values())
     ratio, ci = _ratio_interval(cand, k * base, k * cand_boot, k * base_boot)
     lo, hi = np.percentile(cand_boot / n, [2.5, 97.5])
     return PooledRetention(ratio=ratio, ci95=ci, rate=cand / (k * n), rate_ci95=(float(lo), float(hi)),
