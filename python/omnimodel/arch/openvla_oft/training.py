@@ -29,6 +29,9 @@ import numpy as np
 from omnimodel.simbench.episodes import STATISTICS_FILE, EpisodeDataset, read_manifest
 from omnimodel.simbench.samples import TaskSamples
 
+from .config import ConfigError, NormalizationType
+from .normalization import parse_norm_stats
+
 
 @dataclass(frozen=True)
 class ModelSize:
@@ -202,12 +205,13 @@ def _shared_proprio_bounds_equal(old: Path, new: Path, count: int) -> bool:
     """Whether both statistics files bound the first ``count`` proprio values alike (same normalisation)."""
     try:
         a, b = json.loads(old.read_text()), json.loads(new.read_text())
-        return all(
-            np.allclose(a[key]["proprio"][q][:count], b[key]["proprio"][q][:count])
-            for key in a.keys() & b.keys() for q in ("q01", "q99")
-        ) and bool(a.keys() & b.keys())
-    except (KeyError, TypeError, ValueError):
+        shared = a.keys() & b.keys()
+        bounds = [[parse_norm_stats(s, key, NormalizationType.BOUNDS_Q99, str(f), need_proprio=True).proprio
+                   for s, f in ((a, old), (b, new))] for key in shared]
+    except (ConfigError, KeyError, TypeError, ValueError):
         return False
+    return bool(shared) and all(np.allclose(x.low[:count], y.low[:count]) and np.allclose(x.high[:count], y.high[:count])
+                                for x, y in bounds)
 
 
 def extend_state(init_dir: str | os.PathLike[str], dataset_root: str | os.PathLike[str],
