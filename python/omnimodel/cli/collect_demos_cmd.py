@@ -76,8 +76,7 @@ def _run(args: argparse.Namespace) -> int:
         action_noise=args.action_noise,
         dataset_key=args.dataset_key,
         max_steps=args.max_steps,
-        goal_state=args.goal_state or args.object_state,
-        object_state=args.object_state,
+        state="object" if args.object_state else "goal" if args.goal_state else "hand",
     )
     report = collect_demos(args.out, cfg, progress=not args.quiet, overwrite=args.overwrite)
     print("\n".join(report.summary_lines()))

@@ -41,6 +41,12 @@ def split_seed(base_seed: int, split: str, index: int) -> int:
     return int(base_seed) + SPLIT_SEED_OFFSETS[split] + int(index)
 
 
+# The proprio layouts a collection can record (names of ``sim`` constants): the hand alone, the hand and the
+# task's goal position, or those and the task object's position; each appends to the one before.
+STATE_LAYOUTS: dict[str, str] = {"hand": "PROPRIO_NAMES", "goal": "GOAL_PROPRIO_NAMES",
+                                 "object": "OBJECT_PROPRIO_NAMES"}
+
+
 @dataclass(frozen=True)
 class CollectConfig:
     tasks: tuple[str, ...] = DEFAULT_TASKS
@@ -51,15 +57,12 @@ class CollectConfig:
     action_noise: float = 0.0  # std of the DART noise on the executed action (0 = none)
     dataset_key: str = DEFAULT_DATASET_KEY
     max_steps: int | None = None  # per episode; None = each task's own budget
-    goal_state: bool = False  # proprio gets the goal position (sim.GOAL_PROPRIO_NAMES)
-    object_state: bool = False  # ... and the object's position too (sim.OBJECT_PROPRIO_NAMES)
+    state: str = "hand"  # proprio layout: one of STATE_LAYOUTS
 
     def proprio_names(self) -> tuple[str, ...]:
-        from .sim import GOAL_PROPRIO_NAMES, OBJECT_PROPRIO_NAMES, PROPRIO_NAMES
+        from . import sim  # mujoco loads with it, so only when a collection runs
 
-        if self.object_state:
-            return OBJECT_PROPRIO_NAMES
-        return GOAL_PROPRIO_NAMES if self.goal_state else PROPRIO_NAMES
+        return getattr(sim, STATE_LAYOUTS[self.state])
 
 
 @dataclass
@@ -176,6 +179,8 @@ def collect_demos(
         )
     if cfg.train_per_task < 0 or cfg.calib_per_task < 0 or cfg.train_per_task + cfg.calib_per_task == 0:
         raise UsageError("ask for at least one episode (train_per_task + calib_per_task >= 1)")
+    if cfg.state not in STATE_LAYOUTS:
+        raise UsageError(f"unknown state layout '{cfg.state}' (one of {', '.join(STATE_LAYOUTS)})")
     tasks: tuple[TaskSpec, ...] = parse_tasks(cfg.tasks)
     root = Path(out_dir)
     _prepare_output(root, overwrite)
@@ -258,6 +263,7 @@ def collect_demos(
 __all__ = [
     "SPLIT_SEED_OFFSETS",
     "SPLITS",
+    "STATE_LAYOUTS",
     "DEFAULT_DATASET_KEY",
     "split_seed",
     "CollectConfig",
