@@ -242,6 +242,9 @@ VARIANTS = {
     "+bc": (("--bias-correction",), "bias correction"),
     "+enc": (("--error-model", "encoder"), "encoder-measured error model"),
     "+nohsic": (("--no-hsic",), "no HSIC in the allocation"),
+    # flatter HSIC weights exp(S / tau) than the default tau (the spread of S; convert --hsic-tau)
+    "+tau1": (("--hsic-tau", "1"), "HSIC weights at tau 1"),
+    "+tau2": (("--hsic-tau", "2"), "HSIC weights at tau 2"),
     # other calibration draws of the same data: how much a row depends on which samples it calibrated on
     "+s1": (("--calib-seed", "1"), "calibration draw 1"),
     "+s2": (("--calib-seed", "2"), "calibration draw 2"),

@@ -165,6 +165,9 @@ def test_error_model_flag_errors(tmp_path, capsys) -> None:
     for args, needle in (
         (["--demo", "--error-model", "encoder"], "applies to quantized conversions"),
         (["--bpw", "3", "--method", "awq", "--error-model", "encoder"], "cannot score --method awq"),
+        (["--demo", "--hsic-tau", "2"], "--hsic-tau applies to quantized conversions"),
+        (["--bpw", "2.5", "--hsic-tau", "0"], "--hsic-tau must be a positive number"),
+        (["--bpw", "2.5", "--no-hsic", "--hsic-tau", "2"], "cannot go with --no-hsic"),
     ):
         assert main(["convert", "openvla-oft", *args, "--out", out]) == 2
         err = capsys.readouterr().err.strip().splitlines()

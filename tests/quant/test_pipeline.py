@@ -52,6 +52,14 @@ def test_bad_options_and_data(demo, tmp_path) -> None:
         QuantOptions().check()
     with pytest.raises(QuantPipelineError, match="lambda"):
         QuantOptions(bpw=3, lam=1.5).check()
+    for tau in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(QuantPipelineError, match="--hsic-tau must be a positive number"):
+            QuantOptions(bpw=3, hsic_tau=tau).check()
+    with pytest.raises(QuantPipelineError, match="cannot go with --no-hsic"):
+        QuantOptions(bpw=3, hsic=False, hsic_tau=2.0).check()
+    with pytest.raises(QuantPipelineError, match="--hsic-tau applies to the solver's allocation"):
+        QuantOptions(bpw=1.1, method="hbvla", hsic_tau=2.0).check()
+    QuantOptions(bpw=2.5, hsic_tau=2.0).check()
     with pytest.raises(QuantPipelineError, match="not found"):
         load_samples(demo, QuantOptions(bpw=3, calib=tmp_path / "missing"))
     (tmp_path / "junk").mkdir()

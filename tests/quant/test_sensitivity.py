@@ -31,3 +31,26 @@ def test_sensitivities_on_miniature(calibrated):
     assert all(v > 0 for v in w.values()) and abs(np.mean(list(w.values())) - 1.0) < 1e-9
     order = sorted(s, key=s.get)
     assert w[order[0]] <= w[order[-1]]  # monotone in S
+
+
+def test_tau_flattens_the_weights(calibrated):
+    """--hsic-tau: the weights exp(S / tau) keep their order at every tau and flatten toward --no-hsic's
+    all-equal weights as tau grows; the allocation under a large tau is the one without HSIC."""
+    from omnimodel.quant.quantize import plan_allocation
+    from omnimodel.quant.targets import matrix_targets
+
+    s = sensitivities(calibrated.stats)
+    spread = [np.ptp(list(sensitivity_weights(s, tau=t).values())) for t in (None, 1.0, 2.0, 1e6)]
+    default_tau = float(np.std(list(s.values())))
+    assert default_tau < 1.0  # CKA differences: the default is the sharpest of these
+    assert spread[0] > spread[1] > spread[2] > spread[3] and spread[3] < 1e-5
+    order = sorted(s, key=s.get)
+    for t in (None, 1.0, 2.0):
+        w = sensitivity_weights(s, tau=t)
+        assert [w[n] for n in order] == sorted(w[n] for n in order)
+    pol = calibrated.policy
+    targets = matrix_targets(pol.model)
+    weights = {n: p.detach().numpy() for n, p in pol.model.named_parameters() if n in {t.name for t in targets}}
+    flat = plan_allocation(targets, weights, calibrated.stats, 2.5, hsic_tau=1e6)
+    plain = plan_allocation(targets, weights, calibrated.stats, 2.5, hsic=False)
+    assert [(t.name, t.type) for t in flat.tensors] == [(t.name, t.type) for t in plain.tensors]

@@ -62,6 +62,9 @@ def test_grid_order_and_only() -> None:
     nohsic = g.method_config("actquant+nohsic+s1", 2.5)
     assert (nohsic.key, nohsic.method, nohsic.flags) == ("actquant+nohsic+s1-2.5", "actquant",
                                                          ("--no-hsic", "--calib-seed", "1"))
+    tau = g.method_config("actquant+tau2+s1", 2.5)
+    assert (tau.key, tau.flags) == ("actquant+tau2+s1-2.5", ("--hsic-tau", "2", "--calib-seed", "1"))
+    assert tau.label == "actquant + HSIC weights at tau 2 + calibration draw 1"
 
 
 def test_commands_share_seed_and_episodes(tmp_path: Path, monkeypatch) -> None:

@@ -49,6 +49,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="actquant's per-element importance for the scale optimisation (default fisher)")
     q.add_argument("--no-hsic", dest="hsic", action="store_false",
                    help="allocate without the HSIC sensitivity (every matrix weighs the same)")
+    q.add_argument("--hsic-tau", type=float, metavar="TAU",
+                   help="temperature of the HSIC weights exp(S / TAU): larger is flatter, closer to --no-hsic "
+                   "(default: the spread of S over the model; docs/quantization.md)")
     q.add_argument("--error-model", default="paper", choices=["paper", "measured", "encoder"],
                    help="what the allocation charges each candidate type: paper (default, ActQuant's "
                    "S*||W||^2*2^-2b by nominal bits), measured (the Fisher-weighted error after ggml's "
@@ -117,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
 
         quant = QuantOptions(
             bpw=args.bpw, method=args.method, allocation=args.allocation, lam=args.lam,
-            importance=args.importance, hsic=args.hsic, error_model=args.error_model, calib=args.calib,
+            importance=args.importance, hsic=args.hsic, hsic_tau=args.hsic_tau, error_model=args.error_model, calib=args.calib,
             split=args.calib_split,
             calib_cameras=_camera_list(args.calib_cameras), calib_state=args.calib_state,
             calib_action=args.calib_action, calib_episodes=args.calib_episodes,
@@ -140,6 +143,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--bias-correction applies to quantized conversions (--bpw or --allocation)")
     elif args.error_model != "paper":
         raise UsageError("--error-model applies to quantized conversions (--bpw)")
+    elif args.hsic_tau is not None:
+        raise UsageError("--hsic-tau applies to quantized conversions (--bpw)")
     elif any(v is not None for v in (args.calib, args.calib_cameras, args.calib_state, args.calib_action)):
         raise UsageError("--calib and its options apply to quantized conversions (--bpw or --allocation)")
     knobs = [_parse_knob(k) for k in args.knob]
@@ -150,6 +155,7 @@ def _run(args: argparse.Namespace) -> int:
         method = args.method + (f"-{args.hbvla_ablation}" if args.hbvla_ablation else "")
         method += "-biascorr" if args.bias_correction else ""
         method += f"-{args.error_model}" if args.error_model != "paper" else ""
+        method += f"-tau{args.hsic_tau:g}" if args.hsic_tau is not None else ""
         out = Path(f"{arch.name}-{method}-{budget}{'-demo' if args.demo else ''}")
     else:
         out = Path(f"{arch.name}-{outtype}{'-demo' if args.demo else ''}")

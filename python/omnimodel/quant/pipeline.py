@@ -89,6 +89,9 @@ class QuantOptions:
     lam: float = 0.5  # Action-Mixed Fisher: lam * L1 + (1 - lam) * CE
     importance: str = "fisher"  # actquant's per-element importance (see quantize_matrices)
     hsic: bool = True  # HSIC sensitivity in the allocation
+    # temperature of the sensitivity weights exp(S / tau): None is the spread of S over the model (the
+    # default, under which mt9's Llama layer 0 gets a fifth of the mean weight); a larger tau flattens them
+    hsic_tau: float | None = None
     # what the allocation weighs each candidate type by (quantize.ERROR_MODELS); the paper's by default,
     # so ActQuant runs as published unless asked otherwise
     error_model: str = "paper"
@@ -173,6 +176,14 @@ class QuantOptions:
             raise QuantPipelineError("give a bits-per-weight budget (--bpw) or an allocation file (--allocation)")
         if self.bpw is not None and not 0.0 < self.bpw <= 32.0:
             raise QuantPipelineError(f"--bpw must be in (0, 32], got {self.bpw}")
+        if self.hsic_tau is not None:
+            if not (math.isfinite(self.hsic_tau) and self.hsic_tau > 0.0):
+                raise QuantPipelineError(f"--hsic-tau must be a positive number, got {self.hsic_tau}")
+            if not self.hsic:
+                raise QuantPipelineError("--hsic-tau sets the HSIC weights' temperature; it cannot go with --no-hsic")
+            if self.bpw is None or self.binarizes:
+                raise QuantPipelineError("--hsic-tau applies to the solver's allocation (--bpw with "
+                                         f"{', '.join(GGML_METHODS)})")
         if self.calib_episodes < 1 or self.steps_per_episode < 1:
             raise QuantPipelineError(
                 f"--calib-episodes and --calib-steps must be >= 1, got {self.calib_episodes} and "
@@ -375,6 +386,7 @@ def plan(policy, stats: CalibStats | None, opts: QuantOptions, weights=None, log
         weights = weights if weights is not None else ModelWeights(policy.model)
         try:
             base = plan_allocation(targets, weights, stats, opts.bpw, error_model=opts.error_model, hsic=opts.hsic,
+                                   hsic_tau=opts.hsic_tau,
                                    method=opts.method, importance=opts.importance, log=log)
         except AllocationError as e:
             raise QuantPipelineError(str(e)) from e

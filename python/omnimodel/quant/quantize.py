@@ -69,12 +69,14 @@ def plan_allocation(
     padding: str = "auto",
     tol: float = 0.02,
     hsic: bool = True,
+    hsic_tau: float | None = None,
     method: str = "actquant",
     importance: str = "amf",
     log: Log | None = None,
 ) -> Allocation:
     """HSIC sensitivities -> per-type errors -> the layer-balanced greedy allocation. ``hsic=False``
-    weighs every matrix the same (the ablation's allocation without the HSIC sensitivity); with the paper
+    weighs every matrix the same (the ablation's allocation without the HSIC sensitivity); ``hsic_tau`` is
+    the temperature of its weights exp(S / tau) (None: the spread of S); with the paper
     error model it then needs no statistics (``stats=None``). ``weights`` may be lazy (one matrix read
     at a time). ``method`` and ``importance`` are those the matrices will be written with; only the
     encoder error model reads them. ``log``: progress of the measured / encoder scoring."""
@@ -84,7 +86,7 @@ def plan_allocation(
     if stats is None and (hsic or error_model != "paper"):
         raise ValueError("the HSIC sensitivities and the measured / encoder error models need calibration statistics")
     sens = (
-        sensitivity_weights(sensitivities(stats, alpha=alpha, beta=beta))
+        sensitivity_weights(sensitivities(stats, alpha=alpha, beta=beta), tau=hsic_tau)
         if hsic
         else {t.name: 1.0 for t in targets}
     )
