@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
-from omnimodel.quant.sensitivity import cka, hsic, rbf_gram, sensitivities, sensitivity_weights
+from omnimodel.quant.sensitivity import cka, hsic, rbf_gram, sensitivities, sensitivity_terms, sensitivity_weights
 
 
 def test_hsic_detects_dependence():
@@ -54,3 +54,41 @@ def test_tau_flattens_the_weights(calibrated):
     flat = plan_allocation(targets, weights, calibrated.stats, 2.5, hsic_tau=1e6)
     plain = plan_allocation(targets, weights, calibrated.stats, 2.5, hsic=False)
     assert [(t.name, t.type) for t in flat.tensors] == [(t.name, t.type) for t in plain.tensors]
+
+
+def test_terms_make_up_s(calibrated):
+    """sensitivity_terms are S's two CKAs: S = beta * relevance - alpha * redundancy, both in [0, 1]."""
+    terms = sensitivity_terms(calibrated.stats)
+    s = sensitivities(calibrated.stats, alpha=0.5, beta=2.0)
+    assert set(terms) == set(s)
+    for name, (rel, red) in terms.items():
+        assert 0.0 <= rel <= 1.0 + 1e-9 and 0.0 <= red <= 1.0 + 1e-9
+        assert s[name] == 2.0 * rel - 0.5 * red
+
+
+def test_diagnosis_script_on_the_demo(tmp_path):
+    """benchmarks/hsic_sensitivity.py on the demo policy: one row per layer, every allocation on budget, the
+    one without HSIC puts nothing below 2 bits; bad --taus is one line."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from omnimodel.demo_assets import DEMO_CALIB_DIR, DEMO_POLICY_DIR
+
+    script = Path(__file__).parents[2] / "benchmarks" / "hsic_sensitivity.py"
+    out = tmp_path / "sens.md"
+    res = subprocess.run([sys.executable, str(script), "openvla-oft", "--checkpoint", str(DEMO_POLICY_DIR),
+                          "--calib", str(DEMO_CALIB_DIR), "--by-layer", "--bpw", "2.5", "--taus", "2",
+                          "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    text = out.read_text()
+    layer_rows = [ln for ln in text.splitlines() if ln.startswith("| language_model.model.layers.")]
+    assert len(layer_rows) == 2 * 2  # two layers, in the sensitivity and the bpw tables
+    rows = {ln.split("|")[1].strip(): ln.split("|")[2:4] for ln in text.splitlines()
+            if ln.startswith(("| default tau", "| tau 2", "| no HSIC"))}
+    assert set(rows) == {"default tau", "tau 2", "no HSIC"}
+    assert all(abs(float(bpw) - 2.5) <= 0.02 for bpw, _ in rows.values())
+    assert rows["no HSIC"][1].strip() == "0.0 %"
+    bad = subprocess.run([sys.executable, str(script), "openvla-oft", "--checkpoint", str(DEMO_POLICY_DIR),
+                          "--calib", str(DEMO_CALIB_DIR), "--taus", "0,x"], capture_output=True, text=True)
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "--taus" in bad.stderr

@@ -54,18 +54,25 @@ def cka(K: np.ndarray, L: np.ndarray) -> float:
     return float(num / den) if den > 0 else 0.0
 
 
+def sensitivity_terms(stats: CalibStats, *, normalized: bool = True) -> dict[str, tuple[float, float]]:
+    """The two terms of S_l per matrix, unweighted: (relevance HSIC(Z_l, A), redundancy HSIC(X, Z_l)), so a
+    diagnosis can say which of them makes a matrix look (in)sensitive (benchmarks/hsic_sensitivity.py)."""
+    measure = cka if normalized else hsic
+    L_a = rbf_gram(stats.actions)
+    grams_x = {dom: rbf_gram(x) for dom, x in stats.inputs.items()}
+    out: dict[str, tuple[float, float]] = {}
+    for name, z in stats.features.items():
+        K_z = rbf_gram(z)
+        out[name] = (measure(K_z, L_a), measure(grams_x[stats.domains[name]], K_z))
+    return out
+
+
 def sensitivities(
     stats: CalibStats, *, alpha: float = 1.0, beta: float = 1.0, normalized: bool = True
 ) -> dict[str, float]:
     """S_l per matrix (raw, may be negative)."""
-    measure = cka if normalized else hsic
-    L_a = rbf_gram(stats.actions)
-    grams_x = {dom: rbf_gram(x) for dom, x in stats.inputs.items()}
-    out: dict[str, float] = {}
-    for name, z in stats.features.items():
-        K_z = rbf_gram(z)
-        out[name] = beta * measure(K_z, L_a) - alpha * measure(grams_x[stats.domains[name]], K_z)
-    return out
+    return {name: beta * rel - alpha * red
+            for name, (rel, red) in sensitivity_terms(stats, normalized=normalized).items()}
 
 
 def sensitivity_weights(s: dict[str, float], tau: float | None = None) -> dict[str, float]:
@@ -80,4 +87,4 @@ def sensitivity_weights(s: dict[str, float], tau: float | None = None) -> dict[s
     return dict(zip(s.keys(), w.tolist()))
 
 
-__all__ = ["cka", "hsic", "rbf_gram", "sensitivities", "sensitivity_weights"]
+__all__ = ["cka", "hsic", "rbf_gram", "sensitivities", "sensitivity_terms", "sensitivity_weights"]
