@@ -13,7 +13,7 @@ from pathlib import Path
 
 from actquant_eval import ABLATION, ABLATION_BUDGETS, BUDGETS, METHODS, summary
 
-from omnimodel.simbench.confidence import PairingError, format_rate, paired_retention, pooled_retention
+from omnimodel.simbench.confidence import PairingError, format_rate, format_ratio, paired_retention, pooled_retention
 
 
 def load_runs(runs: Path) -> dict[str, dict]:
@@ -43,10 +43,7 @@ def _retention(r: dict, fp: dict | None) -> str:
         ret = paired_retention(r["eval"]["closed_loop"], fp["eval"]["closed_loop"])
     except PairingError:
         return "- (not paired)"
-    if ret.ratio is None:
-        return "-"
-    ci = f" [{100 * ret.ci95[0]:.1f}, {100 * ret.ci95[1]:.1f}]" if ret.ci95 else ""
-    return f"{100 * ret.ratio:.1f}%{ci}"
+    return format_ratio(ret.ratio, ret.ci95, "-")
 
 
 def _task_header(runs: dict[str, dict]) -> str:
@@ -127,8 +124,7 @@ def draw_rows(runs: dict[str, dict]) -> list[str]:
         achieved = _f(sum(bpw) / len(bpw), ".3f") if all(b is not None for b in bpw) else "-"
         per_task = [sum(t) / len(t) for t in zip(*(summary(runs[k])["tasks"].values() for k in keys))]
         lo, hi = pooled.rate_ci95
-        ret = "-" if pooled.ratio is None else f"{100 * pooled.ratio:.1f}%" + (
-            f" [{100 * pooled.ci95[0]:.1f}, {100 * pooled.ci95[1]:.1f}]" if pooled.ci95 else "")
+        ret = format_ratio(pooled.ratio, pooled.ci95, "-")
         lines.append(
             f"| **{_label(runs[f'{method}-{budget}'])}, mean of {len(keys)} calibration draws** | {budget} | {achieved} | "
             f"{100 * pooled.rate:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] (bootstrap) | {ret} | "

@@ -168,3 +168,12 @@ def test_eval_cli_intervals_and_baseline(tmp_path: Path, capsys) -> None:
     bad.write_text("{")
     assert main([*argv, "--baseline", str(bad)]) == 2
     assert "not JSON" in capsys.readouterr().err
+
+
+def test_format_ratio() -> None:
+    """One formatter for retention in eval's text and the report tables."""
+    from omnimodel.simbench.confidence import format_ratio
+
+    assert format_ratio(0.951, (0.916, 0.986)) == "95.1% [91.6, 98.6]"
+    assert format_ratio(1.0, None) == "100.0%"
+    assert format_ratio(None, None) == "undefined" and format_ratio(None, (0, 1), "-") == "-"

@@ -177,12 +177,22 @@ def format_rate(successes: int, episodes: int) -> str:
     return f"{successes / episodes:.1%} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
+def format_ratio(ratio: float | None, ci95: tuple[float, float] | list[float] | None,
+                 undefined: str = "undefined") -> str:
+    """``"95.1% [91.6, 98.6]"``: a retention ratio and its interval in percent; ``undefined`` when the
+    baseline never succeeded (no ratio), no brackets when there is no interval."""
+    if ratio is None:
+        return undefined
+    return f"{ratio:.1%}" + (f" [{100 * ci95[0]:.1f}, {100 * ci95[1]:.1f}]" if ci95 else "")
+
+
 __all__ = [
     "PairingError",
     "PooledRetention",
     "Retention",
     "Z_95",
     "format_rate",
+    "format_ratio",
     "paired_outcomes",
     "paired_retention",
     "pooled_retention",

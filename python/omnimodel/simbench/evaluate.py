@@ -28,7 +28,7 @@ from omnimodel.errors import OmnimodelError, UsageError
 from omnimodel.validate.compare import cosine
 
 from .collect import SPLIT_SEED_OFFSETS, split_seed
-from .confidence import format_rate, wilson_interval
+from .confidence import format_rate, format_ratio, wilson_interval
 from .episodes import Episode
 from .policies import describe_policy
 from .progress import progress_bar
@@ -355,16 +355,14 @@ def format_result(result: dict[str, Any]) -> str:
             lines.append(f"  {'average':<22} {cl['average_success_rate']:>8.1%}")
     ret = result.get("retention")
     if ret:
-        ci = ret.get("ci95")
-        interval = f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else " (no interval)"
-        ratio = "undefined (the baseline never succeeded)" if ret["ratio"] is None else f"{ret['ratio']:.1%}{interval}"
+        ratio = format_ratio(ret["ratio"], ret.get("ci95"), "undefined (the baseline never succeeded)")
+        if ret["ratio"] is not None and not ret.get("ci95"):
+            ratio += " (no interval)"
         lines.append(f"retention vs {ret['baseline']}: {ratio} over {ret['episodes']} paired episodes "
                      f"(both {ret['both']}, only this policy {ret['only_candidate']}, only the baseline "
                      f"{ret['only_baseline']})")
         for name, t in ret.get("per_task", {}).items():
-            t_ci = t.get("ci95")
-            t_ratio = "undefined" if t["ratio"] is None else f"{t['ratio']:.1%}" + (
-                f" [{100 * t_ci[0]:.1f}, {100 * t_ci[1]:.1f}]" if t_ci else "")
+            t_ratio = format_ratio(t["ratio"], t.get("ci95"))
             lines.append(f"  {name:<22} {t['candidate']:>3} vs {t['baseline']:<3} of {t['episodes']:<4} {t_ratio}")
     ol = result.get("open_loop")
     if ol:
