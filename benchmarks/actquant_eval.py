@@ -273,15 +273,17 @@ def grid_configs(methods, budgets) -> list[Config]:
     return out
 
 
+def ablation_key(i: int, b: float) -> str:
+    """The directory of ABLATION's step ``i`` at ``b`` bpw: steps that are a grid row share its directory
+    (the Action-Mixed Fisher without HSIC is ``actquant+nohsic``, the full method ``actquant``), so they
+    run once."""
+    shared = {3: "actquant+nohsic", 4: "actquant"}
+    return f"{shared.get(i, f'ablation{i}')}-{b:g}"
+
+
 def ablation_configs(budgets) -> list[Config]:
-    out = []
-    for b in budgets:
-        for i, (label, method, flags) in enumerate(ABLATION):
-            if i == 4:  # identical to the grid's actquant row
-                out.append(Config(f"actquant-{b:g}", method, b, tuple(flags), label))
-                continue
-            out.append(Config(f"ablation{i}-{b:g}", method, b, tuple(flags), label))
-    return out
+    return [Config(ablation_key(i, b), method, b, tuple(flags), label)
+            for b in budgets for i, (label, method, flags) in enumerate(ABLATION)]
 
 
 def main() -> int:

@@ -11,7 +11,7 @@ import math
 import re
 from pathlib import Path
 
-from actquant_eval import ABLATION, ABLATION_BUDGETS, BUDGETS, METHODS, summary
+from actquant_eval import ABLATION, ABLATION_BUDGETS, BUDGETS, METHODS, ablation_key, summary
 
 from omnimodel.simbench.confidence import PairingError, format_rate, format_ratio, paired_retention, pooled_retention
 
@@ -166,7 +166,7 @@ def ablation_table(runs: dict[str, dict]) -> list[str]:
     for i, (label, _m, _f_) in enumerate(ABLATION):
         cells = []
         for b in ABLATION_BUDGETS:
-            key = f"actquant-{b:g}" if i == 4 else f"ablation{i}-{b:g}"
+            key = ablation_key(i, b)
             r = runs.get(key)
             if r is None:
                 cells.append("-")

@@ -62,6 +62,10 @@ def test_grid_order_and_only() -> None:
     nohsic = g.method_config("actquant+nohsic+s1", 2.5)
     assert (nohsic.key, nohsic.method, nohsic.flags) == ("actquant+nohsic+s1-2.5", "actquant",
                                                          ("--no-hsic", "--calib-seed", "1"))
+    # ablation steps that are grid rows share the grid's directories, so they run once
+    keys = [c.key for c in g.ablation_configs([2.5])]
+    assert keys == ["ablation0-2.5", "ablation1-2.5", "ablation2-2.5", "actquant+nohsic-2.5", "actquant-2.5",
+                    "ablation5-2.5"]
     tau = g.method_config("actquant+tau2+s1", 2.5)
     assert (tau.key, tau.flags) == ("actquant+tau2+s1-2.5", ("--hsic-tau", "2", "--calib-seed", "1"))
     assert tau.label == "actquant + HSIC weights at tau 2 + calibration draw 1"
