@@ -10,6 +10,12 @@ LeRobot's checkpoint layout, trained by ``omnimodel train-demo --arch pi05`` on 
 collection plus more episodes of the same tasks (docs/pi0.md, its ``omnimodel_training.json``). Its
 normalisation statistics are those of ``DEMO_CALIB_DIR``'s collection, so that split is its calibration
 split too.
+
+``MT9_POLICY_DIR``: the mt9 benchmark policy (OpenVLA-OFT small56, 6.9 M parameters, 56 px, goal and
+object positions in its 10-D state) that issue #14's quantization tables are measured on, trained by
+``omnimodel train-demo`` on nine Meta-World tasks (docs/simbench.md, its ``omnimodel_training.json``);
+``MT9_CALIB_DIR``: its calibration split (2 held-out episodes per task, the training statistics). Shipped
+so that the grid in docs/quantization.md reruns from a clone without the hour of collection and training.
 """
 
 from __future__ import annotations
@@ -19,5 +25,7 @@ from pathlib import Path
 DEMO_POLICY_DIR = Path(__file__).resolve().parent / "oft_metaworld_tiny"
 DEMO_CALIB_DIR = Path(__file__).resolve().parent / "metaworld_calib"
 PI05_DEMO_POLICY_DIR = Path(__file__).resolve().parent / "pi05_metaworld_tiny"
+MT9_POLICY_DIR = Path(__file__).resolve().parent / "oft_metaworld_mt9"
+MT9_CALIB_DIR = Path(__file__).resolve().parent / "metaworld_mt9_calib"
 
-__all__ = ["DEMO_POLICY_DIR", "DEMO_CALIB_DIR", "PI05_DEMO_POLICY_DIR"]
+__all__ = ["DEMO_POLICY_DIR", "DEMO_CALIB_DIR", "MT9_CALIB_DIR", "MT9_POLICY_DIR", "PI05_DEMO_POLICY_DIR"]
