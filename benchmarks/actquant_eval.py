@@ -245,6 +245,11 @@ VARIANTS = {
     # flatter HSIC weights exp(S / tau) than the default tau (the spread of S; convert --hsic-tau)
     "+tau1": (("--hsic-tau", "1"), "HSIC weights at tau 1"),
     "+tau2": (("--hsic-tau", "2"), "HSIC weights at tau 2"),
+    # the Action-Mixed Fisher's mix (lambda 0.5 by default) and the calibration size (4 steps an episode)
+    "+lam0": (("--lambda", "0"), "lambda 0 (CE-only Fisher)"),
+    "+lam1": (("--lambda", "1"), "lambda 1 (action-only Fisher)"),
+    "+steps2": (("--calib-steps", "2"), "half the calibration samples"),
+    "+steps8": (("--calib-steps", "8"), "twice the calibration samples"),
     # other calibration draws of the same data: how much a row depends on which samples it calibrated on
     "+s1": (("--calib-seed", "1"), "calibration draw 1"),
     "+s2": (("--calib-seed", "2"), "calibration draw 2"),
@@ -275,9 +280,9 @@ def grid_configs(methods, budgets) -> list[Config]:
 
 def ablation_key(i: int, b: float) -> str:
     """The directory of ABLATION's step ``i`` at ``b`` bpw: steps that are a grid row share its directory
-    (the Action-Mixed Fisher without HSIC is ``actquant+nohsic``, the full method ``actquant``), so they
-    run once."""
-    shared = {3: "actquant+nohsic", 4: "actquant"}
+    (the action-only Fisher without HSIC is ``actquant+nohsic+lam1``, the Action-Mixed one
+    ``actquant+nohsic``, the full method ``actquant``), so they run once."""
+    shared = {2: "actquant+nohsic+lam1", 3: "actquant+nohsic", 4: "actquant"}
     return f"{shared.get(i, f'ablation{i}')}-{b:g}"
 
 

@@ -64,8 +64,11 @@ def test_grid_order_and_only() -> None:
                                                          ("--no-hsic", "--calib-seed", "1"))
     # ablation steps that are grid rows share the grid's directories, so they run once
     keys = [c.key for c in g.ablation_configs([2.5])]
-    assert keys == ["ablation0-2.5", "ablation1-2.5", "ablation2-2.5", "actquant+nohsic-2.5", "actquant-2.5",
-                    "ablation5-2.5"]
+    assert keys == ["ablation0-2.5", "ablation1-2.5", "actquant+nohsic+lam1-2.5", "actquant+nohsic-2.5",
+                    "actquant-2.5", "ablation5-2.5"]
+    lam1 = g.method_config("actquant+nohsic+lam1", 2.5)
+    assert lam1.flags == ("--no-hsic", "--lambda", "1")
+    assert lam1.label == "actquant + no HSIC in the allocation + lambda 1 (action-only Fisher)"
     tau = g.method_config("actquant+tau2+s1", 2.5)
     assert (tau.key, tau.flags) == ("actquant+tau2+s1-2.5", ("--hsic-tau", "2", "--calib-seed", "1"))
     assert tau.label == "actquant + HSIC weights at tau 2 + calibration draw 1"
