@@ -120,8 +120,8 @@ def _run(args: argparse.Namespace) -> int:
 
         quant = QuantOptions(
             bpw=args.bpw, method=args.method, allocation=args.allocation, lam=args.lam,
-            importance=args.importance, hsic=args.hsic, hsic_tau=args.hsic_tau, error_model=args.error_model, calib=args.calib,
-            split=args.calib_split,
+            importance=args.importance, hsic=args.hsic, hsic_tau=args.hsic_tau, error_model=args.error_model,
+            calib=args.calib, split=args.calib_split,
             calib_cameras=_camera_list(args.calib_cameras), calib_state=args.calib_state,
             calib_action=args.calib_action, calib_episodes=args.calib_episodes,
             steps_per_episode=args.calib_steps, seed=args.calib_seed, device=args.device,

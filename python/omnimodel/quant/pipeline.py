@@ -90,7 +90,7 @@ class QuantOptions:
     importance: str = "fisher"  # actquant's per-element importance (see quantize_matrices)
     hsic: bool = True  # HSIC sensitivity in the allocation
     # temperature of the sensitivity weights exp(S / tau): None is the spread of S over the model (the
-    # default, under which mt9's Llama layer 0 gets a fifth of the mean weight); a larger tau flattens them
+    # default); a larger tau flattens them toward --no-hsic's equal weights
     hsic_tau: float | None = None
     # what the allocation weighs each candidate type by (quantize.ERROR_MODELS); the paper's by default,
     # so ActQuant runs as published unless asked otherwise
