@@ -39,7 +39,8 @@ def _parse_taus(text: str) -> list[float]:
 def _table(rows: list[tuple], header: tuple[str, ...]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        lines.append("| " + " | ".join(c if isinstance(c, str) else f"{c:,}" if isinstance(c, int) else f"{c:.3f}" for c in r) + " |")
+        cells = (c if isinstance(c, str) else f"{c:,}" if isinstance(c, int) else f"{c:.3f}" for c in r)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     from omnimodel.arch import registry
     from omnimodel.errors import OmnimodelError
     from omnimodel.quant.pipeline import QuantOptions, calibrate_policy
-    from omnimodel.quant.sensitivity import sensitivity_terms, sensitivity_weights
+    from omnimodel.quant.sensitivity import default_tau, sensitivity_terms, sensitivity_weights
     from omnimodel.quant.targets import ModelWeights, matrix_targets
 
     torch.set_num_threads(1)
@@ -120,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     targets = matrix_targets(policy.model)
     terms = sensitivity_terms(stats)
     s = {n: rel - red for n, (rel, red) in terms.items()}
-    default_tau = float(np.std(list(s.values())))
-    out = [f"{stats.n_samples} calibration samples; S spread (the default tau) {default_tau:.3f}\n\n",
+    out = [f"{stats.n_samples} calibration samples; S spread (the default tau) {default_tau(s):.3f}\n\n",
            _table(sensitivity_rows(targets, terms, sensitivity_weights(s), args.by_layer),
                   ("layer" if args.by_layer else "matrix", "weights", "relevance CKA(Z,A)", "redundancy CKA(X,Z)",
                    "S", "weight (default tau)"))]

@@ -75,16 +75,21 @@ def sensitivities(
             for name, (rel, red) in sensitivity_terms(stats, normalized=normalized).items()}
 
 
+def default_tau(s: dict[str, float]) -> float:
+    """The weights' temperature when none is given: the spread (std) of S over the model, 1 if flat."""
+    return float(np.std(list(s.values()))) or 1.0
+
+
 def sensitivity_weights(s: dict[str, float], tau: float | None = None) -> dict[str, float]:
     """Positive weights exp(S / tau), normalised to mean 1 (only ratios matter to the allocator)."""
     if not s:
         return {}
     v = np.array(list(s.values()), dtype=np.float64)
     if tau is None:
-        tau = float(v.std()) or 1.0
+        tau = default_tau(s)
     w = np.exp((v - v.max()) / tau)
     w = w / w.mean()
     return dict(zip(s.keys(), w.tolist()))
 
 
-__all__ = ["cka", "hsic", "rbf_gram", "sensitivities", "sensitivity_terms", "sensitivity_weights"]
+__all__ = ["cka", "default_tau", "hsic", "rbf_gram", "sensitivities", "sensitivity_terms", "sensitivity_weights"]
